@@ -258,6 +258,8 @@ class Service(Value):
     spread_zones: int = Field(default=1, ge=1, description="serving replicas in at least this many zones")
     allowed_pools: list[str] | None = None
     allowed_roles: list[Role] | None = None
+    tp_options: list[Annotated[int, Field(ge=1)]] | None = Field(
+        default=None, description="tensor-parallel sizes allowed for this service (default: the planner's)")
     engine: Literal["vllm", "sglang", "trtllm"] = "vllm"
 
 

@@ -1,0 +1,268 @@
+"""Reading fleet files: YAML → ``FleetSpec`` with errors that point at ``FILE:LINE: field: reason``.
+
+Two passes: pydantic validates shapes and units; :func:`check_fleet` then checks what only the catalog knows
+(unknown devices and models, prices, pools that cannot hold a model, TP sizes the model's heads do not divide).
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from planner.catalog import Catalog, fleet_catalog
+from planner.schema import FleetSpec, ModelSpec
+
+# vLLM's default share of device memory for weights + KV cache, and a per-device runtime reserve.
+_MEMORY_UTILISATION = 0.9
+_RESERVE_GIB_PER_DEVICE = 2.0
+
+
+@dataclass(frozen=True)
+class FleetIssue:
+    """One problem in a fleet file: where it is and why."""
+
+    file: str
+    line: int
+    field: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}: {self.field}: {self.reason}"
+
+
+class FleetError(ValueError):
+    """A fleet file that cannot be used; ``issues`` lists every problem found, first one first."""
+
+    def __init__(self, issues: Sequence[FleetIssue]):
+        self.issues = list(issues)
+        super().__init__(str(self.issues[0]) if self.issues else "invalid fleet")
+
+
+# ---------------------------------------------------------------------------------------------- locating
+
+
+def _line_of(root: yaml.Node | None, loc: Sequence[str | int]) -> int:
+    """1-based line of the deepest YAML node along ``loc`` (a missing key points at its parent)."""
+    if root is None:
+        return 1
+    node: yaml.Node = root
+    line = node.start_mark.line + 1
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            nxt = None
+            for key_node, value_node in node.value:
+                if key_node.value == part:
+                    line = key_node.start_mark.line + 1
+                    nxt = value_node
+                    break
+            if nxt is None:
+                return line
+            node = nxt
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+            line = node.start_mark.line + 1
+        else:
+            return line
+    return line
+
+
+def _field_name(data: Any, loc: Sequence[str | int]) -> str:
+    """``services[chat].slo.ttft_ms``: list items named by their id where they have one."""
+    out = ""
+    cur = data
+    for part in loc:
+        if isinstance(part, int):
+            ident = cur[part].get("id") if isinstance(cur, list) and part < len(cur) and isinstance(
+                cur[part], dict) else None
+            out += f"[{ident}]" if ident else f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+        try:
+            cur = cur[part]
+        except (KeyError, IndexError, TypeError):
+            cur = None
+    return out or "(file)"
+
+
+_UNIT_RE = re.compile(r"^\s*-?[0-9.]+\s*([a-zA-Z%/]+)\s*$")
+
+
+def _model_fields(loc: Sequence[str | int]) -> list[str]:
+    """Field names valid at ``loc`` (for did-you-mean hints on unknown fields)."""
+    model: type[BaseModel] | None = FleetSpec
+    for part in loc[:-1]:
+        if model is None:
+            return []
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part) or next(
+            (f for f in model.model_fields.values() if f.alias == part), None)
+        if field is None:
+            return []
+        model = _inner_model(field.annotation)
+    if model is None:
+        return []
+    return [f.alias or name for name, f in model.model_fields.items()]
+
+
+def _inner_model(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()) or ():
+        found = _inner_model(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _reason(err: dict[str, Any]) -> str:
+    kind = err.get("type", "")
+    loc = err.get("loc", ())
+    value = err.get("input")
+    if kind == "extra_forbidden":
+        name = str(loc[-1]) if loc else "?"
+        close = difflib.get_close_matches(name, _model_fields(loc), n=1)
+        return "unknown field" + (f" (did you mean {close[0]!r}?)" if close else "")
+    if kind == "missing":
+        return "required field is missing"
+    if kind in ("float_parsing", "int_parsing", "float_type", "int_type") and isinstance(value, str):
+        m = _UNIT_RE.match(value)
+        if m:
+            name = str(loc[-1]) if loc else ""
+            unit = name.rsplit("_", 1)[-1] if "_" in name else "the unit in the field name"
+            return f"expected a plain number in {unit}, got {value!r} (the unit is in the field name)"
+    msg = str(err.get("msg", "invalid value"))
+    msg = msg.removeprefix("Value error, ")
+    return msg
+
+
+# ---------------------------------------------------------------------------------------------- loading
+
+
+def parse_fleet(text: str, file: str = "<fleet>") -> FleetSpec:
+    """Parse and validate fleet YAML text; raises :class:`FleetError` with file and line."""
+    try:
+        root = yaml.compose(text)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else 1
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise FleetError([FleetIssue(file, line, "(yaml)", f"not valid YAML: {problem}")]) from None
+    if not isinstance(data, dict):
+        raise FleetError([FleetIssue(file, 1, "(file)", "a fleet file is a YAML mapping with pools and services")])
+    try:
+        fleet = FleetSpec.model_validate(data)
+    except ValidationError as exc:
+        issues = []
+        # An unknown field usually explains the "missing" error beside it, so it goes first.
+        errors = sorted(exc.errors(), key=lambda e: e.get("type") != "extra_forbidden")
+        for err in errors:
+            loc = tuple(err.get("loc", ()))
+            # A model-level validator reports "field: reason" at the model's location.
+            reason = _reason(dict(err))
+            m = re.match(r"^([a-z_][a-z0-9_]*): (.*)$", reason)
+            if m and err.get("type") == "value_error":
+                loc = (*loc, m.group(1))
+                reason = m.group(2)
+            issues.append(FleetIssue(file, _line_of(root, loc), _field_name(data, loc), reason))
+        raise FleetError(issues) from None
+    problems = check_fleet(fleet)
+    if problems:
+        raise FleetError([FleetIssue(file, _line_of(root, loc), _field_name(data, loc), why)
+                          for loc, why in problems])
+    return fleet
+
+
+def load_fleet(path: str | Path) -> FleetSpec:
+    """Read a fleet file; raises :class:`FleetError` (unreadable files included)."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise FleetError([FleetIssue(str(path), 0, "(file)", f"cannot read: {exc.strerror or exc}")]) from None
+    return parse_fleet(text, str(path))
+
+
+# ---------------------------------------------------------------------------------------------- semantics
+
+
+def max_replica_memory_gib(model: ModelSpec, memory_gib: float, devices: int) -> float:
+    """Usable memory of ``devices`` devices for weights and KV after vLLM's share and runtime reserve."""
+    return devices * (memory_gib * _MEMORY_UTILISATION - _RESERVE_GIB_PER_DEVICE)
+
+
+def check_fleet(fleet: FleetSpec, catalog: Catalog | None = None) -> list[tuple[tuple[str | int, ...], str]]:
+    """Problems only the catalog reveals, each as (location in the file, reason)."""
+    cat = catalog or fleet_catalog(fleet)
+    out: list[tuple[tuple[str | int, ...], str]] = []
+    pool_ids = {p.id for p in fleet.pools}
+    domain_ids = {d.id for d in fleet.power_domains}
+    for i, pool in enumerate(fleet.pools):
+        if pool.device not in cat.devices:
+            out.append((("pools", i, "device"), f"unknown device {pool.device!r}" + _hint(pool.device, cat.devices)))
+            continue
+        dev = cat.devices[pool.device]
+        if pool.devices_per_node > dev.max_devices_per_node:
+            out.append((("pools", i, "devices_per_node"),
+                        f"{pool.devices_per_node} exceeds {dev.id}'s {dev.max_devices_per_node} per node"))
+        if pool.price_usd_per_device_hour is None:
+            if pool.price_book is None:
+                out.append((("pools", i, "price_usd_per_device_hour"),
+                            "give a price or a price_book (known: " + ", ".join(sorted(cat.price_books)) + ")"))
+            elif pool.price_book not in cat.price_books:
+                out.append((("pools", i, "price_book"), f"unknown price book {pool.price_book!r}"
+                            + _hint(pool.price_book, cat.price_books)))
+            elif pool.device not in cat.price_books[pool.price_book].usd_per_device_hour:
+                out.append((("pools", i, "price_book"),
+                            f"price book {pool.price_book!r} has no price for {pool.device!r}"))
+        if pool.power_domain is not None and pool.power_domain not in domain_ids:
+            out.append((("pools", i, "power_domain"), f"unknown power domain {pool.power_domain!r}"
+                        + _hint(pool.power_domain, domain_ids)))
+    max_tp = max(fleet.planner.tp_options)
+    max_pp = max(fleet.planner.pp_options)
+    for i, svc in enumerate(fleet.services):
+        if svc.model not in cat.models:
+            out.append((("services", i, "model"), f"unknown model {svc.model!r}" + _hint(svc.model, cat.models)))
+            continue
+        model = cat.models[svc.model]
+        for name in svc.allowed_pools or []:
+            if name not in pool_ids:
+                out.append((("services", i, "allowed_pools"), f"unknown pool {name!r}" + _hint(name, pool_ids)))
+        for tp in svc.tp_options or []:
+            if model.num_heads % tp or (tp <= model.num_kv_heads and model.num_kv_heads % tp):
+                out.append((("services", i, "tp_options"),
+                            f"tp {tp} does not divide {model.id}'s {model.num_heads} heads / "
+                            f"{model.num_kv_heads} KV heads"))
+        pools = [p for p in fleet.pools if (svc.allowed_pools is None or p.id in svc.allowed_pools)
+                 and p.device in cat.devices and cat.devices[p.device].kind == "accelerator"]
+        need_gib = model.weight_bytes_total / 2**30
+        best = 0.0
+        for p in pools:
+            dev = cat.devices[p.device]
+            span = min(max_tp * max_pp, p.devices_per_node * max(p.max_nodes, 1))
+            best = max(best, max_replica_memory_gib(model, dev.memory_gib, span))
+        if pools and best < need_gib:
+            out.append((("services", i, "model"),
+                        f"{model.id} needs {need_gib:.0f} GiB of weights; the largest replica its pools allow "
+                        f"holds {best:.0f} GiB: it fits no device"))
+        if not pools:
+            out.append((("services", i, "allowed_pools"), "no accelerator pool is allowed for this service"))
+        if svc.spread_zones > 1:
+            zones = {p.zone for p in pools}
+            if len(zones) < svc.spread_zones:
+                out.append((("services", i, "spread_zones"),
+                            f"asks for {svc.spread_zones} zones but its pools span {len(zones)}"))
+    return out
+
+
+def _hint(name: str, known: Any) -> str:
+    close = difflib.get_close_matches(name, list(known), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
