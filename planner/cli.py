@@ -142,3 +142,121 @@ def validate(fleet_file: str = typer.Argument(..., metavar="FLEET.yaml")) -> Non
         fail(str(exc))
     typer.echo(f"{fleet_file}: ok — {len(fleet.pools)} pools, {len(fleet.services)} services, "
                f"{len(fleet.power_domains)} power domains")
+
+
+# ---------------------------------------------------------------------------------------------- plan
+
+
+class SolverChoice(StrEnum):
+    HIGHS = "highs"
+    CBC = "cbc"
+    CPSAT = "cpsat"
+    SCIP = "scip"
+
+
+def _load_plan(path: str) -> Any:
+    from pydantic import ValidationError
+
+    from planner.schema import Plan
+
+    try:
+        return Plan.model_validate_json(open(path, encoding="utf-8").read())
+    except OSError as exc:
+        fail(f"{path}:0: (file): cannot read: {exc.strerror or exc}")
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"]) or "(file)"
+        fail(f"{path}:1: {loc}: {err['msg']}")
+
+
+@app.command()
+def plan(
+    fleet_file: str = typer.Argument(None, metavar="FLEET.yaml", help="fleet file (omit with --melange)"),
+    current: str = typer.Option(None, "--current", help="the running plan (JSON): churn is priced against it"),
+    solver: SolverChoice = typer.Option(None, "--solver", help="MILP backend (default: the fleet's, highs)"),
+    fmt: OutputFormat = FormatOption,
+    melange: str = typer.Option(None, "--melange", help="solve a Mélange problem file instead of a fleet"),
+    out: str = typer.Option(None, "--out", "-o", help="also write the plan as JSON to this file"),
+    baselines: bool = typer.Option(True, "--baselines/--no-baselines", help="compare with single-type plans"),
+) -> None:
+    """Find the cheapest replicas, parallelism and roles that meet every SLO within pools and power."""
+    from datetime import UTC, datetime
+    from pathlib import Path
+
+    if melange:
+        from planner.melange import solve_case
+
+        try:
+            answer = solve_case(melange, backend=(solver or SolverChoice.HIGHS).value)
+        except (OSError, ValueError, KeyError) as exc:
+            fail(f"{melange}:0: (file): {exc}")
+        if fmt is OutputFormat.TABLE:
+            t = Table(title=f"Mélange problem {Path(melange).name}")
+            for c in ("device", "count"):
+                t.add_column(c)
+            for dev, n in answer["allocation"].items():
+                t.add_row(dev, str(n))
+            console.print(t)
+            console.print(f"cost ${answer['cost_per_hour']:.2f}/h, {answer['status']}, "
+                          f"{answer['solve_seconds']:.3f} s")
+        else:
+            emit(answer, fmt)
+        return
+    if not fleet_file:
+        fail("FLEET.yaml: (argument): give a fleet file or --melange CASE.json")
+    from planner.plan import InfeasibleFleet, plan_fleet
+
+    try:
+        fleet = load_fleet(fleet_file)
+    except FleetError as exc:
+        fail(str(exc))
+    cur = _load_plan(current) if current else None
+    try:
+        result = plan_fleet(fleet, current=cur, backend=solver.value if solver else None, baselines=baselines,
+                            base_dir=Path(fleet_file).parent,
+                            created_at=datetime.now(UTC).isoformat(timespec="seconds"))
+    except InfeasibleFleet as exc:
+        fail(f"{fleet_file}: infeasible: {exc.findings[0].message if exc.findings else exc}")
+    except ValueError as exc:
+        fail(f"{fleet_file}: {exc}")
+    data = result.model_dump(mode="json")
+    if out:
+        Path(out).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    if fmt is not OutputFormat.TABLE:
+        emit(data, fmt)
+        return
+    print_plan(result)
+
+
+def print_plan(p: Any) -> None:
+    """Human summary: replica groups, totals, baselines with the saving, and findings."""
+    t = Table(title=f"Plan {p.id} for fleet {p.fleet}")
+    for col in ("service", "pool", "configuration", "replicas", "devices", "util", "$/h", "W"):
+        t.add_column(col, justify="right" if col in ("replicas", "devices", "util", "$/h", "W") else "left")
+    for g in p.replica_groups:
+        devs = g.replicas * g.configuration.devices + g.replicas * g.configuration.memory_devices
+        t.add_row(g.service, g.pool + (f"+{g.memory_pool}" if g.memory_pool else ""), g.configuration.label(),
+                  str(g.replicas), str(devs), f"{g.utilisation:.0%}", f"{g.cost_usd_per_hour:.2f}",
+                  f"{g.expected_watts:.0f}")
+    console.print(t)
+    per_m = f", ${p.usd_per_million_tokens:.3f} per million tokens" if p.usd_per_million_tokens else ""
+    console.print(f"[bold]${p.cost_usd_per_hour:.2f}/h[/bold]{per_m}; devices: "
+                  + ", ".join(f"{k} {v}" for k, v in p.devices_by_type.items()))
+    s = p.solver
+    gap = f"{s.relative_gap:.2%}" if s.relative_gap is not None else "n/a"
+    console.print(f"solver {s.backend}: {s.status}, gap {gap}, {s.solve_seconds:.2f} s, {s.variables} variables, "
+                  f"{s.constraints} constraints, {s.candidates} candidates ({s.candidates_pruned} dominated pruned)")
+    if p.baselines:
+        bt = Table(title="Against single-device-type plans")
+        for col in ("baseline", "$/h", "saving", "devices"):
+            bt.add_column(col, justify="right" if col in ("$/h", "saving") else "left")
+        for b in p.baselines:
+            if b.cost_usd_per_hour is None:
+                bt.add_row(b.name, "infeasible", "-", b.description)
+                continue
+            saving = 1 - p.cost_usd_per_hour / b.cost_usd_per_hour if b.cost_usd_per_hour > 0 else 0.0
+            bt.add_row(b.name, f"{b.cost_usd_per_hour:.2f}", f"{saving:.1%}",
+                       ", ".join(f"{k} {v}" for k, v in b.devices_by_type.items()))
+        console.print(bt)
+    for f in p.findings:
+        console.print(f"• {f.message}")

@@ -320,7 +320,7 @@ class PlannerOptions(Value):
     headroom: float = Field(default=0.85, gt=0, le=1, description="max utilisation of a replica's capacity")
     solver: Literal["highs", "cbc", "cpsat", "scip"] = "highs"
     time_limit_s: PositiveFloat = 30.0
-    relative_gap: float = Field(default=0.005, ge=0, lt=1)
+    relative_gap: float = Field(default=0.001, ge=0, lt=1)
     churn_usd_per_replica_change: NonNegFloat = 0.0
     tp_options: list[int] = Field(default_factory=lambda: [1, 2, 4, 8])
     pp_options: list[int] = Field(default_factory=lambda: [1, 2, 4])

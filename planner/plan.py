@@ -1,0 +1,323 @@
+"""Fleet planning end to end: fleet → candidates → MILP → a ``Plan`` with baselines and findings.
+
+``plan_fleet`` is the one function every front door (CLI, REST API, controller) calls.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from planner.candidates import Candidate, CandidateStats, column_key, generate_candidates
+from planner.catalog import Catalog, fleet_catalog
+from planner.milp import (
+    Demand,
+    PoolSupply,
+    PowerBudget,
+    Problem,
+    Solution,
+    SolveOptions,
+    explain_infeasible,
+    marginal_values,
+    prune_dominated,
+    solve,
+)
+from planner.perf import PerfModel, default_perf_model
+from planner.schema import (
+    Baseline,
+    BucketLoad,
+    Finding,
+    FleetSpec,
+    LengthBucket,
+    Plan,
+    ReplicaGroup,
+    Role,
+    SolverReport,
+)
+
+_SERVING = (Role.UNIFIED, Role.DECODE, Role.DECODE_OFFLOAD)
+
+
+class InfeasibleFleet(Exception):
+    """No plan meets every SLO within the fleet's limits; ``findings`` say which constraint binds."""
+
+    def __init__(self, findings: Sequence[Finding]):
+        self.findings = list(findings)
+        super().__init__(self.findings[0].message if self.findings else "the fleet is infeasible")
+
+
+@dataclass(frozen=True)
+class PlanInputs:
+    """Everything the MILP needs, with the candidates that give its columns meaning."""
+
+    problem: Problem
+    candidates: dict[str, Candidate]
+    buckets: dict[str, list[LengthBucket]]
+    stats: CandidateStats
+    pruned: int
+
+
+def service_buckets(fleet: FleetSpec, base_dir: Path | None = None) -> dict[str, list[LengthBucket]]:
+    """Length buckets of every service (trace files are bucketed relative to ``base_dir``)."""
+    out: dict[str, list[LengthBucket]] = {}
+    for svc in fleet.services:
+        if svc.traffic.trace_file is not None:
+            from planner.traces import bucket_trace
+
+            path = Path(svc.traffic.trace_file)
+            if base_dir is not None and not path.is_absolute():
+                path = base_dir / path
+            out[svc.id] = list(bucket_trace(path))
+        else:
+            out[svc.id] = svc.traffic.length_buckets()
+    return out
+
+
+def build_inputs(fleet: FleetSpec, *, catalog: Catalog | None = None, perf: PerfModel | None = None,
+                 current: Plan | None = None, base_dir: Path | None = None) -> PlanInputs:
+    """Candidates, pools, demands and budgets of a fleet as a MILP problem (dominated columns pruned)."""
+    cat = catalog or fleet_catalog(fleet)
+    model = perf or default_perf_model()
+    buckets = service_buckets(fleet, base_dir)
+    cands, stats = generate_candidates(fleet, cat, model, buckets)
+    pools = []
+    for p in fleet.pools:
+        dev = cat.device(p.device)
+        pools.append(PoolSupply(
+            id=p.id, zone=p.zone, power_domain=p.power_domain, devices_per_node=p.devices_per_node,
+            max_nodes=p.max_nodes, usd_per_device_hour=cat.pool_price(p), billing=p.billing,
+            nameplate_watts_per_node=p.devices_per_node * dev.tdp_watts + p.node_overhead_watts,
+            node_idle_watts=p.node_overhead_watts))
+    demands = []
+    for svc in fleet.services:
+        bs = buckets[svc.id]
+        rates = tuple(svc.traffic.rate_rps * b.share for b in bs)
+        tokens = sum(r * (b.input_tokens + b.output_tokens) for r, b in zip(rates, bs, strict=True))
+        demands.append(Demand(service=svc.id, bucket_rates_rps=rates,
+                              bucket_labels=tuple(f"{b.input_tokens}/{b.output_tokens}" for b in bs),
+                              min_replicas=svc.min_replicas, spread_zones=svc.spread_zones,
+                              tokens_per_s=tokens))
+    budgets = [PowerBudget(id=d.id, budget_watts=d.budget_watts,
+                           oversubscription_ratio=d.oversubscription_ratio,
+                           expected_share=d.thresholds.t1_share)
+               for d in fleet.power_domains]
+    current_replicas: dict[str, int] = {}
+    if current is not None:
+        for g in current.replica_groups:
+            key = column_key(g.service, g.pool, g.configuration, g.memory_pool)
+            current_replicas[key] = current_replicas.get(key, 0) + g.replicas
+    problem = Problem(pools=tuple(pools), columns=tuple(c.column for c in cands), demands=tuple(demands),
+                      power_budgets=tuple(budgets), headroom=fleet.planner.headroom,
+                      current_replicas=current_replicas,
+                      churn_usd_per_replica_change=fleet.planner.churn_usd_per_replica_change)
+    pruned_problem, pruned = prune_dominated(problem)
+    return PlanInputs(problem=pruned_problem, candidates={c.column.key: c for c in cands}, buckets=buckets,
+                      stats=stats, pruned=pruned)
+
+
+def _options(fleet: FleetSpec, backend: str | None) -> SolveOptions:
+    o = fleet.planner
+    return SolveOptions(backend=backend or o.solver, time_limit_s=o.time_limit_s, relative_gap=o.relative_gap)
+
+
+def _restricted(problem: Problem, keep: Callable[[str], bool]) -> Problem:
+    return replace(problem, columns=tuple(c for c in problem.columns if keep(c.key)))
+
+
+def _unlimited(problem: Problem) -> Problem:
+    """The same demand with unlimited availability, no zone spread and no power budgets (what one type costs)."""
+    return replace(problem, pools=tuple(replace(p, max_nodes=None) for p in problem.pools), power_budgets=(),
+                   demands=tuple(replace(d, spread_zones=1) for d in problem.demands),
+                   current_replicas={}, churn_usd_per_replica_change=0.0)
+
+
+def plan_fleet(fleet: FleetSpec, *, current: Plan | None = None, catalog: Catalog | None = None,
+               perf: PerfModel | None = None, backend: str | None = None, baselines: bool = True,
+               base_dir: Path | None = None, created_at: str = "") -> Plan:
+    """The cheapest plan that meets every service's SLO inside the fleet's pools and power budgets."""
+    cat = catalog or fleet_catalog(fleet)
+    inputs = build_inputs(fleet, catalog=cat, perf=perf, current=current, base_dir=base_dir)
+    opts = _options(fleet, backend)
+    sol = solve(inputs.problem, opts)
+    if sol.status not in ("optimal", "feasible"):
+        if sol.status == "infeasible":
+            raise InfeasibleFleet(explain_infeasible(inputs.problem, opts))
+        raise InfeasibleFleet([Finding(kind="infeasible", constraint="solver",
+                                       message=f"the solver found no plan within {opts.time_limit_s:g} s "
+                                               f"({sol.status}); raise planner.time_limit_s")])
+    findings = marginal_values(inputs.problem, sol, opts)
+    base = _baselines(inputs, cat, opts) if baselines else []
+    return assemble_plan(fleet, inputs, sol, opts, cat, base, findings, current, created_at)
+
+
+def _baselines(inputs: PlanInputs, cat: Catalog, opts: SolveOptions) -> list[Baseline]:
+    """Best single-device-type plans: one config per service, and free TP/PP/roles (homogeneous)."""
+    out: list[Baseline] = []
+    devices = sorted({c.configuration.device for c in inputs.candidates.values()})
+    fast = replace(opts, time_limit_s=min(opts.time_limit_s, 10.0))
+    problem = _unlimited(inputs.problem)
+    best_single: tuple[float, str, dict[str, int]] | None = None
+    best_homog: tuple[float, str, dict[str, int]] | None = None
+    for dev in devices:
+        def homog(key: str, dev: str = dev) -> bool:
+            c = inputs.candidates[key]
+            return c.configuration.device == dev and c.configuration.memory_devices == 0
+
+        sol = solve(_restricted(problem, homog), fast)
+        if sol.status in ("optimal", "feasible"):
+            cost = sol.cost_usd_per_hour
+            if best_homog is None or cost < best_homog[0]:
+                best_homog = (cost, dev, _devices_by_type(inputs, sol))
+        # Single type as operators often run it: unified replicas only, one TP/PP per service (the cheapest
+        # for that service alone), then all services solved together so shared pools and power still bind.
+        chosen: dict[str, tuple[int, int]] = {}
+        for dem in problem.demands:
+            shapes = sorted({(c.configuration.tp, c.configuration.pp) for c in inputs.candidates.values()
+                             if c.service.id == dem.service and c.configuration.device == dev
+                             and c.configuration.role is Role.UNIFIED})
+            best_here: tuple[float, tuple[int, int]] | None = None
+            for tp_pp in shapes:
+                def keep(key: str, svc: str = dem.service, tp_pp: tuple[int, int] = tp_pp, dev: str = dev) -> bool:
+                    c = inputs.candidates[key]
+                    return (c.service.id == svc and c.configuration.device == dev
+                            and c.configuration.role is Role.UNIFIED
+                            and (c.configuration.tp, c.configuration.pp) == tp_pp)
+
+                sub = replace(_restricted(problem, keep),
+                              demands=tuple(d for d in problem.demands if d.service == dem.service))
+                s = solve(sub, fast)
+                if s.status in ("optimal", "feasible") and (best_here is None or s.cost_usd_per_hour < best_here[0]):
+                    best_here = (s.cost_usd_per_hour, tp_pp)
+            if best_here is None:
+                break
+            chosen[dem.service] = best_here[1]
+        if len(chosen) == len(problem.demands):
+            def single(key: str, dev: str = dev, chosen: dict[str, tuple[int, int]] = chosen) -> bool:
+                c = inputs.candidates[key]
+                return (c.configuration.device == dev and c.configuration.role is Role.UNIFIED
+                        and (c.configuration.tp, c.configuration.pp) == chosen[c.service.id])
+
+            s = solve(_restricted(problem, single), fast)
+            if s.status in ("optimal", "feasible") and (best_single is None or s.cost_usd_per_hour < best_single[0]):
+                best_single = (s.cost_usd_per_hour, dev, _devices_by_type(inputs, s))
+    if best_single is not None:
+        out.append(Baseline(name=f"single-type:{best_single[1]}",
+                            description="one device type, unified replicas, one TP/PP per service; availability, zone "
+                                        "spread and power limits lifted",
+                            cost_usd_per_hour=round(best_single[0], 4), feasible=True,
+                            devices_by_type=best_single[2]))
+    else:
+        out.append(Baseline(name="single-type", description="no single device type serves every service",
+                            cost_usd_per_hour=None, feasible=False))
+    if best_homog is not None:
+        out.append(Baseline(name=f"homogeneous:{best_homog[1]}",
+                            description="one device type, free TP/PP and roles; availability, zone spread and power limits lifted",
+                            cost_usd_per_hour=round(best_homog[0], 4), feasible=True,
+                            devices_by_type=best_homog[2]))
+    else:
+        out.append(Baseline(name="homogeneous", description="no single device type serves every service",
+                            cost_usd_per_hour=None, feasible=False))
+    return out
+
+
+def _devices_by_type(inputs: PlanInputs, sol: Solution) -> dict[str, int]:
+    out: dict[str, int] = defaultdict(int)
+    for key, n in sol.replicas.items():
+        if n <= 0:
+            continue
+        c = inputs.candidates[key]
+        out[c.configuration.device] += n * c.configuration.devices
+        if c.configuration.memory_device:
+            out[c.configuration.memory_device] += n * c.configuration.memory_devices
+    return dict(sorted(out.items()))
+
+
+def plan_id(fleet_name: str, groups: Sequence[ReplicaGroup]) -> str:
+    """Content address of a plan: same fleet and same replicas give the same id."""
+    canon = json.dumps([g.model_dump(mode="json", exclude={"nodes"}) for g in groups], sort_keys=True)
+    return "plan-" + hashlib.sha256(f"{fleet_name}\n{canon}".encode()).hexdigest()[:12]
+
+
+def assemble_plan(fleet: FleetSpec, inputs: PlanInputs, sol: Solution, opts: SolveOptions, cat: Catalog,
+                  baselines: list[Baseline], findings: list[Finding], current: Plan | None,
+                  created_at: str) -> Plan:
+    """Turn a MILP solution into the Plan a platform team reads."""
+    groups: list[ReplicaGroup] = []
+    rates = {d.service: d.bucket_rates_rps for d in inputs.problem.demands}
+    for key, n in sorted(sol.replicas.items()):
+        if n <= 0:
+            continue
+        c = inputs.candidates[key]
+        bs = inputs.buckets[c.service.id]
+        load = []
+        busy = 0.0
+        for b_idx, b in enumerate(bs):
+            ps = sol.prefill_share.get((key, b_idx), 0.0)
+            ds = sol.decode_share.get((key, b_idx), 0.0)
+            if ps > 1e-9 or ds > 1e-9:
+                load.append(BucketLoad(input_tokens=b.input_tokens, output_tokens=b.output_tokens,
+                                       prefill_share=round(min(ps, 1.0), 6), decode_share=round(min(ds, 1.0), 6)))
+            cap = c.column.capacity_rps[b_idx]
+            if cap > 0:
+                share = ps if c.configuration.role is Role.PREFILL else ds
+                busy += rates[c.service.id][b_idx] * share / cap
+        util = min(busy / n, 1.0)
+        groups.append(ReplicaGroup(
+            service=c.service.id, pool=c.pool.id, memory_pool=c.memory_pool.id if c.memory_pool else None,
+            configuration=c.configuration, replicas=n, cost_usd_per_hour=round(c.usd_per_hour * n, 4),
+            expected_watts=round(n * (c.column.idle_watts + util * (c.column.active_watts - c.column.idle_watts)), 1),
+            utilisation=round(util, 4), load=load))
+    devices_by_pool: dict[str, int] = defaultdict(int)
+    for g in groups:
+        devices_by_pool[g.pool] += g.replicas * g.configuration.devices
+        if g.memory_pool:
+            devices_by_pool[g.memory_pool] += g.replicas * g.configuration.memory_devices
+    tokens_per_hour = sum(d.tokens_per_s for d in inputs.problem.demands) * 3600
+    cost = sol.cost_usd_per_hour or 0.0
+    binding = _binding(fleet, sol)
+    report = SolverReport(backend=opts.backend, status=sol.status, objective=sol.objective,
+                          best_bound=sol.best_bound, relative_gap=sol.relative_gap,
+                          solve_seconds=round(sol.solve_seconds, 4), variables=sol.variables,
+                          constraints=sol.constraints, candidates=len(inputs.candidates),
+                          candidates_pruned=inputs.pruned)
+    return Plan(
+        id=plan_id(fleet.name, groups), fleet=fleet.name, created_at=created_at,
+        previous_plan_id=current.id if current is not None else None,
+        replica_groups=groups, cost_usd_per_hour=round(cost, 4),
+        usd_per_million_tokens=round(cost / tokens_per_hour * 1e6, 4) if tokens_per_hour > 0 else None,
+        devices_by_type=_devices_by_type(inputs, sol), devices_by_pool=dict(sorted(devices_by_pool.items())),
+        nodes_by_pool={k: v for k, v in sorted(sol.nodes.items()) if v > 0},
+        watts_by_power_domain={k: round(v, 1) for k, v in sorted(sol.expected_watts.items())},
+        solver=report, baselines=baselines, findings=binding + findings)
+
+
+def _binding(fleet: FleetSpec, sol: Solution) -> list[Finding]:
+    """Constraints the plan sits on: pools at their node limit, power domains at their budget."""
+    out = []
+    for p in fleet.pools:
+        used = sol.nodes.get(p.id, 0)
+        if used >= p.max_nodes > 0:
+            out.append(Finding(kind="binding", constraint=f"pool:{p.id}",
+                               message=f"pool {p.id} uses all {p.max_nodes} nodes", value=float(used)))
+    for d in fleet.power_domains:
+        w = sol.expected_watts.get(d.id, 0.0)
+        limit = d.budget_watts * d.thresholds.t1_share
+        if w >= 0.999 * limit:
+            out.append(Finding(kind="binding", constraint=f"power:{d.id}",
+                               message=f"power domain {d.id} expects {w / 1000:.1f} kW, its planning limit "
+                                       f"({d.thresholds.t1_share:.0%} of {d.budget_watts / 1000:.1f} kW)",
+                               value=w))
+    return out
+
+
+def serving_replicas(plan: Plan) -> Mapping[str, int]:
+    """Replicas that produce tokens (unified, decode, decode+offload) per service."""
+    out: dict[str, int] = defaultdict(int)
+    for g in plan.replica_groups:
+        if g.configuration.role in _SERVING:
+            out[g.service] += g.replicas
+    return dict(out)
