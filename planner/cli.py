@@ -147,6 +147,13 @@ def validate(fleet_file: str = typer.Argument(..., metavar="FLEET.yaml")) -> Non
 # ---------------------------------------------------------------------------------------------- plan
 
 
+class ToleranceChoice(StrEnum):
+    NONE = "none"
+    NODE = "node"
+    RACK = "rack"
+    ZONE = "zone"
+
+
 class SolverChoice(StrEnum):
     HIGHS = "highs"
     CBC = "cbc"
@@ -178,6 +185,10 @@ def plan(
     melange: str = typer.Option(None, "--melange", help="solve a Mélange problem file instead of a fleet"),
     out: str = typer.Option(None, "--out", "-o", help="also write the plan as JSON to this file"),
     baselines: bool = typer.Option(True, "--baselines/--no-baselines", help="compare with single-type plans"),
+    place: bool = typer.Option(False, "--place", help="also put replicas on nodes (CP-SAT), re-planning on shortfall"),
+    tolerate: ToleranceChoice = typer.Option(ToleranceChoice.NONE, "--tolerate",
+                                             help="with --place: report what losing one node/rack/zone costs"),
+    failed: list[str] = typer.Option([], "--failed", help="with --place: nodes that are lost (repeatable)"),
 ) -> None:
     """Find the cheapest replicas, parallelism and roles that meet every SLO within pools and power."""
     from datetime import UTC, datetime
@@ -211,10 +222,26 @@ def plan(
     except FleetError as exc:
         fail(str(exc))
     cur = _load_plan(current) if current else None
+    stamp = datetime.now(UTC).isoformat(timespec="seconds")
     try:
-        result = plan_fleet(fleet, current=cur, backend=solver.value if solver else None, baselines=baselines,
-                            base_dir=Path(fleet_file).parent,
-                            created_at=datetime.now(UTC).isoformat(timespec="seconds"))
+        if place or failed:
+            from planner.catalog import fleet_catalog
+            from planner.cli_verify import PlacementFailed, plan_and_place
+
+            catalog = fleet_catalog(fleet)
+
+            def planner(f: Any, c: Any) -> Any:
+                return plan_fleet(f, current=c, catalog=catalog, backend=solver.value if solver else None,
+                                  baselines=baselines, base_dir=Path(fleet_file).parent, created_at=stamp)
+
+            try:
+                result = plan_and_place(fleet, catalog, tolerate=tolerate.value, failed=failed, current=cur,
+                                        planner=planner)
+            except PlacementFailed as exc:
+                fail(f"{fleet_file}: placement failed: {exc}")
+        else:
+            result = plan_fleet(fleet, current=cur, backend=solver.value if solver else None, baselines=baselines,
+                                base_dir=Path(fleet_file).parent, created_at=stamp)
     except InfeasibleFleet as exc:
         fail(f"{fleet_file}: infeasible: {exc.findings[0].message if exc.findings else exc}")
     except ValueError as exc:
@@ -260,3 +287,38 @@ def print_plan(p: Any) -> None:
         console.print(bt)
     for f in p.findings:
         console.print(f"• {f.message}")
+
+
+# ---------------------------------------------------------------------------------------------- verify
+
+
+class TraceKind(StrEnum):
+    TABLE = "table"
+    JSON = "json"
+
+
+@app.command()
+def verify(
+    plan_file: str = typer.Argument(..., metavar="PLAN.json"),
+    fleet_file: str = typer.Option(..., "--fleet", help="the fleet file the plan was made for"),
+    trace: str = typer.Option("poisson", "--trace", help="a trace CSV (TIMESTAMP, ContextTokens, "
+                              "GeneratedTokens), 'poisson' or 'bursty' (from the services' traffic)"),
+    rate_scale: float = typer.Option(1.0, "--rate-scale", min=0.0, help="multiply every arrival rate"),
+    fmt: TraceKind = typer.Option(TraceKind.TABLE, "--format", "-f", help="table or json"),
+    duration_s: float = typer.Option(600.0, "--duration-s", min=1.0, help="length of a synthetic trace"),
+    seed: int = typer.Option(0, "--seed", help="random seed of synthetic traces"),
+) -> None:
+    """Replay traffic against a plan; exit 0 only when every service meets its SLO (verified)."""
+    from pathlib import Path
+
+    from planner.cli_verify import verify_command
+
+    _load_plan(plan_file)  # a clear one-line error for a bad plan file before the replay starts
+    try:
+        code = verify_command(Path(plan_file), Path(fleet_file), trace, rate_scale=rate_scale, format=fmt.value,
+                              duration_s=duration_s, seed=seed)
+    except FleetError as exc:
+        fail(str(exc))
+    except (typer.BadParameter, ValueError, KeyError) as exc:
+        fail(f"{plan_file}: {exc}")
+    raise typer.Exit(code=code)
