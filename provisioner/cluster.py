@@ -1,0 +1,261 @@
+"""The cluster behind a small Protocol, filled by the official ``kubernetes`` client.
+
+``KubeClusterClient`` speaks plain JSON over the client's ``ApiClient`` (one code path for core kinds,
+apps, policy, coordination and Medley's own resources): server-side apply with field manager ``medley``,
+reads, deletes, status patches and optimistic-concurrency writes. Every call retries with jittered
+exponential backoff (tenacity) on 409, 429, 5xx and timeouts, a bounded number of times.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+from urllib.parse import quote
+
+import urllib3
+from kubernetes import client as k8s
+from kubernetes.client.exceptions import ApiException
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+
+FIELD_MANAGER = "medley"
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Kind:
+    """Where a kind lives in the API: its group/version, plural and scope."""
+
+    api_version: str
+    kind: str
+    plural: str
+    namespaced: bool
+
+
+KINDS: dict[str, Kind] = {k.kind: k for k in (
+    Kind("apps/v1", "Deployment", "deployments", True),
+    Kind("leaderworkerset.x-k8s.io/v1", "LeaderWorkerSet", "leaderworkersets", True),
+    Kind("policy/v1", "PodDisruptionBudget", "poddisruptionbudgets", True),
+    Kind("v1", "Service", "services", True),
+    Kind("v1", "Namespace", "namespaces", False),
+    Kind("coordination.k8s.io/v1", "Lease", "leases", True),
+    Kind("medley.dev/v1alpha1", "GPUPool", "gpupools", False),
+    Kind("medley.dev/v1alpha1", "LLMService", "llmservices", True),
+    Kind("medley.dev/v1alpha1", "PowerDomain", "powerdomains", False),
+    Kind("medley.dev/v1alpha1", "FleetPlan", "fleetplans", False),
+    Kind("apiextensions.k8s.io/v1", "CustomResourceDefinition", "customresourcedefinitions", False),
+)}
+
+
+@dataclass(frozen=True, order=True)
+class ObjectRef:
+    """Names one object: kind, namespace ('' when cluster-scoped) and name."""
+
+    kind: str
+    namespace: str
+    name: str
+
+    @staticmethod
+    def of(manifest: dict[str, Any]) -> ObjectRef:
+        meta = manifest["metadata"]
+        return ObjectRef(manifest["kind"], meta.get("namespace") or "", meta["name"])
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.namespace + '/' if self.namespace else ''}{self.name}"
+
+
+class ConflictError(Exception):
+    """An optimistic-concurrency write lost (HTTP 409 on a write that carries a resourceVersion)."""
+
+
+class ClusterClient(Protocol):
+    """What the applier and controller need from a cluster."""
+
+    def get(self, ref: ObjectRef) -> dict[str, Any] | None:
+        """The object, or None when absent."""
+        ...
+
+    def list(self, kind: str, label_selector: str = "", namespace: str = "") -> list[dict[str, Any]]:
+        """Objects of a kind (all namespaces unless one is given) matching the selector."""
+        ...
+
+    def apply(self, manifest: dict[str, Any], *, dry_run: bool = False) -> dict[str, Any]:
+        """Server-side apply under field manager ``medley``."""
+        ...
+
+    def delete(self, ref: ObjectRef) -> None:
+        """Delete the object (absent is fine)."""
+        ...
+
+    def patch_status(self, ref: ObjectRef, status: dict[str, Any]) -> dict[str, Any]:
+        """Merge-patch the status subresource."""
+        ...
+
+    def create(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        """Create; raises ConflictError when it exists."""
+        ...
+
+    def replace(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        """Replace guarded by ``metadata.resourceVersion``; raises ConflictError when stale."""
+        ...
+
+
+RETRY_STATUSES = frozenset({409, 429, 500, 502, 503, 504})
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether a failed call is worth repeating: 409/429/5xx, timeouts and dropped connections."""
+    if isinstance(exc, ApiException):
+        return exc.status in RETRY_STATUSES
+    return isinstance(exc, urllib3.exceptions.HTTPError | TimeoutError | ConnectionError)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Bounded retries with jittered exponential backoff."""
+
+    attempts: int = 8
+    initial_s: float = 0.2
+    max_s: float = 5.0
+    request_timeout_s: float = 30.0
+
+    def run(self, fn: Callable[[], T], retry_if: Callable[[BaseException], bool] = is_transient) -> T:
+        """Call ``fn`` until it succeeds, a non-transient error, or the attempts are spent."""
+        wait = wait_exponential_jitter(multiplier=self.initial_s, max=self.max_s, jitter=self.initial_s)
+        for attempt in Retrying(stop=stop_after_attempt(self.attempts), wait=wait,
+                                retry=retry_if_exception(retry_if), reraise=True):
+            with attempt:
+                return fn()
+        raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
+
+
+def _path(kind: Kind, namespace: str = "", name: str = "", subresource: str = "") -> str:
+    base = "/api/v1" if kind.api_version == "v1" else f"/apis/{kind.api_version}"
+    if kind.namespaced and namespace:
+        base += f"/namespaces/{quote(namespace)}"
+    base += f"/{kind.plural}"
+    if name:
+        base += f"/{quote(name)}"
+    if subresource:
+        base += f"/{subresource}"
+    return base
+
+
+class KubeClusterClient:
+    """ClusterClient over the official client's ApiClient (plain JSON, no generated models)."""
+
+    def __init__(self, api: k8s.ApiClient, retry: RetryPolicy | None = None) -> None:
+        self.api = api
+        self.retry = retry or RetryPolicy()
+
+    def _kind(self, kind: str) -> Kind:
+        if kind not in KINDS:
+            raise ValueError(f"kind: {kind!r} is not one Medley manages")
+        return KINDS[kind]
+
+    def _call(self, method: str, path: str, *, query: dict[str, str] | None = None, body: Any = None,
+              content_type: str = "application/json") -> dict[str, Any]:
+        headers = {"Accept": "application/json", "Content-Type": content_type}
+        _, url, header_params, _, _ = self.api.param_serialize(
+            method=method, resource_path=path, query_params=list((query or {}).items()),
+            header_params=headers, auth_settings=["BearerToken"])
+        payload = json.loads(json.dumps(body)) if body is not None else None
+        response = self.api.call_api(method, url, header_params=header_params, body=payload,
+                                     _request_timeout=self.retry.request_timeout_s)
+        data: bytes = response.read()  # type: ignore[no-untyped-call]
+        if not 200 <= response.status <= 299:
+            raise ApiException(status=response.status, reason=response.reason, body=data.decode(errors="replace"))
+        result: dict[str, Any] = json.loads(data) if data else {}
+        return result
+
+    def get(self, ref: ObjectRef) -> dict[str, Any] | None:
+        kind = self._kind(ref.kind)
+
+        def once() -> dict[str, Any] | None:
+            try:
+                return self._call("GET", _path(kind, ref.namespace, ref.name))
+            except ApiException as exc:
+                if exc.status == 404:
+                    return None
+                raise
+        return self.retry.run(once)
+
+    def list(self, kind: str, label_selector: str = "", namespace: str = "") -> list[dict[str, Any]]:
+        k = self._kind(kind)
+        query = {"labelSelector": label_selector} if label_selector else {}
+        data = self.retry.run(lambda: self._call("GET", _path(k, namespace), query=query))
+        items: list[dict[str, Any]] = data.get("items", [])
+        for item in items:  # list items omit kind and apiVersion
+            item.setdefault("kind", k.kind)
+            item.setdefault("apiVersion", k.api_version)
+        return items
+
+    def apply(self, manifest: dict[str, Any], *, dry_run: bool = False) -> dict[str, Any]:
+        ref = ObjectRef.of(manifest)
+        k = self._kind(ref.kind)
+        query = {"fieldManager": FIELD_MANAGER}
+        if dry_run:
+            query["dryRun"] = "All"
+        return self.retry.run(lambda: self._call(
+            "PATCH", _path(k, ref.namespace, ref.name), query=query, body=manifest,
+            content_type="application/apply-patch+yaml"))
+
+    def delete(self, ref: ObjectRef) -> None:
+        k = self._kind(ref.kind)
+
+        def once() -> None:
+            try:
+                self._call("DELETE", _path(k, ref.namespace, ref.name),
+                           body={"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"})
+            except ApiException as exc:
+                if exc.status != 404:  # a retried delete whose first try went through
+                    raise
+        self.retry.run(once)
+
+    def patch_status(self, ref: ObjectRef, status: dict[str, Any]) -> dict[str, Any]:
+        k = self._kind(ref.kind)
+        return self.retry.run(lambda: self._call(
+            "PATCH", _path(k, ref.namespace, ref.name, "status"), body={"status": status},
+            content_type="application/merge-patch+json"))
+
+    def create(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        ref = ObjectRef.of(manifest)
+        k = self._kind(ref.kind)
+
+        def once() -> dict[str, Any]:
+            try:
+                return self._call("POST", _path(k, ref.namespace), body=manifest)
+            except ApiException as exc:
+                if exc.status == 409:
+                    raise ConflictError(str(ref)) from None
+                raise
+        return self.retry.run(once)
+
+    def replace(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        ref = ObjectRef.of(manifest)
+        k = self._kind(ref.kind)
+
+        def once() -> dict[str, Any]:
+            try:
+                return self._call("PUT", _path(k, ref.namespace, ref.name), body=manifest)
+            except ApiException as exc:
+                if exc.status == 409:
+                    raise ConflictError(str(ref)) from None
+                raise
+        return self.retry.run(once)
+
+
+def kube_client(kubeconfig: str | None = None, retry: RetryPolicy | None = None) -> KubeClusterClient:
+    """A client from a kubeconfig file, else the in-cluster service account."""
+    from kubernetes import config
+
+    configuration = k8s.Configuration()
+    if kubeconfig:
+        config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)  # type: ignore[no-untyped-call]
+    else:
+        try:
+            config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+        except config.ConfigException:
+            config.load_kube_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+    return KubeClusterClient(k8s.ApiClient(configuration), retry)

@@ -1,0 +1,155 @@
+"""Applier against the kmock API double through the official client: create, re-plan, make-before-break."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import DoubleServer, group, make_fleet, make_plan
+
+from provisioner.apply import Applier
+from provisioner.render import render_plan
+from provisioner.rollout import WORKLOAD_KINDS, ready_capacity, requirements
+
+pytestmark = pytest.mark.integration
+
+
+def _workloads(store):
+    return {k: v for k, v in store.items() if k[0] in WORKLOAD_KINDS}
+
+
+def _assert_matches(store, manifests):
+    """The double holds exactly the rendered objects, with the plan's replicas and labels."""
+    want = {(m["kind"], m["metadata"]["namespace"], m["metadata"]["name"]): m for m in manifests}
+    assert set(store) == set(want)
+    for key, manifest in want.items():
+        assert store[key]["spec"] == manifest["spec"]
+        assert store[key]["metadata"]["labels"] == manifest["metadata"]["labels"]
+
+
+def _applier(api: DoubleServer, on_poll=None, ready_timeout_s=5.0) -> Applier:
+    return Applier(api.client(), "test-fleet", ready_timeout_s=ready_timeout_s, poll_s=0.0,
+                   sleep=lambda s: None, on_poll=on_poll)
+
+
+def test_apply_creates_then_second_apply_writes_nothing(api: DoubleServer):
+    fleet = make_fleet()
+    manifests = render_plan(make_plan("p1", [group("chat", "h100-a", "h100-sxm", 1, 2),
+                                             group("code", "h100-a", "h100-sxm", 8, 1)]), fleet)
+    applier = _applier(api, on_poll=api.mark_ready)
+    first = applier.apply(manifests)
+    assert first.complete and len(first.created) == 6
+    _assert_matches(api.store(), manifests)
+    writes = len(api.double.writes)
+    second = applier.apply(manifests)
+    assert second.complete and not second.changed and "no changes" in second.diff
+    assert len(api.double.writes) == writes
+
+
+def test_dry_run_diff_names_changes_and_writes_nothing(api: DoubleServer):
+    fleet = make_fleet()
+    applier = _applier(api, on_poll=api.mark_ready)
+    applier.apply(render_plan(make_plan("p1", [group("chat", "h100-a", "h100-sxm", 1, 2)]), fleet))
+    writes = len(api.double.writes)
+    result = applier.apply(render_plan(make_plan("p2", [group("chat", "h100-a", "h100-sxm", 1, 4),
+                                                        group("code", "l4-b", "l4", 4, 1)]), fleet), dry_run=True)
+    assert len(api.double.writes) == writes
+    assert "+ create Deployment devtools/code-l4-b-l4-tp4-unified" in result.diff
+    assert "~ update Deployment assistants/chat-h100-a-h100-sxm-tp1-unified" in result.diff
+    assert "-  replicas: 2" in result.diff.replace("    ", "") or "replicas: 2" in result.diff
+
+
+def test_drift_is_repaired(api: DoubleServer):
+    fleet = make_fleet()
+    manifests = render_plan(make_plan("p1", [group("chat", "h100-a", "h100-sxm", 1, 2)]), fleet)
+    applier = _applier(api, on_poll=api.mark_ready)
+    applier.apply(manifests)
+    key = ("Deployment", "assistants", "chat-h100-a-h100-sxm-tp1-unified")
+
+    def edit_by_hand(double):
+        for (res, _ns, name), obj in double.objects.items():
+            if res.plural == "deployments" and name == key[2]:
+                raw = obj.raw
+                raw["spec"]["template"]["spec"]["containers"][0]["image"] = "someone/else:latest"
+                obj.create(raw)
+    api.call(edit_by_hand, api.double)
+    result = applier.apply(manifests)
+    assert key[1:] and result.updated
+    _assert_matches(api.store(), manifests)
+
+
+def test_traffic_change_replans_make_before_break_and_capacity_never_drops(api: DoubleServer):
+    """Create, change traffic, re-plan onto other devices; check the double after every API poll."""
+    fleet = make_fleet(chat_rps=10.0)
+    plan1 = make_plan("p1", [group("chat", "h100-a", "h100-sxm", 1, 2), group("code", "h100-a", "h100-sxm", 8, 1)])
+    m1 = render_plan(plan1, fleet)
+    applier = _applier(api, on_poll=api.mark_ready)
+    assert applier.apply(m1).complete
+    _assert_matches(api.store(), m1)
+
+    fleet2 = make_fleet(chat_rps=20.0)
+    # the same device's replica carries the same req/s in both plans: h100 6.25, l4 3.125 at 80% use
+    plan2 = make_plan("p2", [group("chat", "l4-b", "l4", 1, 6, share=0.75),
+                             group("chat", "h100-a", "h100-sxm", 1, 1, share=0.25),
+                             group("code", "h100-a", "h100-sxm", 8, 1)])
+    m2 = render_plan(plan2, fleet2)
+    need = requirements([m for m in m2 if m["kind"] in WORKLOAD_KINDS])
+    before = ready_capacity(list(_workloads(api.store()).values()))
+    observed = []
+
+    def kubelet_step():
+        # new replicas become Ready one at a time; after each, the invariant is checked
+        observed.append(ready_capacity(list(_workloads(api.store()).values())))
+        api.mark_ready(limit=1)
+    applier.on_poll = kubelet_step
+    result = applier.apply(m2)
+    assert result.complete, result
+    assert result.shrunk == (result.shrunk[0],) and result.created
+    _assert_matches(api.store(), m2)
+    observed.append(ready_capacity(list(_workloads(api.store()).values())))
+    for snapshot in observed:
+        for key, rps in need.items():
+            assert snapshot.get(key, 0.0) >= min(rps, before.get(key, 0.0)) - 1e-9, (key, snapshot)
+    assert len(observed) > 3  # the transition was really watched step by step
+
+
+def test_new_replicas_not_ready_hold_the_old_ones(api: DoubleServer):
+    fleet = make_fleet()
+    applier = _applier(api, on_poll=api.mark_ready)
+    applier.apply(render_plan(make_plan("p1", [group("chat", "h100-a", "h100-sxm", 1, 2)]), fleet))
+    m2 = render_plan(make_plan("p2", [group("chat", "l4-b", "l4", 1, 3)]), fleet)
+    applier.on_poll = None  # nothing becomes Ready
+    applier.ready_timeout_s = 0.2
+    result = applier.apply(m2)
+    assert not result.complete and result.not_ready and not result.pruned
+    assert ("Deployment", "assistants", "chat-h100-a-h100-sxm-tp1-unified") in api.store()
+    applier.on_poll = api.mark_ready
+    result = applier.apply(m2)
+    assert result.complete and len(result.pruned) == 3
+    _assert_matches(api.store(), m2)
+
+
+def test_objects_of_another_manager_are_neither_written_nor_pruned(api: DoubleServer):
+    fleet = make_fleet()
+    manifests = render_plan(make_plan("p1", [group("chat", "h100-a", "h100-sxm", 1, 2)]), fleet)
+    client = api.client()
+    theirs = {"apiVersion": "v1", "kind": "Service",
+              "metadata": {"name": "chat-h100-a-h100-sxm-tp1-unified", "namespace": "assistants",
+                           "labels": {"app.kubernetes.io/managed-by": "helm"}},
+              "spec": {"ports": [{"port": 80}]}}
+    client.create(theirs)
+    before = api.store()[("Service", "assistants", "chat-h100-a-h100-sxm-tp1-unified")]
+    result = _applier(api, on_poll=api.mark_ready).apply(manifests)
+    assert [c.ref.kind for c in result.skipped] == ["Service"] and not result.complete
+    assert api.store()[("Service", "assistants", "chat-h100-a-h100-sxm-tp1-unified")] == before
+
+
+def test_plan_provisioner_reports_state_for_the_rest_api(api: DoubleServer):
+    from provisioner.apply import PlanProvisioner
+
+    fleet = make_fleet()
+    plan = make_plan("p1", [group("chat", "h100-a", "h100-sxm", 1, 2)])
+    provisioner = PlanProvisioner(api.client(), lambda p: fleet)
+    first = provisioner.apply(plan)
+    assert first["state"] == "in_progress" and len(first["created"]) == 3 and first["not_ready"]
+    api.mark_ready()
+    second = provisioner.apply(plan)
+    assert second["state"] == "complete" and not second["created"] and second["diff"] == "no changes\n"
