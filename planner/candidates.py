@@ -8,7 +8,7 @@ memory, and it can serve at least one length bucket within the service's SLO.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from planner.capacity import Capacity, capacity_table, replica_power_watts
@@ -110,7 +110,7 @@ def _shapes(service: Service, fleet: FleetSpec, catalog: Catalog, pool: Pool,
 
 
 def generate_candidates(fleet: FleetSpec, catalog: Catalog, perf: PerfModel,
-                        buckets: dict[str, Sequence[LengthBucket]]) -> tuple[list[Candidate], CandidateStats]:
+                        buckets: Mapping[str, Sequence[LengthBucket]]) -> tuple[list[Candidate], CandidateStats]:
     """All feasible candidates of every service, with capacities per bucket from the performance model."""
     stats = CandidateStats()
     out: list[Candidate] = []

@@ -11,10 +11,12 @@ from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import cast
 
 from planner.candidates import Candidate, CandidateStats, column_key, generate_candidates
 from planner.catalog import Catalog, fleet_catalog
 from planner.milp import (
+    Backend,
     Demand,
     PoolSupply,
     PowerBudget,
@@ -71,7 +73,7 @@ def service_buckets(fleet: FleetSpec, base_dir: Path | None = None) -> dict[str,
             path = Path(svc.traffic.trace_file)
             if base_dir is not None and not path.is_absolute():
                 path = base_dir / path
-            out[svc.id] = list(bucket_trace(path))
+            out[svc.id] = bucket_trace(path).buckets
         else:
             out[svc.id] = svc.traffic.length_buckets()
     return out
@@ -121,7 +123,14 @@ def build_inputs(fleet: FleetSpec, *, catalog: Catalog | None = None, perf: Perf
 
 def _options(fleet: FleetSpec, backend: str | None) -> SolveOptions:
     o = fleet.planner
-    return SolveOptions(backend=backend or o.solver, time_limit_s=o.time_limit_s, relative_gap=o.relative_gap)
+    return SolveOptions(backend=cast(Backend, backend or o.solver), time_limit_s=o.time_limit_s, relative_gap=o.relative_gap)
+
+
+def _solved_cost(sol: Solution) -> float | None:
+    """The plan's $/h when the solver found one, else None."""
+    if sol.status in ("optimal", "feasible") and sol.cost_usd_per_hour is not None:
+        return sol.cost_usd_per_hour
+    return None
 
 
 def _restricted(problem: Problem, keep: Callable[[str], bool]) -> Problem:
@@ -168,10 +177,9 @@ def _baselines(inputs: PlanInputs, cat: Catalog, opts: SolveOptions) -> list[Bas
             return c.configuration.device == dev and c.configuration.memory_devices == 0
 
         sol = solve(_restricted(problem, homog), fast)
-        if sol.status in ("optimal", "feasible"):
-            cost = sol.cost_usd_per_hour
-            if best_homog is None or cost < best_homog[0]:
-                best_homog = (cost, dev, _devices_by_type(inputs, sol))
+        cost = _solved_cost(sol)
+        if cost is not None and (best_homog is None or cost < best_homog[0]):
+            best_homog = (cost, dev, _devices_by_type(inputs, sol))
         # Single type as operators often run it: unified replicas only, one TP/PP per service (the cheapest
         # for that service alone), then all services solved together so shared pools and power still bind.
         chosen: dict[str, tuple[int, int]] = {}
@@ -189,9 +197,9 @@ def _baselines(inputs: PlanInputs, cat: Catalog, opts: SolveOptions) -> list[Bas
 
                 sub = replace(_restricted(problem, keep),
                               demands=tuple(d for d in problem.demands if d.service == dem.service))
-                s = solve(sub, fast)
-                if s.status in ("optimal", "feasible") and (best_here is None or s.cost_usd_per_hour < best_here[0]):
-                    best_here = (s.cost_usd_per_hour, tp_pp)
+                sub_cost = _solved_cost(solve(sub, fast))
+                if sub_cost is not None and (best_here is None or sub_cost < best_here[0]):
+                    best_here = (sub_cost, tp_pp)
             if best_here is None:
                 break
             chosen[dem.service] = best_here[1]
@@ -202,8 +210,9 @@ def _baselines(inputs: PlanInputs, cat: Catalog, opts: SolveOptions) -> list[Bas
                         and (c.configuration.tp, c.configuration.pp) == chosen[c.service.id])
 
             s = solve(_restricted(problem, single), fast)
-            if s.status in ("optimal", "feasible") and (best_single is None or s.cost_usd_per_hour < best_single[0]):
-                best_single = (s.cost_usd_per_hour, dev, _devices_by_type(inputs, s))
+            single_cost = _solved_cost(s)
+            if single_cost is not None and (best_single is None or single_cost < best_single[0]):
+                best_single = (single_cost, dev, _devices_by_type(inputs, s))
     if best_single is not None:
         out.append(Baseline(name=f"single-type:{best_single[1]}",
                             description="one device type, unified replicas, one TP/PP per service; availability, zone "
