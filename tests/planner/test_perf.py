@@ -1,0 +1,326 @@
+"""Performance model: formulas against hand-computed values, memory edges, measured tables, the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from planner.catalog import builtin_catalog
+from planner.cli_perf import perf_app
+from planner.perf import (
+    GIB,
+    NCCL_RESERVE_GIB,
+    RESERVE_GIB_PER_DEVICE,
+    Calibration,
+    DeviceEfficiency,
+    ReplicaShape,
+    RooflinePerfModel,
+    StepOverhead,
+    TablePerfModel,
+    all_reduce_ms,
+    check_shape,
+    decode_attention_ms,
+    default_perf_model,
+    dense_layer_ms,
+    memory_fit,
+    prefill_attention_ms,
+    read_measured_csv,
+    shipped_calibration,
+)
+from planner.schema import DeviceType, ModelSpec
+
+CAT = builtin_catalog()
+
+
+def shape(model: str, device: str, tp: int = 1, pp: int = 1, **kw: object) -> ReplicaShape:
+    return ReplicaShape(model=CAT.model(model), device=CAT.device(device), tp=tp, pp=pp, **kw)  # type: ignore[arg-type]
+
+
+def toy_device(**over: object) -> DeviceType:
+    base: dict[str, object] = dict(id="toy", name="Toy", bf16_tflops=100.0, memory_gib=80.0, memory_tbps=1.0,
+                                   link_gbps=100.0, link_kind="nvlink", tdp_watts=300.0, idle_watts=30.0,
+                                   sm_clock_mhz_min=100.0, sm_clock_mhz_max=1000.0, power_cap_watts_min=100.0,
+                                   power_cap_watts_max=300.0)
+    base.update(over)
+    return DeviceType.model_validate(base)
+
+
+# ---------------------------------------------------------------------------------------------- formulas
+
+
+def test_parameter_counts_match_published() -> None:
+    assert CAT.model("llama-2-70b").total_params == pytest.approx(68.98e9, rel=0.02)
+    assert CAT.model("llama-2-7b").total_params == pytest.approx(6.74e9, rel=0.02)
+    mixtral = CAT.model("mixtral-8x7b")
+    assert mixtral.total_params == pytest.approx(46.7e9, rel=0.02)
+    assert mixtral.active_params == pytest.approx(12.9e9, rel=0.02)
+
+
+@pytest.mark.parametrize(("model", "kv_bytes"), [
+    ("llama-2-70b", 320 * 1024), ("llama-3-70b", 320 * 1024), ("llama-2-7b", 512 * 1024),
+    ("llama-3-8b", 128 * 1024), ("opt-66b", 2 * 64 * 9216 * 2),
+])
+def test_kv_bytes_per_token(model: str, kv_bytes: int) -> None:
+    assert CAT.model(model).kv_bytes_per_token == kv_bytes
+
+
+def test_opt66b_kv_of_512_tokens_is_1_13_gb() -> None:
+    # DistServe's "1.13 GB" for 512 tokens is in binary units (GiB)
+    assert CAT.model("opt-66b").kv_bytes_per_token * 512 / GIB == pytest.approx(1.13, abs=0.01)
+
+
+def test_all_reduce_cost_hand_computed() -> None:
+    dev = toy_device(link_gbps=100.0, link_kind="nvlink")
+    # α = 5 µs, λ = 2 µs (NVLink), N = 4, M = 8 MB, BW = 100 GB/s × 0.5
+    expected_ms = (5 + 2 * 3 * 2) / 1e3 + 2 * 3 / 4 * 8e6 / (100e6 * 0.5)
+    assert float(all_reduce_ms(8e6, 4, dev, 0.5)) == pytest.approx(expected_ms)
+    assert float(all_reduce_ms(8e6, 1, dev, 0.5)) == 0.0
+
+
+IDEAL = DeviceEfficiency(mfu=1.0, mbu=1.0, attn_mfu=1.0, kernel_floor_us=0.0, link_efficiency=1.0)
+
+
+def test_prefill_attention_flops_are_causal_2_h_s_squared() -> None:
+    m = CAT.model("llama-2-7b")
+    dev = toy_device(bf16_tflops=100.0, memory_tbps=1e6)  # compute-bound
+    s = 2048.0
+    flops = 2 * m.hidden_size * s * s / 2  # per layer, causal, tp 2
+    t = float(prefill_attention_ms(m, dev, IDEAL, 2, s, s * s))
+    assert t == pytest.approx(flops / (100e12 / 1e3), rel=1e-3)
+
+
+def test_decode_attention_reads_the_kv_cache() -> None:
+    m = CAT.model("llama-2-70b")
+    dev = toy_device(bf16_tflops=1e6, memory_tbps=2.0)  # memory-bound
+    ctx = 4096.0 * 16
+    per_layer_kv = m.kv_bytes_per_token / m.num_layers
+    t = float(decode_attention_ms(m, dev, IDEAL, 8, 16.0, ctx))
+    # KV bytes of one layer split over 8 devices, plus the small q/out activations
+    assert t == pytest.approx(ctx * per_layer_kv / 8 / 2e9, rel=0.01)
+
+
+def test_decode_dense_layer_is_weight_bound_at_batch_one() -> None:
+    m = CAT.model("llama-2-70b")
+    dev = toy_device(bf16_tflops=1e6, memory_tbps=2.0)
+    layer_weights = m.params_per_layer * m.weight_bytes
+    t = float(dense_layer_ms(m, dev, IDEAL, 4, 1.0, include_comm=False))
+    assert t == pytest.approx(layer_weights / 4 / 2e9, rel=0.01)
+
+
+def test_prefill_dense_layer_is_compute_bound_for_long_prompts() -> None:
+    m = CAT.model("llama-2-7b")
+    dev = toy_device(bf16_tflops=100.0, memory_tbps=1e6)
+    n = 4096.0
+    flops = 2 * n * m.params_per_layer
+    t = float(dense_layer_ms(m, dev, IDEAL, 1, n, include_comm=False))
+    assert t == pytest.approx(flops / 100e9, rel=0.01)
+
+
+def test_roofline_orders_devices_and_shapes() -> None:
+    pm = default_perf_model()
+    a100, h100 = shape("llama-2-70b", "a100-80gb", 4), shape("llama-2-70b", "h100-sxm", 4)
+    assert pm.prefill_ms(h100, 1, 1024) < pm.prefill_ms(a100, 1, 1024)
+    assert pm.decode_step_ms(h100, 8, 1024) < pm.decode_step_ms(a100, 8, 1024)
+    assert pm.decode_step_ms(a100, 64, 2048) > pm.decode_step_ms(a100, 8, 2048) > 0
+    assert pm.prefill_ms(a100, 1, 2048) > pm.prefill_ms(a100, 1, 512)
+    # Batch-1 decode of a 70B model on A100 sits near the measured 43–46 ms (REFERENCE §1)
+    assert 35 < pm.decode_step_ms(a100, 1, 1024) < 55
+
+
+def test_overhead_is_added_per_layer() -> None:
+    cal = Calibration(overheads={("vllm", "a100-80gb", 1): StepOverhead(0.0, 1.0, 0.0, 3.0)})
+    base = RooflinePerfModel(Calibration(overheads={("vllm", "a100-80gb", 1): StepOverhead(0.0, 0.0, 0.0, 0.0)}))
+    s = shape("llama-2-7b", "a100-80gb")
+    assert RooflinePerfModel(cal).decode_step_ms(s, 1, 100) - base.decode_step_ms(s, 1, 100) == \
+        pytest.approx(CAT.model("llama-2-7b").num_layers * 1.0 + 3.0)
+
+
+def test_pipeline_parallel_adds_stage_transfers() -> None:
+    pm = default_perf_model()
+    one, two = shape("llama-2-13b", "a100-80gb", 1, 1), shape("llama-2-13b", "a100-80gb", 1, 2)
+    assert pm.prefill_ms(two, 1, 512) > pm.prefill_ms(one, 1, 512)
+
+
+def test_attention_offload_moves_kv_to_memory_devices() -> None:
+    pm = default_perf_model()
+    h20 = CAT.device("h20")
+    s2 = shape("llama-3-70b", "h100-sxm", 2, memory_device=h20, memory_devices=2)
+    s8 = shape("llama-3-70b", "h100-sxm", 2, memory_device=h20, memory_devices=8)
+    assert pm.memory(s8).kv_capacity_tokens > 3.9 * pm.memory(s2).kv_capacity_tokens
+    # At long context and a large batch attention dominates: more memory devices make the step faster,
+    # until the compute devices (which run the dense layers twice, once per micro-batch) set the pace.
+    assert pm.decode_step_ms(s8, 256, 8000) < 0.8 * pm.decode_step_ms(s2, 256, 8000)
+    assert pm.decode_step_ms(s8, 16, 8000) == pytest.approx(pm.decode_step_ms(s2, 16, 8000), rel=0.05)
+
+
+# ---------------------------------------------------------------------------------------------- checks
+
+
+@pytest.mark.parametrize(("tp", "pp", "message"), [
+    (3, 1, "tp: 3 does not divide num_heads 32"),
+    (1, 3, "pp: 3 does not divide num_layers 32"),
+    (0, 1, "tp: must be at least 1"),
+])
+def test_check_shape_names_the_field(tp: int, pp: int, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        check_shape(shape("llama-2-7b", "a100-80gb", tp, pp))
+
+
+def test_memory_device_cannot_run_dense_layers() -> None:
+    with pytest.raises(ValueError, match="device: h20 is a memory device"):
+        check_shape(shape("llama-2-7b", "h20"))
+
+
+def test_negative_batch_is_rejected() -> None:
+    with pytest.raises(ValueError, match="batch: must be at least 1"):
+        default_perf_model().decode_step_ms(shape("llama-2-7b", "a100-80gb"), -1, 100)
+
+
+# ---------------------------------------------------------------------------------------------- memory
+
+
+def _edge_device(model: ModelSpec, extra_bytes: int) -> DeviceType:
+    need = int(model.weight_bytes_total) + int(RESERVE_GIB_PER_DEVICE * GIB) \
+        + int(model.kv_bytes_per_token) * model.max_context_tokens + extra_bytes
+    return toy_device(memory_gib=need / GIB)  # division by a power of two: exact
+
+
+def test_memory_exactly_fits_one_full_context_request() -> None:
+    m = CAT.model("llama-2-7b")
+    fit = memory_fit(ReplicaShape(model=m, device=_edge_device(m, 0), tp=1), gpu_memory_utilization=1.0)
+    assert fit.fits
+    assert fit.kv_capacity_tokens == m.max_context_tokens
+
+
+def test_memory_one_byte_short_does_not_fit() -> None:
+    m = CAT.model("llama-2-7b")
+    fit = memory_fit(ReplicaShape(model=m, device=_edge_device(m, -1), tp=1), gpu_memory_utilization=1.0)
+    assert not fit.fits
+    assert fit.kv_capacity_tokens == m.max_context_tokens - 1
+    assert "fewer than one" in fit.reason
+
+
+def test_weights_that_do_not_fit_say_so() -> None:
+    fit = memory_fit(shape("llama-2-70b", "l4"))
+    assert not fit.fits and fit.kv_capacity_tokens == 0
+    assert "exceed" in fit.reason
+
+
+def test_kv_capacity_hand_computed_for_opt13b_on_a100() -> None:
+    m = CAT.model("opt-13b")
+    free = 80 * GIB * 0.9 - m.weight_bytes_total - RESERVE_GIB_PER_DEVICE * GIB
+    fit = memory_fit(shape("opt-13b", "a100-80gb"))
+    assert fit.kv_capacity_tokens == int(free // m.kv_bytes_per_token)
+    # DistServe measured 66,144 tokens on the same GPU (it leaves less room for the runtime)
+    assert fit.kv_capacity_tokens == pytest.approx(66144, rel=0.12)
+    tp2 = memory_fit(shape("opt-13b", "a100-80gb", 2))
+    free2 = 80 * GIB * 0.9 - m.weight_bytes_total / 2 - (RESERVE_GIB_PER_DEVICE + NCCL_RESERVE_GIB) * GIB
+    assert tp2.kv_capacity_tokens == int(free2 // (m.kv_bytes_per_token / 2))
+
+
+# ---------------------------------------------------------------------------------------------- calibration
+
+
+def test_shipped_calibration_names_its_sources() -> None:
+    cal = shipped_calibration()
+    assert "vidur" in cal.source and "helix" in cal.source
+    for dev in ("a100-80gb", "h100-sxm", "a40", "l4", "t4"):
+        assert "fitted on" in cal.efficiency(dev).source
+    assert cal.efficiency("mi300x").source.startswith("seed")
+    assert cal.efficiency("a100-40gb") is not None
+
+
+# ---------------------------------------------------------------------------------------------- tables
+
+
+def _write_table(path: Path) -> Path:
+    path.write_text(
+        "model,device,tp,pp,phase,batch,tokens,time_ms\n"
+        "llama-2-7b,a100-80gb,1,1,prefill,1,512,30\n"
+        "llama-2-7b,a100-80gb,1,1,prefill,1,1024,50\n"
+        "llama-2-7b,a100-80gb,1,1,decode,1,1000,10\n"
+        "llama-2-7b,a100-80gb,1,1,decode,1,2000,12\n"
+        "llama-2-7b,a100-80gb,1,1,decode,9,1000,18\n"
+        "llama-2-7b,a100-80gb,1,1,decode,9,2000,22\n", encoding="utf-8")
+    return path
+
+
+def test_measured_table_overrides_where_it_covers(tmp_path: Path) -> None:
+    fallback = default_perf_model()
+    pm = TablePerfModel(read_measured_csv(_write_table(tmp_path / "t.csv")), fallback)
+    s = shape("llama-2-7b", "a100-80gb")
+    assert pm.prefill_ms(s, 1, 512) == 30
+    assert pm.prefill_ms(s, 1, 768) == pytest.approx(40)
+    assert pm.decode_step_ms(s, 5, 1500) == pytest.approx((11 + 20) / 2)  # bilinear
+    # outside the table: the roofline answers
+    assert pm.prefill_ms(s, 1, 4096) == fallback.prefill_ms(s, 1, 4096)
+    assert pm.decode_step_ms(s, 32, 1500) == fallback.decode_step_ms(s, 32, 1500)
+    assert pm.decode_step_ms(shape("llama-2-7b", "h100-sxm"), 5, 1500) == \
+        fallback.decode_step_ms(shape("llama-2-7b", "h100-sxm"), 5, 1500)
+    assert pm.memory(s) == fallback.memory(s)
+
+
+def test_measured_table_bad_rows_name_the_line(tmp_path: Path) -> None:
+    p = tmp_path / "bad.csv"
+    p.write_text("model,device,tp,pp,phase,batch,tokens,time_ms\nllama-2-7b,a100-80gb,1,1,train,1,5,3\n")
+    with pytest.raises(ValueError, match=r"bad.csv:2: phase"):
+        read_measured_csv(p)
+    p.write_text("model,device,tp\n")
+    with pytest.raises(ValueError, match=r"bad.csv:1: columns: missing"):
+        read_measured_csv(p)
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+
+runner = CliRunner()
+
+
+def test_cli_predict_json() -> None:
+    res = runner.invoke(perf_app, ["predict", "--model", "llama-2-70b", "--device", "h100-sxm", "--tp", "4",
+                                   "--batch", "8", "--prompt-tokens", "1000", "--context-tokens", "1200",
+                                   "--format", "json"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    assert out["fits_memory"] is True
+    assert out["prefill_ms"] > out["decode_step_ms"] > 0
+    s = shape("llama-2-70b", "h100-sxm", 4)
+    assert out["decode_step_ms"] == pytest.approx(default_perf_model().decode_step_ms(s, 8, 1200), abs=1e-3)
+
+
+def test_cli_predict_table() -> None:
+    res = runner.invoke(perf_app, ["predict", "--model", "llama-2-7b", "--device", "l4", "--batch", "4"])
+    assert res.exit_code == 0
+    assert "prefill_ms" in res.stdout and "fits_memory" in res.stdout
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--model", "nope", "--device", "a100-80gb"], "model: unknown model 'nope'"),
+    (["--model", "llama-2-7b", "--device", "nope"], "device: unknown device 'nope'"),
+    (["--model", "llama-2-70b", "--device", "a100-80gb", "--tp", "3"], "tp: 3 does not divide num_heads 64"),
+    (["--model", "llama-2-7b", "--device", "a100-80gb", "--batch", "-2"], "batch: must be at least 1"),
+    (["--model", "llama-2-7b", "--device", "a100-80gb", "--engine", "tgi"], "--engine: must be one of"),
+])
+def test_cli_bad_input_exits_2_with_one_line(args: list[str], message: str) -> None:
+    res = runner.invoke(perf_app, ["predict", *args])
+    assert res.exit_code == 2
+    assert message in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in res.output
+
+
+def test_cli_points_file(tmp_path: Path) -> None:
+    p = tmp_path / "points.csv"
+    p.write_text("model,device,tp,pp,batch,prompt_tokens,context_tokens\n"
+                 "llama-2-7b,a100-80gb,1,1,1,512,600\n"
+                 "llama-2-70b,h100-sxm,8,1,16,2048,\n")
+    res = runner.invoke(perf_app, ["predict", "--points", str(p)])
+    assert res.exit_code == 0, res.output
+    lines = [json.loads(x) for x in res.stdout.strip().splitlines()]
+    assert len(lines) == 2
+    assert lines[1]["context_tokens"] == 2048 and lines[1]["tp"] == 8
+    p.write_text("model,device,tp,pp,batch,prompt_tokens,context_tokens\nllama-2-7b,a100-80gb,3,1,1,512,600\n")
+    res = runner.invoke(perf_app, ["predict", "--points", str(p)])
+    assert res.exit_code == 2 and "points.csv:2: tp: 3 does not divide" in res.stderr
