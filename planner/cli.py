@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from planner.catalog import builtin_catalog
+from planner.cli_perf import perf_app
 from planner.fleetfile import FleetError, load_fleet
 
 app = typer.Typer(
@@ -29,6 +30,7 @@ app = typer.Typer(
 )
 catalog_app = typer.Typer(help="The shipped catalog: devices, models, price books.", no_args_is_help=True)
 app.add_typer(catalog_app, name="catalog")
+app.add_typer(perf_app, name="perf")
 
 console = Console(width=None if sys.stdout.isatty() else 160)
 
@@ -142,6 +144,34 @@ def validate(fleet_file: str = typer.Argument(..., metavar="FLEET.yaml")) -> Non
         fail(str(exc))
     typer.echo(f"{fleet_file}: ok — {len(fleet.pools)} pools, {len(fleet.services)} services, "
                f"{len(fleet.power_domains)} power domains")
+
+
+@app.command()
+def capacity(
+    fleet_file: str = typer.Argument(..., metavar="FLEET.yaml"),
+    fmt: OutputFormat = FormatOption,
+) -> None:
+    """Max req/s one replica sustains under each service's SLO, per configuration and length bucket."""
+    from pathlib import Path
+
+    from planner.cli_perf import capacity_command
+    from planner.plan import service_buckets
+
+    try:
+        fleet = load_fleet(fleet_file)
+        buckets = service_buckets(fleet, Path(fleet_file).parent)
+    except FleetError as exc:
+        fail(str(exc))
+    except (OSError, ValueError) as exc:
+        fail(f"{fleet_file}: traffic.trace_file: {exc}")
+    if fmt is OutputFormat.YAML:
+        from planner.catalog import fleet_catalog
+        from planner.cli_perf import capacity_rows
+        from planner.perf import default_perf_model
+
+        emit(capacity_rows(fleet, fleet_catalog(fleet), default_perf_model(), dict(buckets)), fmt)
+    else:
+        capacity_command(fleet, buckets=dict(buckets), fmt=fmt.value)
 
 
 # ---------------------------------------------------------------------------------------------- plan
