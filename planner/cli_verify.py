@@ -14,7 +14,7 @@ from planner.capacity import MAX_BATCH
 from planner.catalog import Catalog, fleet_catalog
 from planner.fleetfile import load_fleet
 from planner.inventory import fleet_inventory
-from planner.perf import RooflinePerfModel, shipped_calibration
+from planner.perf import default_perf_model
 from planner.place import PlacementResult, Tolerate, node_count_feedback, place, placed_plan
 from planner.schema import Finding, FleetSpec, Plan
 from planner.verify import PerfStepTimes, ReplayOptions, ReplayReport, TraceSource, build_workload, replay
@@ -98,7 +98,7 @@ def plan_and_place(
 def verify_plan(plan: Plan, fleet: FleetSpec, source: TraceSource, base_dir: Path | None = None) -> ReplayReport:
     """Replay the source's traffic against the plan with the shipped performance model."""
     catalog = fleet_catalog(fleet)
-    times = PerfStepTimes(RooflinePerfModel(shipped_calibration()), fleet, catalog)
+    times = PerfStepTimes(default_perf_model(fleet.planner.perf_engine), fleet, catalog)
     return replay(plan, fleet, catalog, times, build_workload(fleet, source, base_dir), PLANNER_ENGINE)
 
 

@@ -83,7 +83,7 @@ def build_inputs(fleet: FleetSpec, *, catalog: Catalog | None = None, perf: Perf
                  current: Plan | None = None, base_dir: Path | None = None) -> PlanInputs:
     """Candidates, pools, demands and budgets of a fleet as a MILP problem (dominated columns pruned)."""
     cat = catalog or fleet_catalog(fleet)
-    model = perf or default_perf_model()
+    model = perf or default_perf_model(fleet.planner.perf_engine)
     buckets = service_buckets(fleet, base_dir)
     cands, stats = generate_candidates(fleet, cat, model, buckets)
     pools = []
@@ -123,7 +123,8 @@ def build_inputs(fleet: FleetSpec, *, catalog: Catalog | None = None, perf: Perf
 
 def _options(fleet: FleetSpec, backend: str | None) -> SolveOptions:
     o = fleet.planner
-    return SolveOptions(backend=cast(Backend, backend or o.solver), time_limit_s=o.time_limit_s, relative_gap=o.relative_gap)
+    return SolveOptions(backend=cast(Backend, backend or o.solver), time_limit_s=o.time_limit_s,
+                        relative_gap=o.relative_gap)
 
 
 def _solved_cost(sol: Solution) -> float | None:
@@ -224,7 +225,8 @@ def _baselines(inputs: PlanInputs, cat: Catalog, opts: SolveOptions) -> list[Bas
                             cost_usd_per_hour=None, feasible=False))
     if best_homog is not None:
         out.append(Baseline(name=f"homogeneous:{best_homog[1]}",
-                            description="one device type, free TP/PP and roles; availability, zone spread and power limits lifted",
+                            description="one device type, free TP/PP and roles; availability, zone spread and "
+                                        "power limits lifted",
                             cost_usd_per_hour=round(best_homog[0], 4), feasible=True,
                             devices_by_type=best_homog[2]))
     else:

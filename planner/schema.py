@@ -326,6 +326,8 @@ class PlannerOptions(Value):
     pp_options: list[int] = Field(default_factory=lambda: [1, 2, 4])
     offload_memory_devices: list[int] = Field(default_factory=lambda: [1, 2, 4, 8])
     roles: list[Role] = Field(default_factory=lambda: list(Role))
+    perf_engine: str = Field(default="vllm", description="whose per-step overheads the performance model "
+                             "applies: vllm (current releases) or vllm-2023 (DistServe-era profiles)")
 
 
 class FleetSpec(Value):
