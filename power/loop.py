@@ -1,0 +1,229 @@
+"""The control loop of one power domain: telemetry → policy → actuators, once per control period.
+
+Telemetry loss never releases a cap: while the reading is missing or older than ``stale_after_s`` the
+loop holds every cap (and cancels releases in progress); once the last good reading is ``safe_after_s``
+old it moves the domain to safe caps (the full ladder). Every ``reconcile_every_s`` it compares the
+actuator's read-back with the targets and re-sends what drifted (a rebooted node, a lost intent). State is
+exported as Prometheus metrics and as events.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from power.actuators import Actuator
+from power.policy import Band, CapAction, CapTarget, Decision, Policy, PolicyState, Rng
+from power.telemetry import PowerReading, Telemetry, is_stale
+
+
+class Clock(Protocol):
+    """Time for the loop; tests and the simulator use a virtual one."""
+
+    def now_s(self) -> float: ...
+
+    def sleep(self, seconds: float) -> None: ...
+
+
+class WallClock:
+    """The real clock (monotonic for periods, wall time for readings)."""
+
+    def now_s(self) -> float:
+        """Seconds since the epoch."""
+        return time.time()
+
+    def sleep(self, seconds: float) -> None:
+        """Block for ``seconds``."""
+        time.sleep(max(0.0, seconds))
+
+
+class VirtualClock:
+    """A clock that moves only when told to."""
+
+    def __init__(self, start_s: float = 0.0) -> None:
+        self.t = start_s
+
+    def now_s(self) -> float:
+        """Current virtual time."""
+        return self.t
+
+    def sleep(self, seconds: float) -> None:
+        """Advance virtual time."""
+        self.t += max(0.0, seconds)
+
+
+@dataclass(frozen=True)
+class LoopEvent:
+    """Something an operator wants to see in the event log."""
+
+    time_s: float
+    domain: str
+    kind: str
+    message: str
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    """Timing of the loop."""
+
+    period_s: float = 1.0
+    stale_after_s: float = 3.0
+    safe_after_s: float = 10.0
+    reconcile_every_s: float = 5.0
+
+    def __post_init__(self) -> None:
+        if self.period_s <= 0:
+            raise ValueError("period_s: must be positive")
+        if self.stale_after_s < 0 or self.safe_after_s < 0 or self.reconcile_every_s <= 0:
+            raise ValueError("stale_after_s: timings must not be negative")
+
+
+class LoopMetrics:
+    """Prometheus metrics of the loop, in a registry the caller owns."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        labels = ["domain"]
+        self.power_share = Gauge("medley_power_domain_share", "domain power as share of budget", labels,
+                                 registry=registry)
+        self.power_watts = Gauge("medley_power_domain_watts", "last domain power reading", labels,
+                                 registry=registry)
+        self.budget_watts = Gauge("medley_power_domain_budget_watts", "domain budget", labels, registry=registry)
+        self.band = Gauge("medley_power_band", "0 none, 1 T1, 2 T2, 3 brake", labels, registry=registry)
+        self.capped_gpus = Gauge("medley_power_capped_gpus", "GPUs with a cap target", labels, registry=registry)
+        self.stale = Gauge("medley_power_telemetry_stale", "1 while telemetry is stale", labels, registry=registry)
+        self.actions = Counter("medley_power_cap_actions", "cap actions sent", labels, registry=registry)
+        self.brakes = Counter("medley_power_brake_events", "power brake engagements", labels, registry=registry)
+        self.failures = Counter("medley_power_actuator_failures", "actions an actuator failed", labels,
+                                registry=registry)
+        self.reapplied = Counter("medley_power_reapplied", "targets re-sent after drift", labels, registry=registry)
+
+
+@dataclass
+class StepResult:
+    """What one period did (for tests and the simulator)."""
+
+    time_s: float
+    reading: PowerReading | None
+    stale: bool
+    decision: Decision
+    reapplied: int = 0
+    events: list[LoopEvent] = field(default_factory=list)
+
+
+class ControlLoop:
+    """One power domain's loop; ``step`` is one control period, ``run`` repeats it on the clock."""
+
+    def __init__(self, domain_id: str, budget_watts: float, policy: Policy, telemetry: Telemetry,
+                 actuator: Actuator, clock: Clock, config: LoopConfig | None = None, rng: Rng | None = None,
+                 metrics: LoopMetrics | None = None,
+                 on_event: Callable[[LoopEvent], None] | None = None) -> None:
+        self.domain_id = domain_id
+        self.budget_watts = budget_watts
+        self.policy = policy
+        self.telemetry = telemetry
+        self.actuator = actuator
+        self.clock = clock
+        self.config = config or LoopConfig()
+        self.rng: Rng = rng or random.Random(0)
+        self.metrics = metrics
+        self.on_event = on_event
+        self.state: PolicyState = policy.initial_state()
+        self.stale_since_s: float | None = None
+        self.last_fresh_s = clock.now_s()
+        self.last_reconcile_s = float("-inf")
+        self.brake_events = 0
+
+    def set_budget(self, budget_watts: float) -> None:
+        """Change the domain budget (a utility request, a failed feed); takes effect next period."""
+        if budget_watts <= 0:
+            raise ValueError("budget_watts: must be positive")
+        self.budget_watts = budget_watts
+
+    def step(self) -> StepResult:
+        """Read, decide, actuate, reconcile, export."""
+        now = self.clock.now_s()
+        reading = self.telemetry.read()
+        stale = is_stale(reading, now, self.config.stale_after_s)
+        if stale:
+            self.stale_since_s = now if self.stale_since_s is None else self.stale_since_s
+            # Staleness counts from the last good reading, not from when the loop noticed.
+            if now - self.last_fresh_s >= self.config.safe_after_s:
+                decision = self.policy.safe(self.state, now)
+            else:
+                decision = self.policy.hold(self.state, now)
+        else:
+            self.stale_since_s = None
+            assert reading is not None
+            self.last_fresh_s = reading.timestamp_s
+            decision = self.policy.decide(self.state, reading.watts, self.budget_watts, now, self.rng)
+        was_braked = self.state.braked
+        self.state = decision.state
+        if decision.state.braked and not was_braked:
+            self.brake_events += 1
+        events = [LoopEvent(now, self.domain_id, "policy", e) for e in decision.events]
+        if stale and (self.stale_since_s == now):
+            events.append(LoopEvent(now, self.domain_id, "telemetry", "telemetry stale: holding caps"))
+
+        report = self.actuator.apply(decision.actions) if decision.actions else None
+        reapplied = 0
+        if now - self.last_reconcile_s >= self.config.reconcile_every_s:
+            self.last_reconcile_s = now
+            reapplied = self._reconcile(decision.state.targets)
+            if reapplied:
+                events.append(LoopEvent(now, self.domain_id, "reconcile", f"re-sent {reapplied} drifted caps"))
+        if report is not None and report.failed:
+            events.append(LoopEvent(now, self.domain_id, "actuator", f"{len(report.failed)} actions failed"))
+        self._export(reading, stale, decision, report.failed if report else {}, reapplied,
+                     brake=decision.state.braked and not was_braked)
+        if self.on_event is not None:
+            for ev in events:
+                self.on_event(ev)
+        return StepResult(now, reading, stale, decision, reapplied, events)
+
+    def _reconcile(self, targets: Mapping[str, CapTarget]) -> int:
+        seen = self.actuator.read_back()
+        drifted = [
+            CapAction(gid, self.policy.node_of(gid), t, reason="reconcile", brake=self.state.braked)
+            for gid, t in targets.items()
+            if gid in seen and seen[gid] != t
+        ]
+        if drifted:
+            self.actuator.apply(drifted)
+        return len(drifted)
+
+    def _export(self, reading: PowerReading | None, stale: bool, decision: Decision, failed: Mapping[str, str],
+                reapplied: int, brake: bool) -> None:
+        m = self.metrics
+        if m is None:
+            return
+        d = self.domain_id
+        m.budget_watts.labels(d).set(self.budget_watts)
+        if reading is not None and not stale:
+            m.power_watts.labels(d).set(reading.watts)
+            m.power_share.labels(d).set(reading.watts / self.budget_watts)
+        m.stale.labels(d).set(1 if stale else 0)
+        m.band.labels(d).set(int(decision.band))
+        m.capped_gpus.labels(d).set(sum(1 for t in decision.state.targets.values() if t.capped))
+        m.actions.labels(d).inc(len(decision.actions))
+        m.failures.labels(d).inc(len(failed))
+        m.reapplied.labels(d).inc(reapplied)
+        if brake:
+            m.brakes.labels(d).inc()
+
+    def run(self, stop: Callable[[], bool] | None = None, max_steps: int | None = None) -> None:
+        """Step every ``period_s`` until ``stop()`` or ``max_steps``."""
+        steps = 0
+        while (stop is None or not stop()) and (max_steps is None or steps < max_steps):
+            started = self.clock.now_s()
+            self.step()
+            steps += 1
+            self.clock.sleep(self.config.period_s - (self.clock.now_s() - started))
+
+
+__all__ = ["Band", "Clock", "ControlLoop", "LoopConfig", "LoopEvent", "LoopMetrics", "StepResult",
+           "VirtualClock", "WallClock"]

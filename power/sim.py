@@ -1,0 +1,598 @@
+"""Power simulator: a row of servers driven by a request trace (or a load profile), under the real loop.
+
+Model (vectorised with numpy; one step is ``dt_s``):
+
+* Each server is one replica over its GPUs (tensor parallel, so it runs at its slowest GPU's clock). Its
+  prefill work is a FIFO backlog of prompt tokens served at ``prefill_tokens_per_s`` × clock share;
+  ``u`` is the share of the step spent in prefill. Decode is on whenever a request is decoding.
+* GPU watts ``idle + u·(prefill − idle)·f^a + (1 − u)·d·(decode − idle)·f^a`` with ``f`` the clock share
+  (locked clock over maximum, lowered further by a binding power limit) and ``a = clock_power_exponent``
+  (1.2: locking an A100 at 1110 of 1410 MHz then cuts about 20% of its prefill watts, as POLCA measured).
+  Idle/prefill/decode watts per device come from the catalog (splitwise-sim seeds for A100/H100).
+  Server overhead outside the GPUs is added per server.
+* The meter shows the domain sum with independent ±``noise_share`` uniform error per board, averaged over
+  ``meter_window_s`` (a PDU reports means, not instants), ``sensor_delay_s`` late. Cap actions take
+  ``cap_latency_s`` to land; brake actions take the fast power-brake path (``brake_latency_s``;
+  out-of-band BMC caps can take 40 s, the brake signal does not). A share of GPUs
+  can silently ignore every action, nodes can reboot (their locks are lost), telemetry can be lost and the
+  budget can change.
+* Latency cost of caps comes from a :class:`StepTimes` model of prefill throughput and TPOT at a clock
+  share. The default, :class:`SimpleStepTimes`, is a documented simple model: prefill is compute-bound
+  (time ∝ ``f_max/f``), a decode step is memory-bound except for 10% (``0.9 + 0.1/f``); full-clock prefill
+  is ``GPUs·TFLOPS·0.5 / (2·70e9)`` tokens/s and TPOT the measured vLLM Llama-2-70B A100 step (45 ms,
+  REFERENCE §1) scaled by memory bandwidth. A performance-model-backed ``StepTimes`` (compute scaled by the
+  clock, memory bandwidth not) can be passed in instead. TTFT comes from each server's processed-token
+  curve; end-to-end latency adds ``output tokens × TPOT × decode slowdown``.
+"""
+
+from __future__ import annotations
+
+import csv
+import heapq
+import math
+import random
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from planner.schema import DeviceType
+from power.actuators import ApplyReport
+from power.loop import ControlLoop, LoopConfig, StepResult, VirtualClock
+from power.policy import UNCAPPED, CapAction, CapTarget, Gpu, Policy, PolicyConfig
+from power.telemetry import PowerReading, SimulatedTelemetry
+
+F64 = npt.NDArray[np.float64]
+
+A100_TPOT_S = 0.045  # vLLM Llama-2-70B decode step on A100 TP4/TP8, REFERENCE §1
+A100_MEMORY_TBPS = 2.039
+MODEL_PARAMS = 70e9  # Llama-2-70B-class replica
+PREFILL_MFU = 0.5
+
+
+@dataclass(frozen=True)
+class ServerSpec:
+    """One server of the domain: a replica over ``gpus`` devices of one type."""
+
+    node: str
+    device: DeviceType
+    gpus: int = 8
+    priority: int = 1
+    overhead_watts: float = 1500.0
+
+    @property
+    def max_watts(self) -> float:
+        """Most the server can draw in the model (every GPU in prefill, plus overhead)."""
+        return self.gpus * self.device.prefill_power_watts + self.overhead_watts
+
+    @property
+    def prefill_tokens_per_s(self) -> float:
+        """Prompt tokens per second at full clock: ``gpus·TFLOPS·MFU / (2·params)``."""
+        return self.gpus * self.device.bf16_tflops * 1e12 * PREFILL_MFU / (2 * MODEL_PARAMS)
+
+    @property
+    def tpot_s(self) -> float:
+        """Decode step time at full clock."""
+        return A100_TPOT_S * A100_MEMORY_TBPS / self.device.memory_tbps
+
+
+def server_overhead_watts(device: DeviceType) -> float:
+    """Server power outside the GPUs: 1.5 kW (DGX-A100), 2.8 kW (DGX-H100), else scaled by GPU TDP."""
+    return 2800.0 if device.tdp_watts >= 700 else 1500.0 * max(0.25, device.tdp_watts / 400)
+
+
+class StepTimes(Protocol):
+    """Speed of one server's replica at a clock share (locked clock over maximum)."""
+
+    def prefill_tokens_per_s(self, server: ServerSpec, clock_share: float) -> float: ...
+
+    def tpot_s(self, server: ServerSpec, clock_share: float) -> float: ...
+
+
+@dataclass(frozen=True)
+class SimpleStepTimes:
+    """Documented simple model: prefill is compute-bound (time ∝ f_max/f); a decode step is memory-bound
+    except for ``1 − memory_bound_share`` of it."""
+
+    memory_bound_share: float = 0.9
+
+    def prefill_tokens_per_s(self, server: ServerSpec, clock_share: float) -> float:
+        """Full-clock prompt throughput times the clock share."""
+        return server.prefill_tokens_per_s * clock_share
+
+    def tpot_s(self, server: ServerSpec, clock_share: float) -> float:
+        """Full-clock TPOT stretched by the compute-bound part of the step."""
+        m = self.memory_bound_share
+        return server.tpot_s * (m + (1 - m) / clock_share)
+
+
+CLOCK_GRID = np.linspace(0.05, 1.0, 96)
+
+
+class _SpeedTables:
+    """Per-server prefill throughput and TPOT tabulated over clock shares, interpolated per step."""
+
+    def __init__(self, servers: Sequence[ServerSpec], step_times: StepTimes) -> None:
+        self.tps = np.array([[step_times.prefill_tokens_per_s(s, float(f)) for f in CLOCK_GRID] for s in servers])
+        self.tpot = np.array([[step_times.tpot_s(s, float(f)) for f in CLOCK_GRID] for s in servers])
+        self.rows = np.arange(len(servers))
+        self.base_tps = self.tps[:, -1].copy()
+        self.base_tpot = self.tpot[:, -1].copy()
+
+    def at(self, table: F64, share: F64) -> F64:
+        x = (np.clip(share, CLOCK_GRID[0], 1.0) - CLOCK_GRID[0]) / (CLOCK_GRID[1] - CLOCK_GRID[0])
+        i = np.minimum(x.astype(np.int64), CLOCK_GRID.size - 2)
+        w = x - i
+        return np.asarray(table[self.rows, i] * (1 - w) + table[self.rows, i + 1] * w, dtype=np.float64)
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    """Physics and fault knobs of the simulator."""
+
+    dt_s: float = 0.1
+    sensor_delay_s: float = 0.0
+    meter_window_s: float = 1.0
+    noise_share: float = 0.05
+    cap_latency_s: float = 0.2
+    brake_latency_s: float = 0.5
+    ignore_share: float = 0.0
+    clock_power_exponent: float = 1.2
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Requests:
+    """A request trace assigned to servers."""
+
+    arrival_s: F64
+    server: npt.NDArray[np.int64]
+    prompt_tokens: F64
+    output_tokens: F64
+
+
+@dataclass(frozen=True)
+class Workload:
+    """Per step and server: prompt tokens arriving and decode activity (0..1); the requests if any."""
+
+    prefill_tokens: F64
+    decode_active: F64
+    requests: Requests | None = None
+
+    @property
+    def steps(self) -> int:
+        return int(self.prefill_tokens.shape[0])
+
+
+@dataclass(frozen=True)
+class SimEvents:
+    """Faults and changes at given times."""
+
+    telemetry_lost: tuple[tuple[float, float], ...] = ()
+    reboots: tuple[tuple[float, str, float], ...] = ()  # (time, node, seconds down)
+    budget_changes: tuple[tuple[float, float], ...] = ()  # (time, watts)
+
+
+@dataclass
+class SimResult:
+    """Time series and request outcomes of one run."""
+
+    dt_s: float
+    power_watts: F64
+    measured_watts: F64
+    budget_watts: F64
+    band: npt.NDArray[np.int64]
+    capped_gpus: npt.NDArray[np.int64]
+    brake_events: int
+    cap_transitions: int
+    steps: list[StepResult] = field(default_factory=list)
+    ttft_s: F64 | None = None
+    latency_s: F64 | None = None
+    service_s: F64 | None = None
+    request_priority: npt.NDArray[np.int64] | None = None
+
+    @property
+    def share(self) -> F64:
+        return self.power_watts / self.budget_watts
+
+    def over_budget_runs_s(self) -> F64:
+        """Lengths (s) of every contiguous stretch with true power above the budget."""
+        over = (self.power_watts > self.budget_watts).astype(np.int8)
+        if not over.any():
+            return np.zeros(0)
+        edges = np.diff(np.concatenate([[0], over, [0]]))
+        starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+        return np.asarray((ends - starts) * self.dt_s, dtype=np.float64)
+
+    def max_over_budget_s(self) -> float:
+        """Longest stretch above budget (0 when never)."""
+        runs = self.over_budget_runs_s()
+        return float(runs.max()) if runs.size else 0.0
+
+
+class _Plant:
+    """The simulated hardware: GPU clocks and limits, pending actions, meter history."""
+
+    def __init__(self, servers: Sequence[ServerSpec], cfg: SimConfig, steps: int, speeds: _SpeedTables) -> None:
+        self.cfg = cfg
+        self.servers = tuple(servers)
+        gpu_server = np.repeat(np.arange(len(servers)), [s.gpus for s in servers])
+        self.gpu_server = gpu_server
+        self.server_start = np.concatenate([[0], np.cumsum([s.gpus for s in servers])[:-1]]).astype(np.int64)
+        self.gpu_ids = [f"{s.node}/{i}" for s in servers for i in range(s.gpus)]
+        self.index = {gid: i for i, gid in enumerate(self.gpu_ids)}
+        self.node_gpus: dict[str, list[int]] = {}
+        for i, gid in enumerate(self.gpu_ids):
+            self.node_gpus.setdefault(gid.split("/")[0], []).append(i)
+        dev = [servers[int(s)].device for s in gpu_server]
+        self.idle = np.array([d.idle_watts for d in dev])
+        self.prefill = np.array([d.prefill_power_watts for d in dev])
+        self.decode = np.array([d.decode_power_watts for d in dev])
+        self.fmax = np.array([d.sm_clock_mhz_max for d in dev])
+        self.overhead = np.array([s.overhead_watts for s in servers])
+        self.speeds = speeds
+        g = len(self.gpu_ids)
+        self.clock = self.fmax.copy()
+        self.limit = np.full(g, np.inf)
+        self.seq = np.zeros(g, dtype=np.int64)
+        self.reported: dict[str, CapTarget] = {}
+        self.up = np.ones(len(servers))
+        self.up_gpu = np.ones(g)
+        rng = np.random.default_rng(cfg.seed)
+        self.ignores = rng.random(g) < cfg.ignore_share
+        self.noise_rng = rng
+        self.pending: list[tuple[float, int, int, float, float]] = []
+        self._seq = 0
+        self.now_s = 0.0
+        self.measured = np.zeros(steps)
+        self.lost: tuple[tuple[float, float], ...] = ()
+
+    # ------------------------------------------------------------------ actuator side (Actuator protocol)
+
+    def apply(self, actions: Sequence[CapAction]) -> ApplyReport:
+        for a in actions:
+            i = self.index[a.gpu_id]
+            self._seq += 1
+            self.reported[a.gpu_id] = a.target
+            if self.ignores[i]:
+                continue  # silently: the read-back still shows the target
+            latency = min(self.cfg.cap_latency_s, self.cfg.brake_latency_s) if a.brake else self.cfg.cap_latency_s
+            clock = a.target.clock_mhz if a.target.clock_mhz is not None else float(self.fmax[i])
+            limit = a.target.power_limit_watts if a.target.power_limit_watts is not None else math.inf
+            heapq.heappush(self.pending, (self.now_s + latency, self._seq, i, clock, limit))
+        return ApplyReport(tuple(a.gpu_id for a in actions))
+
+    def read_back(self) -> Mapping[str, CapTarget]:
+        return dict(self.reported)
+
+    def land_due(self) -> None:
+        while self.pending and self.pending[0][0] <= self.now_s + 1e-9:
+            _, seq, i, clock, limit = heapq.heappop(self.pending)
+            if seq > self.seq[i] and self.up_gpu[i] > 0:  # a late, superseded command is dropped
+                self.seq[i], self.clock[i], self.limit[i] = seq, clock, limit
+
+    def reboot(self, node: str, down: bool) -> None:
+        idx = self.node_gpus[node]
+        s = int(self.gpu_server[idx[0]])
+        self.up[s] = 0.0 if down else 1.0
+        self.up_gpu[idx] = 0.0 if down else 1.0
+        # Locked clocks and power limits do not survive a reboot.
+        self.clock[idx], self.limit[idx] = self.fmax[idx], np.inf
+        self.seq[idx] = self._seq
+        for i in idx:
+            self.reported[self.gpu_ids[i]] = UNCAPPED
+
+    # ------------------------------------------------------------------ telemetry side
+
+    def reading(self, k: int) -> PowerReading | None:
+        if any(a <= self.now_s < b for a, b in self.lost):
+            return None
+        delay_steps = int(round(self.cfg.sensor_delay_s / self.cfg.dt_s))
+        j = k - delay_steps
+        if j < 0:
+            return None
+        # A row meter reports the mean of its last window, not one instant.
+        w = max(1, int(round(self.cfg.meter_window_s / self.cfg.dt_s)))
+        return PowerReading(float(self.measured[max(0, j - w + 1):j + 1].mean()), j * self.cfg.dt_s, "sim")
+
+
+def simulate(servers: Sequence[ServerSpec], workload: Workload, budget_watts: float,
+             policy_config: PolicyConfig | None = None, loop_config: LoopConfig | None = None,
+             sim: SimConfig | None = None, events: SimEvents | None = None, control: bool = True,
+             on_step: Callable[[StepResult, _Plant], None] | None = None, keep_steps: bool = False,
+             step_times: StepTimes | None = None) -> SimResult:
+    """Run the domain for ``workload.steps`` steps under the real control loop (or none when ``control``
+    is false) and return power series and request latencies."""
+    cfg = sim or SimConfig()
+    ev = events or SimEvents()
+    lcfg = loop_config or LoopConfig()
+    steps = workload.steps
+    speeds = _SpeedTables(servers, step_times or SimpleStepTimes())
+    plant = _Plant(servers, cfg, steps, speeds)
+    plant.lost = ev.telemetry_lost
+    gpus = [Gpu(gid, servers[int(plant.gpu_server[i])].node, servers[int(plant.gpu_server[i])].device,
+                servers[int(plant.gpu_server[i])].priority) for i, gid in enumerate(plant.gpu_ids)]
+    clock = VirtualClock()
+    k_box = [0]
+    telemetry = SimulatedTelemetry(lambda: plant.reading(k_box[0]))
+    policy = Policy(gpus, policy_config)
+    loop = ControlLoop("sim", budget_watts, policy, telemetry, plant, clock, lcfg,
+                       rng=random.Random(cfg.seed))
+    period_steps = max(1, int(round(lcfg.period_s / cfg.dt_s)))
+    n_servers = len(servers)
+    a = cfg.clock_power_exponent
+    budget = np.full(steps, float(budget_watts))
+    power = np.zeros(steps)
+    band = np.zeros(steps, dtype=np.int64)
+    capped = np.zeros(steps, dtype=np.int64)
+    cum = np.zeros((steps, n_servers))
+    dec_slow = np.ones((steps, n_servers), dtype=np.float32)
+    backlog = np.zeros(n_servers)
+    total = np.zeros(n_servers)
+    dyn_p = plant.prefill - plant.idle
+    dyn_d = plant.decode - plant.idle
+    reboots = sorted([(t, node, True) for t, node, _ in ev.reboots] +
+                     [(t + d, node, False) for t, node, d in ev.reboots])
+    budgets = sorted(ev.budget_changes)
+    kept: list[StepResult] = []
+    cur_band, cur_capped = 0, 0
+    transitions = 0
+    was_capped = False
+    noise = cfg.noise_share
+    for k in range(steps):
+        now = k * cfg.dt_s
+        plant.now_s = now
+        clock.t = now
+        k_box[0] = k
+        while reboots and reboots[0][0] <= now + 1e-9:
+            _, node, down = reboots.pop(0)
+            plant.reboot(node, down)
+        while budgets and budgets[0][0] <= now + 1e-9:
+            loop.set_budget(budgets.pop(0)[1])
+        budget[k] = loop.budget_watts
+        plant.land_due()
+        f_lock = plant.clock / plant.fmax
+        lim = plant.limit
+        with np.errstate(divide="ignore", invalid="ignore"):
+            f_lim_p = np.clip((lim - plant.idle) / dyn_p, 0.0, 1.0) ** (1 / a)
+            f_lim_d = np.clip((lim - plant.idle) / dyn_d, 0.0, 1.0) ** (1 / a)
+        f_p = np.maximum(np.minimum(f_lock, f_lim_p), 0.05)
+        f_d = np.maximum(np.minimum(f_lock, f_lim_d), 0.05)
+        speed = np.minimum.reduceat(f_p, plant.server_start)
+        dspeed = np.minimum.reduceat(f_d, plant.server_start)
+        cap_tokens = speeds.at(speeds.tps, speed) * plant.up * cfg.dt_s
+        backlog += workload.prefill_tokens[k]
+        processed = np.minimum(backlog, cap_tokens)
+        backlog -= processed
+        total += processed
+        cum[k] = total
+        dec_slow[k] = speeds.at(speeds.tpot, dspeed) / speeds.base_tpot
+        with np.errstate(divide="ignore", invalid="ignore"):
+            u = np.where(cap_tokens > 0, processed / np.maximum(cap_tokens, 1e-12), 0.0)
+        ug = u[plant.gpu_server]
+        dg = workload.decode_active[k][plant.gpu_server]
+        pg = plant.idle + ug * dyn_p * f_p ** a + (1 - ug) * dg * dyn_d * f_d ** a
+        pg = np.minimum(pg, np.maximum(lim, plant.idle)) * plant.up_gpu
+        over = float(plant.overhead @ plant.up)
+        power[k] = pg.sum() + over
+        if noise > 0:
+            pg = pg * (1 + plant.noise_rng.uniform(-noise, noise, pg.size))
+        plant.measured[k] = pg.sum() + over
+        if control and k % period_steps == 0:
+            res = loop.step()
+            cur_band = int(res.decision.band)
+            cur_capped = sum(1 for t in res.decision.state.targets.values() if t.capped)
+            now_capped = cur_capped > 0
+            transitions += int(now_capped != was_capped)
+            was_capped = now_capped
+            if on_step is not None:
+                on_step(res, plant)
+            if keep_steps:
+                kept.append(res)
+        band[k] = cur_band
+        capped[k] = cur_capped
+    result = SimResult(cfg.dt_s, power, plant.measured, budget, band, capped, loop.brake_events, transitions,
+                       kept)
+    if workload.requests is not None:
+        _latencies(result, workload, servers, cum, dec_slow, cfg.dt_s, speeds)
+    return result
+
+
+def _latencies(result: SimResult, workload: Workload, servers: Sequence[ServerSpec], cum: F64,
+               dec_slow: npt.NDArray[np.float32], dt: float, speeds: _SpeedTables) -> None:
+    req = workload.requests
+    assert req is not None
+    n = req.arrival_s.size
+    ttft = np.full(n, np.nan)
+    latency = np.full(n, np.nan)
+    service = np.full(n, np.nan)
+    steps = cum.shape[0]
+    tps, tpot = speeds.base_tps, speeds.base_tpot
+    for s in range(len(servers)):
+        idx = np.flatnonzero(req.server == s)
+        if idx.size == 0:
+            continue
+        idx = idx[np.argsort(req.arrival_s[idx], kind="stable")]
+        key = np.cumsum(req.prompt_tokens[idx])
+        curve = cum[:, s]
+        k = np.searchsorted(curve, key - 1e-6)
+        done = k < steps
+        kk = k[done]
+        prev = np.where(kk > 0, curve[np.maximum(kk - 1, 0)], 0.0)
+        step_tokens = np.maximum(curve[kk] - prev, 1e-12)
+        t_done = kk * dt + dt * np.clip((key[done] - prev) / step_tokens, 0.0, 1.0)
+        ids = idx[done]
+        ttft[ids] = np.maximum(t_done - req.arrival_s[ids], req.prompt_tokens[ids] / tps[s])
+        slow = dec_slow[kk, s].astype(np.float64)
+        latency[ids] = ttft[ids] + req.output_tokens[ids] * tpot[s] * slow
+        # Service (GPU-occupied) time: prefill at the clock it ran at, decode at its slowdown.
+        prefill_speed = np.clip((curve[kk] - prev) / (tps[s] * dt), 1e-3, 1.0)
+        busy = (curve[kk] - prev) < tps[s] * dt * 0.999
+        prefill_speed = np.where(busy, 1.0, prefill_speed)
+        service[ids] = req.prompt_tokens[ids] / (tps[s] * prefill_speed) + req.output_tokens[ids] * tpot[s] * slow
+    prio = np.array([s.priority for s in servers], dtype=np.int64)[req.server]
+    result.ttft_s, result.latency_s, result.service_s, result.request_priority = ttft, latency, service, prio
+
+
+# ---------------------------------------------------------------------------------------------- workloads
+
+
+def load_azure_trace(path: str | Path) -> tuple[F64, F64, F64]:
+    """(arrival seconds from the first request, prompt tokens, output tokens) of an Azure 2023 trace CSV."""
+    arrivals: list[float] = []
+    prompt: list[float] = []
+    output: list[float] = []
+    with open(path, newline="") as fh:
+        for row in csv.DictReader(fh):
+            ts = row["TIMESTAMP"]
+            head, _, frac = ts.partition(".")
+            t = datetime.fromisoformat(head).timestamp() + (float("0." + frac) if frac else 0.0)
+            arrivals.append(t)
+            prompt.append(float(row["ContextTokens"]))
+            output.append(float(row["GeneratedTokens"]))
+    arr = np.array(arrivals)
+    return arr - arr.min(), np.array(prompt), np.array(output)
+
+
+def trace_workload(trace: tuple[F64, F64, F64], servers: Sequence[ServerSpec], copies_per_server: float,
+                   dt_s: float = 0.1, duration_s: float | None = None, jitter_s: float = 5.0,
+                   seed: int = 0, step_times: StepTimes | None = None) -> Workload:
+    """Scale a trace to a domain: ``copies_per_server × servers`` jittered copies of it, each request sent to
+    a server at random in proportion to the server's prefill throughput."""
+    rng = np.random.default_rng(seed)
+    t0, p0, o0 = trace
+    span = float(duration_s if duration_s is not None else t0.max() + 1.0)
+    keep = t0 < span
+    t0, p0, o0 = t0[keep], p0[keep], o0[keep]
+    total = copies_per_server * len(servers)
+    whole = int(math.floor(total))
+    parts_t, parts_p, parts_o = [], [], []
+    for c in range(whole + 1):
+        frac = 1.0 if c < whole else total - whole
+        if frac <= 0:
+            break
+        pick = rng.random(t0.size) < frac
+        jit = rng.uniform(-jitter_s, jitter_s, int(pick.sum()))
+        parts_t.append(np.mod(t0[pick] + jit, span))
+        parts_p.append(p0[pick])
+        parts_o.append(o0[pick])
+    arrival = np.concatenate(parts_t) if parts_t else np.zeros(0)
+    prompt = np.concatenate(parts_p) if parts_p else np.zeros(0)
+    output = np.concatenate(parts_o) if parts_o else np.zeros(0)
+    st = step_times or SimpleStepTimes()
+    weight = np.array([st.prefill_tokens_per_s(s, 1.0) for s in servers])
+    server = rng.choice(len(servers), size=arrival.size, p=weight / weight.sum()).astype(np.int64)
+    steps = int(math.ceil(span / dt_s))
+    step = np.minimum((arrival / dt_s).astype(np.int64), steps - 1)
+    prefill = np.zeros((steps, len(servers)))
+    np.add.at(prefill, (step, server), prompt)
+    # Decode activity: from the end of an unqueued prefill for output × TPOT (power barely depends on batch).
+    tps = weight[server]
+    tpot = np.array([st.tpot_s(s, 1.0) for s in servers])[server]
+    start = np.minimum(((arrival + prompt / tps) / dt_s).astype(np.int64), steps)
+    end = np.minimum(((arrival + prompt / tps + output * tpot) / dt_s).astype(np.int64) + 1, steps)
+    active = np.zeros((steps + 1, len(servers)))
+    np.add.at(active, (start, server), 1.0)
+    np.add.at(active, (end, server), -1.0)
+    decode = (np.cumsum(active, axis=0)[:steps] > 0.5).astype(np.float64)
+    return Workload(prefill, decode, Requests(arrival, server, prompt, output))
+
+
+def uncapped_watts(servers: Sequence[ServerSpec], prefill_share: float, decode_share: float) -> float:
+    """Domain watts with every server spending ``prefill_share`` of its time in prefill and decoding
+    ``decode_share`` of the rest, at full clock."""
+    total = 0.0
+    for s in servers:
+        d = s.device
+        gpu = d.idle_watts + prefill_share * (d.prefill_power_watts - d.idle_watts) + \
+            (1 - prefill_share) * decode_share * (d.decode_power_watts - d.idle_watts)
+        total += s.gpus * gpu + s.overhead_watts
+    return total
+
+
+def activity_for_share(servers: Sequence[ServerSpec], budget_watts: float, share: float) -> tuple[float, float]:
+    """(prefill share, decode share) that make the uncapped domain draw ``share`` of the budget."""
+    target = share * budget_watts
+    idle = uncapped_watts(servers, 0.0, 0.0)
+    dec = uncapped_watts(servers, 0.0, 1.0)
+    pre = uncapped_watts(servers, 1.0, 1.0)
+    if target <= dec:
+        return 0.0, float(np.clip((target - idle) / (dec - idle), 0.0, 1.0))
+    return float(np.clip((target - dec) / (pre - dec), 0.0, 1.0)), 1.0
+
+
+def profile_workload(servers: Sequence[ServerSpec], budget_watts: float, share_at: Callable[[float], float],
+                     duration_s: float, dt_s: float = 0.1,
+                     burst: Callable[[float], bool] | None = None,
+                     step_times: StepTimes | None = None) -> Workload:
+    """A fluid workload whose uncapped power follows ``share_at(t)`` of the budget; during ``burst(t)`` every
+    server gets prompts (8k-token bursts) 20% faster than it can serve them."""
+    steps = int(math.ceil(duration_s / dt_s))
+    st = step_times or SimpleStepTimes()
+    tps = np.array([st.prefill_tokens_per_s(s, 1.0) for s in servers])
+    prefill = np.zeros((steps, len(servers)))
+    decode = np.zeros((steps, len(servers)))
+    for k in range(steps):
+        t = k * dt_s
+        if burst is not None and burst(t):
+            pre, dec = 1.0, 1.0
+            # 8k-token prompts arriving together, 20% faster than a server at full clock can take them.
+            prefill[k] = 1.2 * tps * dt_s
+        else:
+            pre, dec = activity_for_share(servers, budget_watts, share_at(t))
+            prefill[k] = pre * tps * dt_s
+        decode[k] = dec
+    return Workload(prefill, decode)
+
+
+def row(device: DeviceType, servers: int, low_priority_share: float = 0.5, gpus: int = 8,
+        prefix: str = "node") -> list[ServerSpec]:
+    """``servers`` identical servers, the first ``low_priority_share`` of them low priority (0), the rest 1."""
+    n_low = int(round(servers * low_priority_share))
+    return [ServerSpec(f"{prefix}-{i:03d}", device, gpus, 0 if i < n_low else 1, server_overhead_watts(device))
+            for i in range(servers)]
+
+
+def safety_bound_s(sim: SimConfig, loop: LoopConfig) -> float:
+    """Longest the true domain power may stay above budget: the meter's delay and averaging window, one
+    control period, the faster of the cap and brake paths, and one simulation step."""
+    return sim.sensor_delay_s + sim.meter_window_s + loop.period_s + \
+        min(sim.cap_latency_s, sim.brake_latency_s) + sim.dt_s
+
+
+def domain_budget_watts(servers: Sequence[ServerSpec]) -> float:
+    """Budget provisioned for these servers at their modelled maximum draw."""
+    return float(sum(s.max_watts for s in servers))
+
+
+def peak_share(result: SimResult, window_s: float = 1.0) -> float:
+    """Largest ``window_s`` mean of power over budget (the POLCA characterisation's peak)."""
+    n = max(1, int(round(window_s / result.dt_s)))
+    share = result.share
+    usable = share[: share.size // n * n]
+    if usable.size == 0:
+        return float(share.max())
+    return float(usable.reshape(-1, n).mean(axis=1).max())
+
+
+def calibrate_load(trace: tuple[F64, F64, F64], servers: Sequence[ServerSpec], budget_watts: float,
+                   target_peak_share: float = 0.79, dt_s: float = 0.2, duration_s: float | None = None,
+                   seed: int = 0, iterations: int = 8, step_times: StepTimes | None = None) -> float:
+    """Copies of the trace per server at which the uncapped domain peaks at ``target_peak_share`` of its
+    budget (POLCA: inference rows peak at 79% of provisioned power); bisection on a log scale."""
+    lo, hi = 1e-3, 2.0
+    cfg = SimConfig(dt_s=dt_s, noise_share=0.0, seed=seed)
+    for _ in range(iterations):
+        mid = math.sqrt(lo * hi)
+        wl = trace_workload(trace, servers, mid, dt_s=dt_s, duration_s=duration_s, seed=seed,
+                            step_times=step_times)
+        free = simulate(servers, wl, budget_watts, sim=cfg, control=False, step_times=step_times)
+        if peak_share(free) > target_peak_share:
+            hi = mid
+        else:
+            lo = mid
+    return math.sqrt(lo * hi)
