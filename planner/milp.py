@@ -1,0 +1,1304 @@
+r"""The fleet MILP: which configurations, how many replicas, and who serves which length bucket.
+
+Works on abstract columns (one candidate configuration of one service in one pool, with its per-bucket
+capacity and power already computed), so it is pure math over values: no I/O, no clocks.
+
+Sets
+  P  pools p (zone_p, domain_p, devices_per_node D_p, max_nodes M_p, price π_p, billing)
+  C  columns c (service s_c, role r_c, pool p_c, devices d_c, memory pool q_c, memory devices m_c)
+  S  services s with buckets b, rate λ_{s,b} (req/s); B_s^+ = {b : λ_{s,b} > 0}
+  K  power domains k (budget W_k, oversubscription ratio ρ_k, expected share σ_k)
+  U_s = {c : s_c = s, r_c = unified};  Pf_s = {c : r_c = prefill};  Dc_s = {c : r_c ∈ {decode, decode+offload}}
+  Serve_s = U_s ∪ Dc_s (replicas that answer requests: they count for min replicas and zone spread)
+  cap_{c,b}  req/s one replica of c sustains on bucket b within the SLO (0: no variable for (c,b))
+
+Variables (names as in the code)
+  n[c]      ∈ Z≥0          replicas of column c
+  x[c,b]    ∈ [0,1]        share of bucket b of s_c served by c: for a unified column it covers both
+                           phases; for a prefill column it is x^P, for a decode column x^D
+  N[p]      ∈ Z, 0..M_p    nodes used in pool p (only where a pool row is needed)
+  z[s,g]    ∈ {0,1}        service s has a serving replica in zone g (only when spread_s > 1)
+  δ[c]      ≥ 0            |n[c] − current_c| (only for columns with current_c > 0 and churn cost χ > 0)
+
+Constraints
+  cover_prefill[s,b]:  Σ_{c∈U_s} x[c,b] + Σ_{c∈Pf_s} x[c,b] = 1           ∀ s, b ∈ B_s^+
+  cover_decode[s,b]:   Σ_{c∈U_s} x[c,b] + Σ_{c∈Dc_s} x[c,b] = 1           ∀ s, b ∈ B_s^+
+                       (one row when s has no disaggregated columns: the two are the same)
+  capacity[c]:         busy[c] := Σ_b λ_{s_c,b}/cap_{c,b} · x[c,b] ≤ h · n[c]   (h = headroom)
+  link[c,b]:           x[c,b] ≤ n[c]   (implied: n is integer and x ≤ 1; lifts the LP bound, used in pricing)
+  bucket_prefill[s,b]: Σ_{c∈U_s∪Pf_s} h·cap_{c,b} n[c] ≥ λ_{s,b}   (implied by cover + capacity; the solver
+  bucket_decode[s,b]:  Σ_{c∈U_s∪Dc_s} h·cap_{c,b} n[c] ≥ λ_{s,b}    derives knapsack-cover cuts from them)
+  pool[p]:             Σ_{c: p_c=p} d_c n[c] + Σ_{c: q_c=p} m_c n[c] ≤ D_p N[p]
+  power_expected[k]:   Σ_{c: domain(p_c)=k} (idle_c n[c] + (active_c − idle_c) busy[c])
+                       + Σ_{p∈k} node_idle_p N[p] ≤ σ_k W_k
+  power_nameplate[k]:  Σ_{p∈k} nameplate_p N[p] ≤ ρ_k W_k
+  min_replicas[s]:     Σ_{c∈Serve_s} n[c] ≥ min_s
+  spread_zone[s,g]:    z[s,g] ≤ Σ_{c∈Serve_s, zone(p_c)=g} n[c];   spread[s]: Σ_g z[s,g] ≥ spread_s
+  churn[c]:            δ[c] ≥ n[c] − current_c;  δ[c] ≥ current_c − n[c]
+
+Objective (USD per hour)
+  min Σ_{p device-billed} π_p (Σ_{c: p_c=p} d_c n[c] + Σ_{c: q_c=p} m_c n[c]) + Σ_{p node-billed} π_p D_p N[p]
+      + χ (Σ_{c: current_c=0} n[c] + Σ_{c: current_c>0} δ[c] + Σ_{current keys without a column} current)
+
+Large models (≥ PRICING_MIN_SHARE_VARIABLES share variables) are solved by pricing columns in: the LP with
+a few cheap columns per bucket, priced slacks on the shared rows, and left-out columns joining while their
+reduced cost is negative; then the MILP on the priced columns, warm-started from a MILP on the LP's support.
+The reported bound is the restricted MILP's when every left-out column provably costs more than the gap
+(see _solve_by_pricing), else the full LP bound; either holds for the whole problem, so the gap is honest.
+
+The pool row counts devices, not packing: a replica's placement on whole nodes is the placer's job. A
+decode+offload column's watts are booked to its compute pool's power domain. The CP-SAT backend has no
+continuous variables, so shares are integers in units of 1/SHARE_UNITS_CPSAT (10⁻⁶) and every inequality row
+holding shares is widened by Σ|coefficient|·10⁻⁶, the most that rounding the continuous optimum's shares can
+move it. Precision: a CP-SAT plan meets capacity and power rows to within that widening (a load error of at
+most 10⁻⁶ per unit of a bucket's load, in replicas), and its cost matches the continuous optimum.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+import warnings
+from collections import defaultdict
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+import numpy as np
+
+from planner.schema import Finding, Role
+
+Billing = Literal["device", "node"]
+Backend = Literal["highs", "cbc", "pulp-highs", "cpsat", "scip"]
+Status = Literal["optimal", "feasible", "infeasible", "time_limit_no_solution", "error"]
+
+SHARE_UNITS_CPSAT = 1_000_000
+_INF = math.inf
+_SERVING = (Role.UNIFIED, Role.DECODE, Role.DECODE_OFFLOAD)
+_DECODING = (Role.DECODE, Role.DECODE_OFFLOAD)
+
+
+@dataclass(frozen=True)
+class PoolSupply:
+    """Where devices can be had: node shape, availability, price and power figures."""
+
+    id: str
+    zone: str
+    power_domain: str | None
+    devices_per_node: int
+    max_nodes: int | None  # None: unlimited
+    usd_per_device_hour: float
+    billing: Billing = "device"
+    nameplate_watts_per_node: float = 0.0  # devices × TDP + server overhead
+    node_idle_watts: float = 0.0  # server overhead outside the devices, per used node
+
+
+@dataclass(frozen=True)
+class Column:
+    """One candidate configuration of one service in one pool."""
+
+    key: str
+    service: str
+    role: Role
+    pool: str
+    devices: int
+    capacity_rps: tuple[float, ...]  # per bucket of the service: req/s one replica sustains (0 = cannot)
+    idle_watts: float = 0.0  # per replica
+    active_watts: float = 0.0  # per replica at full load
+    memory_pool: str | None = None
+    memory_devices: int = 0
+    label: str = ""
+
+
+@dataclass(frozen=True)
+class Demand:
+    """A service's traffic per length bucket and its availability needs."""
+
+    service: str
+    bucket_rates_rps: tuple[float, ...]
+    bucket_labels: tuple[str, ...] = ()
+    min_replicas: int = 1
+    spread_zones: int = 1
+    tokens_per_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class PowerBudget:
+    """A power domain's budget over its member pools."""
+
+    id: str
+    budget_watts: float
+    oversubscription_ratio: float = 1.0
+    expected_share: float = 1.0
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Everything the MILP needs, as values."""
+
+    pools: tuple[PoolSupply, ...]
+    columns: tuple[Column, ...]
+    demands: tuple[Demand, ...]
+    power_budgets: tuple[PowerBudget, ...] = ()
+    headroom: float = 1.0
+    current_replicas: Mapping[str, int] = field(default_factory=dict)
+    churn_usd_per_replica_change: float = 0.0
+
+
+@dataclass(frozen=True)
+class SolveOptions:
+    """Backend and stopping rules."""
+
+    backend: Backend = "highs"
+    time_limit_s: float = 30.0
+    relative_gap: float = 0.005
+    threads: int = 2
+    pricing: Literal["auto", "on", "off"] = "auto"  # price columns in on large models (see _solve_by_pricing)
+    # The x ≤ n rows lift the LP bound (column pricing always uses them) but slow HiGHS's search for plans, so
+    # by default the MILP itself runs without them; the per-bucket rows help it cut.
+    link_rows: bool = False
+    bucket_rows: bool = True
+
+
+@dataclass(frozen=True)
+class Solution:
+    """The solver's answer, with an honest status and gap."""
+
+    status: Status
+    backend: str
+    objective: float | None
+    best_bound: float | None
+    relative_gap: float | None
+    solve_seconds: float
+    variables: int
+    constraints: int
+    replicas: dict[str, int]
+    prefill_share: dict[tuple[str, int], float]
+    decode_share: dict[tuple[str, int], float]
+    nodes: dict[str, int]
+    expected_watts: dict[str, float]
+    cost_usd_per_hour: float | None
+    message: str = ""
+
+
+# ----------------------------------------------------------------------------------------------- model
+
+
+@dataclass
+class _Matrix:
+    """A MILP in row form, filled by the builder and read by every backend."""
+
+    col_lb: list[float] = field(default_factory=list)
+    col_ub: list[float] = field(default_factory=list)
+    cost: list[float] = field(default_factory=list)
+    integer: list[bool] = field(default_factory=list)
+    row_lb: list[float] = field(default_factory=list)
+    row_ub: list[float] = field(default_factory=list)
+    row_names: list[str] = field(default_factory=list)
+    nz_row: list[int] = field(default_factory=list)
+    nz_col: list[int] = field(default_factory=list)
+    nz_val: list[float] = field(default_factory=list)
+    offset: float = 0.0
+
+    def var(self, lb: float, ub: float, cost: float, integer: bool) -> int:
+        self.col_lb.append(lb)
+        self.col_ub.append(ub)
+        self.cost.append(cost)
+        self.integer.append(integer)
+        return len(self.cost) - 1
+
+    def vars(self, count: int, lb: float, ub: float) -> range:
+        start = len(self.cost)
+        self.col_lb.extend([lb] * count)
+        self.col_ub.extend([ub] * count)
+        self.cost.extend([0.0] * count)
+        self.integer.extend([False] * count)
+        return range(start, start + count)
+
+    def row(self, name: str, cols: Sequence[int], vals: Sequence[float], lb: float, ub: float) -> int:
+        r = len(self.row_lb)
+        self.row_lb.append(lb)
+        self.row_ub.append(ub)
+        self.row_names.append(name)
+        self.nz_row.extend([r] * len(cols))
+        self.nz_col.extend(cols)
+        self.nz_val.extend(vals)
+        return r
+
+
+@dataclass(frozen=True)
+class _Arrays:
+    """The same MILP as numpy arrays, for slicing and for HiGHS."""
+
+    col_lb: np.ndarray
+    col_ub: np.ndarray
+    cost: np.ndarray
+    integer: np.ndarray
+    row_lb: np.ndarray
+    row_ub: np.ndarray
+    nz_row: np.ndarray
+    nz_col: np.ndarray
+    nz_val: np.ndarray
+    offset: float
+
+    @staticmethod
+    def of(m: _Matrix | _Arrays) -> _Arrays:
+        if isinstance(m, _Arrays):
+            return m
+        return _Arrays(
+            np.asarray(m.col_lb, dtype=float), np.asarray(m.col_ub, dtype=float), np.asarray(m.cost, dtype=float),
+            np.asarray(m.integer, dtype=bool), np.asarray(m.row_lb, dtype=float), np.asarray(m.row_ub, dtype=float),
+            np.asarray(m.nz_row, dtype=np.int64), np.asarray(m.nz_col, dtype=np.int64),
+            np.asarray(m.nz_val, dtype=float), m.offset,
+        )
+
+    def matrix(self) -> _Matrix:
+        """Back to row form, for the backends that add variables one by one."""
+        return _Matrix(
+            self.col_lb.tolist(), self.col_ub.tolist(), self.cost.tolist(), self.integer.tolist(),
+            self.row_lb.tolist(), self.row_ub.tolist(), [""] * len(self.row_lb), self.nz_row.tolist(),
+            self.nz_col.tolist(), self.nz_val.tolist(), self.offset,
+        )
+
+
+@dataclass
+class _Built:
+    """The matrix plus where each problem quantity lives in it."""
+
+    m: _Matrix
+    n: dict[str, int]
+    shares: dict[str, tuple[np.ndarray, range]]  # column key → (bucket indices, variable indices)
+    nodes: dict[str, int]
+    slack: dict[str, int]  # elastic mode: constraint name → slack variable
+    pool_row: dict[str, int]
+    power_rows: dict[str, tuple[int, int]]
+    cap_row: dict[str, int] = field(default_factory=dict)  # column key → its capacity row
+    loads: dict[str, np.ndarray] = field(default_factory=dict)  # column key → rate/capacity per share variable
+    link_rows: dict[str, range] = field(default_factory=dict)  # column key → its x ≤ n rows
+    churn_var: dict[str, int] = field(default_factory=dict)  # column key → |n − current| variable
+
+
+def _pool_needs_nodes(pool: PoolSupply, domains: set[str]) -> bool:
+    return pool.billing == "node" or pool.max_nodes is not None or (pool.power_domain in domains)
+
+
+def _build(problem: Problem, elastic: bool = False, link: bool = True, bucket_rows: bool = False) -> _Built:
+    """Assemble the matrix; in elastic mode every resource row gets a priced slack for explanations."""
+    m = _Matrix()
+    pools = {p.id: p for p in problem.pools}
+    demands = {d.service: d for d in problem.demands}
+    budgets = {k.id: k for k in problem.power_budgets}
+    churn = problem.churn_usd_per_replica_change
+    current = problem.current_replicas
+    slack: dict[str, int] = {}
+    # Elastic slacks cost far more than any real device, so they are used only where nothing else works.
+    big = 1e3 * max([p.usd_per_device_hour * p.devices_per_node for p in problem.pools] + [1.0])
+
+    n: dict[str, int] = {}
+    shares: dict[str, tuple[np.ndarray, range]] = {}
+    cap_row: dict[str, int] = {}
+    loads: dict[str, np.ndarray] = {}
+    link_rows: dict[str, range] = {}
+    churn_var: dict[str, int] = {}
+    cover_p: dict[tuple[str, int], tuple[list[int], list[float]]] = defaultdict(lambda: ([], []))
+    cover_d: dict[tuple[str, int], tuple[list[int], list[float]]] = defaultdict(lambda: ([], []))
+    knap_p: dict[tuple[str, int], tuple[list[int], list[float]]] = defaultdict(lambda: ([], []))
+    knap_d: dict[tuple[str, int], tuple[list[int], list[float]]] = defaultdict(lambda: ([], []))
+    disaggregated = {c.service for c in problem.columns if c.role is not Role.UNIFIED}
+    pool_terms: dict[str, tuple[list[int], list[float]]] = defaultdict(lambda: ([], []))
+    power_terms: dict[str, tuple[list[int], list[float]]] = defaultdict(lambda: ([], []))
+    serving: dict[str, list[tuple[int, str]]] = defaultdict(list)
+
+    for c in problem.columns:
+        d = demands.get(c.service)
+        pool = pools[c.pool]
+        if d is None:
+            continue
+        price = pool.usd_per_device_hour * c.devices if pool.billing == "device" else 0.0
+        if c.memory_pool is not None and c.memory_devices:
+            mpool = pools[c.memory_pool]
+            if mpool.billing == "device":
+                price += mpool.usd_per_device_hour * c.memory_devices
+        cur = current.get(c.key, 0)
+        if churn > 0 and cur == 0:
+            price += churn
+        ub = _INF
+        if pool.max_nodes is not None and not elastic:
+            ub = math.floor(pool.max_nodes * pool.devices_per_node / c.devices)
+        nv = m.var(0.0, ub, price, True)
+        n[c.key] = nv
+        if churn > 0 and cur > 0:
+            dv = m.var(0.0, _INF, churn, False)
+            churn_var[c.key] = dv
+            m.row(f"churn_up[{c.key}]", [dv, nv], [1.0, -1.0], -float(cur), _INF)
+            m.row(f"churn_down[{c.key}]", [dv, nv], [1.0, 1.0], float(cur), _INF)
+        rates = np.asarray(d.bucket_rates_rps, dtype=float)
+        caps = np.asarray(c.capacity_rps, dtype=float)
+        if caps.shape != rates.shape:
+            raise ValueError(f"column {c.key}: {caps.size} capacities for {rates.size} buckets")
+        bk = np.nonzero((rates > 0) & (caps > 0))[0]
+        xs = m.vars(len(bk), 0.0, 1.0)
+        shares[c.key] = (bk, xs)
+        load = rates[bk] / caps[bk]
+        xs_list = list(xs)
+        cap_row[c.key] = m.row(f"capacity[{c.key}]", [*xs_list, nv], [*load.tolist(), -problem.headroom], -_INF, 0.0)
+        loads[c.key] = load
+        # n is integer, so a column that carries any share of a bucket has a whole replica: x ≤ n. Implied by
+        # the integer model, it lifts the LP bound where small buckets would otherwise ride on 0.1 of a replica.
+        first_link = len(m.row_lb)
+        for xv in xs_list if link else ():
+            m.row("link", [xv, nv], [1.0, -1.0], -_INF, 0.0)
+        link_rows[c.key] = range(first_link, len(m.row_lb))
+        for b, xv in zip(bk.tolist(), xs_list, strict=True):
+            if c.role in (Role.UNIFIED, Role.PREFILL):
+                cover_p[(c.service, b)][0].append(xv)
+                knap_p[(c.service, b)][0].append(nv)
+                knap_p[(c.service, b)][1].append(problem.headroom * float(caps[b]))
+            if c.role in (Role.UNIFIED, *_DECODING):
+                cover_d[(c.service, b)][0].append(xv)
+                knap_d[(c.service, b)][0].append(nv)
+                knap_d[(c.service, b)][1].append(problem.headroom * float(caps[b]))
+        pool_terms[c.pool][0].append(nv)
+        pool_terms[c.pool][1].append(float(c.devices))
+        if c.memory_pool is not None and c.memory_devices:
+            pool_terms[c.memory_pool][0].append(nv)
+            pool_terms[c.memory_pool][1].append(float(c.memory_devices))
+        if pool.power_domain is not None:
+            cols, vals = power_terms[pool.power_domain]
+            cols.append(nv)
+            vals.append(c.idle_watts)
+            cols.extend(xs_list)
+            vals.extend((load * (c.active_watts - c.idle_watts)).tolist())
+        if c.role in _SERVING:
+            serving[c.service].append((nv, pool.zone))
+
+    if churn > 0:
+        keys = {c.key for c in problem.columns}
+        m.offset += churn * sum(v for k, v in current.items() if k not in keys)
+
+    for d in problem.demands:
+        for b, rate in enumerate(d.bucket_rates_rps):
+            if rate <= 0:
+                continue
+            both = d.service not in disaggregated
+            for name, cover in (("cover_prefill", cover_p), ("cover_decode", cover_d)):
+                cols = cover[(d.service, b)][0] if (d.service, b) in cover else []
+                m.row(f"{name}[{d.service},{b}]", cols, [1.0] * len(cols), 1.0, 1.0)
+                if both:
+                    break
+            if bucket_rows:
+                # Implied by coverage and capacity: the replicas able to serve a bucket carry its whole rate.
+                # Written out, the solver derives knapsack-cover cuts from it.
+                for name, knap in (("bucket_prefill", knap_p), ("bucket_decode", knap_d)):
+                    cols, vals = knap.get((d.service, b), ([], []))
+                    m.row(f"{name}[{d.service},{b}]", cols, vals, rate, _INF)
+                    if both:
+                        break
+        srv = serving.get(d.service, [])
+        if d.min_replicas > 0:
+            cols = [v for v, _ in srv]
+            vals = [1.0] * len(cols)
+            if elastic:
+                sv = m.var(0.0, _INF, big, False)
+                slack[f"min_replicas[{d.service}]"] = sv
+                cols, vals = [*cols, sv], [*vals, 1.0]
+            m.row(f"min_replicas[{d.service}]", cols, vals, float(d.min_replicas), _INF)
+        if d.spread_zones > 1:
+            zones = sorted({p.zone for p in problem.pools})
+            zvars = []
+            for g in zones:
+                zv = m.var(0.0, 1.0, 0.0, True)
+                zvars.append(zv)
+                zc = [v for v, zone in srv if zone == g]
+                m.row(f"spread_zone[{d.service},{g}]", [zv, *zc], [1.0] + [-1.0] * len(zc), -_INF, 0.0)
+            cols, vals = zvars, [1.0] * len(zvars)
+            if elastic:
+                sv = m.var(0.0, _INF, big, False)
+                slack[f"spread[{d.service}]"] = sv
+                cols, vals = [*cols, sv], [*vals, 1.0]
+            m.row(f"spread[{d.service}]", cols, vals, float(d.spread_zones), _INF)
+
+    nodes: dict[str, int] = {}
+    pool_row: dict[str, int] = {}
+    for p in problem.pools:
+        if not _pool_needs_nodes(p, set(budgets)) or p.id not in pool_terms:
+            continue
+        ub = _INF if p.max_nodes is None else float(p.max_nodes)
+        cost = p.usd_per_device_hour * p.devices_per_node if p.billing == "node" else 0.0
+        if elastic and p.max_nodes is not None:
+            nv = m.var(0.0, _INF, cost, True)
+            sv = m.var(0.0, _INF, big, False)
+            slack[f"pool[{p.id}]"] = sv
+            m.row(f"pool_nodes[{p.id}]", [nv, sv], [1.0, -1.0], -_INF, float(p.max_nodes))
+        else:
+            nv = m.var(0.0, ub, cost, True)
+        nodes[p.id] = nv
+        cols, vals = pool_terms[p.id]
+        pool_row[p.id] = m.row(f"pool[{p.id}]", [*cols, nv], [*vals, -float(p.devices_per_node)], -_INF, 0.0)
+
+    power_rows: dict[str, tuple[int, int]] = {}
+    for k in problem.power_budgets:
+        cols, vals = list(power_terms[k.id][0]), list(power_terms[k.id][1])
+        ncols = [nodes[p.id] for p in problem.pools if p.power_domain == k.id and p.id in nodes]
+        nplate = [p.nameplate_watts_per_node for p in problem.pools if p.power_domain == k.id and p.id in nodes]
+        nidle = [p.node_idle_watts for p in problem.pools if p.power_domain == k.id and p.id in nodes]
+        cols += ncols
+        vals += nidle
+        ncols2, nvals2 = list(ncols), list(nplate)
+        if elastic:
+            # Slack in kW keeps the penalty comparable with a missing device.
+            s1 = m.var(0.0, _INF, big, False)
+            s2 = m.var(0.0, _INF, big, False)
+            slack[f"power_expected[{k.id}]"] = s1
+            slack[f"power_nameplate[{k.id}]"] = s2
+            cols, vals = [*cols, s1], [*vals, -1000.0]
+            ncols2, nvals2 = [*ncols2, s2], [*nvals2, -1000.0]
+        r1 = m.row(f"power_expected[{k.id}]", cols, vals, -_INF, k.expected_share * k.budget_watts)
+        r2 = m.row(f"power_nameplate[{k.id}]", ncols2, nvals2, -_INF, k.oversubscription_ratio * k.budget_watts)
+        power_rows[k.id] = (r1, r2)
+    return _Built(m, n, shares, nodes, slack, pool_row, power_rows, cap_row, loads, link_rows, churn_var)
+
+
+# -------------------------------------------------------------------------------------------- backends
+
+
+@dataclass(frozen=True)
+class _RawResult:
+    status: Status
+    values: np.ndarray | None
+    objective: float | None
+    best_bound: float | None
+    message: str = ""
+    row_dual: np.ndarray | None = None
+
+
+@contextmanager
+def _quiet_stdout() -> Iterator[None]:
+    """Silence C-level stdout while a solver runs: HiGHS 1.12 prints debug lines there that would corrupt a
+    JSON answer on our stdout. Process-wide while it lasts, so solves run one at a time per process."""
+    sys.stdout.flush()
+    try:
+        saved = os.dup(1)
+    except OSError:
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 1)
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+        os.close(devnull)
+
+
+def _solve_highs(
+    model: _Matrix | _Arrays, opts: SolveOptions, start: np.ndarray | None = None, stop_at: float | None = None
+) -> _RawResult:
+    import highspy
+
+    m = _Arrays.of(model)
+    h = highspy.Highs()
+    h.setOptionValue("output_flag", False)
+    h.setOptionValue("time_limit", float(opts.time_limit_s))
+    h.setOptionValue("mip_rel_gap", float(opts.relative_gap))
+    lp = highspy.HighsLp()
+    nc, nr = len(m.cost), len(m.row_lb)
+    lp.num_col_ = nc
+    lp.num_row_ = nr
+    lp.col_cost_ = m.cost
+    lp.col_lower_ = m.col_lb
+    lp.col_upper_ = m.col_ub
+    lp.row_lower_ = m.row_lb
+    lp.row_upper_ = m.row_ub
+    lp.offset_ = m.offset
+    order = np.lexsort((m.nz_row, m.nz_col))
+    starts = np.searchsorted(m.nz_col[order], np.arange(nc + 1)).astype(np.int32)
+    lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
+    lp.a_matrix_.start_ = starts
+    lp.a_matrix_.index_ = m.nz_row[order].astype(np.int32)
+    lp.a_matrix_.value_ = m.nz_val[order]
+    lp.a_matrix_.num_col_ = nc
+    lp.a_matrix_.num_row_ = nr
+    has_integer = bool(m.integer.any())
+    if has_integer:
+        kinds = (highspy.HighsVarType.kContinuous, highspy.HighsVarType.kInteger)
+        lp.integrality_ = [kinds[i] for i in m.integer.tolist()]
+    h.passModel(lp)
+    if start is not None:
+        sol = highspy.HighsSolution()
+        sol.col_value = start.tolist()
+        sol.value_valid = True
+        h.setSolution(sol)
+    if stop_at is not None:
+        def interrupt(event: highspy.highs.HighsCallbackEvent) -> None:
+            if event.data_out.mip_primal_bound <= stop_at:
+                event.interrupt()
+
+        h.cbMipInterrupt.subscribe(interrupt)
+    with _quiet_stdout():
+        h.run()
+    ms = h.getModelStatus()
+    info = h.getInfo()
+    has_sol = info.primal_solution_status == 2  # kSolutionStatusFeasible
+    values = np.asarray(h.getSolution().col_value, dtype=float) if has_sol else None
+    obj = float(info.objective_function_value) if has_sol else None
+    bound = float(info.mip_dual_bound) if has_integer else obj
+    if bound is not None and not math.isfinite(bound):
+        bound = None
+    text = h.modelStatusToString(ms)
+    if ms == highspy.HighsModelStatus.kOptimal:
+        duals = None
+        if not has_integer and info.dual_solution_status == 2:
+            duals = np.asarray(h.getSolution().row_dual, dtype=float)
+        return _RawResult("optimal", values, obj, bound, text, duals)
+    if ms == highspy.HighsModelStatus.kInfeasible:
+        return _RawResult("infeasible", None, None, None, text)
+    if has_sol:
+        return _RawResult("feasible", values, obj, bound, text)
+    if ms in (highspy.HighsModelStatus.kTimeLimit, highspy.HighsModelStatus.kIterationLimit):
+        return _RawResult("time_limit_no_solution", None, None, bound, text)
+    return _RawResult("error", None, None, None, text)
+
+
+def _solve_pulp(m: _Matrix, opts: SolveOptions, which: Literal["cbc", "highs"]) -> _RawResult:
+    import pulp
+
+    prob = pulp.LpProblem("fleet", pulp.LpMinimize)
+    xs = [
+        prob.add_variable(
+            f"v{i}",
+            lowBound=lb if math.isfinite(lb) else None,
+            upBound=ub if math.isfinite(ub) else None,
+            cat=pulp.LpInteger if integer else pulp.LpContinuous,
+        )
+        for i, (lb, ub, integer) in enumerate(zip(m.col_lb, m.col_ub, m.integer, strict=True))
+    ]
+    prob += pulp.LpAffineExpression([(xs[i], c) for i, c in enumerate(m.cost) if c != 0.0], constant=m.offset)
+    by_row: list[list[tuple[pulp.LpVariable, float]]] = [[] for _ in m.row_lb]
+    for r, c, v in zip(m.nz_row, m.nz_col, m.nz_val, strict=True):
+        by_row[r].append((xs[c], v))
+    for r, terms in enumerate(by_row):
+        lb, ub = m.row_lb[r], m.row_ub[r]
+        expr = pulp.LpAffineExpression(terms)
+        if lb == ub:
+            prob += pulp.LpConstraint(expr, pulp.LpConstraintEQ, f"r{r}", lb)
+            continue
+        if math.isfinite(lb):
+            prob += pulp.LpConstraint(expr, pulp.LpConstraintGE, f"r{r}_lo", lb)
+        if math.isfinite(ub):
+            prob += pulp.LpConstraint(expr, pulp.LpConstraintLE, f"r{r}_up", ub)
+    solver: pulp.LpSolver
+    if which == "cbc":
+        with warnings.catch_warnings():
+            # PuLP 3 marks its bundled CBC as deprecated in favour of an installed one; the bundled one is what
+            # ships with the wheel, so it is the one we can count on.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            solver = pulp.PULP_CBC_CMD(
+                msg=False, timeLimit=opts.time_limit_s, gapRel=opts.relative_gap, threads=opts.threads
+            )
+    else:
+        solver = pulp.HiGHS(msg=False, timeLimit=opts.time_limit_s, gapRel=opts.relative_gap)
+    try:
+        with _quiet_stdout():
+            prob.solve(solver)
+    except pulp.PulpSolverError as exc:
+        return _RawResult("error", None, None, None, str(exc))
+    # PuLP's status says "Optimal" when CBC stops at its time limit with a solution; sol_status tells.
+    if prob.status == pulp.LpStatusInfeasible or prob.sol_status == pulp.LpSolutionInfeasible:
+        return _RawResult("infeasible", None, None, None, "infeasible")
+    if prob.sol_status == pulp.LpSolutionOptimal:
+        status: Status = "optimal"
+    elif prob.sol_status == pulp.LpSolutionIntegerFeasible:
+        status = "feasible"
+    elif prob.sol_status == pulp.LpSolutionNoSolutionFound:
+        return _RawResult("time_limit_no_solution", None, None, None, "no solution within the limit")
+    else:
+        return _RawResult("error", None, None, None, pulp.LpStatus[prob.status])
+    values = np.asarray([x.varValue if x.varValue is not None else 0.0 for x in xs], dtype=float)
+    obj = float(pulp.value(prob.objective))
+    # PuLP exposes no best bound for CBC; an optimal status means proven within the requested gap.
+    return _RawResult(status, values, obj, obj if status == "optimal" else None, pulp.LpStatus[prob.status])
+
+
+def _solve_ortools(m: _Matrix, opts: SolveOptions, which: Literal["SCIP", "CP_SAT"]) -> _RawResult:
+    from ortools.linear_solver import pywraplp
+
+    solver = pywraplp.Solver.CreateSolver(which)
+    if solver is None:
+        return _RawResult("error", None, None, None, f"OR-Tools has no {which}")
+    quantise = which == "CP_SAT"
+    units = float(SHARE_UNITS_CPSAT)
+    scale = np.ones(len(m.cost))
+    xs = []
+    for i, (lb, ub, integer) in enumerate(zip(m.col_lb, m.col_ub, m.integer, strict=True)):
+        lo = lb if math.isfinite(lb) else -solver.infinity()
+        hi = ub if math.isfinite(ub) else solver.infinity()
+        if integer:
+            xs.append(solver.IntVar(lo, hi, f"v{i}"))
+        elif quantise:
+            # CP-SAT takes no continuous variables: a share (or slack) counts units of 1/SHARE_UNITS_CPSAT.
+            scale[i] = 1.0 / units
+            hi_q = ub * units if math.isfinite(ub) else 1e9
+            xs.append(solver.IntVar(math.floor(lb * units), math.ceil(hi_q), f"v{i}"))
+        else:
+            xs.append(solver.NumVar(lo, hi, f"v{i}"))
+    row_lb, row_ub = list(m.row_lb), list(m.row_ub)
+    if quantise:
+        # Rounding each share to a unit moves a row by at most |coefficient|/units; widen inequality rows
+        # by that much so the rounded continuous optimum stays feasible (coverage equalities stay exact).
+        widen = np.zeros(len(row_lb))
+        np.add.at(widen, np.asarray(m.nz_row, dtype=np.int64),
+                  np.abs(np.asarray(m.nz_val)) * (scale[np.asarray(m.nz_col, dtype=np.int64)] < 1.0) / units)
+        for r in range(len(row_lb)):
+            if row_lb[r] != row_ub[r]:
+                row_lb[r] -= widen[r]
+                row_ub[r] += widen[r]
+    rows = [solver.Constraint(
+        lb if math.isfinite(lb) else -solver.infinity(), ub if math.isfinite(ub) else solver.infinity()
+    ) for lb, ub in zip(row_lb, row_ub, strict=True)]
+    for r, c, v in zip(m.nz_row, m.nz_col, m.nz_val, strict=True):
+        rows[r].SetCoefficient(xs[c], v * scale[c])
+    objective = solver.Objective()
+    for i, price in enumerate(m.cost):
+        if price != 0.0:
+            objective.SetCoefficient(xs[i], price * scale[i])
+    objective.SetOffset(m.offset)
+    objective.SetMinimization()
+    solver.SetTimeLimit(int(opts.time_limit_s * 1000))
+    solver.SetNumThreads(max(1, opts.threads))
+    params = pywraplp.MPSolverParameters()
+    params.SetDoubleParam(pywraplp.MPSolverParameters.RELATIVE_MIP_GAP, opts.relative_gap)
+    code = solver.Solve(params)
+    if code == pywraplp.Solver.INFEASIBLE:
+        return _RawResult("infeasible", None, None, None, "infeasible")
+    if code in (pywraplp.Solver.OPTIMAL, pywraplp.Solver.FEASIBLE):
+        values = np.asarray([x.solution_value() for x in xs], dtype=float) * scale
+        obj = float(objective.Value())
+        bound = float(objective.BestBound())
+        status: Status = "optimal" if code == pywraplp.Solver.OPTIMAL else "feasible"
+        return _RawResult(status, values, obj, bound if math.isfinite(bound) else None, str(code))
+    if code == pywraplp.Solver.NOT_SOLVED:
+        return _RawResult("time_limit_no_solution", None, None, None, "not solved within the limit")
+    return _RawResult("error", None, None, None, f"OR-Tools result {code}")
+
+
+def _run_backend(
+    model: _Matrix | _Arrays, opts: SolveOptions, start: np.ndarray | None = None, stop_at: float | None = None
+) -> _RawResult:
+    if opts.backend == "highs":
+        return _solve_highs(model, opts, start, stop_at)
+    m = model.matrix() if isinstance(model, _Arrays) else model
+    if opts.backend == "cbc":
+        return _solve_pulp(m, opts, "cbc")
+    if opts.backend == "pulp-highs":
+        return _solve_pulp(m, opts, "highs")
+    if opts.backend == "scip":
+        return _solve_ortools(m, opts, "SCIP")
+    if opts.backend == "cpsat":
+        return _solve_ortools(m, opts, "CP_SAT")
+    raise ValueError(f"unknown backend {opts.backend!r}")
+
+
+# ------------------------------------------------------------------------------------- column pricing
+
+# Above this many share variables, solve() prices columns in instead of handing the solver every one.
+PRICING_MIN_SHARE_VARIABLES = 20_000
+_PRICING_START_PER_BUCKET = 3
+_PRICING_MAX_ROUNDS = 40
+_PRICING_ADD_PER_SERVICE = 25
+_SOFT_ROWS = ("pool[", "power_expected[", "power_nameplate[", "min_replicas[", "spread[")
+
+
+def _submatrix(a: _Arrays, keep_col: np.ndarray, keep_row: np.ndarray, relax: bool) -> _Arrays:
+    """The model restricted to the kept variables and rows (integrality dropped when relax)."""
+    cols = np.nonzero(keep_col)[0]
+    rows = np.nonzero(keep_row)[0]
+    cmap = np.full(len(keep_col), -1, dtype=np.int64)
+    cmap[cols] = np.arange(len(cols))
+    rmap = np.full(len(keep_row), -1, dtype=np.int64)
+    rmap[rows] = np.arange(len(rows))
+    sel = keep_col[a.nz_col] & keep_row[a.nz_row]
+    return _Arrays(
+        a.col_lb[cols], a.col_ub[cols], a.cost[cols],
+        np.zeros(len(cols), dtype=bool) if relax else a.integer[cols],
+        a.row_lb[rows], a.row_ub[rows], rmap[a.nz_row[sel]], cmap[a.nz_col[sel]], a.nz_val[sel], a.offset,
+    )
+
+
+def _solve_by_pricing(problem: Problem, built: _Built, opts: SolveOptions) -> _RawResult | None:
+    """Price columns into a restricted model until no left-out column can lower the LP bound or the plan.
+
+    LP phase: with the restricted LP's duals and reduced costs r, a left-out column c could lower the LP iff its
+    gain g_c = max_{u≥0} r_n − h·u − Σ_b max(0, −r_x[b] − load_b·u) is negative (u, v free duals of its own
+    capacity and link rows). Once no gain is negative, the restricted LP value L bounds the whole problem.
+    MILP phase: a plan using c (n_c ≥ 1) costs at least L + g_c, so with an incumbent U every left-out column
+    with g_c ≥ U − L is out of every better plan and the restricted MILP's bound holds for the whole problem;
+    otherwise only L does. None: no answer here, solve the full model.
+    """
+    t0 = time.perf_counter()
+    m = built.m
+    h = problem.headroom
+    cols = [c for c in problem.columns if c.key in built.n]
+    if not cols:
+        return None
+    arr = _Arrays.of(m)
+    nvar, nrow = len(arr.cost), len(arr.row_lb)
+    cost, nz_row, nz_col, nz_val = arr.cost, arr.nz_row, arr.nz_col, arr.nz_val
+    n_of = np.asarray([built.n[c.key] for c in cols], dtype=np.int64)
+    own_rows = [np.asarray([built.cap_row[c.key], *built.link_rows[c.key]], dtype=np.int64) for c in cols]
+    owner = np.full(nvar, -1, dtype=np.int64)
+    owner[n_of] = np.arange(len(cols))
+    svc_id = {d.service: i for i, d in enumerate(problem.demands)}
+    n_buckets = max(len(d.bucket_rates_rps) for d in problem.demands)
+    share_var_l, share_owner_l, share_load_l, share_group_l, share_phase_l = [], [], [], [], []
+    for j, c in enumerate(cols):
+        bk, xs = built.shares[c.key]
+        if not len(bk):
+            continue
+        idx = np.arange(xs.start, xs.stop, dtype=np.int64)
+        owner[idx] = j
+        share_var_l.append(idx)
+        share_owner_l.append(np.full(len(idx), j, dtype=np.int64))
+        share_load_l.append(built.loads[c.key])
+        share_group_l.append(svc_id[c.service] * n_buckets + bk.astype(np.int64))
+        phase = 0 if c.role is Role.UNIFIED else (1 if c.role is Role.PREFILL else 2)
+        share_phase_l.append(np.full(len(idx), phase, dtype=np.int64))
+    if not share_var_l:
+        return None
+    share_var = np.concatenate(share_var_l)
+    share_owner = np.concatenate(share_owner_l)
+    share_load = np.concatenate(share_load_l)
+    share_group = np.concatenate(share_group_l)
+    share_phase = np.concatenate(share_phase_l)
+    price = cost[n_of]
+
+    selected = np.zeros(len(cols), dtype=bool)
+    # Start: per (service, bucket, phase) the few columns that carry it most cheaply, per service and zone the
+    # cheapest serving column (minimum replicas, spread), and every column of the running plan.
+    eff = price[share_owner] * share_load / h
+    for phase_set in ((0, 1), (0, 2)):
+        mask = np.isin(share_phase, phase_set)
+        order = np.lexsort((eff[mask], share_group[mask]))
+        grp = share_group[mask][order]
+        first = np.r_[True, grp[1:] != grp[:-1]]
+        starts = np.nonzero(first)[0]
+        rank = np.arange(len(grp)) - np.repeat(starts, np.diff(np.r_[starts, len(grp)]))
+        selected[share_owner[mask][order][rank < _PRICING_START_PER_BUCKET]] = True
+    zone = {p.id: p.zone for p in problem.pools}
+    cheapest: dict[tuple[str, str], int] = {}
+    for j, c in enumerate(cols):
+        if problem.current_replicas.get(c.key, 0) > 0:
+            selected[j] = True
+        if c.role in _SERVING:
+            key = (c.service, zone[c.pool])
+            if key not in cheapest or price[j] < price[cheapest[key]]:
+                cheapest[key] = j
+    selected[list(cheapest.values())] = True
+
+    all_links = np.asarray([i for c in cols for i in built.link_rows[c.key]], dtype=np.int64)
+
+    def masks(with_links: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        keep_col = (owner < 0) | selected[np.maximum(owner, 0)]
+        keep_row = np.ones(nrow, dtype=bool)
+        if not with_links:
+            keep_row[all_links] = False
+        left_out = np.nonzero(~selected)[0]
+        if len(left_out):
+            keep_row[np.concatenate([own_rows[j] for j in left_out])] = False
+        return keep_col, keep_row
+
+    def remaining(o: SolveOptions) -> SolveOptions:
+        return replace(o, time_limit_s=max(0.5, opts.time_limit_s - (time.perf_counter() - t0)))
+
+    # The first restricted models may lack the columns that fit the pools and power budgets; priced slacks on
+    # those rows keep every restricted LP feasible, and their duals then point at the columns that fit.
+    big = 1e4 * max(1.0, float(np.max(np.abs(cost))))
+    soft = np.asarray([i for i, name in enumerate(m.row_names) if name.startswith(_SOFT_ROWS)], dtype=np.int64)
+    soft_sign = np.where(np.isfinite(arr.row_ub[soft]), -1.0, 1.0)
+    svc_of = np.asarray([svc_id[c.service] for c in cols], dtype=np.int64)
+    r_n_idx = n_of
+
+    def best_gain(r: np.ndarray) -> np.ndarray:
+        """g_c = max_{u≥0} r_n − h·u − Σ_b max(0, −r_x[b] − load_b·u): the least a replica of c adds to L."""
+        a = np.maximum(0.0, -r[share_var])
+        bp = a / share_load
+        order = np.lexsort((-bp, share_owner))
+        own, a_s, l_s, bp_s = share_owner[order], a[order], share_load[order], bp[order]
+        first = np.r_[True, own[1:] != own[:-1]]
+        start = np.maximum.accumulate(np.where(first, np.arange(len(own)), 0))
+        cum_a, cum_l = np.cumsum(a_s), np.cumsum(l_s)
+        pre_a = cum_a - (cum_a[start] - a_s[start])
+        pre_l = cum_l - (cum_l[start] - l_s[start])
+        r_n = r[r_n_idx]
+        f_k = r_n[own] - h * bp_s - (pre_a - pre_l * bp_s)
+        g = r_n - np.bincount(share_owner, weights=a, minlength=len(cols))
+        np.maximum.at(g, own, f_k)
+        return g
+
+    lp_bound: float | None = None
+    lp_values = np.zeros(nvar)
+    gain = np.zeros(len(cols))
+    y = np.zeros(nrow)
+    for _ in range(_PRICING_MAX_ROUNDS):
+        keep_col, keep_row = masks()
+        sub = _submatrix(arr, keep_col, keep_row, relax=True)
+        row_at = np.cumsum(keep_row) - 1
+        n_real = len(sub.cost)
+        k = len(soft)
+        sub = replace(
+            sub,
+            col_lb=np.r_[sub.col_lb, np.zeros(k)], col_ub=np.r_[sub.col_ub, np.full(k, _INF)],
+            cost=np.r_[sub.cost, np.full(k, big)], integer=np.r_[sub.integer, np.zeros(k, dtype=bool)],
+            nz_row=np.r_[sub.nz_row, row_at[soft]], nz_col=np.r_[sub.nz_col, n_real + np.arange(k)],
+            nz_val=np.r_[sub.nz_val, soft_sign],
+        )
+        res = _solve_highs(sub, remaining(opts))
+        if res.status != "optimal" or res.row_dual is None or res.objective is None or res.values is None:
+            return None
+        slack_used = float(np.sum(res.values[n_real:]))
+        lp_values = np.zeros(nvar)
+        lp_values[keep_col] = res.values[:n_real]
+        y = np.zeros(nrow)
+        y[keep_row] = res.row_dual
+        r = cost - np.bincount(nz_col, weights=nz_val * y[nz_row], minlength=nvar)
+        gain = best_gain(r)
+        lp_bound = res.objective
+        tol = 1e-9 * max(1.0, abs(res.objective))
+        cand = np.nonzero(~selected & (gain < -tol))[0]
+        if not len(cand):
+            if slack_used > 1e-7:
+                return None  # no column can close the shortfall: the full model will say infeasible
+            break
+        # The few most improving left-out columns per service join, so each round stays small.
+        order = cand[np.lexsort((gain[cand], svc_of[cand]))]
+        grp = svc_of[order]
+        first = np.r_[True, grp[1:] != grp[:-1]]
+        starts = np.nonzero(first)[0]
+        rank = np.arange(len(grp)) - np.repeat(starts, np.diff(np.r_[starts, len(grp)]))
+        selected[order[rank < _PRICING_ADD_PER_SERVICE]] = True
+    else:
+        return None
+    assert lp_bound is not None
+
+    bound_known = lp_bound
+
+    best: _RawResult | None = None
+    best_keep: np.ndarray | None = None
+    certified = False
+    # A first plan from the columns the LP uses: small, so found fast, and a warm start for the real search.
+    support = selected & (lp_values[n_of] > 1e-7)
+    keep_col = (owner < 0) | support[np.maximum(owner, 0)]
+    keep_row = np.ones(nrow, dtype=bool)
+    if not opts.link_rows:
+        keep_row[all_links] = False
+    left_out = np.nonzero(~support)[0]
+    if len(left_out):
+        keep_row[np.concatenate([own_rows[j] for j in left_out])] = False
+    first_try = replace(remaining(opts), backend="highs")
+    first_try = replace(first_try, time_limit_s=first_try.time_limit_s * 0.3)
+    res = _solve_highs(_submatrix(arr, keep_col, keep_row, relax=False), first_try, None,
+                       lp_bound + opts.relative_gap * abs(lp_bound))
+    if res.values is not None and res.objective is not None:
+        best, best_keep = res, keep_col
+    for _ in range(_PRICING_MAX_ROUNDS):
+        keep_col, keep_row = masks(opts.link_rows)
+        if best is not None and best.values is not None and best_keep is not None:
+            full = np.zeros(nvar)
+            full[best_keep] = best.values
+        else:
+            full = _round_up(problem, built, lp_values)
+        start_at = full[keep_col]
+        # Stop as soon as the plan is within the gap of a bound that holds for the whole fleet.
+        stop_at = bound_known + opts.relative_gap * abs(bound_known)
+        res = _run_backend(_submatrix(arr, keep_col, keep_row, relax=False), remaining(opts), start_at, stop_at)
+        if res.values is None or res.objective is None:
+            if best is None:
+                return None if res.status == "infeasible" else res
+            break
+        best, best_keep = res, keep_col
+        threshold = res.objective - lp_bound + 1e-9 * max(1.0, abs(res.objective))
+        join = ~selected & (gain < threshold)
+        if not join.any():
+            # Every left-out column would cost more than the gap: the restricted bound holds for the fleet.
+            certified = True
+            break
+        if time.perf_counter() - t0 > opts.time_limit_s * 0.9 or join.sum() > max(50, selected.sum() // 4):
+            break  # too many columns to rule out within the gap: report against the LP bound
+        selected |= join
+    assert best is not None and best.values is not None and best.objective is not None and best_keep is not None
+    values = np.zeros(nvar)
+    values[best_keep] = best.values
+    bound = bound_known
+    if certified and best.best_bound is not None:
+        bound = max(bound, best.best_bound)
+    bound = min(bound, best.objective)
+    gap = (best.objective - bound) / max(abs(best.objective), 1e-9)
+    status: Status = "optimal" if gap <= opts.relative_gap + 1e-12 else "feasible"
+    how = "restricted bound" if certified else "LP bound"
+    return replace(best, status=status, values=values, best_bound=bound,
+                   message=f"{best.message}; {how}; priced {int(selected.sum())} of {len(cols)} columns")
+
+
+def _round_up(problem: Problem, built: _Built, lp: np.ndarray) -> np.ndarray:
+    """A start for the MILP from an LP point: replicas and zone flags rounded up, nodes and churn to match."""
+    m = built.m
+    out = lp.copy()
+    integer = np.asarray(m.integer, dtype=bool)
+    out[integer] = np.ceil(lp[integer] - 1e-6)
+    replicas = {k: int(out[i]) for k, i in built.n.items()}
+    used = pool_usage(problem, replicas)
+    for p in problem.pools:
+        if p.id in built.nodes:
+            out[built.nodes[p.id]] = math.ceil(used[p.id] / p.devices_per_node - 1e-9)
+    for k, dv in built.churn_var.items():
+        out[dv] = abs(replicas[k] - problem.current_replicas.get(k, 0))
+    return out
+
+
+# ------------------------------------------------------------------------------------------ public API
+
+
+def uncovered_buckets(problem: Problem) -> list[tuple[str, int, str]]:
+    """(service, bucket, phase) with positive rate that no column can serve within the SLO."""
+    out = []
+    for d in problem.demands:
+        cols = [c for c in problem.columns if c.service == d.service]
+        for b, rate in enumerate(d.bucket_rates_rps):
+            if rate <= 0:
+                continue
+            uni = any(c.capacity_rps[b] > 0 for c in cols if c.role is Role.UNIFIED)
+            pre = any(c.capacity_rps[b] > 0 for c in cols if c.role is Role.PREFILL)
+            dec = any(c.capacity_rps[b] > 0 for c in cols if c.role in _DECODING)
+            if not uni and not pre:
+                out.append((d.service, b, "prefill"))
+            if not uni and not dec:
+                out.append((d.service, b, "decode"))
+    return out
+
+
+def pool_usage(problem: Problem, replicas: Mapping[str, int]) -> dict[str, int]:
+    """Devices used per pool by a replica assignment (compute plus attention-offload memory devices)."""
+    used: dict[str, int] = {p.id: 0 for p in problem.pools}
+    for c in problem.columns:
+        r = replicas.get(c.key, 0)
+        used[c.pool] += r * c.devices
+        if c.memory_pool is not None:
+            used[c.memory_pool] += r * c.memory_devices
+    return used
+
+
+def plan_cost_usd_per_hour(problem: Problem, replicas: Mapping[str, int]) -> float:
+    """$/hour of a replica assignment: devices for device billing, whole nodes for node billing."""
+    used = pool_usage(problem, replicas)
+    total = 0.0
+    for p in problem.pools:
+        if p.billing == "device":
+            total += p.usd_per_device_hour * used[p.id]
+        else:
+            total += p.usd_per_device_hour * p.devices_per_node * math.ceil(used[p.id] / p.devices_per_node)
+    return total
+
+
+def _share_variables(problem: Problem) -> int:
+    """How many share variables the model will have: (column, bucket) pairs with traffic and capacity."""
+    rates = {d.service: np.asarray(d.bucket_rates_rps, dtype=float) > 0 for d in problem.demands}
+    return sum(int(np.count_nonzero(rates[c.service] & (np.asarray(c.capacity_rps) > 0)))
+               for c in problem.columns if c.service in rates)
+
+
+def solve(problem: Problem, options: SolveOptions | None = None) -> Solution:
+    """Solve the fleet MILP with the chosen backend; status, bound and gap as the solver reports them."""
+    opts = options or SolveOptions()
+    t0 = time.perf_counter()
+    large = _share_variables(problem) >= PRICING_MIN_SHARE_VARIABLES
+    pricing = opts.pricing == "on" or (opts.pricing == "auto" and large)
+    built = _build(problem, link=opts.link_rows or pricing, bucket_rows=opts.bucket_rows)
+    m = built.m
+    nvars, nrows = len(m.cost), len(m.row_lb)
+    if uncovered_buckets(problem):
+        return _empty("infeasible", opts, time.perf_counter() - t0, nvars, nrows, "a bucket has no column")
+    raw: _RawResult | None = None
+    if pricing:
+        raw = _solve_by_pricing(problem, built, opts)
+    if raw is None:
+        if pricing and not opts.link_rows:
+            built = _build(problem, link=False, bucket_rows=opts.bucket_rows)
+            m = built.m
+        raw = _run_backend(m, replace(opts, time_limit_s=max(0.5, opts.time_limit_s - (time.perf_counter() - t0))))
+    seconds = time.perf_counter() - t0
+    if raw.values is None:
+        return _empty(raw.status, opts, seconds, nvars, nrows, raw.message)
+    return _extract(problem, built, raw, opts, seconds)
+
+
+def _empty(status: Status, opts: SolveOptions, seconds: float, nvars: int, nrows: int, msg: str) -> Solution:
+    return Solution(status, opts.backend, None, None, None, seconds, nvars, nrows, {}, {}, {}, {}, {}, None, msg)
+
+
+def _extract(problem: Problem, built: _Built, raw: _RawResult, opts: SolveOptions, seconds: float) -> Solution:
+    assert raw.values is not None
+    v = raw.values
+    replicas = {k: int(round(v[i])) for k, i in built.n.items()}
+    pre: dict[tuple[str, int], float] = {}
+    dec: dict[tuple[str, int], float] = {}
+    for c in problem.columns:
+        if c.key not in built.shares:
+            continue
+        bk, xs = built.shares[c.key]
+        for b, xi in zip(bk.tolist(), xs, strict=True):
+            share = float(min(1.0, max(0.0, v[xi])))
+            if share <= 1e-9:
+                continue
+            if c.role in (Role.UNIFIED, Role.PREFILL):
+                pre[(c.key, b)] = share
+            if c.role in (Role.UNIFIED, *_DECODING):
+                dec[(c.key, b)] = share
+    used = pool_usage(problem, replicas)
+    nodes = {p.id: math.ceil(used[p.id] / p.devices_per_node - 1e-9) for p in problem.pools}
+    watts = expected_watts(problem, replicas, pre | dec, nodes)
+    obj = raw.objective
+    bound = raw.best_bound
+    gap = None
+    if obj is not None and bound is not None:
+        gap = max(0.0, (obj - bound) / max(abs(obj), 1e-9))
+    return Solution(
+        status=raw.status,
+        backend=opts.backend,
+        objective=obj,
+        best_bound=bound,
+        relative_gap=gap,
+        solve_seconds=seconds,
+        variables=len(built.m.cost),
+        constraints=len(built.m.row_lb),
+        replicas={k: r for k, r in replicas.items() if r > 0},
+        prefill_share=pre,
+        decode_share=dec,
+        nodes={k: n for k, n in nodes.items() if n > 0},
+        expected_watts=watts,
+        cost_usd_per_hour=plan_cost_usd_per_hour(problem, replicas),
+        message=raw.message,
+    )
+
+
+def expected_watts(
+    problem: Problem,
+    replicas: Mapping[str, int],
+    shares: Mapping[tuple[str, int], float],
+    nodes: Mapping[str, int],
+) -> dict[str, float]:
+    """Expected watts per power domain: idle per replica, active above idle for the busy part, node idle."""
+    pools = {p.id: p for p in problem.pools}
+    rates = {d.service: d.bucket_rates_rps for d in problem.demands}
+    out: dict[str, float] = {k.id: 0.0 for k in problem.power_budgets}
+    for c in problem.columns:
+        dom = pools[c.pool].power_domain
+        if dom is None or dom not in out:
+            continue
+        busy = sum(
+            rates[c.service][b] / c.capacity_rps[b] * shares.get((c.key, b), 0.0)
+            for b in range(len(c.capacity_rps))
+            if c.capacity_rps[b] > 0
+        )
+        out[dom] += replicas.get(c.key, 0) * c.idle_watts + busy * (c.active_watts - c.idle_watts)
+    for p in problem.pools:
+        if p.power_domain in out:
+            out[p.power_domain] += p.node_idle_watts * nodes.get(p.id, 0)
+    return out
+
+
+# ------------------------------------------------------------------------------------------ reduction
+
+
+def _dominates(a: np.ndarray, b: np.ndarray, a_first: bool) -> bool:
+    """a's (devices, memory devices, idle, active, −capacity…) is no worse than b's everywhere."""
+    if not bool(np.all(a <= b)):
+        return False
+    return a_first or bool(np.any(a < b))
+
+
+def prune_dominated(problem: Problem) -> tuple[Problem, int]:
+    """Drop columns another column of the same service, role and pools beats on every count; return how many."""
+    groups: dict[tuple[str, Role, str, str | None], list[int]] = defaultdict(list)
+    for i, c in enumerate(problem.columns):
+        groups[(c.service, c.role, c.pool, c.memory_pool)].append(i)
+    keep = [True] * len(problem.columns)
+    for members in groups.values():
+        if len(members) < 2:
+            continue
+        vec = np.asarray(
+            [
+                [float(problem.columns[i].devices), float(problem.columns[i].memory_devices),
+                 problem.columns[i].idle_watts, problem.columns[i].active_watts,
+                 *(-np.asarray(problem.columns[i].capacity_rps, dtype=float)).tolist()]
+                for i in members
+            ]
+        )
+        for jb, b in enumerate(members):
+            cb = problem.columns[b]
+            # Columns in the running plan stay, so the churn term sees them; a column drawing less busy than
+            # idle breaks the power argument behind dominance, so it stays too.
+            if problem.current_replicas.get(cb.key, 0) > 0 or cb.active_watts < cb.idle_watts:
+                continue
+            for ja, a in enumerate(members):
+                if a == b or not keep[a]:
+                    continue
+                if _dominates(vec[ja], vec[jb], a < b):
+                    keep[b] = False
+                    break
+    columns = tuple(c for c, k in zip(problem.columns, keep, strict=True) if k)
+    return replace(problem, columns=columns), len(problem.columns) - len(columns)
+
+
+# ------------------------------------------------------------------------------------------ explanation
+
+
+def _bucket_name(d: Demand, b: int) -> str:
+    return d.bucket_labels[b] if b < len(d.bucket_labels) else f"bucket {b}"
+
+
+def _users(problem: Problem, replicas: Mapping[str, int], pool: str) -> str:
+    """Words for which services use a pool in a replica assignment, biggest first."""
+    by_service: dict[str, int] = defaultdict(int)
+    for c in problem.columns:
+        r = replicas.get(c.key, 0)
+        if r and c.pool == pool:
+            by_service[c.service] += r * c.devices
+        if r and c.memory_pool == pool:
+            by_service[c.service] += r * c.memory_devices
+    parts = [f"{s} ({n} devices)" for s, n in sorted(by_service.items(), key=lambda kv: -kv[1])]
+    return ", ".join(parts) if parts else "no service"
+
+
+def _structural_findings(problem: Problem) -> list[Finding]:
+    demands = {d.service: d for d in problem.demands}
+    out = []
+    for service, b, phase in uncovered_buckets(problem):
+        d = demands[service]
+        out.append(Finding(
+            kind="infeasible", constraint=f"cover_{phase}[{service},{b}]",
+            message=(f"service {service}: no configuration can serve the {phase} of {_bucket_name(d, b)} "
+                     f"({d.bucket_rates_rps[b]:.3g} req/s) within the SLO"),
+            value=d.bucket_rates_rps[b]))
+    zones = {p.id: p.zone for p in problem.pools}
+    for d in problem.demands:
+        srv = [c for c in problem.columns if c.service == d.service and c.role in _SERVING]
+        if d.min_replicas > 0 and not srv:
+            out.append(Finding(kind="infeasible", constraint=f"min_replicas[{d.service}]",
+                               message=f"service {d.service}: needs {d.min_replicas} serving replicas but "
+                                       "has no serving configuration in any allowed pool",
+                               value=float(d.min_replicas)))
+        have = len({zones[c.pool] for c in srv})
+        if d.spread_zones > have:
+            out.append(Finding(kind="infeasible", constraint=f"spread[{d.service}]",
+                               message=f"service {d.service}: must spread over {d.spread_zones} zones but its "
+                                       f"configurations reach only {have}",
+                               value=float(d.spread_zones - have)))
+    return out
+
+
+def explain_infeasible(problem: Problem, options: SolveOptions | None = None) -> list[Finding]:
+    """Say which constraints make the fleet infeasible, in words with the numbers (elastic re-solve)."""
+    opts = options or SolveOptions()
+    findings = _structural_findings(problem)
+    if any(f.constraint.startswith("cover_") for f in findings):
+        return findings
+    built = _build(problem, elastic=True)
+    raw = _solve_highs(built.m, replace(opts, backend="highs"))
+    if raw.values is None:
+        return findings or [Finding(kind="infeasible", constraint="model",
+                                    message=f"the relaxed fleet has no solution either ({raw.message})")]
+    v = raw.values
+    replicas = {k: int(round(v[i])) for k, i in built.n.items()}
+    used = pool_usage(problem, replicas)
+    pools = {p.id: p for p in problem.pools}
+    demands = {d.service: d for d in problem.demands}
+    budgets = {k.id: k for k in problem.power_budgets}
+    for name, idx in built.slack.items():
+        excess = float(v[idx])
+        if excess <= 1e-6:
+            continue
+        kind, target = name.split("[", 1)
+        target = target.rstrip("]")
+        if kind == "pool":
+            p = pools[target]
+            assert p.max_nodes is not None
+            need = math.ceil(used[target] / p.devices_per_node - 1e-9)
+            short = need - p.max_nodes
+            msg = (f"pool {target}: the fleet needs {need} nodes ({used[target]} devices) but only "
+                   f"{p.max_nodes} are available; short {short} nodes ({short * p.devices_per_node} devices); "
+                   f"wanted by {_users(problem, replicas, target)}")
+            findings.append(Finding(kind="infeasible", constraint=name, message=msg, value=float(short)))
+        elif kind in ("power_expected", "power_nameplate"):
+            k = budgets[target]
+            over_w = excess * 1000.0
+            if kind == "power_expected":
+                limit = k.expected_share * k.budget_watts
+                what = "expected draw"
+            else:
+                limit = k.oversubscription_ratio * k.budget_watts
+                what = "nameplate power of the nodes"
+            members = [p.id for p in problem.pools if p.power_domain == target]
+            msg = (f"power domain {target}: the {what} needs {limit + over_w:.0f} W but the limit is "
+                   f"{limit:.0f} W; short {over_w:.0f} W; pools {', '.join(members)} serve "
+                   + "; ".join(f"{p}: {_users(problem, replicas, p)}" for p in members))
+            findings.append(Finding(kind="infeasible", constraint=name, message=msg, value=over_w))
+        elif kind == "min_replicas":
+            d = demands[target]
+            msg = (f"service {target}: needs {d.min_replicas} serving replicas; short {excess:.0f} within the "
+                   "available pools")
+            findings.append(Finding(kind="infeasible", constraint=name, message=msg, value=excess))
+        elif kind == "spread":
+            d = demands[target]
+            msg = (f"service {target}: must spread over {d.spread_zones} zones; short {excess:.0f} zones "
+                   "within the available pools")
+            findings.append(Finding(kind="infeasible", constraint=name, message=msg, value=excess))
+    if not findings:
+        findings.append(Finding(kind="infeasible", constraint="model",
+                                message="no single constraint explains it: the solver found no plan in time"))
+    return findings
+
+
+def marginal_values(problem: Problem, solution: Solution, options: SolveOptions | None = None) -> list[Finding]:
+    """Binding pools and power budgets, each with what one more node or kilowatt would save per hour."""
+    opts = options or SolveOptions()
+    if solution.objective is None:
+        return []
+    base = solution.objective
+    out: list[Finding] = []
+    for p in problem.pools:
+        if p.max_nodes is None or solution.nodes.get(p.id, 0) < p.max_nodes:
+            continue
+        out.append(Finding(kind="binding", constraint=f"pool[{p.id}]",
+                           message=f"pool {p.id}: all {p.max_nodes} nodes are used", value=float(p.max_nodes)))
+        more = replace(p, max_nodes=p.max_nodes + 1)
+        pools = tuple(more if q.id == p.id else q for q in problem.pools)
+        alt = solve(replace(problem, pools=pools), opts)
+        if alt.objective is not None:
+            saving = max(0.0, base - alt.objective)
+            out.append(Finding(kind="marginal", constraint=f"pool[{p.id}]",
+                               message=f"one more node in pool {p.id} saves ${saving:.2f}/h", value=saving))
+    for k in problem.power_budgets:
+        used_w = solution.expected_watts.get(k.id, 0.0)
+        limit = k.expected_share * k.budget_watts
+        nameplate = sum(p.nameplate_watts_per_node * solution.nodes.get(p.id, 0)
+                        for p in problem.pools if p.power_domain == k.id)
+        near = used_w >= 0.99 * limit or nameplate >= 0.99 * k.oversubscription_ratio * k.budget_watts
+        if not near:
+            continue
+        out.append(Finding(kind="binding", constraint=f"power[{k.id}]",
+                           message=(f"power domain {k.id}: expected {used_w:.0f} W of {limit:.0f} W, nameplate "
+                                    f"{nameplate:.0f} W of {k.oversubscription_ratio * k.budget_watts:.0f} W"),
+                           value=used_w))
+        bigger = replace(k, budget_watts=k.budget_watts + 1000.0)
+        budgets = tuple(bigger if q.id == k.id else q for q in problem.power_budgets)
+        alt = solve(replace(problem, power_budgets=budgets), opts)
+        if alt.objective is not None:
+            saving = max(0.0, base - alt.objective)
+            out.append(Finding(kind="marginal", constraint=f"power[{k.id}]",
+                               message=f"1 kW more budget in power domain {k.id} saves ${saving:.2f}/h",
+                               value=saving))
+    return out
