@@ -249,7 +249,7 @@ class Service(Value):
     """A model served to a team, with its traffic and SLOs."""
 
     id: Id
-    team: str = "default"
+    team: str = Field(default="default", min_length=1, max_length=128)
     model: str
     traffic: Traffic
     slo: SLO
@@ -258,8 +258,8 @@ class Service(Value):
     spread_zones: int = Field(default=1, ge=1, description="serving replicas in at least this many zones")
     allowed_pools: list[str] | None = None
     allowed_roles: list[Role] | None = None
-    tp_options: list[Annotated[int, Field(ge=1)]] | None = Field(
-        default=None, description="tensor-parallel sizes allowed for this service (default: the planner's)")
+    tp_options: list[Annotated[int, Field(ge=1, le=64)]] | None = Field(
+        default=None, min_length=1, description="tensor-parallel sizes allowed for this service (default: the planner's)")
     engine: Literal["vllm", "sglang", "trtllm"] = "vllm"
 
 
@@ -322,10 +322,11 @@ class PlannerOptions(Value):
     time_limit_s: PositiveFloat = 30.0
     relative_gap: float = Field(default=0.001, ge=0, lt=1)
     churn_usd_per_replica_change: NonNegFloat = 0.0
-    tp_options: list[int] = Field(default_factory=lambda: [1, 2, 4, 8])
-    pp_options: list[int] = Field(default_factory=lambda: [1, 2, 4])
-    offload_memory_devices: list[int] = Field(default_factory=lambda: [1, 2, 4, 8])
-    roles: list[Role] = Field(default_factory=lambda: list(Role))
+    tp_options: list[Annotated[int, Field(ge=1, le=64)]] = Field(default_factory=lambda: [1, 2, 4, 8], min_length=1)
+    pp_options: list[Annotated[int, Field(ge=1, le=64)]] = Field(default_factory=lambda: [1, 2, 4], min_length=1)
+    offload_memory_devices: list[Annotated[int, Field(ge=1, le=64)]] = Field(
+        default_factory=lambda: [1, 2, 4, 8], min_length=1)
+    roles: list[Role] = Field(default_factory=lambda: list(Role), min_length=1)
     perf_engine: str = Field(default="vllm", description="whose per-step overheads the performance model "
                              "applies: vllm (current releases) or vllm-2023 (DistServe-era profiles)")
 

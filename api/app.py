@@ -1,0 +1,58 @@
+"""The app factory: ``create_app(settings)`` wires storage, auth, jobs and routers into a FastAPI app."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from api import migrate
+from api.auth import TokenCache
+from api.db import Database
+from api.deps import Services
+from api.jobs import JobRunner, Planner, default_planner
+from api.middleware import ApiMetrics, BodyLimitMiddleware, MetricsMiddleware
+from api.problems import install_handlers
+from api.provision import Provisioner, RecordingProvisioner
+from api.routes import audit, catalog, health, plans, pools, power_domains, services, whatif
+from api.settings import Settings
+
+
+def create_app(settings: Settings | None = None, *, planner: Planner | None = None,
+               provisioner: Provisioner | None = None) -> FastAPI:
+    """Build the API. The planner and provisioner are injectable; by default the real planner is imported
+    lazily and applies are only recorded (no cluster configured)."""
+    cfg = settings or Settings()
+    metrics = ApiMetrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        db = Database(cfg.database_url)
+        if cfg.auto_migrate:
+            migrate.upgrade(db.engine)
+        runner = JobRunner(db, planner or default_planner(), workers=cfg.job_workers,
+                           on_outcome=lambda outcome: metrics.jobs.labels(outcome).inc())
+        metrics.jobs_recovered.set(runner.recover())
+        app.state.services = Services(settings=cfg, db=db, planner=runner.planner,
+                                      provisioner=provisioner or RecordingProvisioner(), runner=runner,
+                                      metrics=metrics, tokens=TokenCache(cfg.token_cache_s))
+        try:
+            yield
+        finally:
+            runner.close()
+            db.dispose()
+
+    app = FastAPI(
+        title="Medley API",
+        version="1.0.0",
+        summary="Register pools and services, request plans and what-ifs, review, approve and apply them.",
+        lifespan=lifespan,
+    )
+    install_handlers(app)
+    for router in (catalog.router, pools.router, services.router, power_domains.router, plans.router,
+                   whatif.router, audit.router, health.router):
+        app.include_router(router)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=cfg.max_body_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    return app

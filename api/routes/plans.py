@@ -1,0 +1,305 @@
+"""``/v1/plans`` and ``/v1/plan-jobs``: request plans (jobs), read them, diff, approve, apply.
+
+Plans are immutable; their review state moves ``proposed → approved → apply_requested | applied`` under
+If-Match on the plan's state version. Approving or applying needs the right to change every team the plan
+touches (admins always have it).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query, Response
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field, ValidationError
+
+from api.auth import Principal
+from api.db import JobRow, PlanRow, utcnow
+from api.deps import IfMatch, PlannerRole, Svc, Viewer, etag, forbid_team, seen_version
+from api.diff import PlanDiff, diff_plans
+from api.problems import (
+    ETAG_HEADER,
+    LOCATION_HEADER,
+    ApiError,
+    FieldError,
+    field_error,
+    from_validation_error,
+    problem_responses,
+    with_headers,
+)
+from api.routes._documents import Limit, Offset
+from api.store import (
+    POOLS,
+    POWER_DOMAINS,
+    SERVICES,
+    all_docs,
+    get_plan,
+    list_plans,
+    transition_plan,
+)
+from planner.fleetfile import check_fleet
+from planner.schema import Finding, FleetSpec, Id, Plan, PlannerOptions
+
+router = APIRouter(tags=["plans"], responses=problem_responses(400, 401, 403, 422))
+
+PlanId = Annotated[str, Path(pattern=r"^plan-[0-9]{1,12}$", description="plan id, plan-<n>")]
+JobId = Annotated[str, Path(pattern=r"^[0-9a-f]{16}$", description="job id")]
+
+
+class PlanRequest(BaseModel):
+    """What to plan: the stored fleet, or a subset of its services, with planner options."""
+
+    fleet: Id = Field(default="fleet", description="fleet name; plans of one fleet form a lineage")
+    services: list[Id] | None = Field(default=None, max_length=500,
+                                      description="service ids to plan (default: all stored services)")
+    based_on: str | None = Field(default=None, max_length=64,
+                                 description="plan to start from (default: the fleet's latest plan)")
+    options: PlannerOptions | None = None
+
+    model_config = {"extra": "forbid"}
+
+
+class Job(BaseModel):
+    """A planning job and, once it succeeded, where its plan is."""
+
+    id: str
+    status: str = Field(description="queued, running, succeeded or failed")
+    fleet: str
+    based_on: str | None
+    requested_by: str
+    time_limit_s: float
+    plan_id: str | None
+    plan_url: str | None
+    error: str | None
+    findings: list[Finding]
+    retry_of: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class PlanStatus(BaseModel):
+    """A plan's review state and lineage (the plan itself never changes)."""
+
+    id: str
+    fleet: str
+    previous_plan_id: str | None
+    state: str = Field(description="proposed, approved, apply_requested or applied")
+    state_version: int
+    teams: list[str]
+    cost_usd_per_hour: float
+    created_at: datetime
+    created_by: str
+    approved_by: str | None
+    approved_at: datetime | None
+    applied_by: str | None
+    applied_at: datetime | None
+    apply_result: dict[str, Any] | None
+
+
+def _job_view(row: JobRow) -> Job:
+    items = (row.findings or {}).get("items", [])
+    return Job(id=row.id, status=row.status, fleet=str(row.fleet.get("name", "fleet")), based_on=row.based_on,
+               requested_by=row.requested_by, time_limit_s=row.time_limit_s, plan_id=row.plan_id,
+               plan_url=f"/v1/plans/{row.plan_id}" if row.plan_id else None, error=row.error,
+               findings=[Finding.model_validate(f) for f in items], retry_of=row.retry_of,
+               created_at=row.created_at, started_at=row.started_at, finished_at=row.finished_at)
+
+
+def _status_view(row: PlanRow) -> PlanStatus:
+    return PlanStatus(id=row.id, fleet=row.fleet, previous_plan_id=row.previous_plan_id, state=row.state,
+                      state_version=row.state_version, teams=list(row.teams),
+                      cost_usd_per_hour=row.cost_usd_per_hour, created_at=row.created_at,
+                      created_by=row.created_by, approved_by=row.approved_by, approved_at=row.approved_at,
+                      applied_by=row.applied_by, applied_at=row.applied_at, apply_result=row.apply_result)
+
+
+def _accepted(job: JobRow) -> JSONResponse:
+    url = f"/v1/plan-jobs/{job.id}"
+    return JSONResponse(_job_view(job).model_dump(mode="json"), status_code=202, headers={"Location": url})
+
+
+def _check_options(options: PlannerOptions) -> None:
+    """Option lists the planner iterates over must be non-empty and positive (the schema allows empty)."""
+    for name in ("tp_options", "pp_options"):
+        values: list[int] = getattr(options, name)
+        if not values:
+            raise field_error(422, f"body.options.{name}", "must not be empty")
+        if any(v < 1 or v > 64 for v in values):
+            raise field_error(422, f"body.options.{name}", "values must be between 1 and 64")
+    if any(v < 0 or v > 64 for v in options.offload_memory_devices):
+        raise field_error(422, "body.options.offload_memory_devices", "values must be between 0 and 64")
+    if not options.roles:
+        raise field_error(422, "body.options.roles", "must not be empty")
+
+
+def build_fleet(svc: Svc, req: PlanRequest) -> FleetSpec:
+    """The stored pools, services and power domains as one fleet, checked against the catalog (422)."""
+    with svc.db.read() as s:
+        pools, services, domains = all_docs(s, POOLS), all_docs(s, SERVICES), all_docs(s, POWER_DOMAINS)
+        if req.based_on is not None and get_plan(s, req.based_on) is None:
+            raise field_error(422, "body.based_on", f"unknown plan {req.based_on!r}")
+    if req.services is not None:
+        known = {x.id for x in services}
+        for i, sid in enumerate(req.services):
+            if sid not in known:
+                raise field_error(422, f"body.services.{i}", f"unknown service {sid!r}")
+        wanted = set(req.services)
+        services = [x for x in services if x.id in wanted]
+    options = req.options or PlannerOptions()
+    _check_options(options)
+    try:
+        fleet = FleetSpec(name=req.fleet, pools=pools, services=services, power_domains=domains, planner=options)
+    except ValidationError as exc:
+        raise from_validation_error(exc, ("fleet",)) from exc
+    try:
+        problems = check_fleet(fleet)
+    except (ValueError, KeyError, ZeroDivisionError) as exc:
+        raise field_error(422, "fleet", f"cannot be checked: {exc}") from exc
+    if problems:
+        names = {"services": [x.id for x in fleet.services], "pools": [p.id for p in fleet.pools]}
+        errors = []
+        for loc, reason in problems:
+            parts = [str(p) for p in loc]
+            if len(loc) >= 2 and isinstance(loc[1], int) and str(loc[0]) in names:
+                parts[1] = names[str(loc[0])][loc[1]]  # name the stored document, not a list index
+            errors.append(FieldError(field="fleet." + ".".join(parts), reason=reason))
+        raise ApiError(422, "; ".join(f"{e.field}: {e.reason}" for e in errors[:5]), errors=errors)
+    return fleet
+
+
+# --------------------------------------------------------------------------------------- jobs
+
+
+@router.post("/v1/plans", status_code=202, response_model=Job,
+             responses={**problem_responses(413), **with_headers(202, "job accepted", location=LOCATION_HEADER)})
+def request_plan(req: PlanRequest, svc: Svc, who: PlannerRole) -> JSONResponse:
+    """Start a planning job over the stored fleet; 202 with the job's URL in Location."""
+    fleet = build_fleet(svc, req)
+    limit = svc.settings.job_time_limit_s
+    job = svc.runner.create(fleet, based_on=req.based_on, who=who, time_limit_s=limit)
+    return _accepted(job)
+
+
+@router.get("/v1/plan-jobs/{job_id}", response_model=Job, responses=problem_responses(404))
+async def get_job(job_id: JobId, svc: Svc, _: Viewer) -> Job:
+    """A planning job: its status, error and findings, and its plan's URL once done."""
+    job = svc.runner.get(job_id)
+    if job is None:
+        raise ApiError(404, f"job {job_id!r} not found")
+    return _job_view(job)
+
+
+@router.post("/v1/plan-jobs/{job_id}/retry", status_code=202, response_model=Job,
+             responses={**problem_responses(404, 409), **with_headers(202, "job accepted", location=LOCATION_HEADER)})
+def retry_job(job_id: JobId, svc: Svc, who: PlannerRole) -> JSONResponse:
+    """Plan a failed job's fleet snapshot again as a new job (202)."""
+    old = svc.runner.get(job_id)
+    if old is None:
+        raise ApiError(404, f"job {job_id!r} not found")
+    if old.status != "failed":
+        raise ApiError(409, f"job {job_id!r} is {old.status}; only failed jobs can be retried")
+    fleet = FleetSpec.model_validate(old.fleet)
+    job = svc.runner.create(fleet, based_on=old.based_on, who=who, time_limit_s=svc.settings.job_time_limit_s,
+                            retry_of=old.id)
+    return _accepted(job)
+
+
+# --------------------------------------------------------------------------------------- plans
+
+
+@router.get("/v1/plans", response_model=list[PlanStatus])
+async def list_all_plans(svc: Svc, _: Viewer, limit: Limit = 100, offset: Offset = 0) -> list[PlanStatus]:
+    """Plans, newest first, with their review state and lineage."""
+    with svc.db.read() as s:
+        return [_status_view(r) for r in list_plans(s, limit=limit, offset=offset)]
+
+
+def _load(svc: Svc, plan_id: str) -> PlanRow:
+    with svc.db.read() as s:
+        row = get_plan(s, plan_id)
+    if row is None:
+        raise ApiError(404, f"plan {plan_id!r} not found")
+    return row
+
+
+@router.get("/v1/plans/{plan_id}", response_model=Plan,
+            responses={**problem_responses(404), **with_headers(200, "the plan", etag=ETAG_HEADER)})
+async def get_plan_body(plan_id: PlanId, svc: Svc, _: Viewer) -> JSONResponse:
+    """The plan as the planner made it; ETag is its review-state version (for approve/apply)."""
+    row = _load(svc, plan_id)
+    return JSONResponse(row.body, headers={"ETag": etag(row.state_version)})
+
+
+@router.get("/v1/plans/{plan_id}/status", response_model=PlanStatus,
+            responses={**problem_responses(404), **with_headers(200, "review state", etag=ETAG_HEADER)})
+async def get_plan_status(plan_id: PlanId, svc: Svc, _: Viewer, response: Response) -> PlanStatus:
+    """A plan's review state, approvals and apply result."""
+    row = _load(svc, plan_id)
+    response.headers["ETag"] = etag(row.state_version)
+    return _status_view(row)
+
+
+@router.get("/v1/plans/{plan_id}/diff", response_model=PlanDiff, responses=problem_responses(404))
+async def diff_plan(plan_id: PlanId, svc: Svc, _: Viewer,
+              against: Annotated[str | None, Query(pattern=r"^plan-[0-9]{1,12}$",
+                                                    description="default: the previous plan")] = None,
+              ) -> PlanDiff:
+    """Replica, device and cost changes from ``against`` (default: the plan's parent) to this plan."""
+    row = _load(svc, plan_id)
+    other_id = against or row.previous_plan_id
+    if other_id is None:
+        raise field_error(422, "query.against", "this plan has no previous plan; name one to compare with")
+    with svc.db.read() as s:
+        other = get_plan(s, other_id)
+    if other is None:
+        raise field_error(422 if against else 404, "query.against", f"unknown plan {other_id!r}")
+    return diff_plans(Plan.model_validate(row.body), Plan.model_validate(other.body))
+
+
+def _check_teams(who: Principal, row: PlanRow) -> None:
+    for team in row.teams:
+        if not who.may_change_team(team):
+            raise forbid_team(who, team, f"plan {row.id!r}, which touches services")
+
+
+_STATE_CHANGE = {**problem_responses(404, 409, 412, 428), **with_headers(200, "new review state", etag=ETAG_HEADER)}
+
+
+@router.post("/v1/plans/{plan_id}/approve", response_model=PlanStatus, responses=_STATE_CHANGE)
+def approve_plan(plan_id: PlanId, svc: Svc, who: PlannerRole, response: Response,
+                 if_match: IfMatch = None) -> PlanStatus:
+    """Approve a proposed plan (If-Match: the plan's ETag)."""
+    row = _load(svc, plan_id)
+    _check_teams(who, row)
+    with svc.db.write() as s:
+        seen = seen_version(if_match, row.state_version)
+        done = transition_plan(s, plan_id, seen_version=seen, from_states=("proposed",), to_state="approved",
+                               action="approve", who=who, values={"approved_by": who.actor, "approved_at": utcnow()})
+    response.headers["ETag"] = etag(done.state_version)
+    return _status_view(done)
+
+
+@router.post("/v1/plans/{plan_id}/apply", response_model=PlanStatus, responses={
+    **_STATE_CHANGE, **problem_responses(502)})
+def apply_plan(plan_id: PlanId, svc: Svc, who: PlannerRole, response: Response,
+               if_match: IfMatch = None) -> PlanStatus:
+    """Hand an approved plan to the provisioner (If-Match: the plan's ETag)."""
+    row = _load(svc, plan_id)
+    _check_teams(who, row)
+    seen = seen_version(if_match, row.state_version)
+    if row.state != "approved":
+        raise ApiError(409, f"plan {plan_id!r} is {row.state}; approve it first")
+    try:
+        result = dict(svc.provisioner.apply(Plan.model_validate(row.body)))
+    except Exception as exc:
+        # Nothing was recorded: the plan stays approved and the apply can be repeated.
+        raise ApiError(502, f"the provisioner failed: {exc}") from exc
+    to_state = "applied" if result.get("state") == "applied" else "apply_requested"
+    with svc.db.write() as s:
+        done = transition_plan(s, plan_id, seen_version=seen, from_states=("approved",), to_state=to_state,
+                               action="apply", who=who,
+                               values={"applied_by": who.actor, "applied_at": utcnow(), "apply_result": result})
+    response.headers["ETag"] = etag(done.state_version)
+    return _status_view(done)

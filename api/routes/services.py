@@ -1,0 +1,86 @@
+"""``/v1/services``: models served to teams. A planner changes only its own team's services; admins any."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response, status
+from fastapi.responses import JSONResponse
+
+from api.auth import Principal
+from api.deps import IfMatch, PlannerRole, Svc, Viewer, forbid_team
+from api.problems import ETAG_HEADER, LOCATION_HEADER, field_error, problem_responses, with_headers
+from api.routes._documents import (
+    Check,
+    DocId,
+    Limit,
+    Offset,
+    create_response,
+    delete_response,
+    get_response,
+    list_response,
+    replace_response,
+    row_team,
+)
+from api.store import SERVICES, DocRow
+from planner.catalog import builtin_catalog
+from planner.schema import Service
+
+router = APIRouter(prefix="/v1/services", tags=["services"], responses=problem_responses(400, 401, 403, 422))
+_WRITE = problem_responses(404, 409, 412, 413, 428)
+_READ_ONE = {**problem_responses(404), **with_headers(200, "the document", etag=ETAG_HEADER)}
+_CREATED = {**_WRITE, **with_headers(201, "created", etag=ETAG_HEADER, location=LOCATION_HEADER)}
+_REPLACED = {**_WRITE, **with_headers(200, "replaced", etag=ETAG_HEADER)}
+
+
+def _check(service: Service, who: Principal) -> None:
+    if not 1 <= len(service.team) <= 128:
+        raise field_error(422, "body.team", "must be 1 to 128 characters")
+    if not who.may_change_team(service.team):
+        raise forbid_team(who, service.team, "services")
+    if service.model not in builtin_catalog().models:
+        raise field_error(422, "body.model", f"unknown model {service.model!r} (see /v1/catalog/models)")
+
+
+def _owner_check(who: Principal) -> Check:
+    def check(row: DocRow) -> None:
+        team = row_team(row)
+        if not who.may_change_team(team):
+            raise forbid_team(who, team, "services")
+
+    return check
+
+
+@router.get("", response_model=list[Service])
+async def list_services(svc: Svc, _: Viewer, limit: Limit = 100, offset: Offset = 0,
+                  team: Annotated[str | None, Query(max_length=128, pattern=r"^[^\x00]*$")] = None) -> JSONResponse:
+    """Services ordered by id, optionally of one team."""
+    return list_response(svc, SERVICES, limit=limit, offset=offset, team=team)
+
+
+@router.get("/{service_id}", response_model=Service, responses=_READ_ONE)
+async def get_service(service_id: DocId, svc: Svc, _: Viewer) -> JSONResponse:
+    """One service; its ETag is the version to send in If-Match."""
+    return get_response(svc, SERVICES, service_id)
+
+
+@router.post("", response_model=Service, status_code=status.HTTP_201_CREATED, responses=_CREATED)
+def create_service(service: Service, svc: Svc, who: PlannerRole) -> JSONResponse:
+    """Register a service for the caller's team (admins: any team)."""
+    _check(service, who)
+    return create_response(svc, SERVICES, service, who, "/v1/services")
+
+
+@router.put("/{service_id}", response_model=Service, responses=_REPLACED)
+def replace_service(service_id: DocId, service: Service, svc: Svc, who: PlannerRole,
+                    if_match: IfMatch = None) -> JSONResponse:
+    """Replace a service (If-Match required); neither its old nor its new team may be another's."""
+    _check(service, who)
+    check = _owner_check(who)
+    return replace_response(svc, SERVICES, service_id, service, if_match, who, check)
+
+
+@router.delete("/{service_id}", status_code=204, response_class=Response, responses=_WRITE)
+def delete_service(service_id: DocId, svc: Svc, who: PlannerRole, if_match: IfMatch = None) -> Response:
+    """Delete a service (If-Match required)."""
+    return delete_response(svc, SERVICES, service_id, if_match, who, _owner_check(who))

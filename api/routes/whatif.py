@@ -1,0 +1,90 @@
+"""``/v1/whatif``: plan a modified copy of the stored fleet synchronously; nothing is stored.
+
+Kept thin: the request names changes to the stored fleet; the planner does the rest. Scenarios are bounded
+(services, pools, time) so a request cannot hold a worker for long; larger ones belong in planning jobs.
+"""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+from fastapi import APIRouter
+from pydantic import BaseModel, Field, ValidationError
+
+from api.deps import PlannerRole, Svc
+from api.jobs import PlannerFailure, TimeLimitExceeded, run_planner
+from api.problems import ApiError, field_error, from_validation_error, problem_responses
+from api.routes.plans import PlanRequest, build_fleet
+from api.store import latest_plan
+from planner.fleetfile import check_fleet
+from planner.schema import FleetSpec, Id, Plan, PlannerOptions, Pool, PowerDomain, Service
+
+T = TypeVar("T", Service, Pool, PowerDomain)
+
+router = APIRouter(prefix="/v1/whatif", tags=["whatif"], responses=problem_responses(400, 401, 403, 413, 422))
+
+
+class WhatIfRequest(BaseModel):
+    """Changes to the stored fleet: documents to add or replace and ids to drop."""
+
+    fleet: Id = "fleet"
+    upsert_services: list[Service] = Field(default_factory=list, max_length=100)
+    remove_services: list[Id] = Field(default_factory=list, max_length=500)
+    upsert_pools: list[Pool] = Field(default_factory=list, max_length=100)
+    remove_pools: list[Id] = Field(default_factory=list, max_length=500)
+    upsert_power_domains: list[PowerDomain] = Field(default_factory=list, max_length=100)
+    options: PlannerOptions | None = None
+    compare_with_current: bool = Field(default=True, description="plan against the fleet's latest plan")
+
+    model_config = {"extra": "forbid"}
+
+
+def _merge(stored: list[T], upserts: list[T], removed: list[str]) -> list[T]:
+    by_id = {x.id: x for x in stored}
+    for x in upserts:
+        by_id[x.id] = x
+    for rid in removed:
+        by_id.pop(rid, None)
+    return [by_id[k] for k in sorted(by_id)]
+
+
+@router.post("", response_model=Plan)
+def what_if(req: WhatIfRequest, svc: Svc, _: PlannerRole) -> Plan:
+    """Plan the stored fleet with these changes applied; 422 with findings if it is infeasible."""
+    base = build_fleet(svc, PlanRequest(fleet=req.fleet, options=req.options))
+    services = _merge(list(base.services), req.upsert_services, req.remove_services)
+    pools = _merge(list(base.pools), req.upsert_pools, req.remove_pools)
+    domains = _merge(list(base.power_domains), req.upsert_power_domains, [])
+    settings = svc.settings
+    if len(services) > settings.whatif_max_services:
+        raise field_error(422, "body.upsert_services",
+                          f"{len(services)} services exceed the what-if limit of {settings.whatif_max_services}; "
+                          "request a planning job instead")
+    if len(pools) > settings.whatif_max_pools:
+        raise field_error(422, "body.upsert_pools",
+                          f"{len(pools)} pools exceed the what-if limit of {settings.whatif_max_pools}")
+    try:
+        fleet = FleetSpec(name=req.fleet, pools=pools, services=services, power_domains=domains,
+                          planner=base.planner)
+    except ValidationError as exc:
+        raise from_validation_error(exc, ("fleet",)) from exc
+    try:
+        problems = check_fleet(fleet)
+    except (ValueError, KeyError, ZeroDivisionError) as exc:
+        raise field_error(422, "fleet", f"cannot be checked: {exc}") from exc
+    if problems:
+        loc, reason = problems[0]
+        raise field_error(422, "fleet." + ".".join(str(p) for p in loc), reason)
+    current = None
+    if req.compare_with_current:
+        with svc.db.read() as s:
+            row = latest_plan(s, req.fleet)
+            current = Plan.model_validate(row.body) if row is not None else None
+    try:
+        return run_planner(svc.planner, fleet, current, settings.whatif_time_limit_s)
+    except TimeLimitExceeded as exc:
+        raise field_error(422, "body", f"{exc}; scenarios this large belong in POST /v1/plans") from exc
+    except PlannerFailure as exc:
+        raise ApiError(422, exc.message, extra={"findings": exc.findings}) from exc
+
+

@@ -1,0 +1,40 @@
+"""Settings of the REST API, read from ``MEDLEY_*`` environment variables (pydantic-settings)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from platformdirs import user_data_dir
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def default_database_url() -> str:
+    """SQLite file in the user's data directory: the embedded default of ``medley serve``."""
+    path = Path(user_data_dir("medley", appauthor=False)) / "medley.db"
+    return f"sqlite+pysqlite:///{path}"
+
+
+class Settings(BaseSettings):
+    """Everything the app factory needs; tests pass an instance, ``medley serve`` reads the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="MEDLEY_", extra="ignore")
+
+    database_url: str = Field(default_factory=default_database_url, description="SQLAlchemy URL")
+    auto_migrate: bool = Field(default=True, description="upgrade the schema to head at start-up")
+    max_body_bytes: int = Field(default=1 << 20, ge=1024, description="larger request bodies get 413")
+    job_workers: int = Field(default=2, ge=1, le=64, description="planning jobs run at once")
+    job_time_limit_s: float = Field(default=120.0, gt=0, description="a planning job is failed after this")
+    whatif_time_limit_s: float = Field(default=20.0, gt=0, description="synchronous what-if budget")
+    whatif_max_services: int = Field(default=50, ge=1, description="what-ifs larger than this go to jobs")
+    whatif_max_pools: int = Field(default=50, ge=1)
+    token_cache_s: float = Field(default=5.0, ge=0, le=300,
+                                 description="how long a checked token is trusted before it is looked up again")
+
+    @field_validator("database_url")
+    @classmethod
+    def _driver(cls, url: str) -> str:
+        # A bare postgresql:// URL would pick psycopg2, which is not installed; psycopg 3 is.
+        if url.startswith("postgresql://") or url.startswith("postgres://"):
+            return "postgresql+psycopg://" + url.split("://", 1)[1]
+        return url
