@@ -16,8 +16,8 @@ plan: install
 	$(BIN)/medley plan examples/quickstart.yaml
 
 lint: install
-	$(BIN)/ruff check planner power provisioner api tests benchmarks
-	$(BIN)/mypy planner power
+	$(BIN)/ruff check planner power provisioner api tests benchmarks migrations
+	$(BIN)/mypy planner power provisioner api
 
 test: install lint
 	$(BIN)/python -m pytest

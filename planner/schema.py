@@ -259,7 +259,8 @@ class Service(Value):
     allowed_pools: list[str] | None = None
     allowed_roles: list[Role] | None = None
     tp_options: list[Annotated[int, Field(ge=1, le=64)]] | None = Field(
-        default=None, min_length=1, description="tensor-parallel sizes allowed for this service (default: the planner's)")
+        default=None, min_length=1,
+        description="tensor-parallel sizes allowed for this service (default: the planner's)")
     engine: Literal["vllm", "sglang", "trtllm"] = "vllm"
 
 

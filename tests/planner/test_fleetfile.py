@@ -87,8 +87,8 @@ BAD = [
     pytest.param(_edit("  - id: chat", "  - id: Chat Bot"), 14, "services[Chat Bot].id", "should match pattern",
                  id="bad-id"),
     pytest.param(GOOD + "  - {id: x: y}\n", 23, "(yaml)", "not valid YAML", id="invalid-yaml"),
-    pytest.param(_edit("      buckets:", "      trace_file: x.csv\n      buckets:"), 19, "services[chat].traffic.buckets",
-                 "exactly one of", id="two-distributions"),
+    pytest.param(_edit("      buckets:", "      trace_file: x.csv\n      buckets:"), 19,
+                 "services[chat].traffic.buckets", "exactly one of", id="two-distributions"),
 ]
 
 
