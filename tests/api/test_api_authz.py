@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from apitest_client import Api
 from apitest_fakes import FakePlanner, domain_doc, pool_doc, service_doc
-from conftest import Api
 from fastapi.testclient import TestClient
 
 from api.app import create_app

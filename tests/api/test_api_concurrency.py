@@ -7,8 +7,8 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+from apitest_client import Api
 from apitest_fakes import service_doc
-from conftest import Api
 
 CLIENTS = 50
 

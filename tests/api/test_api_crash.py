@@ -11,8 +11,8 @@ import time
 from pathlib import Path
 
 import httpx
+from apitest_client import ApiFactory
 from apitest_fakes import pool_doc, service_doc
-from conftest import ApiFactory
 
 from api import migrate
 from api.auth import ApiRole, create_token

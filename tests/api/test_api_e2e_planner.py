@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import ApiFactory
+from apitest_client import ApiFactory
 
 from api.jobs import default_planner
 from planner.fleetfile import load_fleet

@@ -5,8 +5,8 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+from apitest_client import Api, ApiFactory
 from apitest_fakes import FailingProvisioner, FakePlanner, pool_doc, service_doc
-from conftest import Api, ApiFactory
 
 
 def _seed(api: Api) -> dict[str, str]:

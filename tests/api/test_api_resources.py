@@ -6,8 +6,8 @@ import json
 import logging
 
 import pytest
+from apitest_client import Api
 from apitest_fakes import domain_doc, pool_doc, service_doc
-from conftest import Api
 
 PROBLEM = "application/problem+json"
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import DoubleServer, group, make_fleet, make_plan
+from kube_double import DoubleServer, group, make_fleet, make_plan
 
 from provisioner.apply import Applier
 from provisioner.render import render_plan

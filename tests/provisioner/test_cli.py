@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import typer
 import yaml
-from conftest import DoubleServer, group, make_fleet, make_plan
+from kube_double import DoubleServer, group, make_fleet, make_plan
 from typer.testing import CliRunner
 
 from provisioner.cli import apply_command, controller_command

@@ -7,7 +7,7 @@ import math
 import random
 
 import pytest
-from conftest import DoubleServer, make_plan
+from kube_double import DoubleServer, make_plan
 
 from planner.schema import BucketLoad, Configuration, FleetSpec, Plan, ReplicaGroup, Role
 from provisioner.cluster import ObjectRef, RetryPolicy

@@ -8,7 +8,7 @@ import time
 
 import kopf
 import pytest
-from conftest import DoubleServer
+from kube_double import DoubleServer
 
 from provisioner.controller import ControllerLoop, Debouncer, LeaseElector, Reconciler
 from provisioner.operator import build_registry

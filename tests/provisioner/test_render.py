@@ -6,7 +6,7 @@ import json
 
 import kubernetes_validate
 import pytest
-from conftest import group, make_fleet, make_plan
+from kube_double import group, make_fleet, make_plan
 
 from planner.schema import Role
 from provisioner.render import (

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 
-from conftest import group, make_fleet, make_plan
+from kube_double import group, make_fleet, make_plan
 
 from provisioner.cluster import ObjectRef
 from provisioner.render import render_plan
