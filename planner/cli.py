@@ -19,6 +19,7 @@ from rich.table import Table
 
 from planner.catalog import builtin_catalog
 from planner.cli_perf import perf_app
+from planner.cli_whatif import whatif_command
 from planner.fleetfile import FleetError, load_fleet
 
 app = typer.Typer(
@@ -31,6 +32,7 @@ app = typer.Typer(
 catalog_app = typer.Typer(help="The shipped catalog: devices, models, price books.", no_args_is_help=True)
 app.add_typer(catalog_app, name="catalog")
 app.add_typer(perf_app, name="perf")
+app.command("whatif")(whatif_command)
 
 console = Console(width=None if sys.stdout.isatty() else 160)
 
