@@ -17,7 +17,9 @@ from api.problems import ApiError, field_error, from_validation_error, problem_r
 from api.routes.plans import PlanRequest, build_fleet
 from api.store import latest_plan
 from planner.fleetfile import check_fleet
-from planner.schema import FleetSpec, Id, Plan, PlannerOptions, Pool, PowerDomain, Service
+from planner.plan import InfeasibleFleet
+from planner.schema import Finding, FleetSpec, Id, Plan, PlannerOptions, Pool, PowerDomain, Service
+from planner.whatif import Scenario, ScenarioError, WhatIfReport, run_scenarios
 
 T = TypeVar("T", Service, Pool, PowerDomain)
 
@@ -35,6 +37,16 @@ class WhatIfRequest(BaseModel):
     upsert_power_domains: list[PowerDomain] = Field(default_factory=list, max_length=100)
     options: PlannerOptions | None = None
     compare_with_current: bool = Field(default=True, description="plan against the fleet's latest plan")
+
+    model_config = {"extra": "forbid"}
+
+
+class WhatIfScenariosRequest(BaseModel):
+    """Scenarios in the expression language of ``medley whatif`` (files cannot be read here: no add-*)."""
+
+    fleet: Id = "fleet"
+    scenarios: list[Scenario] = Field(min_length=1, max_length=20)
+    options: PlannerOptions | None = None
 
     model_config = {"extra": "forbid"}
 
@@ -88,3 +100,27 @@ def what_if(req: WhatIfRequest, svc: Svc, _: PlannerRole) -> Plan:
         raise ApiError(422, exc.message, extra={"findings": exc.findings}) from exc
 
 
+
+
+@router.post("/scenarios", response_model=WhatIfReport)
+def what_if_scenarios(req: WhatIfScenariosRequest, svc: Svc, _: PlannerRole) -> WhatIfReport:
+    """Plan the stored fleet and every scenario side by side: the same implementation as ``medley whatif``."""
+    fleet = build_fleet(svc, PlanRequest(fleet=req.fleet, options=req.options))
+    settings = svc.settings
+    if len(fleet.services) > settings.whatif_max_services:
+        raise field_error(422, "body.fleet", f"{len(fleet.services)} services exceed the what-if limit of "
+                          f"{settings.whatif_max_services}; request a planning job instead")
+
+    def plan(f: FleetSpec, current: Plan | None) -> Plan:
+        try:
+            return run_planner(svc.planner, f, current, settings.whatif_time_limit_s)
+        except PlannerFailure as exc:
+            raise InfeasibleFleet([Finding.model_validate(d) for d in exc.findings] or [
+                Finding(kind="infeasible", constraint="fleet", message=exc.message)]) from exc
+
+    try:
+        return run_scenarios(fleet, req.scenarios, planner=plan)
+    except ScenarioError as exc:
+        raise field_error(422, "body.scenarios", exc.line()) from exc
+    except TimeLimitExceeded as exc:
+        raise field_error(422, "body", f"{exc}; scenarios this large belong in POST /v1/plans") from exc

@@ -134,6 +134,8 @@ CASES = [
          lambda w: ("POST", f"/v1/plans/{w.plan(approved=True)}/apply", {"headers": {M: '"2"'}})),
     Case("POST", "/v1/whatif", "planner",
          lambda w: ("POST", "/v1/whatif", {"json": {"upsert_services": [service_doc(w.fresh("svc"), team=OWNER)]}})),
+    Case("POST", "/v1/whatif/scenarios", "planner",
+         lambda w: ("POST", "/v1/whatif/scenarios", {"json": {"scenarios": [{"name": "x2", "set": ["rate*=2"]}]}})),
     Case("GET", "/v1/audit", "admin", _get("/v1/audit")),
 ]
 UNAUTHENTICATED = {("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/metrics")}

@@ -145,3 +145,22 @@ def test_retry_only_failed_jobs(api: Api) -> None:
     r = api.client.post(f"/v1/plan-jobs/{done['id']}/retry", headers=admin)
     assert r.status_code == 409
     assert api.client.get("/v1/plan-jobs/0123456789abcdef", headers=admin).status_code == 404
+
+
+
+def test_whatif_scenarios_share_the_cli_implementation(api: Api) -> None:
+    """POST /v1/whatif/scenarios returns the report ``medley whatif`` prints (planner.whatif), baseline first."""
+    _seed(api)
+    planner_h = api.headers("assistants", "planner")
+    r = api.client.post("/v1/whatif/scenarios", json={"scenarios": [{"name": "double", "set": ["rate*=2"]}]},
+                        headers=planner_h)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["baseline"]["name"] == "baseline"
+    assert [row["name"] for row in body["scenarios"]] == ["double"]
+    assert body["scenarios"][0]["cost_usd_per_hour"] >= body["baseline"]["cost_usd_per_hour"]
+    assert api.client.get("/v1/plans", headers=planner_h).json() == []
+    bad = api.client.post("/v1/whatif/scenarios", json={"scenarios": [{"name": "typo", "set": ["rate[chta]*=2"]}]},
+                          headers=planner_h)
+    assert bad.status_code == 422
+    assert "chta" in bad.text
