@@ -6,10 +6,16 @@ their class), services with 7B–70B models, TTFT/TPOT SLOs and length histogram
 (prefill compute-bound, decode bandwidth-bound with the batch limited by KV memory and the TPOT target).
 `columns_for` is a parameter, so the real candidate generator can be measured the same way.
 Second part: Mélange-format random instances (one service, one device per replica) of 400 buckets × 16 types.
+
+`--real`: fleets from the planner's own catalogue and performance model instead (`real_fleet`: the catalogue's
+first device types in two zones, 7B–72B models, every TP/PP/role the candidate generator allows, up to 30
+length buckets), built by `planner.plan.build_inputs`; candidate generation is timed apart from the solve.
 """
 
 from __future__ import annotations
 
+import argparse
+import itertools
 import json
 import math
 import random
@@ -21,6 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from planner.catalog import builtin_catalog  # noqa: E402
 from planner.melange import problem_from_case  # noqa: E402
 from planner.milp import (  # noqa: E402
     Column,
@@ -32,7 +39,8 @@ from planner.milp import (  # noqa: E402
     prune_dominated,
     solve,
 )
-from planner.schema import Role  # noqa: E402
+from planner.plan import build_inputs  # noqa: E402
+from planner.schema import SLO, FleetSpec, LengthBucket, PlannerOptions, Pool, Role, Service, Traffic  # noqa: E402
 
 TPS = (1, 2, 4, 8)
 PPS = (1, 2, 4)
@@ -235,6 +243,78 @@ def random_melange_case(n_buckets: int, n_types: int, seed: int) -> dict[str, ob
             "slice_factor": 1}
 
 
+REAL_PRICES = {"h100-sxm": 4.0, "h200-sxm": 5.0, "a100-80gb": 2.2, "a100-40gb": 1.6, "l40s": 1.2, "l4": 0.6,
+               "a10g": 0.8, "t4": 0.35, "h20": 1.8, "mi300x": 3.5, "gaudi3": 3.0, "a40": 0.7}
+REAL_MODELS = ("llama-2-7b", "llama-3-8b", "llama-2-13b", "codellama-34b", "mixtral-8x7b", "llama-3-70b",
+               "llama-2-70b", "qwen-72b")
+REAL_SIZES = ((5, 6, 12), (10, 8, 20), (20, 12, 30))
+
+
+def real_fleet(n_services: int, n_devices: int, n_buckets: int, seed: int = 0) -> FleetSpec:
+    """A fleet over the catalogue's first n_devices types (the h20 memory type among them from 5 on), a pool
+    per type and zone, n_services services cycling through 7B–72B models with random rates, SLOs and length
+    histograms over n_buckets (input, output) cells."""
+    rng = random.Random(seed)
+    cat = builtin_catalog()
+    devs = list(cat.devices)[:n_devices]
+    if "h20" not in devs and n_devices >= 5:
+        devs[-1] = "h20"
+    pools = [Pool(id=f"{d}-{z}", device=d, devices_per_node=8, max_nodes=rng.randint(8, 40), zone=z,
+                  price_usd_per_device_hour=REAL_PRICES[d] * (1.0 if z == "a" else 1.1))
+             for d in devs for z in ("a", "b")]
+    ins = [128, 512, 1024, 2048, 4096, 8192][: max(1, n_buckets // 5)]
+    outs = [32, 128, 256, 512, 1024]
+    cells = list(itertools.product(ins, outs))[:n_buckets]
+    services = []
+    for i in range(n_services):
+        w = [rng.random() for _ in cells]
+        total = sum(w)
+        model = REAL_MODELS[i % len(REAL_MODELS)]
+        big = "70b" in model or "72b" in model or "34b" in model
+        rate = rng.uniform(0.5, 4) if big else rng.uniform(2, 20)
+        buckets = [LengthBucket(input_tokens=a, output_tokens=b, share=x / total)
+                   for (a, b), x in zip(cells, w, strict=True)]
+        services.append(Service(id=f"svc-{i}", model=model, traffic=Traffic(rate_rps=rate, buckets=buckets),
+                                slo=SLO(ttft_ms=rng.choice([2000, 5000, 10000]),
+                                        tpot_ms=rng.choice([50, 80, 120, 150])),
+                                min_replicas=1))
+    return FleetSpec(name="scale", pools=pools, services=services,
+                     planner=PlannerOptions(time_limit_s=10, relative_gap=0.005))
+
+
+def main_real(opts: SolveOptions) -> None:
+    """The real-candidate fleets: build (candidates + pruning) and solve timed apart."""
+    rows = []
+    print(f"{'services':>8} {'types':>5} {'buckets':>7} {'columns':>7} {'pruned':>6} {'build s':>8} "
+          f"{'variables':>9} {'rows':>7} {'solve s':>8} {'gap':>7} {'status':<8} {'$/h':>9} {'bound $/h':>9}  bound")
+    for n_s, n_d, n_b in REAL_SIZES:
+        t0 = time.perf_counter()
+        inputs = build_inputs(real_fleet(n_s, n_d, n_b))
+        build_s = time.perf_counter() - t0
+        problem = inputs.problem
+        t1 = time.perf_counter()
+        sol = solve(problem, opts)
+        solve_s = time.perf_counter() - t1
+        gap = sol.relative_gap if sol.relative_gap is not None else float("nan")
+        rows.append({"services": n_s, "device_types": n_d, "buckets": n_b, "columns": len(problem.columns),
+                     "pruned": inputs.pruned, "build_seconds": round(build_s, 3), "variables": sol.variables,
+                     "constraints": sol.constraints, "solve_seconds": round(solve_s, 3), "gap": sol.relative_gap,
+                     "status": sol.status, "objective": sol.objective, "best_bound": sol.best_bound,
+                     "usd_per_hour": sol.cost_usd_per_hour})
+        print(f"{n_s:>8} {n_d:>5} {n_b:>7} {len(problem.columns):>7} {inputs.pruned:>6} {build_s:>8.2f} "
+              f"{sol.variables:>9} {sol.constraints:>7} {solve_s:>8.2f} {gap:>7.2%} {sol.status:<8} "
+              f"{sol.cost_usd_per_hour or float('nan'):>9.2f} {sol.best_bound or float('nan'):>9.2f}  "
+              f"{bound_kind(sol.message)}")
+    largest = rows[-1]
+    print(json.dumps({
+        "benchmark": "solver_scaling_real",
+        "largest_fleet_solve_seconds": largest["solve_seconds"], "largest_fleet_gap": largest["gap"],
+        "largest_fleet_build_seconds": largest["build_seconds"],
+        "largest_fleet_variables": largest["variables"], "largest_fleet_constraints": largest["constraints"],
+        "fleets": rows,
+    }))
+
+
 def bound_kind(message: str) -> str:
     """Which bound the gap is measured against: the solver's own, or the priced model's (see planner.milp)."""
     parts = message.split("; ")
@@ -242,7 +322,13 @@ def bound_kind(message: str) -> str:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--real", action="store_true", help="fleets from the real candidate generator")
+    args = parser.parse_args()
     opts = SolveOptions(backend="highs", time_limit_s=10.0, relative_gap=0.005, threads=2)
+    if args.real:
+        main_real(opts)
+        return
     sizes = ((2, 4, 6), (5, 6, 12), (10, 8, 20), (20, 12, 30))
     fleet_rows = []
     print(f"{'services':>8} {'types':>5} {'buckets':>7} {'columns':>7} {'pruned':>6} {'variables':>9} "

@@ -35,6 +35,12 @@ Constraints
   min_replicas[s]:     Σ_{c∈Serve_s} n[c] ≥ min_s
   spread_zone[s,g]:    z[s,g] ≤ Σ_{c∈Serve_s, zone(p_c)=g} n[c];   spread[s]: Σ_g z[s,g] ≥ spread_s
   churn[c]:            δ[c] ≥ n[c] − current_c;  δ[c] ≥ current_c − n[c]
+  work[s,φ,r]:         Σ_{c∈A_φ} min(⌈β⌉, ⌊ρ_c⌋ + min(1, (ρ_c − ⌊ρ_c⌋)/f)) n[c] ≥ ⌈β⌉   for phase φ with cover set
+                       A_φ (U_s ∪ Pf_s, or U_s ∪ Dc_s) and a few reference columns r ∈ A_φ that serve every
+                       bucket: u_b = 1/cap_{r,b}, ρ_c = max_b u_b cap_{c,b}, β = Σ_b λ_{s,b} u_b / h, f = β − ⌊β⌋.
+                       Weighting cover and capacity rows by u gives Σ_c ρ_c n[c] ≥ β, valid for the LP; as n
+                       is integer its mixed-integer rounding is valid too and cuts fractional replicas off
+                       (a service needing 1.3 replicas' work of its best column pays for two). See _work_cuts.
 
 Objective (USD per hour)
   min Σ_{p device-billed} π_p (Σ_{c: p_c=p} d_c n[c] + Σ_{c: q_c=p} m_c n[c]) + Σ_{p node-billed} π_p D_p N[p]
@@ -43,8 +49,15 @@ Objective (USD per hour)
 Large models (≥ PRICING_MIN_SHARE_VARIABLES share variables) are solved by pricing columns in: the LP with
 a few cheap columns per bucket, priced slacks on the shared rows, and left-out columns joining while their
 reduced cost is negative; then the MILP on the priced columns, warm-started from a MILP on the LP's support.
-The reported bound is the restricted MILP's when every left-out column provably costs more than the gap
-(see _solve_by_pricing), else the full LP bound; either holds for the whole problem, so the gap is honest.
+The reported bound is max(L, min(B_R, L + min_{c left out} g_c)): B_R the restricted MILP's bound, L the
+full LP bound and g_c the least a replica of c adds to L (see _solve_by_pricing); every plan either uses only
+restricted columns or some left-out one, so it holds for the whole problem and the gap is honest.
+
+Fleets whose services share only pool and power rows (device billing; every power term non-negative) are
+solved service by service (see _solve_by_service): without the shared rows the model falls apart into one
+MILP per service, so Σ_s (bound of s) bounds the fleet, and the union of the services' plans, when it meets
+the shared rows, is a fleet plan with an honest gap. When it does not, the whole model is solved and the sum
+of the services' bounds still counts. Services run in parallel threads (HiGHS releases the GIL).
 
 The pool row counts devices, not packing: a replica's placement on whole nodes is the placer's job. A
 decode+offload column's watts are booked to its compute pool's power domain. The CP-SAT backend has no
@@ -59,10 +72,12 @@ from __future__ import annotations
 import math
 import os
 import sys
+import threading
 import time
 import warnings
 from collections import defaultdict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Literal
@@ -161,6 +176,11 @@ class SolveOptions:
     # by default the MILP itself runs without them; the per-bucket rows help it cut.
     link_rows: bool = False
     bucket_rows: bool = True
+    # Solve each service on its own when the fleet allows it (see _solve_by_service): a single branch-and-bound
+    # over twenty independent services proves its bound far more slowly than twenty small ones.
+    decompose: Literal["auto", "on", "off"] = "auto"
+    # Rounded work rows per service and phase (see _work_cuts): valid for integer plans, lift the LP bound.
+    work_rows: bool = True
 
 
 @dataclass(frozen=True)
@@ -285,7 +305,62 @@ def _pool_needs_nodes(pool: PoolSupply, domains: set[str]) -> bool:
     return pool.billing == "node" or pool.max_nodes is not None or (pool.power_domain in domains)
 
 
-def _build(problem: Problem, elastic: bool = False, link: bool = True, bucket_rows: bool = False) -> _Built:
+# Per service and phase, the work rows (see _work_cuts) are written for this many reference columns.
+_WORK_REFERENCES = 2
+_WORK_SAFETY = 1e-9
+
+
+def _work_cuts(rates: np.ndarray, caps: np.ndarray, price: np.ndarray, headroom: float,
+               references: int = _WORK_REFERENCES,
+               groups: np.ndarray | None = None) -> list[tuple[np.ndarray, np.ndarray, float]]:
+    """Rounded work rows of one service's phase: (member indices, coefficients, right-hand side) each.
+
+    caps is members × buckets (req/s, 0: cannot). With a reference column r, u_b = 1/cap_{r,b} (0 where r
+    cannot serve b) prices a request of bucket b in r-replica-seconds, so the phase's work is
+    W = Σ_b λ_b u_b and a replica of column c does at most ρ_c = max_b u_b cap_{c,b} of it per second:
+    Σ_b λ_b u_b x_{c,b} = Σ_b (λ_b/cap_{c,b}) x_{c,b} · u_b cap_{c,b} ≤ ρ_c · h n_c by c's capacity row, and the
+    cover row sums the left side over the phase's columns to W. So Σ_c ρ_c n_c ≥ β := W/h holds, and since n
+    is integer so does its mixed-integer rounding with f = β − ⌊β⌋ > 0, coefficients capped at ⌈β⌉ (one replica
+    with a coefficient that large meets the row alone):
+        Σ_c min(⌈β⌉, ⌊ρ_c⌋ + min(1, (ρ_c − ⌊ρ_c⌋)/f)) n_c ≥ ⌈β⌉.
+    (ρ is rounded up and β down by a relative 10⁻⁹ first, which only weakens the row before rounding.) The
+    references are the columns that carry the whole phase alone most cheaply, that many from each group
+    (groups: a label per member, e.g. its role; one group when None).
+    """
+    out: list[tuple[np.ndarray, np.ndarray, float]] = []
+    live = rates > 0
+    if not live.any() or caps.size == 0:
+        return out
+    lam = rates[live]
+    cap = caps[:, live]
+    full = np.all(cap > 0, axis=1)
+    if not full.any():
+        return out
+    with np.errstate(divide="ignore"):
+        alone = np.where(full, price * np.sum(lam / np.where(cap > 0, cap, 1.0), axis=1), _INF)
+    labels = np.zeros(len(price), dtype=np.int64) if groups is None else groups
+    refs: list[int] = []
+    for g in np.unique(labels):
+        ranked = [int(r) for r in np.argsort(np.where(labels == g, alone, _INF), kind="stable")[:references]]
+        refs.extend(r for r in ranked if full[r] and labels[r] == g)
+    for r in refs:
+        u = 1.0 / cap[r]
+        rho = np.max(cap * u, axis=1) * (1.0 + _WORK_SAFETY)
+        beta = float(np.dot(lam, u)) / headroom * (1.0 - _WORK_SAFETY)
+        f = beta - math.floor(beta)
+        if f < 1e-3:
+            continue
+        rhs = float(math.ceil(beta))
+        # A coefficient above the right-hand side can come down to it: with n integer, one such replica
+        # meets the row either way.
+        coef = np.minimum(rhs, np.floor(rho) + np.minimum(1.0, (rho - np.floor(rho)) / f))
+        keep = np.nonzero(coef > 1e-12)[0]
+        out.append((keep, coef[keep], rhs))
+    return out
+
+
+def _build(problem: Problem, elastic: bool = False, link: bool = True, bucket_rows: bool = False,
+           work_rows: bool = False) -> _Built:
     """Assemble the matrix; in elastic mode every resource row gets a priced slack for explanations."""
     m = _Matrix()
     pools = {p.id: p for p in problem.pools}
@@ -311,6 +386,7 @@ def _build(problem: Problem, elastic: bool = False, link: bool = True, bucket_ro
     pool_terms: dict[str, tuple[list[int], list[float]]] = defaultdict(lambda: ([], []))
     power_terms: dict[str, tuple[list[int], list[float]]] = defaultdict(lambda: ([], []))
     serving: dict[str, list[tuple[int, str]]] = defaultdict(list)
+    work: dict[tuple[str, str], list[tuple[int, np.ndarray, float, int]]] = defaultdict(list)
 
     for c in problem.columns:
         d = demands.get(c.service)
@@ -361,6 +437,11 @@ def _build(problem: Problem, elastic: bool = False, link: bool = True, bucket_ro
                 cover_d[(c.service, b)][0].append(xv)
                 knap_d[(c.service, b)][0].append(nv)
                 knap_d[(c.service, b)][1].append(problem.headroom * float(caps[b]))
+        unified = int(c.role is Role.UNIFIED)
+        if c.role in (Role.UNIFIED, Role.PREFILL):
+            work[(c.service, "prefill")].append((nv, caps, price, unified))
+        if c.role in (Role.UNIFIED, *_DECODING) and c.service in disaggregated:
+            work[(c.service, "decode")].append((nv, caps, price, unified))
         pool_terms[c.pool][0].append(nv)
         pool_terms[c.pool][1].append(float(c.devices))
         if c.memory_pool is not None and c.memory_devices:
@@ -421,6 +502,18 @@ def _build(problem: Problem, elastic: bool = False, link: bool = True, bucket_ro
                 cols, vals = [*cols, sv], [*vals, 1.0]
             m.row(f"spread[{d.service}]", cols, vals, float(d.spread_zones), _INF)
 
+    for (service, phase), members in work.items() if work_rows else ():
+        # Valid for every integer plan (see _work_cuts); they lift the LP bound where a service needs a few
+        # whole replicas and the relaxation gets by with a fraction of one more.
+        rates = np.asarray(demands[service].bucket_rates_rps, dtype=float)
+        vars_ = np.asarray([v for v, _, _, _ in members], dtype=np.int64)
+        caps = np.asarray([cp for _, cp, _, _ in members], dtype=float)
+        prices = np.asarray([pr for _, _, pr, _ in members], dtype=float)
+        groups = np.asarray([g for _, _, _, g in members], dtype=np.int64)
+        cuts = _work_cuts(rates, caps, prices, problem.headroom, _WORK_REFERENCES, groups)
+        for j, (keep, coef, rhs) in enumerate(cuts):
+            m.row(f"work[{service},{phase},{j}]", vars_[keep].tolist(), coef.tolist(), rhs, _INF)
+
     nodes: dict[str, int] = {}
     pool_row: dict[str, int] = {}
     for p in problem.pools:
@@ -475,24 +568,37 @@ class _RawResult:
     row_dual: np.ndarray | None = None
 
 
+_QUIET_LOCK = threading.Lock()
+_QUIET_STATE: dict[str, int] = {"depth": 0, "saved": -1, "devnull": -1}
+
+
 @contextmanager
 def _quiet_stdout() -> Iterator[None]:
     """Silence C-level stdout while a solver runs: HiGHS 1.12 prints debug lines there that would corrupt a
-    JSON answer on our stdout. Process-wide while it lasts, so solves run one at a time per process."""
-    sys.stdout.flush()
+    JSON answer on our stdout. Process-wide while it lasts; reentrant, so solves may run in threads (the first
+    one in redirects, the last one out restores)."""
+    with _QUIET_LOCK:
+        if _QUIET_STATE["depth"] == 0:
+            sys.stdout.flush()
+            try:
+                saved = os.dup(1)
+            except OSError:
+                saved = -1
+            if saved >= 0:
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, 1)
+                _QUIET_STATE["saved"], _QUIET_STATE["devnull"] = saved, devnull
+        _QUIET_STATE["depth"] += 1
     try:
-        saved = os.dup(1)
-    except OSError:
-        yield
-        return
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 1)
         yield
     finally:
-        os.dup2(saved, 1)
-        os.close(saved)
-        os.close(devnull)
+        with _QUIET_LOCK:
+            _QUIET_STATE["depth"] -= 1
+            if _QUIET_STATE["depth"] == 0 and _QUIET_STATE["saved"] >= 0:
+                os.dup2(_QUIET_STATE["saved"], 1)
+                os.close(_QUIET_STATE["saved"])
+                os.close(_QUIET_STATE["devnull"])
+                _QUIET_STATE["saved"] = _QUIET_STATE["devnull"] = -1
 
 
 def _solve_highs(
@@ -710,7 +816,7 @@ PRICING_MIN_SHARE_VARIABLES = 20_000
 _PRICING_START_PER_BUCKET = 3
 _PRICING_MAX_ROUNDS = 40
 _PRICING_ADD_PER_SERVICE = 25
-_SOFT_ROWS = ("pool[", "power_expected[", "power_nameplate[", "min_replicas[", "spread[")
+_SOFT_ROWS = ("pool[", "power_expected[", "power_nameplate[", "min_replicas[", "spread[", "work[")
 
 
 def _submatrix(a: _Arrays, keep_col: np.ndarray, keep_row: np.ndarray, relax: bool) -> _Arrays:
@@ -736,8 +842,10 @@ def _solve_by_pricing(problem: Problem, built: _Built, opts: SolveOptions) -> _R
     gain g_c = max_{u≥0} r_n − h·u − Σ_b max(0, −r_x[b] − load_b·u) is negative (u, v free duals of its own
     capacity and link rows). Once no gain is negative, the restricted LP value L bounds the whole problem.
     MILP phase: a plan using c (n_c ≥ 1) costs at least L + g_c, so with an incumbent U every left-out column
-    with g_c ≥ U − L is out of every better plan and the restricted MILP's bound holds for the whole problem;
-    otherwise only L does. None: no answer here, solve the full model.
+    with g_c ≥ U − L is out of every better plan and the restricted MILP's bound holds for the whole problem
+    (certified). Otherwise the columns with the lowest g_c join (a batch at a time, a better plan narrows the
+    threshold), and the bound reported is max(L, min(B_R, L + min_{c left out} g_c)). None: no answer here,
+    solve the full model.
     """
     t0 = time.perf_counter()
     m = built.m
@@ -812,7 +920,7 @@ def _solve_by_pricing(problem: Problem, built: _Built, opts: SolveOptions) -> _R
         return keep_col, keep_row
 
     def remaining(o: SolveOptions) -> SolveOptions:
-        return replace(o, time_limit_s=max(0.5, opts.time_limit_s - (time.perf_counter() - t0)))
+        return replace(o, time_limit_s=max(0.1, opts.time_limit_s - (time.perf_counter() - t0)))
 
     # The first restricted models may lack the columns that fit the pools and power budgets; priced slacks on
     # those rows keep every restricted LP feasible, and their duals then point at the columns that fit.
@@ -888,6 +996,7 @@ def _solve_by_pricing(problem: Problem, built: _Built, opts: SolveOptions) -> _R
 
     best: _RawResult | None = None
     best_keep: np.ndarray | None = None
+    best_sel = selected.copy()
     certified = False
     # A first plan from the columns the LP uses: small, so found fast, and a warm start for the real search.
     support = selected & (lp_values[n_of] > 1e-7)
@@ -904,6 +1013,7 @@ def _solve_by_pricing(problem: Problem, built: _Built, opts: SolveOptions) -> _R
                        lp_bound + opts.relative_gap * abs(lp_bound))
     if res.values is not None and res.objective is not None:
         best, best_keep = res, keep_col
+        best_sel = support.copy()
     for _ in range(_PRICING_MAX_ROUNDS):
         keep_col, keep_row = masks(opts.link_rows)
         if best is not None and best.values is not None and best_keep is not None:
@@ -920,27 +1030,43 @@ def _solve_by_pricing(problem: Problem, built: _Built, opts: SolveOptions) -> _R
                 return None if res.status == "infeasible" else res
             break
         best, best_keep = res, keep_col
-        threshold = res.objective - lp_bound + 1e-9 * max(1.0, abs(res.objective))
-        join = ~selected & (gain < threshold)
-        if not join.any():
-            # Every left-out column would cost more than the gap: the restricted bound holds for the fleet.
+        best_sel = selected.copy()
+        # Only a column that could bring a plan below the incumbent by more than the gap need join.
+        target = res.objective - opts.relative_gap * abs(res.objective)
+        join = ~selected & (gain < target - lp_bound + 1e-9 * max(1.0, abs(res.objective)))
+        if not join.any() or (res.best_bound is not None and _priced_bound(
+                res.best_bound, lp_bound, gain[~selected]) >= target - 1e-9 * max(1.0, abs(res.objective))):
+            # No left-out column can beat the plan by more than the gap (or the restricted bound with the
+            # left-out columns' floors already proves the gap): the restricted bound holds for the fleet.
             certified = True
             break
-        if time.perf_counter() - t0 > opts.time_limit_s * 0.9 or join.sum() > max(50, selected.sum() // 4):
-            break  # too many columns to rule out within the gap: report against the LP bound
-        selected |= join
+        if time.perf_counter() - t0 > opts.time_limit_s * 0.9:
+            break  # no time left to rule the other columns out: report against the LP bound
+        cap = max(50, int(selected.sum()) // 4)
+        idx = np.nonzero(join)[0]
+        if len(idx) > cap:
+            # Too many to add at once: the most promising join; a better plan then narrows the threshold.
+            idx = idx[np.argsort(gain[idx], kind="stable")[:cap]]
+        selected[idx] = True
     assert best is not None and best.values is not None and best.objective is not None and best_keep is not None
     values = np.zeros(nvar)
     values[best_keep] = best.values
     bound = bound_known
-    if certified and best.best_bound is not None:
-        bound = max(bound, best.best_bound)
+    if best.best_bound is not None:
+        bound = max(bound, _priced_bound(best.best_bound, lp_bound, gain[~best_sel]))
     bound = min(bound, best.objective)
     gap = (best.objective - bound) / max(abs(best.objective), 1e-9)
     status: Status = "optimal" if gap <= opts.relative_gap + 1e-12 else "feasible"
-    how = "restricted bound" if certified else "LP bound"
+    how = "restricted bound" if certified else ("priced bound" if bound > bound_known else "LP bound")
     return replace(best, status=status, values=values, best_bound=bound,
                    message=f"{best.message}; {how}; priced {int(selected.sum())} of {len(cols)} columns")
+
+
+def _priced_bound(restricted: float, lp_bound: float, left_out_gains: np.ndarray) -> float:
+    """A bound for the whole problem: a plan uses only the restricted MILP's columns (cost ≥ its bound) or
+    some left-out column c (cost ≥ L + g_c)."""
+    floor_others = lp_bound + float(left_out_gains.min()) if len(left_out_gains) else _INF
+    return max(lp_bound, min(restricted, floor_others))
 
 
 def _round_up(problem: Problem, built: _Built, lp: np.ndarray) -> np.ndarray:
@@ -1014,9 +1140,41 @@ def solve(problem: Problem, options: SolveOptions | None = None) -> Solution:
     """Solve the fleet MILP with the chosen backend; status, bound and gap as the solver reports them."""
     opts = options or SolveOptions()
     t0 = time.perf_counter()
-    large = _share_variables(problem) >= PRICING_MIN_SHARE_VARIABLES
+    share_vars = _share_variables(problem)
+    split = opts.decompose == "on" or (opts.decompose == "auto" and share_vars >= DECOMPOSE_MIN_SHARE_VARIABLES)
+    lower: float | None = None
+    start = t0
+    backup: Solution | None = None
+    if opts.decompose == "auto":
+        split = split and _roomy(problem)
+    if split and _decomposable(problem) and not uncovered_buckets(problem):
+        by_service, lower, final = _solve_by_service(problem, opts, t0)
+        if by_service is not None and final:
+            return by_service
+        backup = by_service  # the services' plans, repaired to fit together: kept if the whole solve does worse
+        opts = replace(opts, time_limit_s=max(0.5, opts.time_limit_s - (time.perf_counter() - t0)))
+        t0 = time.perf_counter()
+    sol = replace(_solve_whole(problem, opts, t0, share_vars), solve_seconds=time.perf_counter() - start)
+    if backup is not None and backup.objective is not None and (
+            sol.objective is None or backup.objective < sol.objective):
+        whole_bound = sol.best_bound if sol.objective is not None or sol.status == "time_limit_no_solution" else None
+        sol = replace(backup, best_bound=whole_bound, solve_seconds=time.perf_counter() - start,
+                      status="feasible", objective=backup.objective)
+    if lower is not None and sol.objective is not None:
+        # The services' own bounds hold for the whole fleet too (the coupled model only adds rows).
+        bound = min(sol.objective, max(sol.best_bound if sol.best_bound is not None else -_INF, lower))
+        gap = max(0.0, (sol.objective - bound) / max(abs(sol.objective), 1e-9))
+        status: Status = "optimal" if gap <= opts.relative_gap + 1e-12 else sol.status
+        sol = replace(sol, best_bound=bound, relative_gap=gap, status=status)
+    return sol
+
+
+def _solve_whole(problem: Problem, opts: SolveOptions, t0: float, share_vars: int) -> Solution:
+    """One model for the whole fleet (column pricing on large ones)."""
+    large = share_vars >= PRICING_MIN_SHARE_VARIABLES
     pricing = opts.pricing == "on" or (opts.pricing == "auto" and large)
-    built = _build(problem, link=opts.link_rows or pricing, bucket_rows=opts.bucket_rows)
+    built = _build(problem, link=opts.link_rows or pricing, bucket_rows=opts.bucket_rows,
+                   work_rows=opts.work_rows)
     m = built.m
     nvars, nrows = len(m.cost), len(m.row_lb)
     if uncovered_buckets(problem):
@@ -1026,13 +1184,312 @@ def solve(problem: Problem, options: SolveOptions | None = None) -> Solution:
         raw = _solve_by_pricing(problem, built, opts)
     if raw is None:
         if pricing and not opts.link_rows:
-            built = _build(problem, link=False, bucket_rows=opts.bucket_rows)
+            built = _build(problem, link=False, bucket_rows=opts.bucket_rows, work_rows=opts.work_rows)
             m = built.m
         raw = _run_backend(m, replace(opts, time_limit_s=max(0.5, opts.time_limit_s - (time.perf_counter() - t0))))
     seconds = time.perf_counter() - t0
     if raw.values is None:
         return _empty(raw.status, opts, seconds, nvars, nrows, raw.message)
     return _extract(problem, built, raw, opts, seconds)
+
+
+# Fleets with at least this many share variables are solved service by service where that is exact.
+DECOMPOSE_MIN_SHARE_VARIABLES = 5_000
+# A service with at least this many share variables has its columns priced in (see _solve_by_pricing).
+_SERVICE_PRICING_MIN_SHARE_VARIABLES = 2_000
+# A service in the first pass may take this many even shares of the time left (most need a fraction).
+_SERVICE_SHARES = 4.0
+# When the services' plans overrun a pool, a repair (plans within this gap of their shrunk pools) makes a
+# fallback plan before the whole fleet is solved with the time left.
+_REPAIR_GAP = 0.02
+# Auto mode solves by service only where the services' likely plans fill at most this share of any pool or
+# power budget (see _roomy): where shared rows bind, the whole model's bound is far the stronger.
+_ROOMY_SHARE = 0.5
+
+
+def _decomposable(problem: Problem) -> bool:
+    """Whether dropping the rows shared by services leaves a relaxation whose parts are the services.
+
+    Needs device billing (a node-billed pool's ceil(Σ devices / D) is not a sum over services), one demand per
+    service, and every power term non-negative (so a service alone never draws more than the fleet).
+    """
+    services = [d.service for d in problem.demands]
+    if len(services) < 2 or len(set(services)) != len(services):
+        return False
+    if any(p.billing != "device" for p in problem.pools):
+        return False
+    negative = any(c.idle_watts < 0 or c.active_watts < c.idle_watts for c in problem.columns) or any(
+        p.node_idle_watts < 0 or p.nameplate_watts_per_node < 0 for p in problem.pools)
+    return not (problem.power_budgets and negative)
+
+
+def _roomy(problem: Problem) -> bool:
+    """Whether each service's likely plan (per phase, the column that carries it alone most cheaply, with
+    the replicas that takes) leaves every pool and power budget at most _ROOMY_SHARE full. A guess, used
+    only to pick the method; exactness never depends on it."""
+    pools = {p.id: p for p in problem.pools}
+    demands = {d.service: d for d in problem.demands}
+    disaggregated = {c.service for c in problem.columns if c.role is not Role.UNIFIED}
+    phases: dict[tuple[str, str], list[Column]] = defaultdict(list)
+    for c in problem.columns:
+        if c.service not in demands:
+            continue
+        if c.role in (Role.UNIFIED, Role.PREFILL):
+            phases[(c.service, "prefill")].append(c)
+        if c.role in (Role.UNIFIED, *_DECODING) and c.service in disaggregated:
+            phases[(c.service, "decode")].append(c)
+    devices: dict[str, float] = defaultdict(float)
+    watts: dict[str, float] = defaultdict(float)
+    for (service, _), members in phases.items():
+        lam = np.asarray(demands[service].bucket_rates_rps, dtype=float)
+        best: tuple[float, Column, int] | None = None
+        for c in members:
+            cap = np.asarray(c.capacity_rps, dtype=float)
+            if np.any((lam > 0) & (cap <= 0)):
+                continue
+            live = lam > 0
+            replicas = max(1, math.ceil(float(np.sum(lam[live] / cap[live])) / problem.headroom - 1e-9))
+            price = replicas * (c.devices * pools[c.pool].usd_per_device_hour + c.memory_devices * (
+                pools[c.memory_pool].usd_per_device_hour if c.memory_pool else 0.0))
+            if best is None or price < best[0]:
+                best = (price, c, replicas)
+        if best is None:
+            continue
+        _, c, replicas = best
+        devices[c.pool] += replicas * c.devices
+        if c.memory_pool:
+            devices[c.memory_pool] += replicas * c.memory_devices
+        dom = pools[c.pool].power_domain
+        if dom is not None:
+            watts[dom] += replicas * max(c.active_watts, c.idle_watts)
+    for p in problem.pools:
+        if p.max_nodes is not None and devices[p.id] > _ROOMY_SHARE * p.max_nodes * p.devices_per_node:
+            return False
+    return all(watts[k.id] <= _ROOMY_SHARE * k.expected_share * k.budget_watts for k in problem.power_budgets)
+
+
+def _service_problems(problem: Problem) -> tuple[list[Problem], float]:
+    """One problem per service (its columns, its running replicas) and the churn of running keys no column has."""
+    cols: dict[str, list[Column]] = defaultdict(list)
+    for c in problem.columns:
+        cols[c.service].append(c)
+    out = []
+    for d in problem.demands:
+        mine = tuple(cols.get(d.service, ()))
+        keys = {c.key for c in mine}
+        out.append(replace(problem, columns=mine, demands=(d,),
+                           current_replicas={k: v for k, v in problem.current_replicas.items() if k in keys}))
+    all_keys = {c.key for c in problem.columns}
+    orphan = sum(v for k, v in problem.current_replicas.items() if k not in all_keys)
+    return out, problem.churn_usd_per_replica_change * orphan
+
+
+def _overused(problem: Problem, replicas: Mapping[str, int],
+              shares: Mapping[tuple[str, int], float]) -> tuple[set[str], set[str]]:
+    """The pools and power domains whose shared rows a replica assignment breaks (empty: it fits)."""
+    used = pool_usage(problem, replicas)
+    nodes = {p.id: math.ceil(used[p.id] / p.devices_per_node - 1e-9) for p in problem.pools}
+    pools = {p.id for p in problem.pools if p.max_nodes is not None and nodes[p.id] > p.max_nodes}
+    domains = set()
+    watts = expected_watts(problem, replicas, shares, nodes)
+    for k in problem.power_budgets:
+        tol = 1e-7 * max(1.0, k.budget_watts)
+        plate = sum(p.nameplate_watts_per_node * nodes[p.id] for p in problem.pools if p.power_domain == k.id)
+        if (watts.get(k.id, 0.0) > k.expected_share * k.budget_watts + tol
+                or plate > k.oversubscription_ratio * k.budget_watts + tol):
+            domains.add(k.id)
+    return pools, domains
+
+
+def _solve_by_service(problem: Problem, opts: SolveOptions,
+                      t0: float) -> tuple[Solution | None, float | None, bool]:
+    """Solve each service alone; the union of their plans is the fleet's when it fits the shared rows.
+
+    Dropping the pool and power rows that couple services leaves one independent MILP per service (each keeps
+    its own pool and power rows, a relaxation of the fleet's: the other services' terms are non-negative). So
+    L = Σ_s L_s, the sum of the services' proven bounds, bounds the whole fleet, and when the union of the
+    services' plans meets the shared rows it is a fleet plan of cost U = Σ_s U_s, within (U − L)/U of optimal.
+    Time: small services first, in parallel threads, each allowed a few even shares of what is left (easy ones
+    use a fraction); then the services with the widest absolute gap are solved again with the rest while the
+    fleet's gap exceeds the target (a rerun keeps the better plan and the higher bound, both valid).
+    When the union overruns a pool, the services on it are planned again one by one within what the others
+    leave (a repair: a plan, with no bound of its own). Returns (solution, L, final): final is False after a
+    repair or when no plan came out, and the caller then solves the whole fleet with the time left, keeping
+    the cheaper plan and the higher of its bound and L.
+    """
+    subs, orphan = _service_problems(problem)
+    k = len(subs)
+    # A little before the limit: a service's solve ends a moment after its own limit (the last LP, the copy).
+    deadline = t0 + opts.time_limit_s * 0.96
+    until = [deadline]  # when the current batch of services must end
+    sizes = [_share_variables(sp) for sp in subs]
+
+    def sub_opts(limit: float, size: int) -> SolveOptions:
+        pricing = opts.pricing
+        if pricing == "auto":
+            pricing = "on" if size >= _SERVICE_PRICING_MIN_SHARE_VARIABLES else "off"
+        limit = min(limit, until[0] - time.perf_counter() - 0.05)
+        return replace(opts, time_limit_s=max(0.1, limit), pricing=pricing, decompose="off")
+
+    best: list[Solution | None] = [None] * k
+    bounds = [-_INF] * k
+    runs = 0
+
+    def run(i: int, limit: float) -> bool:
+        nonlocal runs
+        runs += 1
+        sol = solve(subs[i], sub_opts(limit, sizes[i]))
+        if sol.status == "infeasible":
+            return False
+        if sol.best_bound is not None:
+            bounds[i] = max(bounds[i], sol.best_bound)
+        old = best[i]
+        if sol.objective is not None and (old is None or old.objective is None or sol.objective < old.objective):
+            best[i] = sol
+        return True
+
+    # HiGHS lets go of the GIL while it solves, so services run side by side, one per thread.
+    workers = max(1, min(opts.threads, k)) if opts.backend == "highs" else 1
+    lock = threading.Lock()
+    started = [0]
+
+    def batch(todo: list[int], stop: Callable[[], bool]) -> list[bool]:
+        """Run the services in todo, each with an even share of the time left to the ones not started."""
+        def task(i: int) -> bool:
+            with lock:
+                if stop():
+                    return True
+                left = until[0] - time.perf_counter()
+                # Easy services finish well within their share, so each may take a few shares.
+                share = _SERVICE_SHARES * left * workers / max(1, len(todo) - started[0])
+                started[0] += 1
+            return run(i, min(left, share))
+
+        started[0] = 0
+        if workers == 1:
+            return [task(i) for i in todo]
+        with ThreadPoolExecutor(workers) as pool:
+            return list(pool.map(task, todo))
+
+    order = sorted(range(k), key=lambda i: sizes[i])
+    for i, ok in zip(order, batch(order, lambda: False), strict=True):
+        if not ok:
+            return _empty("infeasible", opts, time.perf_counter() - t0, 0, 0,
+                          f"service {problem.demands[i].service} alone has no plan"), None, True
+
+    def gaps() -> list[float]:
+        out = []
+        for i in range(k):
+            sol = best[i]
+            if sol is None or sol.objective is None or not math.isfinite(bounds[i]):
+                out.append(_INF)
+            else:
+                out.append(max(0.0, sol.objective - bounds[i]))
+        return out
+
+    def fleet_gap() -> float:
+        g = gaps()
+        if not all(math.isfinite(x) for x in g):
+            return _INF
+        total = sum(s.objective for s in best if s is not None and s.objective is not None) + orphan
+        return sum(g) / max(abs(total), 1e-9)
+
+    def refine() -> None:
+        for _ in range(3):
+            if fleet_gap() <= opts.relative_gap or until[0] - time.perf_counter() < 0.3:
+                break
+            g = gaps()
+            todo = sorted((i for i in range(k) if g[i] > 1e-9 * max(1.0, abs(bounds[i]))), key=lambda i: -g[i])
+            batch(todo, lambda: until[0] - time.perf_counter() < 0.3 or fleet_gap() <= opts.relative_gap)
+
+    def lower_bound() -> float | None:
+        return sum(bounds) + orphan if all(math.isfinite(b) for b in bounds) else None
+
+    refine()
+
+    def union(plans: Sequence[Solution | None]) -> tuple[dict[str, int], dict[tuple[str, int], float],
+                                                          dict[tuple[str, int], float]]:
+        replicas: dict[str, int] = {}
+        pre: dict[tuple[str, int], float] = {}
+        dec: dict[tuple[str, int], float] = {}
+        for plan in plans:
+            if plan is not None:
+                replicas.update(plan.replicas)
+                pre.update(plan.prefill_share)
+                dec.update(plan.decode_share)
+        return replicas, pre, dec
+
+    if any(s is None or s.objective is None for s in best):
+        return None, lower_bound(), False
+    replicas, pre, dec = union(best)
+    pools_over, domains_over = _overused(problem, replicas, pre | dec)
+    until[0] = deadline
+    repaired = bool(pools_over or domains_over)
+    if repaired:
+        # Repair: each service on an overrun pool is planned again, alone, within what the others leave of
+        # the pools. Its plans are the fleet's; its bounds are not (the pools shrank), so they are not kept.
+        if domains_over:
+            return None, lower_bound(), False
+        pool_of = {p.id: p for p in problem.pools}
+        culprits = [i for i in range(k) if any(
+            c.pool in pools_over or c.memory_pool in pools_over
+            for c in subs[i].columns if replicas.get(c.key, 0) > 0)]
+        # The services with the most devices on the overrun pools first; stop as soon as the plans fit.
+        def overrun_devices(i: int) -> int:
+            plan = best[i]
+            return sum(n * (c.devices if c.pool in pools_over else c.memory_devices)
+                       for c in subs[i].columns for n in [plan.replicas.get(c.key, 0) if plan else 0]
+                       if c.pool in pools_over or c.memory_pool in pools_over)
+
+        culprits.sort(key=lambda i: -overrun_devices(i))
+        repair_until = deadline
+        for j, i in enumerate(culprits):
+            if not any(_overused(problem, *union(best)[0:1], union(best)[1] | union(best)[2])):
+                break
+            others = union([plan for q, plan in enumerate(best) if q != i])[0]
+            used = pool_usage(problem, others)
+            shrunk = tuple(
+                p if p.max_nodes is None else
+                replace(p, max_nodes=max(0, (p.max_nodes * p.devices_per_node - used[p.id]) // p.devices_per_node))
+                for p in pool_of.values())
+            left = repair_until - time.perf_counter()
+            if left < 0.1:
+                return None, lower_bound(), False
+            sol = solve(replace(subs[i], pools=shrunk),
+                        replace(sub_opts(left / (len(culprits) - j), sizes[i]), relative_gap=_REPAIR_GAP))
+            if sol.objective is None:
+                return None, lower_bound(), False
+            best[i] = sol
+        replicas, pre, dec = union(best)
+        if any(_overused(problem, replicas, pre | dec)):
+            return None, lower_bound(), False
+    else:
+        first = list(best)
+        refine()
+        replicas, pre, dec = union(best)
+        if any(_overused(problem, replicas, pre | dec)):
+            best = first  # the refined plans no longer fit together; the first ones did (bounds stay refined)
+            replicas, pre, dec = union(best)
+    lower = lower_bound()
+    sols = [s for s in best if s is not None]
+    obj = sum(s.objective for s in sols if s.objective is not None) + orphan
+    bound = min(obj, lower) if lower is not None else None
+    gap = max(0.0, (obj - bound) / max(abs(obj), 1e-9)) if bound is not None else None
+    proven = not repaired and all(s.status == "optimal" for s in sols)
+    status: Status = "optimal" if proven or (gap is not None and gap <= opts.relative_gap + 1e-12) else "feasible"
+    used = pool_usage(problem, replicas)
+    nodes = {p.id: math.ceil(used[p.id] / p.devices_per_node - 1e-9) for p in problem.pools}
+    seconds = time.perf_counter() - t0
+    return Solution(
+        status=status, backend=opts.backend, objective=obj, best_bound=bound, relative_gap=gap,
+        solve_seconds=seconds, variables=sum(s.variables for s in sols),
+        constraints=sum(s.constraints for s in sols), replicas=replicas, prefill_share=pre, decode_share=dec,
+        nodes={p: n for p, n in nodes.items() if n > 0},
+        expected_watts=expected_watts(problem, replicas, pre | dec, nodes),
+        cost_usd_per_hour=plan_cost_usd_per_hour(problem, replicas),
+        message=f"{sols[0].message.split('; ')[0]}; bound of the services; solved by service ({k} services, "
+                f"{runs} runs{', repaired to fit the pools' if repaired else ''})",
+    ), lower, not repaired
 
 
 def _empty(status: Status, opts: SolveOptions, seconds: float, nvars: int, nrows: int, msg: str) -> Solution:
