@@ -1736,8 +1736,9 @@ def marginal_values(problem: Problem, solution: Solution, options: SolveOptions 
         alt = solve(replace(problem, pools=pools), opts)
         if alt.objective is not None:
             saving = max(0.0, base - alt.objective)
+            words = f"saves ${saving:.2f}/h" if saving >= 0.005 else "would not lower the cost"
             out.append(Finding(kind="marginal", constraint=f"pool[{p.id}]",
-                               message=f"one more node in pool {p.id} saves ${saving:.2f}/h", value=saving))
+                               message=f"one more node in pool {p.id} {words}", value=saving))
     for k in problem.power_budgets:
         used_w = solution.expected_watts.get(k.id, 0.0)
         limit = k.expected_share * k.budget_watts
@@ -1755,7 +1756,7 @@ def marginal_values(problem: Problem, solution: Solution, options: SolveOptions 
         alt = solve(replace(problem, power_budgets=budgets), opts)
         if alt.objective is not None:
             saving = max(0.0, base - alt.objective)
+            words = f"saves ${saving:.2f}/h" if saving >= 0.005 else "would not lower the cost"
             out.append(Finding(kind="marginal", constraint=f"power[{k.id}]",
-                               message=f"1 kW more budget in power domain {k.id} saves ${saving:.2f}/h",
-                               value=saving))
+                               message=f"1 kW more budget in power domain {k.id} {words}", value=saving))
     return out

@@ -289,7 +289,6 @@ def assemble_plan(fleet: FleetSpec, inputs: PlanInputs, sol: Solution, opts: Sol
             devices_by_pool[g.memory_pool] += g.replicas * g.configuration.memory_devices
     tokens_per_hour = sum(d.tokens_per_s for d in inputs.problem.demands) * 3600
     cost = sol.cost_usd_per_hour or 0.0
-    binding = _binding(fleet, sol)
     report = SolverReport(backend=opts.backend, status=sol.status, objective=sol.objective,
                           best_bound=sol.best_bound, relative_gap=sol.relative_gap,
                           solve_seconds=round(sol.solve_seconds, 4), variables=sol.variables,
@@ -303,26 +302,7 @@ def assemble_plan(fleet: FleetSpec, inputs: PlanInputs, sol: Solution, opts: Sol
         devices_by_type=_devices_by_type(inputs, sol), devices_by_pool=dict(sorted(devices_by_pool.items())),
         nodes_by_pool={k: v for k, v in sorted(sol.nodes.items()) if v > 0},
         watts_by_power_domain={k: round(v, 1) for k, v in sorted(sol.expected_watts.items())},
-        solver=report, baselines=baselines, findings=binding + findings)
-
-
-def _binding(fleet: FleetSpec, sol: Solution) -> list[Finding]:
-    """Constraints the plan sits on: pools at their node limit, power domains at their budget."""
-    out = []
-    for p in fleet.pools:
-        used = sol.nodes.get(p.id, 0)
-        if used >= p.max_nodes > 0:
-            out.append(Finding(kind="binding", constraint=f"pool:{p.id}",
-                               message=f"pool {p.id} uses all {p.max_nodes} nodes", value=float(used)))
-    for d in fleet.power_domains:
-        w = sol.expected_watts.get(d.id, 0.0)
-        limit = d.budget_watts * d.thresholds.t1_share
-        if w >= 0.999 * limit:
-            out.append(Finding(kind="binding", constraint=f"power:{d.id}",
-                               message=f"power domain {d.id} expects {w / 1000:.1f} kW, its planning limit "
-                                       f"({d.thresholds.t1_share:.0%} of {d.budget_watts / 1000:.1f} kW)",
-                               value=w))
-    return out
+        solver=report, baselines=baselines, findings=findings)
 
 
 def serving_replicas(plan: Plan) -> Mapping[str, int]:
