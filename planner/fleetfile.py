@@ -17,7 +17,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from planner.catalog import Catalog, fleet_catalog
-from planner.schema import FleetSpec, ModelSpec
+from planner.schema import FleetSpec, ModelSpec, Pool
 
 # vLLM's default share of device memory for weights + KV cache, and a per-device runtime reserve.
 _MEMORY_UTILISATION = 0.9
@@ -199,6 +199,27 @@ def max_replica_memory_gib(model: ModelSpec, memory_gib: float, devices: int) ->
     return devices * (memory_gib * _MEMORY_UTILISATION - _RESERVE_GIB_PER_DEVICE)
 
 
+def pool_problems(pool: Pool, cat: Catalog) -> list[tuple[str, str]]:
+    """What the catalog says is wrong with one pool: (field, reason) for its device and its price."""
+    if pool.device not in cat.devices:
+        return [("device", f"unknown device {pool.device!r}" + _hint(pool.device, cat.devices))]
+    out: list[tuple[str, str]] = []
+    dev = cat.devices[pool.device]
+    if pool.devices_per_node > dev.max_devices_per_node:
+        out.append(("devices_per_node", f"{pool.devices_per_node} exceeds {dev.id}'s {dev.max_devices_per_node} "
+                    "per node"))
+    if pool.price_usd_per_device_hour is None:
+        if pool.price_book is None:
+            out.append(("price_usd_per_device_hour",
+                        "give a price or a price_book (known: " + ", ".join(sorted(cat.price_books)) + ")"))
+        elif pool.price_book not in cat.price_books:
+            out.append(("price_book", f"unknown price book {pool.price_book!r}" + _hint(pool.price_book,
+                                                                                       cat.price_books)))
+        elif pool.device not in cat.price_books[pool.price_book].usd_per_device_hour:
+            out.append(("price_book", f"price book {pool.price_book!r} has no price for {pool.device!r}"))
+    return out
+
+
 def check_fleet(fleet: FleetSpec, catalog: Catalog | None = None) -> list[tuple[tuple[str | int, ...], str]]:
     """Problems only the catalog reveals, each as (location in the file, reason)."""
     cat = catalog or fleet_catalog(fleet)
@@ -206,23 +227,7 @@ def check_fleet(fleet: FleetSpec, catalog: Catalog | None = None) -> list[tuple[
     pool_ids = {p.id for p in fleet.pools}
     domain_ids = {d.id for d in fleet.power_domains}
     for i, pool in enumerate(fleet.pools):
-        if pool.device not in cat.devices:
-            out.append((("pools", i, "device"), f"unknown device {pool.device!r}" + _hint(pool.device, cat.devices)))
-            continue
-        dev = cat.devices[pool.device]
-        if pool.devices_per_node > dev.max_devices_per_node:
-            out.append((("pools", i, "devices_per_node"),
-                        f"{pool.devices_per_node} exceeds {dev.id}'s {dev.max_devices_per_node} per node"))
-        if pool.price_usd_per_device_hour is None:
-            if pool.price_book is None:
-                out.append((("pools", i, "price_usd_per_device_hour"),
-                            "give a price or a price_book (known: " + ", ".join(sorted(cat.price_books)) + ")"))
-            elif pool.price_book not in cat.price_books:
-                out.append((("pools", i, "price_book"), f"unknown price book {pool.price_book!r}"
-                            + _hint(pool.price_book, cat.price_books)))
-            elif pool.device not in cat.price_books[pool.price_book].usd_per_device_hour:
-                out.append((("pools", i, "price_book"),
-                            f"price book {pool.price_book!r} has no price for {pool.device!r}"))
+        out.extend((("pools", i, field), why) for field, why in pool_problems(pool, cat))
         if pool.power_domain is not None and pool.power_domain not in domain_ids:
             out.append((("pools", i, "power_domain"), f"unknown power domain {pool.power_domain!r}"
                         + _hint(pool.power_domain, domain_ids)))

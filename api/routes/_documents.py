@@ -15,8 +15,14 @@ from fastapi.responses import JSONResponse
 from api.auth import Principal
 from api.db import ServiceRow
 from api.deps import Services, etag, seen_version
-from api.problems import ApiError, field_error
+from api.problems import ETAG_HEADER, LOCATION_HEADER, ApiError, field_error, problem_responses, with_headers
 from api.store import DocRow, Kind, M, create_doc, delete_doc, get_doc, list_docs, read_doc, replace_doc
+
+# OpenAPI responses shared by the document routers (pools, services, power domains).
+WRITE_RESPONSES = problem_responses(404, 409, 412, 413, 428)
+READ_ONE_RESPONSES = {**problem_responses(404), **with_headers(200, "the document", etag=ETAG_HEADER)}
+CREATED_RESPONSES = {**WRITE_RESPONSES, **with_headers(201, "created", etag=ETAG_HEADER, location=LOCATION_HEADER)}
+REPLACED_RESPONSES = {**WRITE_RESPONSES, **with_headers(200, "replaced", etag=ETAG_HEADER)}
 
 DocId = Annotated[str, Path(pattern=r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$", description="lower-case id")]
 Limit = Annotated[int, Query(ge=1, le=500, description="page size")]

@@ -6,8 +6,12 @@ from fastapi import APIRouter, Response, status
 from fastapi.responses import JSONResponse
 
 from api.deps import Admin, IfMatch, Svc, Viewer
-from api.problems import ETAG_HEADER, LOCATION_HEADER, problem_responses, with_headers
+from api.problems import problem_responses
 from api.routes._documents import (
+    CREATED_RESPONSES,
+    READ_ONE_RESPONSES,
+    REPLACED_RESPONSES,
+    WRITE_RESPONSES,
     DocId,
     Limit,
     Offset,
@@ -22,10 +26,6 @@ from api.store import POWER_DOMAINS
 from planner.schema import PowerDomain
 
 router = APIRouter(prefix="/v1/power-domains", tags=["power-domains"], responses=problem_responses(400, 401, 403, 422))
-_WRITE = problem_responses(404, 409, 412, 413, 428)
-_READ_ONE = {**problem_responses(404), **with_headers(200, "the document", etag=ETAG_HEADER)}
-_CREATED = {**_WRITE, **with_headers(201, "created", etag=ETAG_HEADER, location=LOCATION_HEADER)}
-_REPLACED = {**_WRITE, **with_headers(200, "replaced", etag=ETAG_HEADER)}
 
 
 @router.get("", response_model=list[PowerDomain])
@@ -34,26 +34,26 @@ async def list_power_domains(svc: Svc, _: Viewer, limit: Limit = 100, offset: Of
     return list_response(svc, POWER_DOMAINS, limit=limit, offset=offset)
 
 
-@router.get("/{domain_id}", response_model=PowerDomain, responses=_READ_ONE)
+@router.get("/{domain_id}", response_model=PowerDomain, responses=READ_ONE_RESPONSES)
 async def get_power_domain(domain_id: DocId, svc: Svc, _: Viewer) -> JSONResponse:
     """One power domain with its ETag."""
     return get_response(svc, POWER_DOMAINS, domain_id)
 
 
-@router.post("", response_model=PowerDomain, status_code=status.HTTP_201_CREATED, responses=_CREATED)
+@router.post("", response_model=PowerDomain, status_code=status.HTTP_201_CREATED, responses=CREATED_RESPONSES)
 def create_power_domain(domain: PowerDomain, svc: Svc, who: Admin) -> JSONResponse:
     """Register a power domain (admin)."""
     return create_response(svc, POWER_DOMAINS, domain, who, "/v1/power-domains")
 
 
-@router.put("/{domain_id}", response_model=PowerDomain, responses=_REPLACED)
+@router.put("/{domain_id}", response_model=PowerDomain, responses=REPLACED_RESPONSES)
 def replace_power_domain(domain_id: DocId, domain: PowerDomain, svc: Svc, who: Admin,
                          if_match: IfMatch = None) -> JSONResponse:
     """Replace a power domain (admin, If-Match required)."""
     return replace_response(svc, POWER_DOMAINS, domain_id, domain, if_match, who, no_check)
 
 
-@router.delete("/{domain_id}", status_code=204, response_class=Response, responses=_WRITE)
+@router.delete("/{domain_id}", status_code=204, response_class=Response, responses=WRITE_RESPONSES)
 def delete_power_domain(domain_id: DocId, svc: Svc, who: Admin, if_match: IfMatch = None) -> Response:
     """Delete a power domain (admin, If-Match required)."""
     return delete_response(svc, POWER_DOMAINS, domain_id, if_match, who, no_check)

@@ -9,8 +9,12 @@ from fastapi.responses import JSONResponse
 
 from api.auth import Principal
 from api.deps import IfMatch, PlannerRole, Svc, Viewer, forbid_team
-from api.problems import ETAG_HEADER, LOCATION_HEADER, field_error, problem_responses, with_headers
+from api.problems import field_error, problem_responses
 from api.routes._documents import (
+    CREATED_RESPONSES,
+    READ_ONE_RESPONSES,
+    REPLACED_RESPONSES,
+    WRITE_RESPONSES,
     Check,
     DocId,
     Limit,
@@ -27,10 +31,6 @@ from planner.catalog import builtin_catalog
 from planner.schema import Service
 
 router = APIRouter(prefix="/v1/services", tags=["services"], responses=problem_responses(400, 401, 403, 422))
-_WRITE = problem_responses(404, 409, 412, 413, 428)
-_READ_ONE = {**problem_responses(404), **with_headers(200, "the document", etag=ETAG_HEADER)}
-_CREATED = {**_WRITE, **with_headers(201, "created", etag=ETAG_HEADER, location=LOCATION_HEADER)}
-_REPLACED = {**_WRITE, **with_headers(200, "replaced", etag=ETAG_HEADER)}
 
 
 def _check(service: Service, who: Principal) -> None:
@@ -58,20 +58,20 @@ async def list_services(svc: Svc, _: Viewer, limit: Limit = 100, offset: Offset 
     return list_response(svc, SERVICES, limit=limit, offset=offset, team=team)
 
 
-@router.get("/{service_id}", response_model=Service, responses=_READ_ONE)
+@router.get("/{service_id}", response_model=Service, responses=READ_ONE_RESPONSES)
 async def get_service(service_id: DocId, svc: Svc, _: Viewer) -> JSONResponse:
     """One service; its ETag is the version to send in If-Match."""
     return get_response(svc, SERVICES, service_id)
 
 
-@router.post("", response_model=Service, status_code=status.HTTP_201_CREATED, responses=_CREATED)
+@router.post("", response_model=Service, status_code=status.HTTP_201_CREATED, responses=CREATED_RESPONSES)
 def create_service(service: Service, svc: Svc, who: PlannerRole) -> JSONResponse:
     """Register a service for the caller's team (admins: any team)."""
     _check(service, who)
     return create_response(svc, SERVICES, service, who, "/v1/services")
 
 
-@router.put("/{service_id}", response_model=Service, responses=_REPLACED)
+@router.put("/{service_id}", response_model=Service, responses=REPLACED_RESPONSES)
 def replace_service(service_id: DocId, service: Service, svc: Svc, who: PlannerRole,
                     if_match: IfMatch = None) -> JSONResponse:
     """Replace a service (If-Match required); neither its old nor its new team may be another's."""
@@ -80,7 +80,7 @@ def replace_service(service_id: DocId, service: Service, svc: Svc, who: PlannerR
     return replace_response(svc, SERVICES, service_id, service, if_match, who, check)
 
 
-@router.delete("/{service_id}", status_code=204, response_class=Response, responses=_WRITE)
+@router.delete("/{service_id}", status_code=204, response_class=Response, responses=WRITE_RESPONSES)
 def delete_service(service_id: DocId, svc: Svc, who: PlannerRole, if_match: IfMatch = None) -> Response:
     """Delete a service (If-Match required)."""
     return delete_response(svc, SERVICES, service_id, if_match, who, _owner_check(who))
