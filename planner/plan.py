@@ -214,25 +214,20 @@ def _baselines(inputs: PlanInputs, cat: Catalog, opts: SolveOptions) -> list[Bas
             single_cost = _solved_cost(s)
             if single_cost is not None and (best_single is None or single_cost < best_single[0]):
                 best_single = (single_cost, dev, _devices_by_type(inputs, s))
-    if best_single is not None:
-        out.append(Baseline(name=f"single-type:{best_single[1]}",
-                            description="one device type, unified replicas, one TP/PP per service; availability, zone "
-                                        "spread and power limits lifted",
-                            cost_usd_per_hour=round(best_single[0], 4), feasible=True,
-                            devices_by_type=best_single[2]))
-    else:
-        out.append(Baseline(name="single-type", description="no single device type serves every service",
-                            cost_usd_per_hour=None, feasible=False))
-    if best_homog is not None:
-        out.append(Baseline(name=f"homogeneous:{best_homog[1]}",
-                            description="one device type, free TP/PP and roles; availability, zone spread and "
-                                        "power limits lifted",
-                            cost_usd_per_hour=round(best_homog[0], 4), feasible=True,
-                            devices_by_type=best_homog[2]))
-    else:
-        out.append(Baseline(name="homogeneous", description="no single device type serves every service",
-                            cost_usd_per_hour=None, feasible=False))
+    out.append(_baseline("single-type", best_single,
+                         "one device type, unified replicas, one TP/PP per service"))
+    out.append(_baseline("homogeneous", best_homog, "one device type, free TP/PP and roles"))
     return out
+
+
+def _baseline(name: str, best: tuple[float, str, dict[str, int]] | None, description: str) -> Baseline:
+    """A baseline row: the cheapest device type found, or infeasible when none serves every service."""
+    if best is None:
+        return Baseline(name=name, description="no single device type serves every service",
+                        cost_usd_per_hour=None, feasible=False)
+    cost, device, devices = best
+    return Baseline(name=f"{name}:{device}", cost_usd_per_hour=round(cost, 4), feasible=True, devices_by_type=devices,
+                    description=f"{description}; availability, zone spread and power limits lifted")
 
 
 def _devices_by_type(inputs: PlanInputs, sol: Solution) -> dict[str, int]:

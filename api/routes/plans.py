@@ -39,7 +39,7 @@ from api.store import (
     transition_plan,
 )
 from planner.fleetfile import check_fleet
-from planner.schema import Finding, FleetSpec, Id, Plan, PlannerOptions
+from planner.schema import Finding, FleetSpec, Id, Plan, PlannerOptions, Pool, PowerDomain, Service
 
 router = APIRouter(tags=["plans"], responses=problem_responses(400, 401, 403, 422))
 
@@ -149,8 +149,14 @@ def build_fleet(svc: Svc, req: PlanRequest) -> FleetSpec:
         services = [x for x in services if x.id in wanted]
     options = req.options or PlannerOptions()
     _check_options(options)
+    return checked_fleet(req.fleet, pools, services, domains, options)
+
+
+def checked_fleet(name: str, pools: list[Pool], services: list[Service], domains: list[PowerDomain],
+                  options: PlannerOptions) -> FleetSpec:
+    """These documents as one fleet, checked against the catalog; 422 naming the stored documents."""
     try:
-        fleet = FleetSpec(name=req.fleet, pools=pools, services=services, power_domains=domains, planner=options)
+        fleet = FleetSpec(name=name, pools=pools, services=services, power_domains=domains, planner=options)
     except ValidationError as exc:
         raise from_validation_error(exc, ("fleet",)) from exc
     try:

@@ -9,14 +9,13 @@ from __future__ import annotations
 from typing import TypeVar
 
 from fastapi import APIRouter
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field
 
 from api.deps import PlannerRole, Svc
 from api.jobs import PlannerFailure, TimeLimitExceeded, run_planner
-from api.problems import ApiError, field_error, from_validation_error, problem_responses
-from api.routes.plans import PlanRequest, build_fleet
+from api.problems import ApiError, field_error, problem_responses
+from api.routes.plans import PlanRequest, build_fleet, checked_fleet
 from api.store import latest_plan
-from planner.fleetfile import check_fleet
 from planner.plan import InfeasibleFleet
 from planner.schema import Finding, FleetSpec, Id, Plan, PlannerOptions, Pool, PowerDomain, Service
 from planner.whatif import Scenario, ScenarioError, WhatIfReport, run_scenarios
@@ -75,18 +74,7 @@ def what_if(req: WhatIfRequest, svc: Svc, _: PlannerRole) -> Plan:
     if len(pools) > settings.whatif_max_pools:
         raise field_error(422, "body.upsert_pools",
                           f"{len(pools)} pools exceed the what-if limit of {settings.whatif_max_pools}")
-    try:
-        fleet = FleetSpec(name=req.fleet, pools=pools, services=services, power_domains=domains,
-                          planner=base.planner)
-    except ValidationError as exc:
-        raise from_validation_error(exc, ("fleet",)) from exc
-    try:
-        problems = check_fleet(fleet)
-    except (ValueError, KeyError, ZeroDivisionError) as exc:
-        raise field_error(422, "fleet", f"cannot be checked: {exc}") from exc
-    if problems:
-        loc, reason = problems[0]
-        raise field_error(422, "fleet." + ".".join(str(p) for p in loc), reason)
+    fleet = checked_fleet(req.fleet, pools, services, domains, base.planner)
     current = None
     if req.compare_with_current:
         with svc.db.read() as s:
