@@ -75,35 +75,28 @@ class ApiToken(Base):
     revoked_at: Mapped[datetime | None]
 
 
-class PoolRow(Base):
+class _Document:
+    """Columns every versioned document table has: id, JSON body, optimistic-lock version, timestamps."""
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    body: Mapped[dict[str, Any]]
+    version: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class PoolRow(_Document, Base):
     __tablename__ = "pools"
 
-    id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    body: Mapped[dict[str, Any]]
-    version: Mapped[int] = mapped_column(Integer)
-    created_at: Mapped[datetime]
-    updated_at: Mapped[datetime]
 
-
-class ServiceRow(Base):
+class ServiceRow(_Document, Base):
     __tablename__ = "services"
 
-    id: Mapped[str] = mapped_column(String(64), primary_key=True)
     team: Mapped[str] = mapped_column(String(128), index=True)
-    body: Mapped[dict[str, Any]]
-    version: Mapped[int] = mapped_column(Integer)
-    created_at: Mapped[datetime]
-    updated_at: Mapped[datetime]
 
 
-class PowerDomainRow(Base):
+class PowerDomainRow(_Document, Base):
     __tablename__ = "power_domains"
-
-    id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    body: Mapped[dict[str, Any]]
-    version: Mapped[int] = mapped_column(Integer)
-    created_at: Mapped[datetime]
-    updated_at: Mapped[datetime]
 
 
 class PlanRow(Base):

@@ -403,6 +403,15 @@ def _solve_component(
     keep_terms: list[cp_model.IntVar] = []
     virtual_terms: list[cp_model.LinearExprT] = []
     keep_vars: dict[tuple[int, int, bool], cp_model.IntVar] = {}
+
+    def keep(v: cp_model.IntVar, current: int, cap: int, key: tuple[int, int, bool], name: str) -> None:
+        """Count units already on a site that stay there (at most what is placed there now)."""
+        if current:
+            k = m.new_int_var(0, min(current, cap), name)
+            m.add(k <= v)
+            keep_terms.append(k)
+            keep_vars[key] = k
+
     hint = _greedy_hint(groups, sites, site_pool, cur_stage, cur_mem)
     for g in groups:
         # stage units
@@ -420,12 +429,7 @@ def _solve_component(
             if s.virtual:
                 virtual_terms.append(v)
             elif s.individual:
-                c = cur_stage.get((g.index, s.names[0]), 0)
-                if c:
-                    k = m.new_int_var(0, min(c, cap), f"k{g.index}_{si}")
-                    m.add(k <= v)
-                    keep_terms.append(k)
-                    keep_vars[(g.index, si, False)] = k
+                keep(v, cur_stage.get((g.index, s.names[0]), 0), cap, (g.index, si, False), f"k{g.index}_{si}")
         m.add(sum(x[(g.index, si)] for si in site_pool[g.pool] if (g.index, si) in x) == count)
         if g.memory_pool:
             mcount = g.mem * g.replicas
@@ -438,12 +442,7 @@ def _solve_component(
                 if s.virtual:
                     virtual_terms.append(v)
                 elif s.individual:
-                    c = cur_mem.get((g.index, s.names[0]), 0)
-                    if c:
-                        k = m.new_int_var(0, min(c, cap), f"km{g.index}_{si}")
-                        m.add(k <= v)
-                        keep_terms.append(k)
-                        keep_vars[(g.index, si, True)] = k
+                    keep(v, cur_mem.get((g.index, s.names[0]), 0), cap, (g.index, si, True), f"km{g.index}_{si}")
             m.add(sum(xm[(g.index, si)] for si in site_pool[g.memory_pool]) == mcount)
         if g.racked:
             racks: dict[str, list[int]] = defaultdict(list)
