@@ -219,31 +219,61 @@ class KubeClusterClient:
             "PATCH", _path(k, ref.namespace, ref.name, "status"), body={"status": status},
             content_type="application/merge-patch+json"))
 
-    def create(self, manifest: dict[str, Any]) -> dict[str, Any]:
+    def _landed(self, kind: Kind, ref: ObjectRef, manifest: dict[str, Any]) -> dict[str, Any] | None:
+        """The live object when it already says what ``manifest`` says (an earlier try went through)."""
+        try:
+            live = self._call("GET", _path(kind, ref.namespace, ref.name))
+        except ApiException:
+            return None
+        sent, now = manifest.get("metadata") or {}, live.get("metadata") or {}
+        same = all(live.get(key) == manifest.get(key) for key in manifest if key not in ("metadata", "status"))
+        same = same and all(now.get(key) == sent.get(key) for key in ("labels", "annotations") if key in sent)
+        return live if same else None
+
+    def _write(self, method: str, manifest: dict[str, Any], conflict_reasons: frozenset[str] | None) -> dict[str, Any]:
+        """POST or PUT with retries; a 409 after a try whose answer was lost is checked against the live object.
+
+        A create or replace answered late (or with a 5xx) may have been written anyway; its retry then
+        meets "already exists" or a stale resourceVersion. When the live object already holds what was
+        sent, that is our own write and the call succeeded.
+        """
         ref = ObjectRef.of(manifest)
         k = self._kind(ref.kind)
+        path = _path(k, ref.namespace) if method == "POST" else _path(k, ref.namespace, ref.name)
+        uncertain = False
 
         def once() -> dict[str, Any]:
+            nonlocal uncertain
             try:
-                return self._call("POST", _path(k, ref.namespace), body=manifest)
+                return self._call(method, path, body=manifest)
             except ApiException as exc:
-                if exc.status == 409:
+                if exc.status == 409 and (conflict_reasons is None or _reason(exc) in conflict_reasons):
+                    landed = self._landed(k, ref, manifest) if uncertain else None
+                    if landed is not None:
+                        return landed
                     raise ConflictError(str(ref)) from None
+                uncertain = True
+                raise
+            except Exception:
+                uncertain = True
                 raise
         return self.retry.run(once)
+
+    def create(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        return self._write("POST", manifest, frozenset({"AlreadyExists"}))
 
     def replace(self, manifest: dict[str, Any]) -> dict[str, Any]:
-        ref = ObjectRef.of(manifest)
-        k = self._kind(ref.kind)
+        # a PUT's 409 is a stale resourceVersion whatever its reason says
+        return self._write("PUT", manifest, None)
 
-        def once() -> dict[str, Any]:
-            try:
-                return self._call("PUT", _path(k, ref.namespace, ref.name), body=manifest)
-            except ApiException as exc:
-                if exc.status == 409:
-                    raise ConflictError(str(ref)) from None
-                raise
-        return self.retry.run(once)
+
+def _reason(exc: ApiException) -> str:
+    """The Status reason of a failed call ("AlreadyExists", "Conflict", ...), or ""."""
+    try:
+        body = json.loads(exc.body or "{}")
+    except ValueError:
+        return ""
+    return str(body.get("reason", "")) if isinstance(body, dict) else ""
 
 
 def kube_client(kubeconfig: str | None = None, retry: RetryPolicy | None = None) -> KubeClusterClient:

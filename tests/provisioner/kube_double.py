@@ -4,8 +4,8 @@ kmock's ``KubernetesEmulator`` stores objects and serves discovery; on top of it
 the applier and controller depend on: server-side apply (create or update, ``managedFields`` per field
 manager, a 409 when another manager's object would be taken over without force), label selectors on
 lists, ``resourceVersion`` with optimistic concurrency on PUT, status merge-patches, and fault injection
-(a share of calls answered 409/500 or answered too late, i.e. a client timeout). A small "kubelet"
-marks workloads Ready on demand, so tests decide when new replicas become Ready.
+(a share of calls answered 409/500, or written but answered too late: a client timeout after the write).
+A small "kubelet" marks workloads Ready on demand, so tests decide when new replicas become Ready.
 """
 
 from __future__ import annotations
@@ -106,13 +106,16 @@ class ApiDouble(kmock.KubernetesEmulator):
                 return _status(409, "Conflict", "injected: the object has been modified")
             if kind == "500":
                 return _status(500, "InternalError", "injected: etcd leader changed")
-            await asyncio.sleep(self.late_s)  # the client has given up; the write below still happens
+        else:
+            kind = ""
         async with self._lock:
             self._events.clear()
             response = self._serve(request)
             events = list(self._events)
         for resource, event in events:  # live watch streams (kopf's) see every write
             await self._buses[resource].put(event)
+        if kind == "late":  # written, but answered after the client has given up: the answer is lost
+            await asyncio.sleep(self.late_s)
         return response
 
     def _serve(self, request: Any) -> aiohttp.web.Response:

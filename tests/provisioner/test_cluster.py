@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 import urllib3
 from kubernetes.client.exceptions import ApiException
@@ -48,3 +50,49 @@ def test_a_retry_that_succeeds_returns_its_value():
 def test_object_refs_read_manifests():
     ref = ObjectRef.of({"kind": "Service", "metadata": {"name": "a", "namespace": "ns"}})
     assert str(ref) == "Service ns/a" and str(ObjectRef("GPUPool", "", "p")) == "GPUPool p"
+
+
+class _LateOnce(random.Random):
+    """Fault draws for the API double: the first call is answered after the client gave up, no others fail."""
+
+    def __init__(self) -> None:
+        super().__init__(0)
+        self.draws = 0
+
+    def random(self) -> float:
+        self.draws += 1
+        return 0.0 if self.draws == 1 else 1.0
+
+    def choice(self, seq):  # type: ignore[override]
+        return "late"
+
+
+def _lease(holder: str) -> dict:
+    return {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+            "metadata": {"name": "medley", "namespace": "medley-system"}, "spec": {"holderIdentity": holder}}
+
+
+def test_a_create_whose_answer_was_lost_is_not_reported_as_a_conflict():
+    """The first POST is written but answered after the timeout; its retry meets AlreadyExists."""
+    from kube_double import DoubleServer
+
+    with DoubleServer(fault_rate=1.0, late_s=0.5, rng=_LateOnce()) as api:
+        client = api.client(RetryPolicy(attempts=4, initial_s=0.01, max_s=0.02, request_timeout_s=0.2))
+        created = client.create(_lease("me"))
+        assert api.double.faults == ["late"]
+        assert created["spec"]["holderIdentity"] == "me"
+        assert [w for w in api.double.writes if w[0] == "POST"] == [("POST", "Lease", "medley")]
+        assert client.get(ObjectRef("Lease", "medley-system", "medley"))["spec"] == {"holderIdentity": "me"}
+
+
+def test_a_create_over_someone_elses_object_is_a_conflict():
+    from kube_double import DoubleServer
+
+    from provisioner.cluster import ConflictError
+
+    with DoubleServer(fault_rate=1.0, late_s=0.5, rng=_LateOnce()) as api:
+        client = api.client(RetryPolicy(attempts=4, initial_s=0.01, max_s=0.02, request_timeout_s=0.2))
+        client.create(_lease("them"))  # lost answer, written: ours
+        with pytest.raises(ConflictError):
+            client.create(_lease("me"))  # theirs now: a real conflict, not retried away
+        assert api.store()[("Lease", "medley-system", "medley")]["spec"]["holderIdentity"] == "them"
