@@ -17,8 +17,9 @@ Per device (A100 40/80 GB pooled: same silicon): mfu, mbu, kernel floor, all-red
 on operator data, then attention efficiency on engine data (log-error least squares with a pull to the
 seeds); per (engine, device, TP): overhead ms per layer for prefill and decode (tied when one phase has no
 data). DistServe's points calibrate engine ``vllm-2023``, the others engine ``vllm``. ``leave_one_out()``
-fits on all sources but one and scores the one left out, with generic seeds for devices the training
-sources do not cover (the REFERENCE seeds were read off these same data).
+fits on all sources but one and scores the one left out, with generic seeds (read off the device's data
+sheet, ``planner.perf.generic_seed``) for devices the training sources do not cover (the REFERENCE seeds
+were read off these same data).
 
 Regenerate the shipped factors::
 
@@ -236,7 +237,7 @@ def predict(group: Group, cal: Calibration) -> FloatArray:
     """The model's time for each point of a group under a calibration."""
     cat = builtin_catalog()
     dev = cat.device(group.device)
-    eff = cal.efficiency(group.device)
+    eff = cal.efficiency(group.device, dev)
     if cal.engine != group.engine:
         cal = replace(cal, engine=group.engine)
     if group.kind == "dense":  # Vidur's operator times exclude the all-reduces
@@ -263,12 +264,15 @@ def predict(group: Group, cal: Calibration) -> FloatArray:
     return np.asarray(perf.decode_step_ms_array(shape, group.batch, group.tokens), dtype=float)
 
 
-def abs_pct_errors(groups: Iterable[Group], cal: Calibration) -> dict[tuple[str, str], FloatArray]:
-    """Absolute % errors per (source, device label)."""
+def abs_pct_errors(groups: Iterable[Group], cal: Calibration,
+                   by_phase: bool = False) -> dict[tuple[str, str], FloatArray]:
+    """Absolute % errors per (source, device label), or per (source, phase) with ``by_phase``."""
     out: dict[tuple[str, str], list[float]] = {}
     for g in groups:
         err = np.abs(predict(g, cal) - g.measured_ms) / g.measured_ms * 100
         label = g.label.split("-tp")[0] if g.source in ("distserve", "anchors") else g.label
+        if by_phase:
+            label = g.phase if g.kind in ("layer", "step") else "kernels"
         out.setdefault((g.source, label), []).extend(err.tolist())
     return {k: np.array(v) for k, v in out.items()}
 
@@ -284,13 +288,13 @@ _BOUNDS = {"mfu": (0.05, 0.9), "mbu": (0.05, 0.92), "attn_mfu": (0.1, 0.9), "ker
 
 
 def _seed(device: str, reference_seeds: bool) -> DeviceEfficiency:
-    from planner.perf import FAMILY, GENERIC_SEED
+    from planner.perf import FAMILY, generic_seed
 
     if reference_seeds:
         for key in (device, FAMILY.get(device)):
             if key is not None and key in SEED_EFFICIENCY:
                 return SEED_EFFICIENCY[key]
-    return GENERIC_SEED
+    return generic_seed(builtin_catalog().device(device))
 
 
 def _least_squares(groups: Sequence[Group], x0: list[float], lo: list[float], hi: list[float],
@@ -419,7 +423,7 @@ def fit(groups: Sequence[Group], reference_seeds: bool = True) -> Calibration:
 
 
 def leave_one_out(data: dict[str, list[Group]], held_out: Sequence[str] = HELD_OUT_SOURCES,
-                  reference_seeds: bool = False) -> dict[tuple[str, str], FloatArray]:
+                  reference_seeds: bool = False, by_phase: bool = False) -> dict[tuple[str, str], FloatArray]:
     """For each held-out source: fit on all the others, score it.
 
     Devices the training sources do not cover get the generic seed (``reference_seeds=False``, the honest
@@ -431,7 +435,7 @@ def leave_one_out(data: dict[str, list[Group]], held_out: Sequence[str] = HELD_O
     for held in held_out:
         train = [g for s, gs in data.items() if s != held for g in gs]
         cal = fit(train, reference_seeds=reference_seeds)
-        out.update(abs_pct_errors(data[held], cal))
+        out.update(abs_pct_errors(data[held], cal, by_phase))
     return out
 
 

@@ -18,7 +18,8 @@ Efficiencies (mfu, mbu, kernel floor, link efficiency and all-reduce α) and ove
 on public profiles. Overheads belong to an engine: ``vllm`` (default; vLLM as profiled in 2024 papers) and
 ``vllm-2023`` (the mid-2023 vLLM DistServe profiled, whose host overhead per step was several times
 larger). A device without fitted factors borrows those of the same silicon, else a REFERENCE §1 seed, else
-a generic seed; each factor's ``source`` says which.
+a generic seed read off its data sheet (:func:`generic_seed`: slot-powered ≤ 75 W cards reach only their
+sustained-clock share of the boost-clock tensor peak); each factor's ``source`` says which.
 
 Attention offload (Lamina): ``a = tp·pp`` compute devices hold the weights and run the dense layers;
 ``b`` memory devices hold the KV cache and run attention, split by head. With two staggered micro-batches
@@ -150,11 +151,28 @@ SEED_EFFICIENCY: dict[str, DeviceEfficiency] = {
     "t4": DeviceEfficiency(0.42, 0.73, 0.30, 8.0, 0.6, source="seed: REFERENCE §1 (Helix T4)"),
 }
 GENERIC_SEED = DeviceEfficiency(0.60, 0.75, 0.45, 6.0, 0.6, source="seed: generic (no profile for this device)")
+# Cards powered from the PCIe slot alone (≤ 75 W: T4, L4) cannot hold their boost clock through sustained
+# tensor-core work, and their data-sheet TFLOPS are quoted at boost. Their sustained clock sits near the
+# middle of the data sheets' base–boost range: T4 (585 + 1590) / 2 / 1590 = 0.68, L4 (795 + 2040) / 2 / 2040
+# = 0.69. Memory bandwidth does not throttle with the SM clock.
+SLOT_POWER_WATTS = 75.0
+SLOT_POWERED_CLOCK_SHARE = 0.68
 DEFAULT_ENGINE = "vllm"
 DEFAULT_OVERHEAD = StepOverhead(0.15, 0.15, 1.0, 1.0, "seed: generic vLLM host overhead")
 # Devices without fitted factors borrow those of the same silicon first.
 FAMILY: dict[str, str] = {"a100-40gb": "a100-80gb", "a100-80gb": "a100-40gb", "h200-sxm": "h100-sxm",
                           "h20": "h100-sxm", "l40s": "a40", "a10g": "a40"}
+
+
+def generic_seed(device: DeviceType | None) -> DeviceEfficiency:
+    """Seed for a device without any profile, from its data sheet: slot-powered cards (≤ 75 W) reach only
+    the share of their boost-clock tensor peak that their sustained clock allows."""
+    if device is None or device.tdp_watts > SLOT_POWER_WATTS:
+        return GENERIC_SEED
+    return replace(GENERIC_SEED, mfu=GENERIC_SEED.mfu * SLOT_POWERED_CLOCK_SHARE,
+                   attn_mfu=GENERIC_SEED.attn_mfu * SLOT_POWERED_CLOCK_SHARE,
+                   source=f"seed: generic, slot-powered ({device.tdp_watts:.0f} W) clock share "
+                          f"{SLOT_POWERED_CLOCK_SHARE} (no profile for this device)")
 
 
 @dataclass(frozen=True)
@@ -168,17 +186,18 @@ class Calibration:
     reference_seeds: bool = True  # False: uncovered devices get the generic seed (honest hold-out scoring)
     _memo: dict[tuple[str, str, int], StepOverhead] = field(default_factory=dict, compare=False, repr=False)
 
-    def efficiency(self, device_id: str) -> DeviceEfficiency:
-        """Fitted factors of a device, else of its family, else the REFERENCE seed, else the generic seed."""
+    def efficiency(self, device_id: str, device: DeviceType | None = None) -> DeviceEfficiency:
+        """Fitted factors of a device, else of its family, else the REFERENCE seed, else the generic seed
+        (scaled by the device's data sheet when ``device`` is given, see :func:`generic_seed`)."""
         for key in (device_id, FAMILY.get(device_id)):
             if key is not None and key in self.devices:
                 return self.devices[key]
         if not self.reference_seeds:
-            return GENERIC_SEED
+            return generic_seed(device)
         for key in (device_id, FAMILY.get(device_id)):
             if key is not None and key in SEED_EFFICIENCY:
                 return SEED_EFFICIENCY[key]
-        return GENERIC_SEED
+        return generic_seed(device)
 
     def overhead(self, device_id: str, tp: int) -> StepOverhead:
         """Overhead for (engine, device, tp): exact, else the device's nearest fitted TP, else the same for
@@ -401,7 +420,7 @@ class RooflinePerfModel:
     def prefill_ms_array(self, shape: ReplicaShape, batch: ArrayLike, prompt_tokens: ArrayLike) -> ArrayLike:
         """Prefill time of ``batch`` requests of ``prompt_tokens`` each (arrays broadcast)."""
         m, dev, tp, pp = shape.model, shape.device, shape.tp, shape.pp
-        eff = self.calibration.efficiency(dev.id)
+        eff = self.calibration.efficiency(dev.id, dev)
         ovh = self.calibration.overhead(dev.id, tp)
         tokens = batch * prompt_tokens
         layer = dense_layer_ms(m, dev, eff, tp, tokens) + prefill_attention_ms(
@@ -414,13 +433,13 @@ class RooflinePerfModel:
     def decode_step_ms_array(self, shape: ReplicaShape, batch: ArrayLike, context_tokens: ArrayLike) -> ArrayLike:
         """One decode step for ``batch`` requests of ``context_tokens`` each (arrays broadcast)."""
         m, dev, tp, pp = shape.model, shape.device, shape.tp, shape.pp
-        eff = self.calibration.efficiency(dev.id)
+        eff = self.calibration.efficiency(dev.id, dev)
         ovh = self.calibration.overhead(dev.id, tp)
         sum_ctx = batch * context_tokens
         if shape.offload:
             assert shape.memory_device is not None
             mdev = shape.memory_device
-            meff = self.calibration.efficiency(mdev.id)
+            meff = self.calibration.efficiency(mdev.id, mdev)
             b = shape.memory_devices
             # Two staggered micro-batches of B/2 keep both sides busy (Lamina): the slower side sets the
             # pace, and each side runs twice per layer, so the compute devices read their weights twice.

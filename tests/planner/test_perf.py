@@ -11,9 +11,11 @@ from typer.testing import CliRunner
 from planner.catalog import builtin_catalog
 from planner.cli_perf import perf_app
 from planner.perf import (
+    GENERIC_SEED,
     GIB,
     NCCL_RESERVE_GIB,
     RESERVE_GIB_PER_DEVICE,
+    SLOT_POWERED_CLOCK_SHARE,
     Calibration,
     DeviceEfficiency,
     ReplicaShape,
@@ -25,6 +27,7 @@ from planner.perf import (
     decode_attention_ms,
     default_perf_model,
     dense_layer_ms,
+    generic_seed,
     memory_fit,
     prefill_attention_ms,
     read_measured_csv,
@@ -231,6 +234,18 @@ def test_shipped_calibration_names_its_sources() -> None:
         assert "fitted on" in cal.efficiency(dev).source
     assert cal.efficiency("mi300x").source.startswith("seed")
     assert cal.efficiency("a100-40gb") is not None
+
+
+def test_generic_seed_derates_slot_powered_cards_only() -> None:
+    """A device without data starts from the generic seed; ≤ 75 W cards get the sustained-clock share of
+    the tensor peak (not of memory bandwidth), bigger cards the plain seed."""
+    bare = Calibration(reference_seeds=False)
+    t4, mi300x = bare.efficiency("t4", CAT.device("t4")), bare.efficiency("mi300x", CAT.device("mi300x"))
+    assert mi300x == GENERIC_SEED
+    assert t4.mfu == pytest.approx(GENERIC_SEED.mfu * SLOT_POWERED_CLOCK_SHARE)
+    assert t4.attn_mfu == pytest.approx(GENERIC_SEED.attn_mfu * SLOT_POWERED_CLOCK_SHARE)
+    assert t4.mbu == GENERIC_SEED.mbu and "slot-powered" in t4.source
+    assert generic_seed(None) == GENERIC_SEED
 
 
 # ---------------------------------------------------------------------------------------------- tables
