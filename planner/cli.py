@@ -219,7 +219,8 @@ def plan(
     baselines: bool = typer.Option(True, "--baselines/--no-baselines", help="compare with single-type plans"),
     place: bool = typer.Option(False, "--place", help="also put replicas on nodes (CP-SAT), re-planning on shortfall"),
     tolerate: ToleranceChoice = typer.Option(ToleranceChoice.NONE, "--tolerate",
-                                             help="with --place: report what losing one node/rack/zone costs"),
+                                             help="with --place: add the spare capacity to keep every SLO "
+                                                  "after losing any one node/rack/zone, and show its cost"),
     failed: list[str] = typer.Option([], "--failed", help="with --place: nodes that are lost (repeatable)"),
 ) -> None:
     """Find the cheapest replicas, parallelism and roles that meet every SLO within pools and power."""
@@ -256,9 +257,9 @@ def plan(
     cur = _load_plan(current) if current else None
     stamp = datetime.now(UTC).isoformat(timespec="seconds")
     try:
-        if place or failed:
+        if place or failed or tolerate is not ToleranceChoice.NONE:
             from planner.catalog import fleet_catalog
-            from planner.cli_verify import PlacementFailed, plan_and_place
+            from planner.cli_verify import PlacementFailed, ToleranceUnreachable, plan_and_place
 
             catalog = fleet_catalog(fleet)
 
@@ -268,9 +269,11 @@ def plan(
 
             try:
                 result = plan_and_place(fleet, catalog, tolerate=tolerate.value, failed=failed, current=cur,
-                                        planner=planner)
+                                        planner=planner, base_dir=Path(fleet_file).parent)
             except PlacementFailed as exc:
                 fail(f"{fleet_file}: placement failed: {exc}")
+            except ToleranceUnreachable as exc:
+                fail(f"{fleet_file}: {exc}")
         else:
             result = plan_fleet(fleet, current=cur, backend=solver.value if solver else None, baselines=baselines,
                                 base_dir=Path(fleet_file).parent, created_at=stamp)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Literal
 
@@ -13,24 +14,65 @@ import typer
 from planner.capacity import MAX_BATCH
 from planner.catalog import Catalog, fleet_catalog
 from planner.fleetfile import load_fleet
-from planner.inventory import fleet_inventory
+from planner.inventory import Inventory, fleet_inventory
 from planner.perf import default_perf_model
-from planner.place import PlacementResult, Tolerate, node_count_feedback, place, placed_plan
-from planner.schema import Finding, FleetSpec, Plan
+from planner.place import (
+    DomainLoss,
+    PlacementResult,
+    Tolerate,
+    node_count_feedback,
+    place,
+    placed_plan,
+    tolerance_losses,
+)
+from planner.schema import DeviceKind, Finding, FleetSpec, Plan, Role
 from planner.verify import PerfStepTimes, ReplayOptions, ReplayReport, TraceSource, build_workload, replay
 
 # The engine the capacity model assumes: a step is all prompts or all decodes (prompts first), and up to
 # capacity.MAX_BATCH sequences run at once.
 PLANNER_ENGINE = ReplayOptions(chunked_prefill=False, max_batched_tokens=8192, max_batch=MAX_BATCH)
 
+Planner = Callable[[FleetSpec, Plan | None], Plan]
+
 
 class PlacementFailed(Exception):
     """The plan's replicas cannot be put on the fleet's nodes; the message says why, ``result`` holds more."""
 
-    def __init__(self, message: str, result: PlacementResult) -> None:
+    def __init__(self, message: str, result: PlacementResult, plan: Plan | None = None) -> None:
         super().__init__(message)
         self.result = result
+        self.plan = plan  # the plan that did not place, when known
         self.node_counts = node_count_feedback(result)  # max_nodes per pool for a re-solve
+
+
+class ToleranceUnreachable(Exception):
+    """No plan on this fleet survives the loss of one failure domain; ``loss`` is the worst one seen."""
+
+    def __init__(self, message: str, loss: DomainLoss | None = None) -> None:
+        super().__init__(message)
+        self.loss = loss
+
+
+def _place(
+    plan: Plan,
+    fleet: FleetSpec,
+    catalog: Catalog,
+    tolerate: Tolerate,
+    failed: Iterable[str],
+    current: Plan | None,
+) -> tuple[Plan, PlacementResult]:
+    """Place ``plan``: the placed plan (notes as findings) and the raw result. Raises PlacementFailed."""
+    res = place(plan, fleet, catalog, current=current, tolerate=tolerate, failed=failed)
+    if res.status != "placed":
+        detail = "; ".join(res.explanations) or res.status
+        raise PlacementFailed(f"placement {res.status}: {detail}", res)
+    notes = [Finding(kind="note", constraint="placement", message=m) for m in res.explanations]
+    notes.append(Finding(kind="note", constraint="placement",
+                         message=f"{res.moves} replica unit(s) started, {res.kept} kept; nodes in use "
+                                 + ", ".join(f"{p} {n}" for p, n in sorted(res.nodes_used_by_pool.items())),
+                         value=float(res.moves)))
+    placed = placed_plan(plan, res)
+    return placed.model_copy(update={"findings": [*placed.findings, *notes]}), res
 
 
 def place_plan(
@@ -42,17 +84,16 @@ def place_plan(
     current: Plan | None = None,
 ) -> Plan:
     """The plan with nodes filled in; placement notes become findings. Raises PlacementFailed."""
-    res = place(plan, fleet, catalog, current=current, tolerate=tolerate, failed=failed)
-    if res.status != "placed":
-        detail = "; ".join(res.explanations) or res.status
-        raise PlacementFailed(f"placement {res.status}: {detail}", res)
-    notes = [Finding(kind="note", constraint="placement", message=m) for m in res.explanations]
-    notes.append(Finding(kind="note", constraint="placement",
-                         message=f"{res.moves} replica unit(s) started, {res.kept} kept; nodes in use "
-                                 + ", ".join(f"{p} {n}" for p, n in sorted(res.nodes_used_by_pool.items())),
-                         value=float(res.moves)))
-    placed = placed_plan(plan, res)
-    return placed.model_copy(update={"findings": [*placed.findings, *notes]})
+    return _place(plan, fleet, catalog, tolerate, failed, current)[0]
+
+
+def _default_planner(catalog: Catalog) -> Planner:
+    from planner.plan import plan_fleet
+
+    def planner(f: FleetSpec, cur: Plan | None) -> Plan:
+        return plan_fleet(f, current=cur, catalog=catalog)
+
+    return planner
 
 
 def plan_and_place(
@@ -62,27 +103,50 @@ def plan_and_place(
     tolerate: Tolerate = "none",
     failed: Iterable[str] = (),
     current: Plan | None = None,
-    planner: Callable[[FleetSpec, Plan | None], Plan] | None = None,
+    planner: Planner | None = None,
     rounds: int = 4,
+    tolerance_rounds: int = 6,
+    base_dir: Path | None = None,
 ) -> Plan:
-    """Plan on the nodes that are usable, place, and re-plan with the node counts placement can realise."""
-    if planner is None:
-        from planner.plan import plan_fleet
+    """Plan on the nodes that are usable, place, and re-plan with the node counts placement can realise.
 
-        def planner(f: FleetSpec, cur: Plan | None) -> Plan:
-            return plan_fleet(f, current=cur, catalog=catalog)
-
+    With ``tolerate`` the plan must also keep every service's load after losing any one node, rack or zone;
+    see ``plan_tolerant``. Raises PlacementFailed, ToleranceUnreachable or the planner's InfeasibleFleet.
+    """
+    planner = planner or _default_planner(catalog)
     failed = list(failed)
+    if tolerate != "none":
+        return plan_tolerant(fleet, catalog, tolerate=tolerate, failed=failed, current=current, planner=planner,
+                             rounds=rounds, tolerance_rounds=tolerance_rounds, base_dir=base_dir)
+    return _plan_placed(fleet, fleet, catalog, planner, "none", failed, current, rounds)[0]
+
+
+def _plan_placed(
+    fleet: FleetSpec,
+    demand: FleetSpec,
+    catalog: Catalog,
+    planner: Planner,
+    tolerate: Tolerate,
+    failed: list[str],
+    current: Plan | None,
+    rounds: int,
+    rebase: Callable[[Plan], Plan] = lambda p: p,
+) -> tuple[Plan, PlacementResult]:
+    """Plan ``demand`` (``fleet`` with scaled rates, or itself) on usable nodes, ``rebase`` it, place it.
+
+    Re-plans with fewer nodes per pool when placement reports a shortfall (fragmentation).
+    """
     usable = Counter(n.pool for n in fleet_inventory(fleet, failed=failed).nodes if n.usable)
     limits = {p.id: min(p.max_nodes, usable[p.id]) for p in fleet.pools}
     notes: list[Finding] = []
     for _ in range(rounds):
-        pools = [p.model_copy(update={"max_nodes": limits[p.id]}) for p in fleet.pools]
-        plan = planner(fleet.model_copy(update={"pools": pools}), current)
+        pools = [p.model_copy(update={"max_nodes": limits[p.id]}) for p in demand.pools]
+        plan = rebase(planner(demand.model_copy(update={"pools": pools}), current))
         try:
-            placed = place_plan(plan, fleet, catalog, tolerate=tolerate, failed=failed, current=current)
+            placed, res = _place(plan, fleet, catalog, tolerate, failed, current)
         except PlacementFailed as err:
             if not err.node_counts or all(limits[p] <= n for p, n in err.node_counts.items()):
+                err.plan = plan
                 raise
             for pool, n in err.node_counts.items():
                 limits[pool] = min(limits[pool], n)
@@ -90,9 +154,255 @@ def plan_and_place(
                                      message=f"pool {pool}: replicas did not pack on its nodes; re-planned "
                                              f"with {n} node(s)"))
             continue
-        return placed.model_copy(update={"findings": [*placed.findings, *notes]})
+        return placed.model_copy(update={"findings": [*placed.findings, *notes]}), res
     raise PlacementFailed(f"placement still short after {rounds} re-plans", place(
-        plan, fleet, catalog, current=current, tolerate=tolerate, failed=failed))
+        plan, fleet, catalog, current=current, tolerate=tolerate, failed=failed), plan)
+
+
+def plan_tolerant(
+    fleet: FleetSpec,
+    catalog: Catalog,
+    *,
+    tolerate: Literal["node", "rack", "zone"],
+    failed: Iterable[str] = (),
+    current: Plan | None = None,
+    planner: Planner | None = None,
+    rounds: int = 4,
+    tolerance_rounds: int = 6,
+    base_dir: Path | None = None,
+) -> Plan:
+    """A placed plan whose every service keeps the replicas its load needs after losing any one domain.
+
+    Spare capacity is bought by planning each short service at a higher rate, ``rate_rps × f_s``, and then
+    reporting the plan at the real rate (utilisation ÷ f_s), so placement's failure-domain rule and
+    ``tolerance_losses`` judge the real load: a service of ``R`` replicas survives when each domain holds at
+    most ``R − need`` of them, ``need = ⌈Σ replicas·utilisation⌉``. Scaling the rate, not a minimum replica
+    count, keeps the extra capacity in the configurations that carry the load (a count bump lets the MILP add
+    the cheapest replicas, which count but may carry little) and grows prefill and decode pools alike.
+    One step is not exact (ceilings, and placement must also be able to spread), so it loops: start at
+    ``f = 1`` (the plan without tolerance, whose cost the findings compare against), place with the rule,
+    and for every service still short multiply ``f_s`` by ``R*/R`` with ``R* = need + ⌈need/(K−1)⌉``, the
+    fewest replicas that survive losing the fullest of ``K`` evenly filled domains its pools span (at least
+    one more replica's worth). Placement keeps its fewest-moves-then-fewest-nodes objective throughout.
+    Raises ToleranceUnreachable when a service's pools span one domain, when the extra capacity does not fit
+    the fleet (the MILP is infeasible), or after ``tolerance_rounds`` rounds.
+    """
+    from planner.plan import InfeasibleFleet
+
+    planner = planner or _default_planner(catalog)
+    failed = list(failed)
+    inv = fleet_inventory(fleet, failed=failed)
+    if tolerate == "zone":
+        return _plan_zone_tolerant(fleet, catalog, inv, failed, current, planner, rounds, base_dir)
+    factors = {s.id: 1.0 for s in fleet.services}
+    cost_without: float | None = None
+    worst: DomainLoss | None = None
+
+    split: dict[str, list[str]] = {}  # zone tolerance: service → the zones it is planned in, one part each
+
+    for rnd in range(1, tolerance_rounds + 1):
+        demand, parent = _scaled_demand(fleet, factors, split)
+
+        def rebase(p: Plan, parent: Mapping[str, str] = parent) -> Plan:
+            return _at_real_rate(p, fleet, catalog, factors, parent, base_dir)
+
+        try:
+            placed, res = _plan_placed(fleet, demand, catalog, planner, tolerate, failed, current, rounds, rebase)
+            plan, losses = placed, res.tolerance_losses
+        except InfeasibleFleet as err:
+            if worst is None:
+                raise
+            raise ToleranceUnreachable(_loss_message(
+                worst, f"the spare capacity does not fit the fleet ({err})"), worst) from err
+        except PlacementFailed as err:
+            if err.plan is None:
+                raise
+            # the failure-domain rule cannot be met (or pushes replicas off the nodes): a placement without
+            # it shows who is short
+            plan = err.plan
+            try:
+                loose = _place(plan, fleet, catalog, "none", failed, current)[1]
+            except PlacementFailed:
+                raise err from None
+            losses = tolerance_losses(plan, loose.replicas, inv, tolerate)
+            if not losses:
+                raise
+        if cost_without is None:
+            cost_without = plan.cost_usd_per_hour
+        if not losses:
+            return _with_cost_note(plan, tolerate, cost_without, factors, rnd)
+        worst = min(losses, key=lambda x: (x.replicas_left - x.replicas_needed, x.service, x.domain))
+        _raise_factors(plan, fleet, catalog, inv, tolerate, losses, factors, split)
+    assert worst is not None
+    raise ToleranceUnreachable(_loss_message(
+        worst, f"still short after {tolerance_rounds} re-plans with more capacity; the pools' nodes may be "
+               "too few to spread its replicas"), worst)
+
+
+def _plan_zone_tolerant(fleet: FleetSpec, catalog: Catalog, inv: Inventory, failed: list[str],
+                        current: Plan | None, planner: Planner, rounds: int, base_dir: Path | None) -> Plan:
+    """Zone N-1 in one solve: every service is planned per zone, each of its K zones sized for rate/(K−1).
+
+    Pools belong to zones, so the MILP can be told where capacity goes: after any one zone is lost, the
+    K−1 left each serve rate/(K−1) with the SLO they were planned for, whatever devices each zone holds
+    (no replica counting, which heterogeneous pools would make approximate). A service whose pools span
+    one zone cannot survive its loss: ToleranceUnreachable names it.
+    """
+    from planner.plan import InfeasibleFleet
+
+    factors: dict[str, float] = {}
+    split: dict[str, list[str]] = {}
+    for svc in fleet.services:
+        zones = sorted(_domains_of(svc.id, fleet, catalog, inv, "zone"))
+        if len(zones) < 2:
+            raise ToleranceUnreachable(
+                f"--tolerate zone: service {svc.id} can run only in {', '.join(zones) or 'no usable zone'}; "
+                "losing that zone leaves it nothing (give it pools in a second zone)")
+        factors[svc.id] = len(zones) / (len(zones) - 1)
+        split[svc.id] = zones
+    cost_without = planner(fleet, current).cost_usd_per_hour
+    demand, parent = _scaled_demand(fleet, factors, split)
+
+    def rebase(p: Plan) -> Plan:
+        return _at_real_rate(p, fleet, catalog, factors, parent, base_dir)
+
+    try:
+        plan = _plan_placed(fleet, demand, catalog, planner, "none", failed, current, rounds, rebase)[0]
+    except InfeasibleFleet as err:
+        raise ToleranceUnreachable(
+            "--tolerate zone: the fleet cannot hold capacity for every service's whole rate in the zones left "
+            f"after losing any one ({err})") from err
+    return _with_cost_note(plan, "zone", cost_without, factors, 1)
+
+
+def _loss_message(loss: DomainLoss, why: str) -> str:
+    return (f"--tolerate {loss.kind}: losing {loss.kind} {loss.domain} leaves service {loss.service} "
+            f"{loss.replicas_left} replica(s), its load needs {loss.replicas_needed}; {why}")
+
+
+def _domains_of(service: str, fleet: FleetSpec, catalog: Catalog, inv: Inventory,
+                kind: Literal["node", "rack", "zone"]) -> set[str]:
+    """Usable node, rack or zone names of the accelerator pools a service may run on."""
+    svc = next(s for s in fleet.services if s.id == service)
+    pools = {p.id for p in fleet.pools if (svc.allowed_pools is None or p.id in svc.allowed_pools)
+             and catalog.device(p.device).kind is DeviceKind.ACCELERATOR}
+    return {n.name if kind == "node" else n.rack if kind == "rack" else n.zone
+            for n in inv.nodes if n.usable and n.pool in pools}
+
+
+def _raise_factors(plan: Plan, fleet: FleetSpec, catalog: Catalog, inv: Inventory,
+                   kind: Literal["node", "rack", "zone"], losses: Iterable[DomainLoss],
+                   factors: dict[str, float], split: dict[str, list[str]]) -> None:
+    """Raise the rate factor of every short service so its next plan has replicas to spare.
+
+    For zone tolerance a short service is also planned per zone (see ``_scaled_demand``) with
+    ``f ≥ K/(K−1)``: the MILP then puts capacity in every zone, not the spare in the cheapest one.
+    """
+    short: dict[str, DomainLoss] = {}
+    for loss in losses:
+        if loss.service not in short or loss.replicas_left < short[loss.service].replicas_left:
+            short[loss.service] = loss
+    for sid, loss in sorted(short.items()):
+        domains = _domains_of(sid, fleet, catalog, inv, kind)
+        if len(domains) < 2:
+            raise ToleranceUnreachable(_loss_message(
+                loss, f"its pools span only one {kind} ({', '.join(sorted(domains)) or 'none usable'})"), loss)
+        need = loss.replicas_needed
+        want = need + math.ceil(need / (len(domains) - 1))
+        # the phase (serving or prefill) the loss was counted on: the one whose need it reports
+        have = max(1, max(
+            sum(g.replicas for g in plan.replica_groups
+                if g.service == sid and (g.configuration.role is Role.PREFILL) is prefill)
+            for prefill in (False, True)))
+        factors[sid] *= max(want / have, (have + 1) / have)
+        if kind == "zone":
+            split[sid] = sorted(domains)
+            factors[sid] = max(factors[sid], len(domains) / (len(domains) - 1))
+
+
+def _sub_id(service: str, k: int) -> str:
+    return f"{service[:55]}.n1-z{k}"
+
+
+def _scaled_demand(fleet: FleetSpec, factors: Mapping[str, float],
+                   split: Mapping[str, list[str]]) -> tuple[FleetSpec, dict[str, str]]:
+    """The fleet with every service's rate × its factor; a split service becomes one service per zone.
+
+    A service split over K zones asks ``rate × f / K`` of each zone's pools, so with ``f = K/(K−1)`` the
+    zones left after losing any one hold capacity for the whole rate. Returns the fleet and sub-id → id.
+    """
+    services = []
+    parent: dict[str, str] = {}
+    for s in fleet.services:
+        f = factors.get(s.id, 1.0)
+        zones = split.get(s.id, [])
+        if not zones:
+            services.append(s if f == 1.0 else s.model_copy(update={
+                "traffic": s.traffic.model_copy(update={"rate_rps": s.traffic.rate_rps * f})}))
+            continue
+        for k, zone in enumerate(zones):
+            pools = [p.id for p in fleet.pools if p.zone == zone and (s.allowed_pools is None
+                                                                     or p.id in s.allowed_pools)]
+            sub = _sub_id(s.id, k)
+            parent[sub] = s.id
+            services.append(s.model_copy(update={
+                "id": sub, "allowed_pools": pools, "spread_zones": 1,
+                "min_replicas": math.ceil(s.min_replicas / len(zones)),
+                "traffic": s.traffic.model_copy(update={"rate_rps": s.traffic.rate_rps * f / len(zones)})}))
+    return fleet.model_copy(update={"services": services}), parent
+
+
+def _at_real_rate(plan: Plan, fleet: FleetSpec, catalog: Catalog, factors: Mapping[str, float],
+                  parent: Mapping[str, str], base_dir: Path | None) -> Plan:
+    """A plan made for rates × factors, described at the real rates: utilisation, watts, $ per token, id.
+
+    Groups of a per-zone sub-service go back to their service; all zones up, each carries rate / K.
+    """
+    if all(f == 1.0 for f in factors.values()) and not parent:
+        return plan
+    from planner.plan import plan_id, service_buckets
+
+    groups = []
+    for g in plan.replica_groups:
+        g = g.model_copy(update={"service": parent.get(g.service, g.service)})
+        f = factors.get(g.service, 1.0)
+        if f == 1.0:
+            groups.append(g)
+            continue
+        c = g.configuration
+        # expected watts are idle + utilisation × (active − idle) per replica: only the second part scales
+        idle = c.devices * catalog.device(c.device).idle_watts
+        if c.memory_device:
+            idle += c.memory_devices * catalog.device(c.memory_device).idle_watts
+        idle *= g.replicas
+        watts = idle + max(0.0, g.expected_watts - idle) / f
+        groups.append(g.model_copy(update={"utilisation": round(g.utilisation / f, 4),
+                                           "expected_watts": round(watts, 1)}))
+    per_million = plan.usd_per_million_tokens
+    if per_million is not None:
+        buckets = service_buckets(fleet, base_dir)
+        tokens = {s.id: s.traffic.rate_rps * sum(b.share * (b.input_tokens + b.output_tokens)
+                                                 for b in buckets[s.id]) for s in fleet.services}
+        real = sum(tokens.values())
+        if real > 0:
+            per_million = round(per_million * sum(t * factors.get(s, 1.0) for s, t in tokens.items()) / real, 4)
+    return plan.model_copy(update={"replica_groups": groups, "usd_per_million_tokens": per_million,
+                                   "id": plan_id(plan.fleet, groups)})
+
+
+def _with_cost_note(plan: Plan, kind: str, cost_without: float, factors: Mapping[str, float],
+                    rounds: int) -> Plan:
+    """The plan with a finding that says what surviving the loss of one domain costs."""
+    extra = plan.cost_usd_per_hour - cost_without
+    pct = f" ({extra / cost_without:+.1%})" if cost_without > 0 else ""
+    scaled = ", ".join(f"{s} ×{f:.2f}" for s, f in sorted(factors.items()) if f != 1.0)
+    note = Finding(
+        kind="note", constraint=f"tolerate[{kind}]", value=round(extra, 4),
+        message=f"N-1 {kind}: ${plan.cost_usd_per_hour:.2f}/h with tolerance vs ${cost_without:.2f}/h without, "
+                f"+${extra:.2f}/h{pct}; " + (f"capacity planned for rate {scaled}" if scaled else
+                                             "the plan already had the spare replicas")
+                + f" ({rounds} round(s)); every service keeps its load after losing any one {kind}")
+    return plan.model_copy(update={"findings": [*plan.findings, note]})
 
 
 def verify_plan(plan: Plan, fleet: FleetSpec, source: TraceSource, base_dir: Path | None = None) -> ReplayReport:
