@@ -57,7 +57,10 @@ Fleets whose services share only pool and power rows (device billing; every powe
 solved service by service (see _solve_by_service): without the shared rows the model falls apart into one
 MILP per service, so Σ_s (bound of s) bounds the fleet, and the union of the services' plans, when it meets
 the shared rows, is a fleet plan with an honest gap. When it does not, the whole model is solved and the sum
-of the services' bounds still counts. Services run in parallel threads (HiGHS releases the GIL).
+of the services' bounds still counts. Services run in parallel threads (HiGHS releases the GIL). Within one
+service the pools rarely fill: a column that a same-shaped, no dearer column in a pool that no plan costing at
+most U (a plan of the service that fits) can fill beats on every bucket is dropped (see _prune_roomy_pools),
+which keeps the service's optimum and so its bound; and HiGHS runs without root restarts there.
 
 The pool row counts devices, not packing: a replica's placement on whole nodes is the placer's job. A
 decode+offload column's watts are booked to its compute pool's power domain. The CP-SAT backend has no
@@ -181,6 +184,10 @@ class SolveOptions:
     decompose: Literal["auto", "on", "off"] = "auto"
     # Rounded work rows per service and phase (see _work_cuts): valid for integer plans, lift the LP bound.
     work_rows: bool = True
+    # HiGHS restarts its root after fixing columns by reduced cost and runs the cut loop again. On one
+    # service's model (few replicas, many shares) each restart costs a whole root for little bound, so
+    # _solve_by_service turns it off; on the whole fleet the restarts pay.
+    highs_restart: bool = True
 
 
 @dataclass(frozen=True)
@@ -611,6 +618,8 @@ def _solve_highs(
     h.setOptionValue("output_flag", False)
     h.setOptionValue("time_limit", float(opts.time_limit_s))
     h.setOptionValue("mip_rel_gap", float(opts.relative_gap))
+    if not opts.highs_restart:
+        h.setOptionValue("mip_allow_restart", False)
     lp = highspy.HighsLp()
     nc, nr = len(m.cost), len(m.row_lb)
     lp.num_col_ = nc
@@ -1014,6 +1023,14 @@ def _solve_by_pricing(problem: Problem, built: _Built, opts: SolveOptions) -> _R
     if res.values is not None and res.objective is not None:
         best, best_keep = res, keep_col
         best_sel = support.copy()
+        # The columns that could beat this plan by more than the gap join now, so the first restricted MILP
+        # is usually the last (solving it once without them, then again with them, costs twice).
+        target = res.objective - opts.relative_gap * abs(res.objective)
+        early = np.nonzero(~selected & (gain < target - lp_bound + 1e-9 * max(1.0, abs(res.objective))))[0]
+        cap = max(50, int(selected.sum()) // 4)
+        if len(early) > cap:
+            early = early[np.argsort(gain[early], kind="stable")[:cap]]
+        selected[early] = True
     for _ in range(_PRICING_MAX_ROUNDS):
         keep_col, keep_row = masks(opts.link_rows)
         if best is not None and best.values is not None and best_keep is not None:
@@ -1284,6 +1301,108 @@ def _service_problems(problem: Problem) -> tuple[list[Problem], float]:
     return out, problem.churn_usd_per_replica_change * orphan
 
 
+def _alone_plan_cost(problem: Problem) -> float | None:
+    """$/hour of a plan of one service that fits its pools: per phase the column that carries the phase alone
+    most cheaply (unified alone or prefill plus decode), replicas raised to the minimum. None where that plan
+    breaks a row this check does not model (spread, power, churn) or overruns a pool."""
+    if (len(problem.demands) != 1 or problem.power_budgets or problem.current_replicas
+            or problem.churn_usd_per_replica_change > 0 or problem.demands[0].spread_zones > 1):
+        return None
+    d = problem.demands[0]
+    pools = {p.id: p for p in problem.pools}
+    lam = np.asarray(d.bucket_rates_rps, dtype=float)
+    live = lam > 0
+
+    def price(c: Column) -> float:
+        return c.devices * pools[c.pool].usd_per_device_hour + (
+            c.memory_devices * pools[c.memory_pool].usd_per_device_hour if c.memory_pool else 0.0)
+
+    def cheapest(roles: tuple[Role, ...]) -> tuple[float, Column, int] | None:
+        best: tuple[float, Column, int] | None = None
+        for c in problem.columns:
+            cap = np.asarray(c.capacity_rps, dtype=float)
+            if c.role not in roles or np.any(live & (cap <= 0)):
+                continue
+            n = max(1, math.ceil(float(np.sum(lam[live] / cap[live])) / problem.headroom + 1e-9))
+            if best is None or n * price(c) < best[0]:
+                best = (n * price(c), c, n)
+        return best
+
+    uni = cheapest((Role.UNIFIED,))
+    pre, dec = cheapest((Role.PREFILL,)), cheapest(_DECODING)
+    options = [[uni]] if uni is not None else []
+    if pre is not None and dec is not None:
+        options.append([pre, dec])
+    best_cost: float | None = None
+    for parts in options:
+        replicas = {c.key: n for _, c, n in parts}
+        serving = [c.key for _, c, _ in parts if c.role in _SERVING]
+        short = d.min_replicas - sum(replicas[k] for k in serving)
+        if short > 0 and serving:
+            replicas[serving[0]] += short
+        used = pool_usage(problem, replicas)
+        if any(p.max_nodes is not None and used[p.id] > p.max_nodes * p.devices_per_node for p in problem.pools):
+            continue
+        cost = plan_cost_usd_per_hour(problem, replicas)
+        if best_cost is None or cost < best_cost:
+            best_cost = cost
+    return best_cost
+
+
+def _prune_roomy_pools(problem: Problem) -> Problem:
+    """Drop a service's columns that a column of the same shape in a roomier, no dearer pool beats.
+
+    For one service (no power budgets, spread, churn; device billing), a column c' is dropped when a column c
+    of the same role, devices and memory devices serves every bucket at least as fast, costs no more per
+    replica (ties: the earlier column stays) and whose pools can never fill: any plan costing at most U (a
+    plan that fits, so U ≥ the optimum) uses at most U/π_p devices of pool p. Moving every replica of c' in
+    an optimal plan to c then keeps it feasible and no dearer, so the optimum, and any bound on it, stays.
+    """
+    if len(problem.demands) != 1 or any(p.billing != "device" or p.usd_per_device_hour < 0 for p in problem.pools):
+        return problem
+    upper = _alone_plan_cost(problem)
+    if upper is None:
+        return problem
+    pools = {p.id: p for p in problem.pools}
+
+    def roomy(pool_id: str | None) -> bool:
+        if pool_id is None:
+            return True
+        p = pools[pool_id]
+        if p.max_nodes is None:
+            return True
+        return p.usd_per_device_hour > 0 and upper / p.usd_per_device_hour <= p.max_nodes * p.devices_per_node
+
+    def price(c: Column) -> float:
+        return c.devices * pools[c.pool].usd_per_device_hour + (
+            c.memory_devices * pools[c.memory_pool].usd_per_device_hour if c.memory_pool else 0.0)
+
+    groups: dict[tuple[Role, int, int], list[int]] = defaultdict(list)
+    for i, c in enumerate(problem.columns):
+        groups[(c.role, c.devices, c.memory_devices)].append(i)
+    keep = [True] * len(problem.columns)
+    for members in groups.values():
+        if len(members) < 2:
+            continue
+        caps = np.asarray([problem.columns[i].capacity_rps for i in members], dtype=float)
+        prices = np.asarray([price(problem.columns[i]) for i in members])
+        winners = [j for j, i in enumerate(members)
+                   if roomy(problem.columns[i].pool) and roomy(problem.columns[i].memory_pool)]
+        for jb, b in enumerate(members):
+            for ja in winners:
+                a = members[ja]
+                if a == b or not keep[a]:
+                    continue
+                if prices[ja] > prices[jb] or (prices[ja] == prices[jb] and a > b):
+                    continue
+                if np.all(caps[ja] >= caps[jb]):
+                    keep[b] = False
+                    break
+    if all(keep):
+        return problem
+    return replace(problem, columns=tuple(c for c, k in zip(problem.columns, keep, strict=True) if k))
+
+
 def _overused(problem: Problem, replicas: Mapping[str, int],
               shares: Mapping[tuple[str, int], float]) -> tuple[set[str], set[str]]:
     """The pools and power domains whose shared rows a replica assignment breaks (empty: it fits)."""
@@ -1318,6 +1437,10 @@ def _solve_by_service(problem: Problem, opts: SolveOptions,
     the cheaper plan and the higher of its bound and L.
     """
     subs, orphan = _service_problems(problem)
+    # Within one service the pools rarely fill, so a column that a cheaper one in a roomy pool beats can go
+    # (not in a repair below: there the pools shrink and the argument no longer holds).
+    whole_subs = subs
+    subs = [_prune_roomy_pools(sp) for sp in subs]
     k = len(subs)
     # A little before the limit: a service's solve ends a moment after its own limit (the last LP, the copy).
     deadline = t0 + opts.time_limit_s * 0.96
@@ -1329,7 +1452,7 @@ def _solve_by_service(problem: Problem, opts: SolveOptions,
         if pricing == "auto":
             pricing = "on" if size >= _SERVICE_PRICING_MIN_SHARE_VARIABLES else "off"
         limit = min(limit, until[0] - time.perf_counter() - 0.05)
-        return replace(opts, time_limit_s=max(0.1, limit), pricing=pricing, decompose="off")
+        return replace(opts, time_limit_s=max(0.1, limit), pricing=pricing, decompose="off", highs_restart=False)
 
     best: list[Solution | None] = [None] * k
     bounds = [-_INF] * k
@@ -1455,7 +1578,7 @@ def _solve_by_service(problem: Problem, opts: SolveOptions,
             left = repair_until - time.perf_counter()
             if left < 0.1:
                 return None, lower_bound(), False
-            sol = solve(replace(subs[i], pools=shrunk),
+            sol = solve(replace(whole_subs[i], pools=shrunk),
                         replace(sub_opts(left / (len(culprits) - j), sizes[i]), relative_gap=_REPAIR_GAP))
             if sol.objective is None:
                 return None, lower_bound(), False

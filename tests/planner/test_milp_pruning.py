@@ -1,0 +1,78 @@
+"""Dropping a service's columns that a same-shaped column in a roomy, no dearer pool beats keeps its optimum."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from planner.milp import Column, Demand, PoolSupply, Problem, SolveOptions, _prune_roomy_pools, solve
+from planner.schema import Role
+
+EXACT = SolveOptions(relative_gap=0.0, time_limit_s=20, decompose="off")
+CASES = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@st.composite
+def twin_pools(draw: st.DrawFn) -> Problem:
+    """One service over two device types, each in two zones at prices that differ a little; some pools small."""
+    pools = []
+    for dev, base in (("big", draw(st.sampled_from([2.0, 3.0]))), ("small", draw(st.sampled_from([0.6, 1.0])))):
+        for zone, factor in (("a", 1.0), ("b", draw(st.sampled_from([1.0, 1.1, 0.9])))):
+            pools.append(PoolSupply(f"{dev}-{zone}", zone, None, 2, draw(st.sampled_from([None, 1, 2, 8])),
+                                    base * factor))
+    buckets = draw(st.integers(1, 3))
+    rates = tuple(draw(st.sampled_from([0.0, 0.5, 2.0, 6.0, 11.0])) for _ in range(buckets))
+    if not any(rates):
+        rates = (1.0, *rates[1:])
+    cols = []
+    for dev, speed in (("big", 6.0), ("small", 1.5)):
+        for role in (Role.UNIFIED, Role.PREFILL, Role.DECODE):
+            for devices in (1, 2):
+                caps = tuple(speed * devices * draw(st.sampled_from([0.0, 0.5, 1.0])) for _ in range(buckets))
+                if role is Role.UNIFIED and not any(caps):
+                    caps = tuple(speed * devices for _ in range(buckets))
+                for zone in ("a", "b"):
+                    # The twin in the other zone is sometimes a little slower on one bucket.
+                    twin = tuple(c * (draw(st.sampled_from([1.0, 1.0, 0.8])) if zone == "b" else 1.0) for c in caps)
+                    if any(twin):
+                        cols.append(Column(f"{dev}-{zone}-{role.value}-{devices}", "s", role, f"{dev}-{zone}",
+                                           devices, twin))
+    demand = Demand("s", rates, min_replicas=draw(st.integers(0, 2)))
+    return Problem(tuple(pools), tuple(cols), (demand,), headroom=draw(st.sampled_from([0.8, 1.0])))
+
+
+@CASES
+@given(twin_pools())
+def test_pruning_roomy_pools_keeps_the_optimum(problem: Problem) -> None:
+    pruned = _prune_roomy_pools(problem)
+    full = solve(problem, EXACT)
+    fewer = solve(pruned, EXACT)
+    assert len(pruned.columns) <= len(problem.columns)
+    assert full.status == fewer.status
+    if full.objective is not None:
+        assert fewer.objective is not None
+        assert abs(full.objective - fewer.objective) <= 1e-6 * max(1.0, full.objective)
+
+
+def test_pruning_drops_the_dearer_twin_only_where_the_cheap_pool_has_room() -> None:
+    cols = tuple(Column(f"c-{z}", "s", Role.UNIFIED, f"p-{z}", 1, (2.0,)) for z in ("a", "b"))
+    roomy = (PoolSupply("p-a", "a", None, 2, 4, 1.0), PoolSupply("p-b", "b", None, 2, 4, 1.1))
+    problem = Problem(roomy, cols, (Demand("s", (3.0,)),))
+    assert [c.key for c in _prune_roomy_pools(problem).columns] == ["c-a"]
+    # Three replicas' worth of demand but the cheap pool holds two devices: the dear twin must stay.
+    tight = (replace(roomy[0], max_nodes=1), roomy[1])
+    problem = Problem(tight, cols, (Demand("s", (5.0,)),))
+    assert len(_prune_roomy_pools(problem).columns) == 2
+    assert solve(problem, EXACT).objective == solve(_prune_roomy_pools(problem), EXACT).objective
+
+
+def test_pruning_leaves_spread_and_running_plans_alone() -> None:
+    cols = tuple(Column(f"c-{z}", "s", Role.UNIFIED, f"p-{z}", 1, (2.0,)) for z in ("a", "b"))
+    pools = (PoolSupply("p-a", "a", None, 2, 4, 1.0), PoolSupply("p-b", "b", None, 2, 4, 1.1))
+    spread = Problem(pools, cols, (Demand("s", (3.0,), spread_zones=2),))
+    assert len(_prune_roomy_pools(spread).columns) == 2
+    running = Problem(pools, cols, (Demand("s", (3.0,)),), current_replicas={"c-b": 1},
+                      churn_usd_per_replica_change=0.1)
+    assert len(_prune_roomy_pools(running).columns) == 2
