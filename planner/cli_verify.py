@@ -173,7 +173,8 @@ def plan_tolerant(
 ) -> Plan:
     """A placed plan whose every service keeps the replicas its load needs after losing any one domain.
 
-    Spare capacity is bought by planning each short service at a higher rate, ``rate_rps × f_s``, and then
+    Zones: see ``_plan_zone_tolerant`` (one solve, each zone sized for rate/(K−1)). Nodes and racks:
+    spare capacity is bought by planning each short service at a higher rate, ``rate_rps × f_s``, and then
     reporting the plan at the real rate (utilisation ÷ f_s), so placement's failure-domain rule and
     ``tolerance_losses`` judge the real load: a service of ``R`` replicas survives when each domain holds at
     most ``R − need`` of them, ``need = ⌈Σ replicas·utilisation⌉``. Scaling the rate, not a minimum replica
@@ -198,10 +199,8 @@ def plan_tolerant(
     cost_without: float | None = None
     worst: DomainLoss | None = None
 
-    split: dict[str, list[str]] = {}  # zone tolerance: service → the zones it is planned in, one part each
-
     for rnd in range(1, tolerance_rounds + 1):
-        demand, parent = _scaled_demand(fleet, factors, split)
+        demand, parent = _scaled_demand(fleet, factors, {})
 
         def rebase(p: Plan, parent: Mapping[str, str] = parent) -> Plan:
             return _at_real_rate(p, fleet, catalog, factors, parent, base_dir)
@@ -232,7 +231,7 @@ def plan_tolerant(
         if not losses:
             return _with_cost_note(plan, tolerate, cost_without, factors, rnd)
         worst = min(losses, key=lambda x: (x.replicas_left - x.replicas_needed, x.service, x.domain))
-        _raise_factors(plan, fleet, catalog, inv, tolerate, losses, factors, split)
+        _raise_factors(plan, fleet, catalog, inv, tolerate, losses, factors)
     assert worst is not None
     raise ToleranceUnreachable(_loss_message(
         worst, f"still short after {tolerance_rounds} re-plans with more capacity; the pools' nodes may be "
@@ -291,13 +290,10 @@ def _domains_of(service: str, fleet: FleetSpec, catalog: Catalog, inv: Inventory
 
 
 def _raise_factors(plan: Plan, fleet: FleetSpec, catalog: Catalog, inv: Inventory,
-                   kind: Literal["node", "rack", "zone"], losses: Iterable[DomainLoss],
-                   factors: dict[str, float], split: dict[str, list[str]]) -> None:
-    """Raise the rate factor of every short service so its next plan has replicas to spare.
-
-    For zone tolerance a short service is also planned per zone (see ``_scaled_demand``) with
-    ``f ≥ K/(K−1)``: the MILP then puts capacity in every zone, not the spare in the cheapest one.
-    """
+                   kind: Literal["node", "rack"], losses: Iterable[DomainLoss],
+                   factors: dict[str, float]) -> None:
+    """Raise the rate factor of every short service so its next plan has replicas to spare (node or rack
+    tolerance; zones are planned in one solve by ``_plan_zone_tolerant``)."""
     short: dict[str, DomainLoss] = {}
     for loss in losses:
         if loss.service not in short or loss.replicas_left < short[loss.service].replicas_left:
@@ -315,9 +311,6 @@ def _raise_factors(plan: Plan, fleet: FleetSpec, catalog: Catalog, inv: Inventor
                 if g.service == sid and (g.configuration.role is Role.PREFILL) is prefill)
             for prefill in (False, True)))
         factors[sid] *= max(want / have, (have + 1) / have)
-        if kind == "zone":
-            split[sid] = sorted(domains)
-            factors[sid] = max(factors[sid], len(domains) / (len(domains) - 1))
 
 
 def _sub_id(service: str, k: int) -> str:
