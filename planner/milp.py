@@ -1301,6 +1301,12 @@ def _service_problems(problem: Problem) -> tuple[list[Problem], float]:
     return out, problem.churn_usd_per_replica_change * orphan
 
 
+def _column_price(c: Column, pools: Mapping[str, PoolSupply]) -> float:
+    """$/hour of one replica of a column: its devices and memory devices at their pools' prices."""
+    return c.devices * pools[c.pool].usd_per_device_hour + (
+        c.memory_devices * pools[c.memory_pool].usd_per_device_hour if c.memory_pool else 0.0)
+
+
 def _alone_plan_cost(problem: Problem) -> float | None:
     """$/hour of a plan of one service that fits its pools: per phase the column that carries the phase alone
     most cheaply (unified alone or prefill plus decode), replicas raised to the minimum. None where that plan
@@ -1313,10 +1319,6 @@ def _alone_plan_cost(problem: Problem) -> float | None:
     lam = np.asarray(d.bucket_rates_rps, dtype=float)
     live = lam > 0
 
-    def price(c: Column) -> float:
-        return c.devices * pools[c.pool].usd_per_device_hour + (
-            c.memory_devices * pools[c.memory_pool].usd_per_device_hour if c.memory_pool else 0.0)
-
     def cheapest(roles: tuple[Role, ...]) -> tuple[float, Column, int] | None:
         best: tuple[float, Column, int] | None = None
         for c in problem.columns:
@@ -1324,8 +1326,8 @@ def _alone_plan_cost(problem: Problem) -> float | None:
             if c.role not in roles or np.any(live & (cap <= 0)):
                 continue
             n = max(1, math.ceil(float(np.sum(lam[live] / cap[live])) / problem.headroom + 1e-9))
-            if best is None or n * price(c) < best[0]:
-                best = (n * price(c), c, n)
+            if best is None or n * _column_price(c, pools) < best[0]:
+                best = (n * _column_price(c, pools), c, n)
         return best
 
     uni = cheapest((Role.UNIFIED,))
@@ -1373,10 +1375,6 @@ def _prune_roomy_pools(problem: Problem) -> Problem:
             return True
         return p.usd_per_device_hour > 0 and upper / p.usd_per_device_hour <= p.max_nodes * p.devices_per_node
 
-    def price(c: Column) -> float:
-        return c.devices * pools[c.pool].usd_per_device_hour + (
-            c.memory_devices * pools[c.memory_pool].usd_per_device_hour if c.memory_pool else 0.0)
-
     groups: dict[tuple[Role, int, int], list[int]] = defaultdict(list)
     for i, c in enumerate(problem.columns):
         groups[(c.role, c.devices, c.memory_devices)].append(i)
@@ -1385,7 +1383,7 @@ def _prune_roomy_pools(problem: Problem) -> Problem:
         if len(members) < 2:
             continue
         caps = np.asarray([problem.columns[i].capacity_rps for i in members], dtype=float)
-        prices = np.asarray([price(problem.columns[i]) for i in members])
+        prices = np.asarray([_column_price(problem.columns[i], pools) for i in members])
         winners = [j for j, i in enumerate(members)
                    if roomy(problem.columns[i].pool) and roomy(problem.columns[i].memory_pool)]
         for jb, b in enumerate(members):
