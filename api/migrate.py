@@ -8,7 +8,10 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine
 
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+import migrations
+
+# The revisions ship as the ``migrations`` package, so an installed (not only an editable) Medley finds them.
+MIGRATIONS_DIR = Path(migrations.__file__).resolve().parent
 
 
 def alembic_config(engine: Engine | None = None, url: str | None = None) -> Config:

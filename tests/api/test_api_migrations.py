@@ -33,3 +33,21 @@ def test_upgrade_downgrade_roundtrip(db_url: str) -> None:
         assert set(inspect(engine).get_table_names()) >= TABLES
     finally:
         engine.dispose()
+
+
+def test_revisions_ship_inside_the_package() -> None:
+    """An installed (not editable) Medley migrates too: the revisions are the ``migrations`` package and its
+    package data, which the build configuration names."""
+    import tomllib
+    from pathlib import Path
+
+    import migrations
+
+    here = Path(migrations.__file__).resolve().parent
+    assert here == migrate.MIGRATIONS_DIR
+    assert {p.name for p in (here / "versions").glob("0*.py")} >= {"0001_initial.py", "0002_plans_fleet_index.py"}
+    setuptools = tomllib.loads((here.parent / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert "migrations*" in setuptools["packages"]["find"]["include"]
+    shipped = set(setuptools["package-data"]["migrations"])
+    assert {"alembic.ini", "script.py.mako"} <= shipped
+    assert all((here / name).is_file() for name in shipped)

@@ -1,0 +1,1 @@
+"""Alembic revisions of Medley's database, shipped inside the package so an installed Medley can migrate."""
