@@ -14,9 +14,11 @@ Decisions a client sees:
   only plans whose services all belong to their team; pools and power domains are admin-only.
 - Bearer tokens are stored as SHA-256 digests; a checked token is cached for ``MEDLEY_TOKEN_CACHE_S``
   seconds (default 5), so a revocation takes effect within that time.
-- Planning jobs run in the API process; at start-up, jobs a previous process left queued or running are
-  marked failed (retry with ``POST /v1/plan-jobs/{id}/retry``). So run one API process per database:
-  a second one starting would fail the first one's running jobs.
+- Planning jobs run in the API process that took the request; several processes may share a database.
+  Each marks its jobs alive every ``MEDLEY_JOB_HEARTBEAT_S`` (default 10 s); when one falls silent for three
+  beats (it crashed, or stopped), another process (or its own restart) runs its queued jobs and fails its
+  running ones as interrupted (retry with ``POST /v1/plan-jobs/{id}/retry``). Clocks must agree (NTP).
 - The schema is upgraded at start-up (``MEDLEY_AUTO_MIGRATE``, default on); with several replicas, turn it
-  off and run ``alembic -c migrations/alembic.ini upgrade head`` once per release instead.
+  off and run ``alembic -c migrations/alembic.ini upgrade head`` once per release instead (replicas that
+  do migrate at start-up on PostgreSQL take turns under an advisory lock).
 """

@@ -11,7 +11,7 @@ from api import migrate
 from api.auth import TokenCache
 from api.db import Database
 from api.deps import Services
-from api.jobs import JobRunner, Planner, default_planner
+from api.jobs import JobRunner, Planner, Recovered, default_planner
 from api.middleware import ApiMetrics, BodyLimitMiddleware, MetricsMiddleware
 from api.problems import install_handlers
 from api.provision import Provisioner, RecordingProvisioner
@@ -31,9 +31,14 @@ def create_app(settings: Settings | None = None, *, planner: Planner | None = No
         db = Database(cfg.database_url)
         if cfg.auto_migrate:
             migrate.upgrade(db.engine)
+        def recovered(found: Recovered) -> None:
+            metrics.jobs_recovered.labels("adopted").inc(found.adopted)
+            metrics.jobs_recovered.labels("failed").inc(found.failed)
+
         runner = JobRunner(db, planner or default_planner(), workers=cfg.job_workers,
-                           on_outcome=lambda outcome: metrics.jobs.labels(outcome).inc())
-        metrics.jobs_recovered.set(runner.recover())
+                           on_outcome=lambda outcome: metrics.jobs.labels(outcome).inc(),
+                           heartbeat_s=cfg.job_heartbeat_s, on_recovered=recovered)
+        runner.start()
         app.state.services = Services(settings=cfg, db=db, planner=runner.planner,
                                       provisioner=provisioner or RecordingProvisioner(), runner=runner,
                                       metrics=metrics, tokens=TokenCache(cfg.token_cache_s))

@@ -143,6 +143,9 @@ class JobRow(Base):
     created_at: Mapped[datetime]
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
+    # Which API process holds a queued or running job, and when it last said it was alive (api.jobs).
+    runner: Mapped[str | None] = mapped_column(String(96))
+    heartbeat_at: Mapped[datetime | None]
 
 
 class AuditRow(Base):

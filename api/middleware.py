@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -24,8 +24,9 @@ class ApiMetrics:
                                  buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
         self.jobs = Counter("medley_api_plan_jobs_total", "planning jobs by outcome", ["outcome"],
                             registry=self.registry)
-        self.jobs_recovered = Gauge("medley_api_plan_jobs_recovered", "jobs marked failed at start-up",
-                                    registry=self.registry)
+        self.jobs_recovered = Counter("medley_api_plan_jobs_recovered_total",
+                                      "jobs of a stopped API process: taken over (adopted) or failed",
+                                      ["action"], registry=self.registry)
 
 
 class MetricsMiddleware:

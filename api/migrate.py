@@ -6,12 +6,13 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
 import migrations
 
 # The revisions ship as the ``migrations`` package, so an installed (not only an editable) Medley finds them.
 MIGRATIONS_DIR = Path(migrations.__file__).resolve().parent
+MIGRATION_LOCK_KEY = 0x6D65646C6579  # "medley": the advisory lock PostgreSQL migrations hold
 
 
 def alembic_config(engine: Engine | None = None, url: str | None = None) -> Config:
@@ -29,6 +30,10 @@ def alembic_config(engine: Engine | None = None, url: str | None = None) -> Conf
 def _run(engine: Engine, action: str, revision: str) -> None:
     cfg = alembic_config(engine)
     with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            # API replicas starting together migrate one at a time (the lock ends with the transaction); the
+            # later ones then find the schema at head and do nothing.
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
         cfg.attributes["connection"] = connection
         getattr(command, action)(cfg, revision)
 

@@ -25,6 +25,9 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=1 << 20, ge=1024, description="larger request bodies get 413")
     job_workers: int = Field(default=2, ge=1, le=64, description="planning jobs run at once")
     job_time_limit_s: float = Field(default=120.0, gt=0, description="a planning job is failed after this")
+    job_heartbeat_s: float = Field(default=10.0, gt=0, le=300, description=(
+        "how often a process marks its planning jobs alive; after 3 silent beats other processes (or the "
+        "next start) take its queued jobs over and fail its running ones"))
     whatif_time_limit_s: float = Field(default=20.0, gt=0, description="synchronous what-if budget")
     whatif_max_services: int = Field(default=50, ge=1, description="what-ifs larger than this go to jobs")
     whatif_max_pools: int = Field(default=50, ge=1)

@@ -1,4 +1,4 @@
-"""A planning job running when its server is killed (SIGKILL) is failed at restart and can be retried."""
+"""A planning job running when its server is killed (SIGKILL) is failed after the restart and can be retried."""
 
 from __future__ import annotations
 
@@ -27,8 +27,8 @@ from api.app import create_app
 from api.settings import Settings
 planner = FakePlanner()
 planner.gate = threading.Event()  # never set: the job stays running until the process dies
-uvicorn.run(create_app(Settings(database_url={url!r}), planner=planner), host="127.0.0.1", port={port},
-            log_level="warning")
+app = create_app(Settings(database_url={url!r}, job_heartbeat_s=0.2), planner=planner)
+uvicorn.run(app, host="127.0.0.1", port={port}, log_level="warning")
 """
 
 
@@ -82,8 +82,8 @@ def test_running_job_is_failed_after_crash_and_retried(db_url: str, make_api: Ap
         assert row is not None and row.status == "running"  # the crash left it mid-flight
     db.dispose()
 
-    api = make_api(url=db_url)  # the restart
-    job = api.client.get(job_url, headers=headers).json()
+    api = make_api(url=db_url, job_heartbeat_s=0.2)  # the restart: fails it once the dead holder is silent
+    job = api.wait_job(job_url, headers, timeout_s=10)
     assert job["status"] == "failed" and job["error"] == INTERRUPTED and job["finished_at"]
     r = api.client.post(f"{job_url}/retry", headers=headers)
     assert r.status_code == 202 and r.json()["retry_of"] == job_id

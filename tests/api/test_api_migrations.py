@@ -51,3 +51,27 @@ def test_revisions_ship_inside_the_package() -> None:
     shipped = set(setuptools["package-data"]["migrations"])
     assert {"alembic.ini", "script.py.mako"} <= shipped
     assert all((here / name).is_file() for name in shipped)
+
+
+def test_replicas_starting_together_migrate_in_turn(db_url: str) -> None:
+    """Several API replicas upgrade one PostgreSQL database at start-up: they take turns, none fails."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import pytest
+
+    if not db_url.startswith("postgresql"):
+        pytest.skip("SQLite is one process's embedded store")
+    engines = [make_engine(db_url) for _ in range(4)]
+    try:
+        pool = ThreadPoolExecutor(len(engines))
+        try:
+            for done in [pool.submit(migrate.upgrade, e) for e in engines]:
+                done.result(timeout=60)  # without turns, concurrent DDL can wait on itself for ever
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
+        assert set(inspect(engines[0]).get_table_names()) >= TABLES
+        with engines[0].connect() as conn:
+            assert MigrationContext.configure(conn).get_current_revision() == "0003"
+    finally:
+        for e in engines:
+            e.dispose()
