@@ -259,7 +259,7 @@ def plan(
     try:
         if place or failed or tolerate is not ToleranceChoice.NONE:
             from planner.catalog import fleet_catalog
-            from planner.cli_verify import PlacementFailed, ToleranceUnreachable, plan_and_place
+            from planner.cli_verify import PlacementFailed, ToleranceUnreachable, draft_planner, plan_and_place
 
             catalog = fleet_catalog(fleet)
 
@@ -268,8 +268,13 @@ def plan(
                                   baselines=baselines, base_dir=Path(fleet_file).parent, created_at=stamp)
 
             try:
+                # rounds of --tolerate plan without baselines and marginal values and say how they go on
+                # stderr (stdout stays the plan)
+                draft = draft_planner(catalog, backend=solver.value if solver else None,
+                                      base_dir=Path(fleet_file).parent, created_at=stamp)
                 result = plan_and_place(fleet, catalog, tolerate=tolerate.value, failed=failed, current=cur,
-                                        planner=planner, base_dir=Path(fleet_file).parent)
+                                        planner=planner, base_dir=Path(fleet_file).parent, draft=draft,
+                                        progress=lambda line: typer.echo(line, err=True))
             except PlacementFailed as exc:
                 fail(f"{fleet_file}: placement failed: {exc}")
             except ToleranceUnreachable as exc:

@@ -7,7 +7,7 @@ import math
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Literal, cast
 
 import typer
 
@@ -21,11 +21,13 @@ from planner.place import (
     PlacementResult,
     Tolerate,
     node_count_feedback,
+    phase_capacity,
+    phase_needs,
     place,
     placed_plan,
     tolerance_losses,
 )
-from planner.schema import DeviceKind, Finding, FleetSpec, Plan, Role
+from planner.schema import DeviceKind, Finding, FleetSpec, Plan
 from planner.verify import PerfStepTimes, ReplayOptions, ReplayReport, TraceSource, build_workload, replay
 
 # The engine the capacity model assumes: a step is all prompts or all decodes (prompts first), and up to
@@ -96,6 +98,26 @@ def _default_planner(catalog: Catalog) -> Planner:
     return planner
 
 
+def draft_planner(catalog: Catalog, *, backend: str | None = None, base_dir: Path | None = None,
+                  created_at: str = "") -> Planner:
+    """``plan_fleet``'s solve without baselines or marginal values (each re-solves the MILP): for the rounds
+    of ``plan_tolerant`` whose plans are not the answer. A fleet with no plan raises what ``plan_fleet`` does."""
+    from planner.milp import Backend, SolveOptions, solve
+    from planner.plan import assemble_plan, build_inputs, plan_fleet
+
+    def planner(f: FleetSpec, cur: Plan | None) -> Plan:
+        inputs = build_inputs(f, catalog=catalog, current=cur, base_dir=base_dir)
+        opts = SolveOptions(backend=cast(Backend, backend or f.planner.solver), time_limit_s=f.planner.time_limit_s,
+                            relative_gap=f.planner.relative_gap)
+        sol = solve(inputs.problem, opts)
+        if sol.status not in ("optimal", "feasible"):  # plan_fleet explains (and raises InfeasibleFleet)
+            return plan_fleet(f, current=cur, catalog=catalog, backend=backend, baselines=False, base_dir=base_dir,
+                              created_at=created_at)
+        return assemble_plan(f, inputs, sol, opts, catalog, [], [], cur, created_at)
+
+    return planner
+
+
 def plan_and_place(
     fleet: FleetSpec,
     catalog: Catalog,
@@ -107,17 +129,22 @@ def plan_and_place(
     rounds: int = 4,
     tolerance_rounds: int = 6,
     base_dir: Path | None = None,
+    draft: Planner | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> Plan:
     """Plan on the nodes that are usable, place, and re-plan with the node counts placement can realise.
 
     With ``tolerate`` the plan must also keep every service's load after losing any one node, rack or zone;
-    see ``plan_tolerant``. Raises PlacementFailed, ToleranceUnreachable or the planner's InfeasibleFleet.
+    see ``plan_tolerant`` (``draft`` and ``progress`` are its). Raises PlacementFailed, ToleranceUnreachable or
+    the planner's InfeasibleFleet.
     """
-    planner = planner or _default_planner(catalog)
+    if planner is None:
+        planner, draft = _default_planner(catalog), draft or draft_planner(catalog, base_dir=base_dir)
     failed = list(failed)
     if tolerate != "none":
         return plan_tolerant(fleet, catalog, tolerate=tolerate, failed=failed, current=current, planner=planner,
-                             rounds=rounds, tolerance_rounds=tolerance_rounds, base_dir=base_dir)
+                             rounds=rounds, tolerance_rounds=tolerance_rounds, base_dir=base_dir, draft=draft,
+                             progress=progress)
     return _plan_placed(fleet, fleet, catalog, planner, "none", failed, current, rounds)[0]
 
 
@@ -131,30 +158,40 @@ def _plan_placed(
     current: Plan | None,
     rounds: int,
     rebase: Callable[[Plan], Plan] = lambda p: p,
-) -> tuple[Plan, PlacementResult]:
+) -> tuple[Plan, PlacementResult, FleetSpec]:
     """Plan ``demand`` (``fleet`` with scaled rates, or itself) on usable nodes, ``rebase`` it, place it.
 
-    Re-plans with fewer nodes per pool when placement reports a shortfall (fragmentation).
+    Re-plans with fewer nodes per pool when placement reports a shortfall (fragmentation). Returns the placed
+    plan, the placement and the demand as last planned (with those node limits).
     """
     usable = Counter(n.pool for n in fleet_inventory(fleet, failed=failed).nodes if n.usable)
     limits = {p.id: min(p.max_nodes, usable[p.id]) for p in fleet.pools}
     notes: list[Finding] = []
     for _ in range(rounds):
-        pools = [p.model_copy(update={"max_nodes": limits[p.id]}) for p in demand.pools]
-        plan = rebase(planner(demand.model_copy(update={"pools": pools}), current))
+        planned = demand.model_copy(update={"pools": [p.model_copy(update={"max_nodes": limits[p.id]})
+                                                      for p in demand.pools]})
+        plan = rebase(planner(planned, current))
         try:
             placed, res = _place(plan, fleet, catalog, tolerate, failed, current)
         except PlacementFailed as err:
             if not err.node_counts or all(limits[p] <= n for p, n in err.node_counts.items()):
                 err.plan = plan
                 raise
+            if tolerate != "none":
+                try:  # the failure-domain rule, not the node count, may be what leaves replicas unplaced
+                    _place(plan, fleet, catalog, "none", failed, current)
+                except PlacementFailed:
+                    pass
+                else:
+                    err.plan = plan
+                    raise
             for pool, n in err.node_counts.items():
                 limits[pool] = min(limits[pool], n)
                 notes.append(Finding(kind="note", constraint=f"placement[{pool}]", value=float(n),
                                      message=f"pool {pool}: replicas did not pack on its nodes; re-planned "
                                              f"with {n} node(s)"))
             continue
-        return placed.model_copy(update={"findings": [*placed.findings, *notes]}), res
+        return placed.model_copy(update={"findings": [*placed.findings, *notes]}), res, planned
     raise PlacementFailed(f"placement still short after {rounds} re-plans", place(
         plan, fleet, catalog, current=current, tolerate=tolerate, failed=failed), plan)
 
@@ -170,44 +207,70 @@ def plan_tolerant(
     rounds: int = 4,
     tolerance_rounds: int = 6,
     base_dir: Path | None = None,
+    draft: Planner | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> Plan:
-    """A placed plan whose every service keeps the replicas its load needs after losing any one domain.
+    """A placed plan whose every service keeps the capacity its load needs after losing any one domain.
 
-    Zones: see ``_plan_zone_tolerant`` (one solve, each zone sized for rate/(K−1)). Nodes and racks:
+    Zones, and racks when every pool sits in one rack: see ``_plan_zone_tolerant`` (one solve, each domain
+    sized for rate/(K−1)). Nodes and racks:
     spare capacity is bought by planning each short service at a higher rate, ``rate_rps × f_s``, and then
     reporting the plan at the real rate (utilisation ÷ f_s), so placement's failure-domain rule and
-    ``tolerance_losses`` judge the real load: a service of ``R`` replicas survives when each domain holds at
-    most ``R − need`` of them, ``need = ⌈Σ replicas·utilisation⌉``. Scaling the rate, not a minimum replica
-    count, keeps the extra capacity in the configurations that carry the load (a count bump lets the MILP add
-    the cheapest replicas, which count but may carry little) and grows prefill and decode pools alike.
-    One step is not exact (ceilings, and placement must also be able to spread), so it loops: start at
-    ``f = 1`` (the plan without tolerance, whose cost the findings compare against), place with the rule,
-    and for every service still short multiply ``f_s`` by ``R*/R`` with ``R* = need + ⌈need/(K−1)⌉``, the
-    fewest replicas that survive losing the fullest of ``K`` evenly filled domains its pools span (at least
-    one more replica's worth). Placement keeps its fewest-moves-then-fewest-nodes objective throughout.
-    Raises ToleranceUnreachable when a service's pools span one domain, when the extra capacity does not fit
-    the fleet (the MILP is infeasible), or after ``tolerance_rounds`` rounds.
+    ``tolerance_losses`` judge the real load: a service (serving and prefill replicas apart) survives losing a
+    domain when the replicas outside it, each valued at its capacity (``place.phase_capacity``: its share of the
+    load at the planner's headroom, so device types compare), cover the load. Scaling the rate, not a minimum
+    replica count, keeps the extra capacity in the configurations that carry the load and grows prefill and
+    decode pools alike. One step is not exact (whole replicas, and placement must also be able to spread), so
+    it loops: start at ``f = 1`` (the plan without tolerance, whose cost the findings compare against), place
+    with the rule, and for every service still short set ``f_s`` to ``T* = max(K/(K−1), 1 + c_max)``, the
+    capacity (in load units at headroom; a plan for rate × f holds at least f) that survives losing the
+    fullest of ``K`` evenly filled domains, or its largest replica (``c_max``), and at least ``f_s·(T + c_min)/T``
+    (``T`` its capacity now: one more of its smallest replicas).
+    Rounds plan with ``draft`` (default ``planner``; ``draft_planner`` skips baselines and marginal values);
+    the answer is planned once more with ``planner`` for them. ``progress`` gets one line per round.
+    Placement keeps its fewest-moves-then-fewest-nodes objective throughout. Raises ToleranceUnreachable when a
+    service's pools span one domain, when the extra capacity does not fit the fleet (the MILP is infeasible),
+    or after ``tolerance_rounds`` rounds.
     """
     from planner.plan import InfeasibleFleet
 
     planner = planner or _default_planner(catalog)
+    draft = draft or planner
     failed = list(failed)
     inv = fleet_inventory(fleet, failed=failed)
     if tolerate == "zone":
         return _plan_zone_tolerant(fleet, catalog, inv, failed, current, planner, rounds, base_dir)
+    racks: dict[str, set[str]] = {}
+    for n in inv.nodes:
+        if n.usable:
+            racks.setdefault(n.pool, set()).add(n.rack)
+    if tolerate == "rack" and all(len(r) == 1 for r in racks.values()):
+        if progress is not None:
+            progress("tolerate rack: round 1, every pool sits in one rack: each service's K racks planned for "
+                     "rate/(K−1)")
+        return _plan_zone_tolerant(fleet, catalog, inv, failed, current, planner, rounds, base_dir, "rack",
+                                   {p: min(r) for p, r in racks.items()})
     factors = {s.id: 1.0 for s in fleet.services}
+    floors: dict[str, int] = {}  # raised min_replicas: serving replicas that each carry the whole load
     cost_without: float | None = None
     worst: DomainLoss | None = None
+    losses: tuple[DomainLoss, ...] = ()
 
     for rnd in range(1, tolerance_rounds + 1):
+        if progress is not None:
+            progress(_round_line(tolerate, rnd, losses, worst, factors, floors))
         demand, parent = _scaled_demand(fleet, factors, {})
+        demand = demand.model_copy(update={"services": [
+            s.model_copy(update={"min_replicas": max(s.min_replicas, floors.get(s.id, 0))}) for s in demand.services]})
 
         def rebase(p: Plan, parent: Mapping[str, str] = parent) -> Plan:
             return _at_real_rate(p, fleet, catalog, factors, parent, base_dir)
 
+        res: PlacementResult | None = None
         try:
-            placed, res = _plan_placed(fleet, demand, catalog, planner, tolerate, failed, current, rounds, rebase)
-            plan, losses = placed, res.tolerance_losses
+            plan, res, planned = _plan_placed(fleet, demand, catalog, draft, tolerate, failed, current, rounds,
+                                              rebase)
+            losses = res.tolerance_losses
         except InfeasibleFleet as err:
             if worst is None:
                 raise
@@ -220,47 +283,85 @@ def plan_tolerant(
             # it shows who is short
             plan = err.plan
             try:
-                loose = _place(plan, fleet, catalog, "none", failed, current)[1]
+                loose_plan, loose = _place(plan, fleet, catalog, "none", failed, current)
             except PlacementFailed:
                 raise err from None
-            losses = tolerance_losses(plan, loose.replicas, inv, tolerate)
-            if not losses:
-                raise
+            losses = tolerance_losses(plan, loose.replicas, inv, tolerate, fleet)
+            if not losses:  # the rule in placement is conservative (racked replicas): this one survives anyway
+                plan, res, planned = loose_plan, loose, demand
         if cost_without is None:
             cost_without = plan.cost_usd_per_hour
-        if not losses:
-            return _with_cost_note(plan, tolerate, cost_without, factors, rnd)
-        worst = min(losses, key=lambda x: (x.replicas_left - x.replicas_needed, x.service, x.domain))
-        _raise_factors(plan, fleet, catalog, inv, tolerate, losses, factors)
+        if not losses and res is not None:
+            if draft is not planner:
+                plan = _final_plan(plan, res, planner(planned, current), rebase, fleet, catalog, tolerate, failed,
+                                   current)
+            return _with_cost_note(plan, tolerate, cost_without, factors, rnd, floors)
+        worst = min(losses, key=lambda x: (x.capacity_left, x.service, x.domain))
+        _raise_factors(plan, fleet, catalog, inv, tolerate, losses, factors, floors)
     assert worst is not None
     raise ToleranceUnreachable(_loss_message(
         worst, f"still short after {tolerance_rounds} re-plans with more capacity; the pools' nodes may be "
                "too few to spread its replicas"), worst)
 
 
+def _final_plan(placed: Plan, res: PlacementResult, full: Plan, rebase: Callable[[Plan], Plan], fleet: FleetSpec,
+                catalog: Catalog, tolerate: Tolerate, failed: list[str], current: Plan | None) -> Plan:
+    """The answer with the full planner's baselines and findings: ``full`` is the same demand planned again.
+
+    The same replicas (the usual case: the same MILP) keep ``res``'s placement; others are placed anew and
+    used if they keep the failure-domain rule, else the draft's ``placed`` stands without them.
+    """
+    full = rebase(full)
+    if [g.model_copy(update={"nodes": []}) for g in placed.replica_groups] == full.replica_groups:
+        done = placed_plan(full, res)
+    else:
+        try:
+            done, again = _place(full, fleet, catalog, tolerate, failed, current)
+        except PlacementFailed:
+            return placed
+        if again.tolerance_losses:
+            return placed
+    return done.model_copy(update={"findings": [*done.findings, *(f for f in placed.findings
+                                                                  if f not in done.findings)]})
+
+
+def _round_line(kind: str, rnd: int, losses: Iterable[DomainLoss], worst: DomainLoss | None,
+                factors: Mapping[str, float], floors: Mapping[str, int]) -> str:
+    """One progress line: the round, who was short in the last one, the rates it plans at."""
+    scaled = _scaled_words(factors, floors)
+    if worst is None:
+        return f"tolerate {kind}: round {rnd}, planning at the real rates"
+    short = len({x.service for x in losses})
+    return (f"tolerate {kind}: round {rnd}, {short} service(s) short (worst: {worst.service} loses "
+            f"{worst.capacity_lost:.0%} of its capacity with {kind} {worst.domain}, left with "
+            f"{worst.capacity_left:.0%} of what its load needs), planning with {scaled}")
+
+
 def _plan_zone_tolerant(fleet: FleetSpec, catalog: Catalog, inv: Inventory, failed: list[str],
-                        current: Plan | None, planner: Planner, rounds: int, base_dir: Path | None) -> Plan:
+                        current: Plan | None, planner: Planner, rounds: int, base_dir: Path | None,
+                        kind: Literal["zone", "rack"] = "zone", pool_domain: Mapping[str, str] | None = None) -> Plan:
     """Zone N-1 in one solve: every service is planned per zone, each of its K zones sized for rate/(K−1).
 
     Pools belong to zones, so the MILP can be told where capacity goes: after any one zone is lost, the
     K−1 left each serve rate/(K−1) with the SLO they were planned for, whatever devices each zone holds
     (no replica counting, which heterogeneous pools would make approximate). A service whose pools span
-    one zone cannot survive its loss: ToleranceUnreachable names it.
+    one zone cannot survive its loss: ToleranceUnreachable names it. With ``kind="rack"`` the same for racks,
+    when every pool's usable nodes sit in one rack (``pool_domain``: pool → its rack).
     """
     from planner.plan import InfeasibleFleet
 
     factors: dict[str, float] = {}
     split: dict[str, list[str]] = {}
     for svc in fleet.services:
-        zones = sorted(_domains_of(svc.id, fleet, catalog, inv, "zone"))
+        zones = sorted(_domains_of(svc.id, fleet, catalog, inv, kind))
         if len(zones) < 2:
             raise ToleranceUnreachable(
-                f"--tolerate zone: service {svc.id} can run only in {', '.join(zones) or 'no usable zone'}; "
-                "losing that zone leaves it nothing (give it pools in a second zone)")
+                f"--tolerate {kind}: service {svc.id} can run only in {', '.join(zones) or f'no usable {kind}'}; "
+                f"losing that {kind} leaves it nothing (give it pools in a second {kind})")
         factors[svc.id] = len(zones) / (len(zones) - 1)
         split[svc.id] = zones
     cost_without = planner(fleet, current).cost_usd_per_hour
-    demand, parent = _scaled_demand(fleet, factors, split)
+    demand, parent = _scaled_demand(fleet, factors, split, pool_domain)
 
     def rebase(p: Plan) -> Plan:
         return _at_real_rate(p, fleet, catalog, factors, parent, base_dir)
@@ -269,14 +370,14 @@ def _plan_zone_tolerant(fleet: FleetSpec, catalog: Catalog, inv: Inventory, fail
         plan = _plan_placed(fleet, demand, catalog, planner, "none", failed, current, rounds, rebase)[0]
     except InfeasibleFleet as err:
         raise ToleranceUnreachable(
-            "--tolerate zone: the fleet cannot hold capacity for every service's whole rate in the zones left "
-            f"after losing any one ({err})") from err
-    return _with_cost_note(plan, "zone", cost_without, factors, 1)
+            f"--tolerate {kind}: the fleet cannot hold capacity for every service's whole rate in the {kind}s "
+            f"left after losing any one ({err})") from err
+    return _with_cost_note(plan, kind, cost_without, factors, 1)
 
 
 def _loss_message(loss: DomainLoss, why: str) -> str:
     return (f"--tolerate {loss.kind}: losing {loss.kind} {loss.domain} leaves service {loss.service} "
-            f"{loss.replicas_left} replica(s), its load needs {loss.replicas_needed}; {why}")
+            f"{loss.replicas_left} replica(s) with {loss.capacity_left:.0%} of the capacity its load needs; {why}")
 
 
 def _domains_of(service: str, fleet: FleetSpec, catalog: Catalog, inv: Inventory,
@@ -289,40 +390,67 @@ def _domains_of(service: str, fleet: FleetSpec, catalog: Catalog, inv: Inventory
             for n in inv.nodes if n.usable and n.pool in pools}
 
 
+def _scaled_words(factors: Mapping[str, float], floors: Mapping[str, int]) -> str:
+    """``rate chat ×1.40, code ×2.00; min replicas summarise 2``, or '' when nothing is raised."""
+    rates = ", ".join(f"{s} ×{f:.2f}" for s, f in sorted(factors.items()) if f != 1.0)
+    mins = ", ".join(f"{s} {n}" for s, n in sorted(floors.items()))
+    return "; ".join(([f"rate {rates}"] if rates else []) + ([f"min replicas {mins}"] if mins else []))
+
+
 def _raise_factors(plan: Plan, fleet: FleetSpec, catalog: Catalog, inv: Inventory,
                    kind: Literal["node", "rack"], losses: Iterable[DomainLoss],
-                   factors: dict[str, float]) -> None:
-    """Raise the rate factor of every short service so its next plan has replicas to spare (node or rack
-    tolerance; zones are planned in one solve by ``_plan_zone_tolerant``)."""
-    short: dict[str, DomainLoss] = {}
+                   factors: dict[str, float], floors: dict[str, int]) -> None:
+    """Raise the rate factor of every short service by its capacity shortfall (see ``plan_tolerant``), so its
+    next plan has capacity to spare (node or rack tolerance; zones are planned in one solve). A serving phase
+    whose largest replica alone carries the load first gets one more serving replica (``floors``, its
+    min_replicas) instead: a second such replica survives, and scaling the rate would buy it only at 1 + that
+    replica's capacity; if the cheapest extra replica is too small, later rounds scale the rate."""
+    caps, needs = phase_capacity(plan, fleet), phase_needs(plan, fleet)
+    worst: dict[tuple[str, bool], DomainLoss] = {}
     for loss in losses:
-        if loss.service not in short or loss.replicas_left < short[loss.service].replicas_left:
-            short[loss.service] = loss
-    for sid, loss in sorted(short.items()):
+        key = (loss.service, loss.prefill)
+        if key not in worst or loss.capacity_left < worst[key].capacity_left:
+            worst[key] = loss
+    steps: dict[str, float] = {}
+    for (sid, prefill), loss in sorted(worst.items()):
         domains = _domains_of(sid, fleet, catalog, inv, kind)
         if len(domains) < 2:
             raise ToleranceUnreachable(_loss_message(
                 loss, f"its pools span only one {kind} ({', '.join(sorted(domains)) or 'none usable'})"), loss)
-        need = loss.replicas_needed
-        want = need + math.ceil(need / (len(domains) - 1))
-        # the phase (serving or prefill) the loss was counted on: the one whose need it reports
-        have = max(1, max(
-            sum(g.replicas for g in plan.replica_groups
-                if g.service == sid and (g.configuration.role is Role.PREFILL) is prefill)
-            for prefill in (False, True)))
-        factors[sid] *= max(want / have, (have + 1) / have)
+        held = [(c, plan.replica_groups[i].replicas) for i, c in caps.get((sid, prefill), {}).items()]
+        total = sum(c * n for c, n in held)
+        per = [c for c, n in held if c > 0 and n > 0]
+        f = factors[sid]
+        if per and not prefill and max(per) >= 1 and sid not in floors:
+            serving = sum(n for _, n in held)
+            floors[sid] = max(floors.get(sid, 0), serving + 1)
+            continue
+        if not per:  # no capacity to measure: double the rate
+            steps[sid] = max(steps.get(sid, f), 2 * f)
+            continue
+        # a plan for rate × f holds capacity T ≥ f (load units at headroom), so planning at T* buys T*
+        want = max(len(domains) / (len(domains) - 1), 1 + max(per))
+        # a bucket short on its own groups: scale them all until they hold its share plus their largest replica
+        cap = caps.get((sid, prefill), {})
+        for need, gs in needs.get((sid, prefill), [])[1:]:
+            held_b = sum(cap.get(i, 0.0) * plan.replica_groups[i].replicas for i in gs)
+            if held_b > 0:
+                want = max(want, f * (need + max(cap.get(i, 0.0) for i in gs)) / held_b)
+        steps[sid] = max(steps.get(sid, f), want, f * (total + min(per)) / total)
+    factors.update(steps)
 
 
 def _sub_id(service: str, k: int) -> str:
     return f"{service[:55]}.n1-z{k}"
 
 
-def _scaled_demand(fleet: FleetSpec, factors: Mapping[str, float],
-                   split: Mapping[str, list[str]]) -> tuple[FleetSpec, dict[str, str]]:
+def _scaled_demand(fleet: FleetSpec, factors: Mapping[str, float], split: Mapping[str, list[str]],
+                   pool_domain: Mapping[str, str] | None = None) -> tuple[FleetSpec, dict[str, str]]:
     """The fleet with every service's rate × its factor; a split service becomes one service per zone.
 
     A service split over K zones asks ``rate × f / K`` of each zone's pools, so with ``f = K/(K−1)`` the
-    zones left after losing any one hold capacity for the whole rate. Returns the fleet and sub-id → id.
+    zones left after losing any one hold capacity for the whole rate. ``pool_domain`` (pool → rack) splits
+    by another domain than the pools' zones. Returns the fleet and sub-id → id.
     """
     services = []
     parent: dict[str, str] = {}
@@ -334,8 +462,9 @@ def _scaled_demand(fleet: FleetSpec, factors: Mapping[str, float],
                 "traffic": s.traffic.model_copy(update={"rate_rps": s.traffic.rate_rps * f})}))
             continue
         for k, zone in enumerate(zones):
-            pools = [p.id for p in fleet.pools if p.zone == zone and (s.allowed_pools is None
-                                                                     or p.id in s.allowed_pools)]
+            pools = [p.id for p in fleet.pools
+                     if (p.zone if pool_domain is None else pool_domain.get(p.id)) == zone
+                     and (s.allowed_pools is None or p.id in s.allowed_pools)]
             sub = _sub_id(s.id, k)
             parent[sub] = s.id
             services.append(s.model_copy(update={
@@ -384,15 +513,15 @@ def _at_real_rate(plan: Plan, fleet: FleetSpec, catalog: Catalog, factors: Mappi
 
 
 def _with_cost_note(plan: Plan, kind: str, cost_without: float, factors: Mapping[str, float],
-                    rounds: int) -> Plan:
+                    rounds: int, floors: Mapping[str, int] | None = None) -> Plan:
     """The plan with a finding that says what surviving the loss of one domain costs."""
     extra = plan.cost_usd_per_hour - cost_without
     pct = f" ({extra / cost_without:+.1%})" if cost_without > 0 else ""
-    scaled = ", ".join(f"{s} ×{f:.2f}" for s, f in sorted(factors.items()) if f != 1.0)
+    scaled = _scaled_words(factors, floors or {})
     note = Finding(
         kind="note", constraint=f"tolerate[{kind}]", value=round(extra, 4),
         message=f"N-1 {kind}: ${plan.cost_usd_per_hour:.2f}/h with tolerance vs ${cost_without:.2f}/h without, "
-                f"+${extra:.2f}/h{pct}; " + (f"capacity planned for rate {scaled}" if scaled else
+                f"+${extra:.2f}/h{pct}; " + (f"capacity planned for {scaled}" if scaled else
                                              "the plan already had the spare replicas")
                 + f" ({rounds} round(s)); every service keeps its load after losing any one {kind}")
     return plan.model_copy(update={"findings": [*plan.findings, note]})

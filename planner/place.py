@@ -25,7 +25,9 @@ Constraints
   rack[g,r]:     Σ_{n∈r} x[g,n] = pp_g y[g,r];  Σ_{n∈r, pool q_g} xm[g,n] = m_g y[g,r];  Σ_r y[g,r] + v[g]/pp_g = R_g
   node[n]:       Σ_g size_g x[g,n] ≤ D_n used[n];   class[c]: Σ_g size_g x[g,c] ≤ D_c u[c]
   spread[s]:     z[s,zone] ≤ replicas of s in zone;  Σ z ≥ spread_zones_s
-  tolerate[s,d]: replicas of s in domain d ≤ R_s − need_s   (need_s = ⌈Σ_g R_g·utilisation_g⌉, when asked)
+  tolerate[s,d]: Σ_g c_g·(replicas of g in d) ≤ Σ_g c_g·R_g − 1   (c_g: one replica's capacity as a share of
+                 the service's load at the planner's headroom, see ``phase_capacity``; when asked), and the
+                 same for each length bucket's share over the groups that serve it (``phase_needs``)
 
 Objective (lexicographic by weights)
   min  BIG·Σ virtual units  +  W·(Σ units − Σ keep)  +  Σ used + Σ u       (moves = units started)
@@ -41,13 +43,14 @@ import time
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 from ortools.sat.python import cp_model
 
 from planner.catalog import Catalog
 from planner.inventory import Inventory, InventoryNode, fleet_inventory
-from planner.schema import Configuration, FleetSpec, Plan, ReplicaGroup, Role
+from planner.schema import Configuration, FleetSpec, LengthBucket, Plan, PlannerOptions, ReplicaGroup, Role
 
 Tolerate = Literal["none", "node", "rack", "zone"]
 Objective = Literal["moves_then_fragmentation", "moves"]
@@ -85,13 +88,19 @@ class Shortfall:
 
 @dataclass(frozen=True)
 class DomainLoss:
-    """A failure domain whose loss leaves a service with fewer replicas than its load needs."""
+    """A failure domain whose loss leaves a service (one phase) less capacity than its load needs.
+
+    ``capacity_left`` is what the surviving replicas carry at the planner's headroom as a share of the phase's
+    load (below 1 here); ``capacity_lost`` the share of the phase's capacity that ran in the domain.
+    """
 
     kind: str
     domain: str
     service: str
     replicas_left: int
-    replicas_needed: int
+    capacity_left: float
+    capacity_lost: float
+    prefill: bool = False
 
 
 @dataclass(frozen=True)
@@ -140,6 +149,7 @@ class _Group:
     replicas: int
     role: Role
     utilisation: float
+    capacity: float = 0.0  # one replica's capacity, share of its service phase's load (``phase_capacity``)
 
     @property
     def racked(self) -> bool:
@@ -283,10 +293,12 @@ def place(
         inv = inv.without(failed)
     inv_by_pool = inv.by_pool()
     usable_names = {n.name for n in inv.nodes if n.usable}
+    capacity = {i: c for caps in phase_capacity(plan, fleet).values() for i, c in caps.items()}
+    needs = phase_needs(plan, fleet) if tolerate != "none" else {}
     groups = [
         _Group(i, g.service, g.pool, g.memory_pool if g.configuration.memory_devices else None,
                g.configuration.tp, g.configuration.pp, g.configuration.memory_devices, g.replicas,
-               g.configuration.role, g.utilisation)
+               g.configuration.role, g.utilisation, capacity.get(i, 0.0))
         for i, g in enumerate(plan.replica_groups) if g.replicas > 0
     ]
     fatal, warn = _explain_structure(groups, inv_by_pool, fleet, catalog)
@@ -313,7 +325,7 @@ def place(
         budget = max(0.2, 0.8 * (deadline - time.perf_counter()) * units / units_left)
         units_left -= units
         res = _solve_component(cgroups, comp, inv_by_pool, fleet, cur_stage, cur_mem, tolerate, objective,
-                               budget, workers)
+                               budget, workers, needs)
         replicas.extend(res.replicas)
         shortfalls.extend(res.shortfall)
         explanations.extend(res.explanations)
@@ -330,11 +342,12 @@ def place(
             used[pool_of[part.node]].add(part.node)
     nodes_used = {p: len(used.get(p, set())) for p in inv_by_pool}
     free = {p: usable_by_pool[p] - nodes_used[p] for p in inv_by_pool}
-    losses = tolerance_losses(plan, replicas, inv, tolerate) if tolerate != "none" and not shortfalls else ()
+    losses = (tolerance_losses(plan, replicas, inv, tolerate, fleet) if tolerate != "none" and not shortfalls
+              else ())
     for loss in losses:
         explanations.append(
-            f"losing {loss.kind} {loss.domain} leaves {loss.service} {loss.replicas_left} replicas, "
-            f"its load needs {loss.replicas_needed}")
+            f"losing {loss.kind} {loss.domain} leaves {loss.service} {loss.replicas_left} replicas with "
+            f"{loss.capacity_left:.0%} of the capacity its load needs")
     return PlacementResult(
         status="shortfall" if shortfalls else "placed",
         replicas=tuple(replicas), moves=moves, kept=kept, nodes_used_by_pool=nodes_used,
@@ -355,9 +368,101 @@ class _ComponentResult:
     optimal: bool
 
 
-def _need(groups: list[_Group]) -> int:
-    """Replicas a service's load needs: its summed predicted utilisation, rounded up (at least one)."""
-    return max(1, math.ceil(sum(g.replicas * g.utilisation for g in groups) - 1e-9))
+_CAPACITY_SCALE = 10_000  # CP-SAT units per service load in the failure-domain rule
+_CAPACITY_SLACK = 1e-3  # rounding of utilisation and shares in a plan: capacity this close to the load covers it
+
+
+def _bucket_shares(fleet: FleetSpec | None) -> dict[str, dict[tuple[int, int], float]]:
+    """Each service's share of requests per (input, output) length bucket; a service whose trace file cannot
+    be read from here is left out (its buckets then weigh alike)."""
+    out: dict[str, dict[tuple[int, int], float]] = {}
+    for svc in fleet.services if fleet is not None else ():
+        buckets: list[LengthBucket]
+        if svc.traffic.trace_file is None:
+            buckets = svc.traffic.length_buckets()
+        else:
+            from planner.traces import bucket_trace
+
+            try:
+                buckets = bucket_trace(Path(svc.traffic.trace_file)).buckets
+            except (OSError, ValueError):
+                continue
+        shares: dict[tuple[int, int], float] = defaultdict(float)
+        for b in buckets:
+            shares[(b.input_tokens, b.output_tokens)] += b.share
+        out[svc.id] = dict(shares)
+    return out
+
+
+def phase_capacity(plan: Plan, fleet: FleetSpec | None = None) -> dict[tuple[str, bool], dict[int, float]]:
+    """Per (service, prefill phase): group index → one replica's capacity as a share of the phase's load.
+
+    A group carries ``Σ_b w_b·share_{g,b}`` of its phase's requests (``w_b`` the bucket's share of the service's
+    requests, ``share`` its decode share, prefill share for prefill groups) at ``utilisation`` of its
+    ``replicas``' capacity, so one replica at the planner's headroom carries ``headroom·carried/(replicas·
+    utilisation)``: a common unit across device types (one H100 TP8 replica may be worth many L4 replicas). The
+    phase keeps its SLO after a loss while its surviving replicas sum to ≥ 1. Approximation: each replica is
+    valued at its group's own bucket mix, while after a loss the planner could move buckets between groups
+    (which may do better or worse). Replicas of a group with no utilisation count for nothing. A phase whose
+    groups record no load (a hand-made plan) is judged by counting, as before capacities: each replica is
+    worth ``1/need``, ``need = ⌈Σ replicas·utilisation⌉`` (at least one).
+    """
+    headroom = (fleet.planner if fleet is not None else PlannerOptions()).headroom
+    out: dict[tuple[str, bool], dict[int, float]] = {}
+    for key, by_group in _phase_loads(plan, fleet).items():
+        carried = {i: sum(by_bucket.values()) for i, by_bucket in by_group.items()}
+        load = sum(carried.values())
+        if load <= 0:
+            busy_total = sum(plan.replica_groups[i].replicas * plan.replica_groups[i].utilisation for i in by_group)
+            out[key] = dict.fromkeys(by_group, 1 / max(1, math.ceil(busy_total - 1e-9)))
+            continue
+        busy = {i: plan.replica_groups[i].replicas * plan.replica_groups[i].utilisation for i in by_group}
+        out[key] = {i: headroom * c / load / busy[i] if busy[i] > 0 else 0.0 for i, c in carried.items()}
+    return out
+
+
+def phase_needs(
+    plan: Plan, fleet: FleetSpec | None = None
+) -> dict[tuple[str, bool], list[tuple[float, frozenset[int]]]]:
+    """Per (service, prefill phase): what its surviving replicas must hold after a loss, each as (share of the
+    phase's load, groups whose ``phase_capacity`` counts): the whole load on all its groups first, then each
+    length bucket's share on the groups planned to serve it (a group planned for short prompts need not meet
+    a long prompt's TTFT, so a bucket moves only among its own groups; checking buckets one at a time is the
+    approximation)."""
+    out: dict[tuple[str, bool], list[tuple[float, frozenset[int]]]] = {}
+    for key, by_group in _phase_loads(plan, fleet).items():
+        everyone = frozenset(by_group)
+        out[key] = [(1.0, everyone)]
+        load = sum(sum(by_bucket.values()) for by_bucket in by_group.values())
+        if load <= 0:
+            continue
+        for bucket in sorted({b for by_bucket in by_group.values() for b in by_bucket}):
+            serving = frozenset(i for i, by_bucket in by_group.items() if by_bucket.get(bucket, 0.0) > 0)
+            share = sum(by_bucket.get(bucket, 0.0) for by_bucket in by_group.values()) / load
+            if share > 0 and serving != everyone:
+                out[key].append((share, serving))
+    return out
+
+
+def _phase_loads(
+    plan: Plan, fleet: FleetSpec | None
+) -> dict[tuple[str, bool], dict[int, dict[tuple[int, int], float]]]:
+    """Per (service, prefill phase): group index → (input, output) bucket → share of the service's requests
+    it carries in that phase (buckets weigh alike when the service's mix is unknown)."""
+    shares = _bucket_shares(fleet)
+    out: dict[tuple[str, bool], dict[int, dict[tuple[int, int], float]]] = defaultdict(dict)
+    for i, g in enumerate(plan.replica_groups):
+        prefill = g.configuration.role is Role.PREFILL
+        if not prefill and g.configuration.role not in _SERVING:
+            continue
+        w = shares.get(g.service)
+        by_bucket: dict[tuple[int, int], float] = defaultdict(float)
+        for b in g.load:
+            key = (b.input_tokens, b.output_tokens)
+            by_bucket[key] += (w.get(key, 0.0) if w is not None else 1.0) * (b.prefill_share if prefill
+                                                                              else b.decode_share)
+        out[(g.service, prefill)][i] = dict(by_bucket)
+    return out
 
 
 def _solve_component(
@@ -371,6 +476,7 @@ def _solve_component(
     objective: Objective,
     time_limit_s: float,
     workers: int,
+    needs: Mapping[tuple[str, bool], list[tuple[float, frozenset[int]]]],
 ) -> _ComponentResult:
     m = cp_model.CpModel()
     occupied = {n for (_, n) in cur_stage} | {n for (_, n) in cur_mem}
@@ -403,6 +509,7 @@ def _solve_component(
     keep_terms: list[cp_model.IntVar] = []
     virtual_terms: list[cp_model.LinearExprT] = []
     keep_vars: dict[tuple[int, int, bool], cp_model.IntVar] = {}
+    yv: dict[tuple[int, str], cp_model.IntVar] = {}  # replicas of a racked group per rack
 
     def keep(v: cp_model.IntVar, current: int, cap: int, key: tuple[int, int, bool], name: str) -> None:
         """Count units already on a site that stay there (at most what is placed there now)."""
@@ -457,6 +564,7 @@ def _solve_component(
             for rack, sis in racks.items():
                 y = m.new_int_var(0, g.replicas, f"y{g.index}_{rack}")
                 ys.append(y)
+                yv[(g.index, rack)] = y
                 m.add_hint(y, hint.y.get((g.index, rack), 0))
                 m.add(sum(x[(g.index, si)] for si in sis if (g.index, si) in x) == g.pp * y)
                 if g.memory_pool:
@@ -493,17 +601,24 @@ def _solve_component(
     explanations: list[str] = []
     domain_rules = False  # a spread or failure-domain constraint was added (the greedy start ignores them)
 
-    def replicas_in(gs: list[_Group], pick: str, domain: str) -> cp_model.LinearExprT:
+    zone_of_rack = {s.rack: s.zone for s in sites if not s.virtual}
+
+    def replicas_in(gs: list[_Group], pick: str, domain: str,
+                    weight: Mapping[int, int] | None = None) -> cp_model.LinearExprT:
+        """Replicas of ``gs`` in a zone or rack (each times its weight, when given)."""
         terms: list[cp_model.LinearExprT] = []
         for g in gs:
+            w = weight[g.index] if weight is not None else 1
+            if g.racked:  # a racked replica lies in one rack
+                terms.extend(w * y for (gi, rack), y in yv.items() if gi == g.index and domain
+                             == (zone_of_rack.get(rack) if pick == "zone" else rack))
+                continue
             for si in site_pool[g.pool]:
                 s = sites[si]
                 if (g.index, si) not in x or s.virtual:
                     continue
-                key = s.zone if pick == "zone" else s.rack if pick == "rack" else (s.names[0] if s.individual
-                                                                                   else None)
-                if key == domain:
-                    terms.append(x[(g.index, si)])  # a stage puts its replica in the stage's domain
+                if (s.zone if pick == "zone" else s.rack) == domain:
+                    terms.append(w * x[(g.index, si)])  # a stage puts its replica in the stage's domain
         return sum(terms)
 
     for sid, gs in svc_groups.items():
@@ -528,13 +643,27 @@ def _solve_component(
                 m.add(sum(zs) >= want)
         if tolerate != "none":
             for phase in ([g for g in gs if g.role in _SERVING], [g for g in gs if g.role is Role.PREFILL]):
-                if not phase or any(g.racked for g in phase):
+                if not phase:
                     continue
-                total = sum(g.replicas for g in phase)
-                need = _need(phase)
-                if need >= total:
-                    explanations.append(f"service {sid}: {total} replicas, load needs {need}: no spare replica "
-                                        f"to survive losing a {tolerate}")
+                # per need (the whole load, each bucket on its groups: phase_needs) lost capacity ≤ spare in
+                # whole units: weights rounded up, the budget down within the slack tolerance_losses allows,
+                # so a placement that keeps these rules keeps that check too
+                rules: list[tuple[list[_Group], dict[int, int], int]] = []
+                why = ""
+                for need, members in needs.get((sid, phase[0].role is Role.PREFILL), []):
+                    ms = [g for g in phase if g.index in members]
+                    held = sum(g.replicas * g.capacity for g in ms)
+                    spare = math.floor((held - need + _CAPACITY_SLACK) * _CAPACITY_SCALE)
+                    weight = {g.index: math.ceil(g.capacity * _CAPACITY_SCALE - 1e-9) for g in ms}
+                    if held < need + _CAPACITY_SLACK:
+                        why = (f"its replicas hold {held / need:.0%} of the capacity its load needs: none to "
+                               f"spare")
+                    elif max(weight.values()) > spare:
+                        why = "one replica holds more capacity than it has to spare"
+                    rules.append((ms, weight, spare))
+                if why or not rules:
+                    explanations.append(f"service {sid}: {why or 'no load recorded'}; it cannot survive losing "
+                                        f"a {tolerate}")
                     continue
                 domain_rules = True
                 domains = sorted({
@@ -542,14 +671,29 @@ def _solve_component(
                     for si in site_pool[g.pool] if not sites[si].virtual
                 }) if tolerate != "node" else []
                 for d in domains:
-                    m.add(replicas_in(phase, tolerate, d) <= total - need)
-                if tolerate == "node":
-                    for si in {si for g in phase for si in site_pool[g.pool]}:
-                        s = sites[si]
-                        terms = [x[(g.index, si)] for g in phase if (g.index, si) in x]
-                        if s.virtual or not terms:
+                    for ms, weight, spare in rules:
+                        m.add(replicas_in(ms, tolerate, d, weight) <= spare)
+                if tolerate == "node":  # node tolerance models every node singly
+                    for si in sorted({si for g in phase for si in site_pool[g.pool]}
+                                     | {si for g in phase if g.memory_pool for si in site_pool[g.memory_pool]}):
+                        if sites[si].virtual:
                             continue
-                        m.add(sum(terms) <= total - need)  # node tolerance models every node singly
+                        lost: dict[int, cp_model.LinearExprT] = {}
+                        for g in phase:
+                            units = [v[(g.index, si)] for v in (x, xm) if (g.index, si) in v]
+                            if not units:
+                                continue
+                            if not g.racked:
+                                lost[g.index] = units[0]
+                                continue
+                            # replicas with a stage or memory device here: at most its units, at most R_g
+                            hit = m.new_int_var(0, g.replicas, f"hit{g.index}_{si}")
+                            m.add_min_equality(hit, [sum(units), g.replicas])
+                            lost[g.index] = hit
+                        for ms, weight, spare in rules:
+                            terms = [weight[g.index] * lost[g.index] for g in ms if g.index in lost]
+                            if terms:
+                                m.add(sum(terms) <= spare)
     big = (units_total + 1) * (sum(len(s.names) for s in sites) + 1)
     w_move = sum(len(s.names) for s in sites) + 1
     obj: list[cp_model.LinearExprT] = [big * sum(virtual_terms)] if virtual_terms else []
@@ -771,9 +915,15 @@ def _expand(
 
 
 def tolerance_losses(
-    plan: Plan, replicas: Iterable[ReplicaPlacement], inventory: Inventory, tolerate: Tolerate
+    plan: Plan, replicas: Iterable[ReplicaPlacement], inventory: Inventory, tolerate: Tolerate,
+    fleet: FleetSpec | None = None,
 ) -> tuple[DomainLoss, ...]:
-    """Domains (node, rack or zone) whose loss leaves a service fewer replicas than its load needs."""
+    """Domains (node, rack or zone) whose loss leaves a service's phase less capacity than its load needs.
+
+    Capacity, not replica counts: see ``phase_capacity`` and ``phase_needs`` (``fleet`` gives the bucket mix
+    and headroom; without it buckets weigh alike and the headroom is the default). ``capacity_left`` is the
+    least share of a need that survives (the whole load, or a bucket's share on its groups).
+    """
     if tolerate == "none":
         return ()
     node_of = {n.name: n for n in inventory.nodes}
@@ -785,20 +935,20 @@ def tolerance_losses(
             out.add(n.name if tolerate == "node" else n.rack if tolerate == "rack" else n.zone)
         return out
 
-    reps = list(replicas)
+    reps = [(r, domains(r)) for r in replicas]
     losses: list[DomainLoss] = []
-    by_service: dict[tuple[str, bool], list[int]] = defaultdict(list)
-    for gi, g in enumerate(plan.replica_groups):
-        by_service[(g.service, g.configuration.role is Role.PREFILL)].append(gi)
-    all_domains = sorted({d for r in reps for d in domains(r)})
-    for (sid, _prefill), gis in sorted(by_service.items()):
-        gs = [plan.replica_groups[i] for i in gis]
-        need = max(1, math.ceil(sum(g.replicas * g.utilisation for g in gs) - 1e-9))
-        mine = [r for r in reps if r.group in gis]
+    all_domains = sorted({d for _, ds in reps for d in ds})
+    needs = phase_needs(plan, fleet)
+    for (sid, prefill), cap in sorted(phase_capacity(plan, fleet).items()):
+        mine = [(r.group, cap[r.group], ds) for r, ds in reps if r.group in cap]
+        total = sum(c for _, c, _ in mine)
         for d in all_domains:
-            left = sum(1 for r in mine if d not in domains(r))
-            if left < need:
-                losses.append(DomainLoss(tolerate, d, sid, left, need))
+            kept = [(gi, c) for gi, c, ds in mine if d not in ds]
+            short = [sum(c for gi, c in kept if gi in gs) / need for need, gs in needs[(sid, prefill)]
+                     if sum(c for gi, c in kept if gi in gs) < need - _CAPACITY_SLACK]
+            if short:
+                lost = 1 - sum(c for _, c in kept) / total if total > 0 else 1.0
+                losses.append(DomainLoss(tolerate, d, sid, len(kept), round(min(short), 4), round(lost, 4), prefill))
     return tuple(losses)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from functools import cache
 from pathlib import Path
 from typing import Literal
@@ -16,7 +17,7 @@ from planner.cli_verify import ToleranceUnreachable, plan_and_place, verify_plan
 from planner.inventory import fleet_inventory
 from planner.place import DeviceSlots, ReplicaPlacement, tolerance_losses
 from planner.plan import plan_fleet
-from planner.schema import SLO, FleetSpec, LengthBucket, Node, Plan, Pool, Service, Traffic
+from planner.schema import SLO, FleetSpec, LengthBucket, Node, Plan, Pool, ReplicaGroup, Service, Traffic
 from planner.verify import TraceSource
 
 Kind = Literal["node", "rack", "zone"]
@@ -178,3 +179,62 @@ def test_cli_shows_the_cost_of_tolerance_and_exits_2_when_impossible(tmp_path: P
     assert bad.exit_code == 2 and bad.exception is None or isinstance(bad.exception, SystemExit)
     assert "--tolerate zone: service chat can run only in zone-a" in bad.output and "Traceback" not in bad.output
     assert len(bad.output.strip().splitlines()) == 1
+
+
+def mixed_fleet() -> FleetSpec:
+    """One 8-device H100 node and four 4-device L4 nodes serving one service."""
+    return FleetSpec(name="mixed", services=[CHAT], pools=[
+        Pool(id="h100", device="h100-sxm", devices_per_node=8, max_nodes=1, price_usd_per_device_hour=4.0),
+        Pool(id="l4", device="l4", devices_per_node=4, max_nodes=4, price_usd_per_device_hour=0.8)])
+
+
+def test_capacity_not_replica_counts_decides_who_survives_a_node_loss() -> None:
+    """One H100 replica carries 80% of the load, four L4 replicas 20%: five replicas, the load 'needs' two.
+
+    Counting replicas, losing the H100 node leaves four ≥ two; in capacity the L4s carry a fraction of it.
+    """
+    fleet = mixed_fleet()
+    _, plain = planned("node", False)
+    base = plain.replica_groups[0]
+    bucket = base.load[0]
+
+    def group(pool: str, device: str, replicas: int, share: float, util: float) -> ReplicaGroup:
+        return base.model_copy(update={
+            "pool": pool, "replicas": replicas, "utilisation": util, "nodes": [],
+            "configuration": base.configuration.model_copy(update={"device": device, "tp": 1}),
+            "load": [bucket.model_copy(update={"prefill_share": share, "decode_share": share})]})
+
+    plan = plain.model_copy(update={"replica_groups": [group("h100", "h100-sxm", 1, 0.8, 0.8),
+                                                       group("l4", "l4", 4, 0.2, 0.2)]})
+    inv = fleet_inventory(fleet)
+    h100 = next(n.name for n in inv.nodes if n.pool == "h100")
+    l4 = [n.name for n in inv.nodes if n.pool == "l4"]
+    reps = [ReplicaPlacement(0, (DeviceSlots(h100, (0,)),))] + [
+        ReplicaPlacement(1, (DeviceSlots(n, (0,)),)) for n in l4]
+    losses = tolerance_losses(plan, reps, inv, "node", fleet)
+    # the count rule (⌈Σ replicas·utilisation⌉ = 2 ≤ 4 left) finds no loss at all
+    assert [(x.domain, x.replicas_left) for x in losses] == [(h100, 4)]
+    assert losses[0].capacity_left == pytest.approx(0.85 * 0.2 / 0.8 * 4)  # headroom × L4 share
+    assert losses[0].capacity_lost == pytest.approx(0.5)
+    # a second H100-sized replica's worth on the L4s (utilisation halved: twice the capacity) survives it
+    doubled = plan.model_copy(update={"replica_groups": [plan.replica_groups[0], group("l4", "l4", 4, 0.2, 0.1)]})
+    assert tolerance_losses(doubled, reps, inv, "node", fleet) == ()
+
+
+def test_progress_is_reported_once_per_round() -> None:
+    fleet = nodes_fleet()
+    catalog = fleet_catalog(fleet)
+    lines: list[str] = []
+
+    def planner(f: FleetSpec, cur: Plan | None) -> Plan:
+        return plan_fleet(f, current=cur, catalog=catalog, baselines=False)
+
+    plan = plan_and_place(fleet, catalog, planner=planner, tolerate="node", progress=lines.append)
+    note = next(f for f in plan.findings if f.constraint == "tolerate[node]")
+    found = re.search(r"\((\d+) round\(s\)\)", note.message)
+    assert found, note.message
+    rounds = int(found.group(1))
+    assert len(lines) == rounds >= 2
+    assert lines[0] == "tolerate node: round 1, planning at the real rates"
+    assert lines[1].startswith("tolerate node: round 2, 1 service(s) short (worst: chat loses ")
+    assert "planning with rate chat ×" in lines[1] or "min replicas chat" in lines[1]
