@@ -191,7 +191,8 @@ class JobRunner:
                 .values(status="failed", error=INTERRUPTED, finished_at=utcnow())
                 .execution_options(synchronize_session=False)
             ).rowcount  # type: ignore[attr-defined]
-            waiting = list(s.scalars(select(JobRow.id).where(JobRow.status == "queued", self._orphaned(now))))
+            waiting = [] if self._closed else list(
+                s.scalars(select(JobRow.id).where(JobRow.status == "queued", self._orphaned(now))))
         adopted = []
         for job_id in waiting:
             with self.db.write() as s:
@@ -202,9 +203,8 @@ class JobRunner:
                 )
                 if took.rowcount == 1:  # type: ignore[attr-defined]
                     adopted.append(job_id)
-        if not self._closed:
-            for job_id in adopted:
-                self._pool.submit(self._run_logged, job_id)
+        for job_id in adopted:
+            self._pool.submit(self._run_logged, job_id)
         found = Recovered(adopted=len(adopted), failed=int(failed))
         if found.adopted or found.failed:
             log.warning("planning jobs of a stopped API process: %d taken over, %d failed as interrupted",
