@@ -7,7 +7,7 @@ import math
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Literal, cast
+from typing import Literal
 
 import typer
 
@@ -100,20 +100,13 @@ def _default_planner(catalog: Catalog) -> Planner:
 
 def draft_planner(catalog: Catalog, *, backend: str | None = None, base_dir: Path | None = None,
                   created_at: str = "") -> Planner:
-    """``plan_fleet``'s solve without baselines or marginal values (each re-solves the MILP): for the rounds
-    of ``plan_tolerant`` whose plans are not the answer. A fleet with no plan raises what ``plan_fleet`` does."""
-    from planner.milp import Backend, SolveOptions, solve
-    from planner.plan import assemble_plan, build_inputs, plan_fleet
+    """``plan_fleet`` without baselines or marginal values (each re-solves the MILP): for the rounds of
+    ``plan_tolerant`` whose plans are not the answer."""
+    from planner.plan import plan_fleet
 
     def planner(f: FleetSpec, cur: Plan | None) -> Plan:
-        inputs = build_inputs(f, catalog=catalog, current=cur, base_dir=base_dir)
-        opts = SolveOptions(backend=cast(Backend, backend or f.planner.solver), time_limit_s=f.planner.time_limit_s,
-                            relative_gap=f.planner.relative_gap)
-        sol = solve(inputs.problem, opts)
-        if sol.status not in ("optimal", "feasible"):  # plan_fleet explains (and raises InfeasibleFleet)
-            return plan_fleet(f, current=cur, catalog=catalog, backend=backend, baselines=False, base_dir=base_dir,
-                              created_at=created_at)
-        return assemble_plan(f, inputs, sol, opts, catalog, [], [], cur, created_at)
+        return plan_fleet(f, current=cur, catalog=catalog, backend=backend, baselines=False, marginals=False,
+                          base_dir=base_dir, created_at=created_at)
 
     return planner
 

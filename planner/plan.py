@@ -147,8 +147,11 @@ def _unlimited(problem: Problem) -> Problem:
 
 def plan_fleet(fleet: FleetSpec, *, current: Plan | None = None, catalog: Catalog | None = None,
                perf: PerfModel | None = None, backend: str | None = None, baselines: bool = True,
-               base_dir: Path | None = None, created_at: str = "") -> Plan:
-    """The cheapest plan that meets every service's SLO inside the fleet's pools and power budgets."""
+               marginals: bool = True, base_dir: Path | None = None, created_at: str = "") -> Plan:
+    """The cheapest plan that meets every service's SLO inside the fleet's pools and power budgets.
+
+    ``baselines`` and ``marginals`` (binding rows and marginal values) each solve the MILP again; drafts that
+    are not the answer skip them."""
     cat = catalog or fleet_catalog(fleet)
     inputs = build_inputs(fleet, catalog=cat, perf=perf, current=current, base_dir=base_dir)
     opts = _options(fleet, backend)
@@ -159,7 +162,7 @@ def plan_fleet(fleet: FleetSpec, *, current: Plan | None = None, catalog: Catalo
         raise InfeasibleFleet([Finding(kind="infeasible", constraint="solver",
                                        message=f"the solver found no plan within {opts.time_limit_s:g} s "
                                                f"({sol.status}); raise planner.time_limit_s")])
-    findings = marginal_values(inputs.problem, sol, opts)
+    findings = marginal_values(inputs.problem, sol, opts) if marginals else []
     base = _baselines(inputs, cat, opts) if baselines else []
     return assemble_plan(fleet, inputs, sol, opts, cat, base, findings, current, created_at)
 
