@@ -410,7 +410,8 @@ def _raise_factors(plan: Plan, fleet: FleetSpec, catalog: Catalog, inv: Inventor
         if len(domains) < 2:
             raise ToleranceUnreachable(_loss_message(
                 loss, f"its pools span only one {kind} ({', '.join(sorted(domains)) or 'none usable'})"), loss)
-        held = [(c, plan.replica_groups[i].replicas) for i, c in caps.get((sid, prefill), {}).items()]
+        cap = caps.get((sid, prefill), {})
+        held = [(c, plan.replica_groups[i].replicas) for i, c in cap.items()]
         total = sum(c * n for c, n in held)
         per = [c for c, n in held if c > 0 and n > 0]
         f = factors[sid]
@@ -424,7 +425,6 @@ def _raise_factors(plan: Plan, fleet: FleetSpec, catalog: Catalog, inv: Inventor
         # a plan for rate × f holds capacity T ≥ f (load units at headroom), so planning at T* buys T*
         want = max(len(domains) / (len(domains) - 1), 1 + max(per))
         # a bucket short on its own groups: scale them all until they hold its share plus their largest replica
-        cap = caps.get((sid, prefill), {})
         for need, gs in needs.get((sid, prefill), [])[1:]:
             held_b = sum(cap.get(i, 0.0) * plan.replica_groups[i].replicas for i in gs)
             if held_b > 0:
