@@ -236,11 +236,12 @@ def test_distserve_disaggregation_beats_colocation_when_tpot_is_tight() -> None:
 def test_splitwise_h100_over_a100_ratios() -> None:
     """Splitwise: Llama-2-70B, DGX (TP8), one coding request (~1500 prompt tokens).
 
-    TTFT 185 → 95 ms (1.95×) and time between tokens 52 → 31 ms (1.68×). The decode ratio is within 20%.
-    The TTFT ratio comes out at ~2.37 (+21%): the operator profiles put H100 GEMMs 2.8× ahead of A100 and
-    the NCCL profiles its all-reduces 2.1× ahead, more than Splitwise's end-to-end measurement shows; we
-    keep the bound at 25% rather than bend the calibration to it. (The A100/H100 decode overheads come
-    from the REFERENCE §1 vLLM measurements, so the decode ratio is not independent of calibration.)
+    TTFT 185 → 95 ms (1.95×) and time between tokens 52 → 31 ms (1.68×), both within 20%. Neither ratio
+    is an independent check: Splitwise's four single-request TTFTs (coding and conversation, at its traces'
+    P50 prompt lengths) are calibration anchors, the only TP8 prefill data, which set the TP8 prefill
+    overheads (before, tied to the decode ones, the ratio came out at ~2.38); the A100/H100 decode overheads
+    come from the REFERENCE §1 vLLM measurements. With only an overhead to fit, the ratio lands at ~2.0,
+    not 1.95: Splitwise's TTFT grows less with prompt length than the operator profiles' GEMMs predict.
     """
     pm = default_perf_model()
     a100, h100 = shape("llama-2-70b", "a100-80gb", 8), shape("llama-2-70b", "h100-sxm", 8)
@@ -250,7 +251,7 @@ def test_splitwise_h100_over_a100_ratios() -> None:
           f" ms = {ttft:.2f}x (paper 1.95); TBT {pm.decode_step_ms(a100, 1, 1600):.1f} / "
           f"{pm.decode_step_ms(h100, 1, 1600):.1f} ms = {tbt:.2f}x (paper 1.68)")
     assert tbt == pytest.approx(52 / 31, rel=0.20)
-    assert ttft == pytest.approx(185 / 95, rel=0.25)
+    assert ttft == pytest.approx(185 / 95, rel=0.20)
 
 
 def test_lamina_offload_beats_tp4_per_dollar() -> None:
