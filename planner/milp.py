@@ -52,6 +52,13 @@ reduced cost is negative; then the MILP on the priced columns, warm-started from
 The reported bound is max(L, min(B_R, L + min_{c left out} g_c)): B_R the restricted MILP's bound, L the
 full LP bound and g_c the least a replica of c adds to L (see _solve_by_pricing); every plan either uses only
 restricted columns or some left-out one, so it holds for the whole problem and the gap is honest.
+Where the services share only pool and power rows but the pools bind (so solving by service, below, does not
+apply), the pool rows are relaxed with the LP's duals μ as prices: each service's own MILP at prices π + μ
+gives L(μ) = Σ_s (bound of s) − Σ_p μ_p D_p M_p, a bound for any μ ≥ 0 that counts each service's whole
+replicas (on the synthetic 20-service fleet: 2294 against an LP bound of 2283). The LP may then stop before it
+has priced every column (its value bounds nothing then), and the first restricted MILP takes the services'
+plans with the LP's support: their columns fit together where each plan alone overruns a pool. See
+_lagrangian_plans.
 
 Fleets whose services share only pool and power rows (device billing; every power term non-negative) are
 solved service by service (see _solve_by_service): without the shared rows the model falls apart into one
@@ -825,6 +832,12 @@ PRICING_MIN_SHARE_VARIABLES = 20_000
 _PRICING_START_PER_BUCKET = 3
 _PRICING_MAX_ROUNDS = 40
 _PRICING_ADD_PER_SERVICE = 25
+# With the services priced (see _lagrangian_plans), the LP may stop unfinished once it has settled or after
+# this share of the time limit, and the services' own MILPs end by _LAGRANGE_SERVICES_UNTIL of it.
+_LAGRANGE_LP_SHARE = 0.3
+_LAGRANGE_LP_SETTLED = 0.01  # the LP has settled when a round lowers it by less than this share
+_LAGRANGE_SERVICES_UNTIL = 0.65
+_LAGRANGE_GRACE = 0.1  # more time for a service that had no bound by then
 _SOFT_ROWS = ("pool[", "power_expected[", "power_nameplate[", "min_replicas[", "spread[", "work[")
 
 
@@ -844,7 +857,8 @@ def _submatrix(a: _Arrays, keep_col: np.ndarray, keep_row: np.ndarray, relax: bo
     )
 
 
-def _solve_by_pricing(problem: Problem, built: _Built, opts: SolveOptions) -> _RawResult | None:
+def _solve_by_pricing(problem: Problem, built: _Built, opts: SolveOptions,
+                      lagrange: bool = False) -> _RawResult | None:
     """Price columns into a restricted model until no left-out column can lower the LP bound or the plan.
 
     LP phase: with the restricted LP's duals and reduced costs r, a left-out column c could lower the LP iff its
@@ -855,6 +869,12 @@ def _solve_by_pricing(problem: Problem, built: _Built, opts: SolveOptions) -> _R
     (certified). Otherwise the columns with the lowest g_c join (a batch at a time, a better plan narrows the
     threshold), and the bound reported is max(L, min(B_R, L + min_{c left out} g_c)). None: no answer here,
     solve the full model.
+
+    With ``lagrange`` (a fleet whose services share only pool and power rows, see _decomposable), the pool
+    rows' duals μ price each service's own MILP (see _lagrangian_plans): L(μ) bounds the fleet whatever μ, so
+    the LP may stop before it converges once the time share _LAGRANGE_LP_SHARE is spent (its value then
+    bounds nothing, and neither do the gains), and the services' plans join the LP's support in the first
+    restricted MILP, which then gets most of the time left.
     """
     t0 = time.perf_counter()
     m = built.m
@@ -960,7 +980,10 @@ def _solve_by_pricing(problem: Problem, built: _Built, opts: SolveOptions) -> _R
     lp_values = np.zeros(nvar)
     gain = np.zeros(len(cols))
     y = np.zeros(nrow)
+    converged = False
+    last_value: float | None = None
     for _ in range(_PRICING_MAX_ROUNDS):
+        round_t0 = time.perf_counter()
         keep_col, keep_row = masks()
         sub = _submatrix(arr, keep_col, keep_row, relax=True)
         row_at = np.cumsum(keep_row) - 1
@@ -989,7 +1012,16 @@ def _solve_by_pricing(problem: Problem, built: _Built, opts: SolveOptions) -> _R
         if not len(cand):
             if slack_used > 1e-7:
                 return None  # no column can close the shortfall: the full model will say infeasible
+            converged = True
             break
+        now = time.perf_counter()
+        # The first round without slack may still price the pools far off; from the second on, stop once the
+        # value settles or another round would overrun the LP's share of the time.
+        if lagrange and slack_used <= 1e-7 and last_value is not None and (
+                last_value - res.objective <= _LAGRANGE_LP_SETTLED * abs(res.objective)
+                or now + (now - round_t0) - t0 > _LAGRANGE_LP_SHARE * opts.time_limit_s):
+            break
+        last_value = res.objective if slack_used <= 1e-7 else None
         # The few most improving left-out columns per service join, so each round stays small.
         order = cand[np.lexsort((gain[cand], svc_of[cand]))]
         grp = svc_of[order]
@@ -1001,7 +1033,18 @@ def _solve_by_pricing(problem: Problem, built: _Built, opts: SolveOptions) -> _R
         return None
     assert lp_bound is not None
 
-    bound_known = lp_bound
+    bound_known = lp_bound if converged else -_INF
+    lagrange_bound: float | None = None
+    plan_cols: set[str] = set()
+    if lagrange:
+        prices = {p.id: max(0.0, -float(y[row])) for p in problem.pools if p.max_nodes is not None
+                  for row in [built.pool_row.get(p.id)] if row is not None}
+        lagrange_bound, plan_cols = _lagrangian_plans(
+            problem, prices, opts, t0 + opts.time_limit_s * _LAGRANGE_SERVICES_UNTIL)
+        if lagrange_bound is not None:
+            bound_known = max(bound_known, lagrange_bound)
+    # Stop as soon as a plan is within the gap of a bound that holds for the whole fleet (if there is one).
+    stop_at = bound_known + opts.relative_gap * abs(bound_known) if math.isfinite(bound_known) else None
 
     best: _RawResult | None = None
     best_keep: np.ndarray | None = None
@@ -1009,6 +1052,11 @@ def _solve_by_pricing(problem: Problem, built: _Built, opts: SolveOptions) -> _R
     certified = False
     # A first plan from the columns the LP uses: small, so found fast, and a warm start for the real search.
     support = selected & (lp_values[n_of] > 1e-7)
+    if plan_cols:
+        # The services' own plans at the pool prices: with the LP's support, columns that fit together.
+        in_plans = np.asarray([c.key in plan_cols for c in cols], dtype=bool)
+        support |= in_plans
+        selected |= in_plans
     keep_col = (owner < 0) | support[np.maximum(owner, 0)]
     keep_row = np.ones(nrow, dtype=bool)
     if not opts.link_rows:
@@ -1017,9 +1065,14 @@ def _solve_by_pricing(problem: Problem, built: _Built, opts: SolveOptions) -> _R
     if len(left_out):
         keep_row[np.concatenate([own_rows[j] for j in left_out])] = False
     first_try = replace(remaining(opts), backend="highs")
-    first_try = replace(first_try, time_limit_s=first_try.time_limit_s * 0.3)
-    res = _solve_highs(_submatrix(arr, keep_col, keep_row, relax=False), first_try, None,
-                       lp_bound + opts.relative_gap * abs(lp_bound))
+    if plan_cols:
+        # The fleet's plan comes from here: search until a plan is within the gap of L(μ) (stop_at), not of
+        # this restricted model's own bound.
+        first_try = replace(first_try, time_limit_s=first_try.time_limit_s * 0.9,
+                            relative_gap=opts.relative_gap * 0.1)
+    else:
+        first_try = replace(first_try, time_limit_s=first_try.time_limit_s * 0.3)
+    res = _solve_highs(_submatrix(arr, keep_col, keep_row, relax=False), first_try, None, stop_at)
     if res.values is not None and res.objective is not None:
         best, best_keep = res, keep_col
         best_sel = support.copy()
@@ -1027,11 +1080,17 @@ def _solve_by_pricing(problem: Problem, built: _Built, opts: SolveOptions) -> _R
         # is usually the last (solving it once without them, then again with them, costs twice).
         target = res.objective - opts.relative_gap * abs(res.objective)
         early = np.nonzero(~selected & (gain < target - lp_bound + 1e-9 * max(1.0, abs(res.objective))))[0]
+        if not converged:
+            early = early[:0]  # the gains of an unfinished LP rule nothing out
         cap = max(50, int(selected.sum()) // 4)
         if len(early) > cap:
             early = early[np.argsort(gain[early], kind="stable")[:cap]]
         selected[early] = True
     for _ in range(_PRICING_MAX_ROUNDS):
+        if best is not None and best.objective is not None and stop_at is not None and best.objective <= stop_at:
+            break  # within the gap of a bound that holds for the whole fleet
+        if best is not None and not converged:
+            break  # the gains of an unfinished LP cannot say which columns could do better
         keep_col, keep_row = masks(opts.link_rows)
         if best is not None and best.values is not None and best_keep is not None:
             full = np.zeros(nvar)
@@ -1039,8 +1098,6 @@ def _solve_by_pricing(problem: Problem, built: _Built, opts: SolveOptions) -> _R
         else:
             full = _round_up(problem, built, lp_values)
         start_at = full[keep_col]
-        # Stop as soon as the plan is within the gap of a bound that holds for the whole fleet.
-        stop_at = bound_known + opts.relative_gap * abs(bound_known)
         res = _run_backend(_submatrix(arr, keep_col, keep_row, relax=False), remaining(opts), start_at, stop_at)
         if res.values is None or res.objective is None:
             if best is None:
@@ -1051,6 +1108,8 @@ def _solve_by_pricing(problem: Problem, built: _Built, opts: SolveOptions) -> _R
         # Only a column that could bring a plan below the incumbent by more than the gap need join.
         target = res.objective - opts.relative_gap * abs(res.objective)
         join = ~selected & (gain < target - lp_bound + 1e-9 * max(1.0, abs(res.objective)))
+        if not converged:
+            break  # the gains of an unfinished LP certify nothing: the plan stands against L(μ)
         if not join.any() or (res.best_bound is not None and _priced_bound(
                 res.best_bound, lp_bound, gain[~selected]) >= target - 1e-9 * max(1.0, abs(res.objective))):
             # No left-out column can beat the plan by more than the gap (or the restricted bound with the
@@ -1069,14 +1128,73 @@ def _solve_by_pricing(problem: Problem, built: _Built, opts: SolveOptions) -> _R
     values = np.zeros(nvar)
     values[best_keep] = best.values
     bound = bound_known
-    if best.best_bound is not None:
+    if best.best_bound is not None and converged:
         bound = max(bound, _priced_bound(best.best_bound, lp_bound, gain[~best_sel]))
+    if not math.isfinite(bound):
+        # An unfinished LP and no bound from the services: a plan without a bound.
+        return replace(best, status="feasible", values=values, best_bound=None,
+                       message=f"{best.message}; no bound; priced {int(selected.sum())} of {len(cols)} columns")
     bound = min(bound, best.objective)
     gap = (best.objective - bound) / max(abs(best.objective), 1e-9)
     status: Status = "optimal" if gap <= opts.relative_gap + 1e-12 else "feasible"
-    how = "restricted bound" if certified else ("priced bound" if bound > bound_known else "LP bound")
+    how = "restricted bound" if certified else ("priced bound" if bound > bound_known else (
+        "Lagrangian bound" if lagrange_bound is not None and bound_known == lagrange_bound else "LP bound"))
     return replace(best, status=status, values=values, best_bound=bound,
                    message=f"{best.message}; {how}; priced {int(selected.sum())} of {len(cols)} columns")
+
+
+def _lagrangian_plans(problem: Problem, prices: Mapping[str, float], opts: SolveOptions,
+                      until: float) -> tuple[float | None, set[str]]:
+    """L(μ) and the columns of the services' plans, each service planned alone with pool p's devices dearer
+    by μ_p.
+
+    Relaxing the pool rows with multipliers μ ≥ 0 (each service keeps its own pool and power rows, as in
+    _solve_by_service) leaves one MILP per service over its columns at prices π_p + μ_p, and
+    L(μ) = Σ_s (bound of s at those prices) − Σ_p μ_p·D_p·M_p bounds the fleet for any μ ≥ 0 on the pools with
+    a node limit M_p (a pool without one keeps its price: its row cannot be relaxed); with a finished LP's
+    duals it is at least the LP bound up to the services' own gaps, since each service's integer plan costs
+    at least its LP. The services' plans rarely fit together (each sees the price, not the others), but
+    their columns are the ones worth having in a restricted MILP. None when a service got no bound in time.
+    """
+    # A pool without a node limit has no row to relax (its nodes are free): it keeps its price.
+    mu = {p.id: max(0.0, prices.get(p.id, 0.0)) for p in problem.pools if p.max_nodes is not None}
+    priced = replace(problem, pools=tuple(replace(p, usd_per_device_hour=p.usd_per_device_hour + mu.get(p.id, 0.0))
+                                          for p in problem.pools))
+    subs, orphan = _service_problems(priced)
+    subs = [_prune_roomy_pools(sp) for sp in subs]
+    order = sorted(range(len(subs)), key=lambda i: _share_variables(subs[i]))
+    workers = max(1, min(opts.threads, len(subs)))
+    lock = threading.Lock()
+    started = [0]
+
+    def run(i: int, end: float) -> Solution | None:
+        with lock:
+            left = end - time.perf_counter()
+            share = 2.0 * left * workers / max(1, len(subs) - started[0])
+            started[0] += 1
+        if left < 0.05:
+            return None
+        size = _share_variables(subs[i])
+        sub = replace(opts, time_limit_s=max(0.05, min(left, share)), relative_gap=opts.relative_gap * 0.5,
+                      pricing="on" if size >= _SERVICE_PRICING_MIN_SHARE_VARIABLES else "off", decompose="off",
+                      highs_restart=False, backend="highs")
+        return solve(subs[i], sub)
+
+    with ThreadPoolExecutor(workers) as pool:
+        found = dict(zip(order, pool.map(lambda i: run(i, until), order), strict=True))
+        # A service that got no bound in its share tries once more, in the time the others left.
+        late = [i for i in order if found[i] is None or found[i].best_bound is None]  # type: ignore[union-attr]
+        started[0] = len(subs) - len(late)
+        for i, sol in zip(late, pool.map(lambda i: run(i, until + _LAGRANGE_GRACE * opts.time_limit_s), late),
+                          strict=True):
+            if sol is not None and (found[i] is None or sol.best_bound is not None):
+                found[i] = sol
+    sols = [found[i] for i in range(len(subs))]
+    cols = {k for sol in sols if sol is not None for k, n in sol.replicas.items() if n > 0}
+    if any(sol is None or sol.best_bound is None for sol in sols):
+        return None, cols
+    held = sum(mu[p.id] * p.devices_per_node * p.max_nodes for p in problem.pools if p.max_nodes is not None)
+    return sum(sol.best_bound for sol in sols if sol is not None and sol.best_bound is not None) + orphan - held, cols
 
 
 def _priced_bound(restricted: float, lp_bound: float, left_out_gains: np.ndarray) -> float:
@@ -1198,7 +1316,9 @@ def _solve_whole(problem: Problem, opts: SolveOptions, t0: float, share_vars: in
         return _empty("infeasible", opts, time.perf_counter() - t0, nvars, nrows, "a bucket has no column")
     raw: _RawResult | None = None
     if pricing:
-        raw = _solve_by_pricing(problem, built, opts)
+        lagrange = opts.decompose != "off" and _decomposable(problem)
+        left = replace(opts, time_limit_s=max(0.5, opts.time_limit_s - (time.perf_counter() - t0)))
+        raw = _solve_by_pricing(problem, built, left, lagrange=lagrange)
     if raw is None:
         if pricing and not opts.link_rows:
             built = _build(problem, link=False, bucket_rows=opts.bucket_rows, work_rows=opts.work_rows)

@@ -13,12 +13,15 @@ from planner.milp import (
     PowerBudget,
     Problem,
     SolveOptions,
+    _lagrangian_plans,
     _overused,
     solve,
 )
 from planner.schema import Role
 
 EXACT = SolveOptions(time_limit_s=20.0, relative_gap=0.0, decompose="off", pricing="off")
+# Column pricing with the services priced by the pool duals (the path large fleets whose pools bind take).
+PRICED = SolveOptions(time_limit_s=10.0, relative_gap=0.0, decompose="auto", pricing="on")
 SPLIT = SolveOptions(time_limit_s=5.0, relative_gap=0.0, decompose="on", pricing="off")
 
 
@@ -76,3 +79,53 @@ def test_shared_pool_gap_is_closed_not_hidden() -> None:
     assert sol.objective is not None and abs(sol.objective - 4.0) < 1e-6
     assert sol.best_bound is not None and 2.0 + 1e-6 < sol.best_bound <= 4.0 + 1e-6
     assert not any(_overused(problem, sol.replicas, sol.prefill_share | sol.decode_share))
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(coupled(), st.lists(st.sampled_from([0.0, 0.25, 0.5, 1.0, 2.0, 5.0]), min_size=2, max_size=2))
+def test_lagrangian_bound_holds_for_any_pool_prices(problem: Problem, prices: list[float]) -> None:
+    """L(μ) = Σ_s (bound of s at π + μ) − Σ_p μ_p·D_p·M_p never exceeds the fleet optimum, whatever μ ≥ 0."""
+    exact = solve(problem, EXACT)
+    if exact.status == "infeasible":
+        return
+    assert exact.objective is not None
+    mu = dict(zip(("cheap", "dear"), prices, strict=True))
+    bound, cols = _lagrangian_plans(problem, mu, SolveOptions(relative_gap=0.0), until=float("inf"))
+    assert bound is not None and bound <= exact.objective + 1e-6 * max(1.0, exact.objective)
+    assert cols <= {c.key for c in problem.columns}
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(coupled())
+def test_priced_services_plan_and_bound_are_honest(problem: Problem) -> None:
+    """Column pricing with the services priced by the pool duals: the bound stays below the optimum, the plan
+    above it, and the plan meets the shared rows."""
+    exact = solve(problem, EXACT)
+    sol = solve(problem, PRICED)
+    if exact.status == "infeasible":
+        assert sol.objective is None or sol.status != "optimal"
+        return
+    assert exact.objective is not None and sol.objective is not None
+    tol = 1e-6 * max(1.0, exact.objective)
+    assert sol.objective >= exact.objective - tol
+    if sol.best_bound is not None:
+        assert sol.best_bound <= exact.objective + tol
+    assert not any(_overused(problem, sol.replicas, sol.prefill_share | sol.decode_share))
+
+
+def test_pool_price_lifts_the_bound_above_the_services_own() -> None:
+    """Each service alone takes the cheap device; priced at μ = 2 (the dear pool's premium, the LP's dual on the
+    cheap pool), each pays 3 alone, so L(μ) = 3 + 3 − 2·1 = 4: the optimum, where μ = 0 gives only 2."""
+    pools = (PoolSupply("cheap", "a", None, 1, 1, 1.0), PoolSupply("dear", "a", None, 1, None, 3.0))
+    columns = tuple(Column(f"s{s}-{p}", f"s{s}", Role.UNIFIED, p, 1, (1.0,)) for s in range(2)
+                    for p in ("cheap", "dear"))
+    problem = Problem(pools, columns, (Demand("s0", (1.0,)), Demand("s1", (1.0,))))
+    opts = SolveOptions(relative_gap=0.0)
+    low, _ = _lagrangian_plans(problem, {"cheap": 0.0}, opts, until=float("inf"))
+    high, cols = _lagrangian_plans(problem, {"cheap": 2.0}, opts, until=float("inf"))
+    assert low is not None and abs(low - 2.0) < 1e-6
+    assert high is not None and abs(high - 4.0) < 1e-6
+    assert {"s0-cheap", "s1-cheap"} & cols or {"s0-dear", "s1-dear"} <= cols
+    sol = solve(problem, PRICED)
+    assert sol.objective is not None and abs(sol.objective - 4.0) < 1e-6
+    assert sol.best_bound is not None and sol.best_bound >= 4.0 - 1e-6
