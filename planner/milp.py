@@ -1183,7 +1183,7 @@ def _lagrangian_plans(problem: Problem, prices: Mapping[str, float], opts: Solve
     with ThreadPoolExecutor(workers) as pool:
         found = dict(zip(order, pool.map(lambda i: run(i, until), order), strict=True))
         # A service that got no bound in its share tries once more, in the time the others left.
-        late = [i for i in order if found[i] is None or found[i].best_bound is None]  # type: ignore[union-attr]
+        late = [i for i in order if (sol := found[i]) is None or sol.best_bound is None]
         started[0] = len(subs) - len(late)
         for i, sol in zip(late, pool.map(lambda i: run(i, until + _LAGRANGE_GRACE * opts.time_limit_s), late),
                           strict=True):
