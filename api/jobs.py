@@ -57,11 +57,11 @@ class Planner(Protocol):
 
 
 def default_planner() -> Planner:
-    """``planner.plan.plan_fleet``, imported when first called (the API starts without it)."""
+    """``planner.pipeline.plan_fleet``, imported when first called (the API starts without it)."""
 
     def plan(fleet: FleetSpec, *, current: Plan | None = None) -> Plan:
         # Imported by name at call time: the API starts (and type-checks) without the solver stack loaded.
-        plan_fleet = importlib.import_module("planner.plan").plan_fleet
+        plan_fleet = importlib.import_module("planner.pipeline").plan_fleet
         result: Plan = plan_fleet(fleet, current=current)
         return result
 

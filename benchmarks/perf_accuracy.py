@@ -25,16 +25,16 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from planner.calibration import (  # noqa: E402
+from planner.catalog import builtin_catalog  # noqa: E402
+from planner.model.capacity import replica_capacity  # noqa: E402
+from planner.model.fit import (  # noqa: E402
     HELD_OUT_SOURCES,
     abs_pct_errors,
     leave_one_out,
     load_all,
     summarise,
 )
-from planner.capacity import replica_capacity  # noqa: E402
-from planner.catalog import builtin_catalog  # noqa: E402
-from planner.perf import ReplicaShape, default_perf_model, shipped_calibration  # noqa: E402
+from planner.model.perf import ReplicaShape, default_perf_model, shipped_calibration  # noqa: E402
 from planner.schema import SLO, LengthBucket, Role  # noqa: E402
 
 TARGET_MEDIAN, TARGET_P90 = 15.0, 30.0

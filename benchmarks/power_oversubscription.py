@@ -9,7 +9,7 @@ For an all-A100 row and a mixed A100 + H100 row:
    low-priority throughput loss (share of serving capacity the caps took);
 3. the largest server count that keeps zero brakes, < 1% and < 2% is found by bisection.
 
-Step times (what a cap costs) come from ``planner.perf`` for Llama-2-70B at TP8 with compute scaled by
+Step times (what a cap costs) come from ``planner.model.perf`` for Llama-2-70B at TP8 with compute scaled by
 the locked clock (``--step-times simple`` uses the power simulator's own simple model instead).
 
 Run: ``.venv/bin/python benchmarks/power_oversubscription.py [--duration-s 3600] [--trace code|conv]``.
@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from planner.catalog import builtin_catalog  # noqa: E402
-from planner.perf import ReplicaShape, default_perf_model  # noqa: E402
+from planner.model.perf import ReplicaShape, default_perf_model  # noqa: E402
 from planner.schema import DeviceType, ModelSpec  # noqa: E402
 from power.loop import LoopConfig  # noqa: E402
 from power.plan import Impact, impact, row_servers  # noqa: E402
@@ -53,7 +53,7 @@ TARGET_SERVERS = 52
 
 
 class PerfStepTimes:
-    """Step times from ``planner.perf`` at a locked clock: compute scales with the clock share, memory
+    """Step times from ``planner.model.perf`` at a locked clock: compute scales with the clock share, memory
     bandwidth and per-step overheads do not. One replica per server (TP = GPUs per server)."""
 
     def __init__(self, model: ModelSpec, prompt_tokens: int, decode_batch: int, context_tokens: int) -> None:
@@ -150,7 +150,7 @@ def main() -> None:
     parser.add_argument("--trace", choices=["code", "conv"], default="code")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--step-times", choices=["perf", "simple"], default="perf",
-                        help="latency cost of caps: planner.perf at the locked clock, or the simple model")
+                        help="latency cost of caps: planner.model.perf at the locked clock, or the simple model")
     args = parser.parse_args()
     started = time.perf_counter()
     cat = builtin_catalog()

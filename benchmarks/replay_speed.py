@@ -11,7 +11,8 @@ import time
 from pathlib import Path
 
 from planner.catalog import builtin_catalog
-from planner.perf import RooflinePerfModel, shipped_calibration
+from planner.model.perf import RooflinePerfModel, shipped_calibration
+from planner.replay import PerfStepTimes, TraceSource, build_workload, replay
 from planner.schema import (
     SLO,
     Configuration,
@@ -23,7 +24,6 @@ from planner.schema import (
     SolverReport,
     Traffic,
 )
-from planner.verify import PerfStepTimes, TraceSource, build_workload, replay
 
 TRACE = Path(__file__).parent / "data" / "traces" / "azure_llm_2023" / "AzureLLMInferenceTrace_conv.csv"
 

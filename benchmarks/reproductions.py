@@ -21,8 +21,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from planner.fleetfile import load_fleet  # noqa: E402
-from planner.plan import plan_fleet  # noqa: E402
+from planner.io.fleetfile import load_fleet  # noqa: E402
+from planner.pipeline import plan_fleet  # noqa: E402
 from planner.schema import FleetSpec, Plan, Role, Service  # noqa: E402
 
 

@@ -9,7 +9,7 @@ Second part: Mélange-format random instances (one service, one device per repli
 
 `--real`: fleets from the planner's own catalogue and performance model instead (`real_fleet`: the catalogue's
 first device types in two zones, 7B–72B models, every TP/PP/role the candidate generator allows, up to 30
-length buckets), built by `planner.plan.build_inputs`; candidate generation is timed apart from the solve.
+length buckets), built by `planner.pipeline.build_inputs`; candidate generation is timed apart from the solve.
 """
 
 from __future__ import annotations
@@ -29,7 +29,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from planner.catalog import builtin_catalog  # noqa: E402
 from planner.melange import problem_from_case  # noqa: E402
-from planner.milp import (  # noqa: E402
+from planner.pipeline import build_inputs  # noqa: E402
+from planner.schema import SLO, FleetSpec, LengthBucket, PlannerOptions, Pool, Role, Service, Traffic  # noqa: E402
+from planner.solve import (  # noqa: E402
     Column,
     Demand,
     PoolSupply,
@@ -39,8 +41,6 @@ from planner.milp import (  # noqa: E402
     prune_dominated,
     solve,
 )
-from planner.plan import build_inputs  # noqa: E402
-from planner.schema import SLO, FleetSpec, LengthBucket, PlannerOptions, Pool, Role, Service, Traffic  # noqa: E402
 
 TPS = (1, 2, 4, 8)
 PPS = (1, 2, 4)
@@ -316,7 +316,7 @@ def main_real(opts: SolveOptions) -> None:
 
 
 def bound_kind(message: str) -> str:
-    """Which bound the gap is measured against: the solver's own, or the priced model's (see planner.milp)."""
+    """Which bound the gap is measured against: the solver's own, or the priced model's (see planner.solve)."""
     parts = message.split("; ")
     return parts[1] if len(parts) > 1 else "solver"
 

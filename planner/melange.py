@@ -12,8 +12,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypedDict
 
-from planner.milp import Backend, Column, Demand, PoolSupply, Problem, SolveOptions, solve
 from planner.schema import Role
+from planner.solve import Backend, Column, Demand, PoolSupply, Problem, SolveOptions, solve
 
 # Mélange writes this throughput for a bucket a GPU cannot serve within the SLO.
 CANNOT_SERVE_RPS = 1e-6

@@ -224,12 +224,12 @@ class Traffic(Value):
         return self
 
     def length_buckets(self) -> list[LengthBucket]:
-        """The distribution as buckets (a trace file is bucketed by ``planner.traces``)."""
+        """The distribution as buckets (a trace file is bucketed by ``planner.io.traces``)."""
         if self.buckets is not None:
             return list(self.buckets)
         if self.histogram is not None:
             return self.histogram.buckets()
-        raise ValueError("trace_file: load the trace with planner.traces.bucket_trace first")
+        raise ValueError("trace_file: load the trace with planner.io.traces.bucket_trace first")
 
 
 class SLO(Value):
@@ -436,6 +436,17 @@ class Finding(Value):
     value: float | None = None
 
 
+class ServiceDemand(Value):
+    """The traffic a plan was sized for: one service's rate and its length buckets (request shares).
+
+    Derived once by the planner (from the fleet's buckets, histogram or trace) and stored in the plan, so
+    placement, the provisioner and the replay read the same mix instead of deriving it again."""
+
+    service: str
+    rate_rps: NonNegFloat
+    buckets: list[LengthBucket]
+
+
 class Plan(Value):
     """The planner's answer: replica groups with load split and the numbers a platform team checks."""
 
@@ -454,3 +465,8 @@ class Plan(Value):
     baselines: list[Baseline] = Field(default_factory=list)
     findings: list[Finding] = Field(default_factory=list)
     verified: bool = False
+    demand: list[ServiceDemand] = Field(default_factory=list, description="traffic each service was sized for")
+
+    def demand_of(self, service: str) -> ServiceDemand | None:
+        """The stored demand of ``service`` (None for plans made before demand was stored)."""
+        return next((d for d in self.demand if d.service == service), None)

@@ -30,11 +30,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import IntEnum
-from typing import Literal, Protocol
+from typing import Protocol
 
+from planner.roles import PowerPhase
 from planner.schema import DeviceType, PowerThresholds
 
-GpuRole = Literal["unified", "prefill", "decode"]
+GpuRole = PowerPhase  # a GPU draws as the role it serves (planner.roles: decode+offload draws as decode)
 
 # Clock levels as shares of the device's maximum SM clock, from POLCA's A100 settings (REFERENCE §4):
 # 1275, 1110 and 1305 MHz of 1410 MHz.

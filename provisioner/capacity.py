@@ -8,20 +8,15 @@ workload (annotations), so the applier can judge ready capacity from the live ob
 
 from __future__ import annotations
 
+from planner.roles import PHASES, ROLES
 from planner.schema import ReplicaGroup, Role, Service
 
-PHASES = ("prefill", "decode")
-_ROLE_PHASES: dict[Role, tuple[str, ...]] = {
-    Role.UNIFIED: ("prefill", "decode"),
-    Role.PREFILL: ("prefill",),
-    Role.DECODE: ("decode",),
-    Role.DECODE_OFFLOAD: ("decode",),
-}
+__all__ = ["PHASES", "role_phases"]
 
 
 def role_phases(role: Role) -> tuple[str, ...]:
     """The request phases a replica of this role runs."""
-    return _ROLE_PHASES[role]
+    return ROLES[role].phases
 
 
 def _bucket_shares(service: Service) -> dict[tuple[int, int], float]:

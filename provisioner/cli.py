@@ -18,7 +18,7 @@ import typer
 import yaml
 from pydantic import ValidationError
 
-from planner.fleetfile import FleetError, load_fleet
+from planner.io.fleetfile import FleetError, load_fleet
 from planner.schema import FleetSpec, Plan
 from provisioner.apply import Applier
 from provisioner.cluster import kube_client

@@ -57,7 +57,7 @@ class Planner(Protocol):
 
 def default_planner(fleet: FleetSpec, *, current: Plan | None = None) -> Plan:
     """The planner's ``plan_fleet``, imported when first needed."""
-    from planner.plan import plan_fleet
+    from planner.pipeline import plan_fleet
 
     return plan_fleet(fleet, current=current)
 

@@ -26,6 +26,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from planner.catalog import fleet_catalog
+from planner.roles import ROLES
 from planner.schema import Configuration, FleetSpec, Plan, Pool, ReplicaGroup, Role, Service
 from provisioner.capacity import capacity_per_replica_rps, required_rps
 
@@ -51,9 +52,8 @@ _DEFAULT_IMAGES = {
 }
 # vLLM's disaggregated prefill: prefill replicas produce KV cache, decode replicas consume it.
 _DEFAULT_ROLE_ARGS: dict[str, list[str]] = {
-    "prefill": ["--kv-transfer-config", '{"kv_connector":"NixlConnector","kv_role":"kv_producer"}'],
-    "decode": ["--kv-transfer-config", '{"kv_connector":"NixlConnector","kv_role":"kv_consumer"}'],
-    "decode+offload": ["--kv-transfer-config", '{"kv_connector":"NixlConnector","kv_role":"kv_consumer"}'],
+    role.value: ["--kv-transfer-config", f'{{"kv_connector":"NixlConnector","kv_role":"kv_{spec.kv_role}"}}']
+    for role, spec in ROLES.items() if spec.kv_role is not None
 }
 
 
@@ -142,8 +142,9 @@ def engine_command(service: Service, cfg: Configuration, model_uri: str, options
     elif service.engine == "sglang":
         cmd = ["python3", "-m", "sglang.launch_server", "--model-path", model_uri, "--host", "0.0.0.0",
                "--port", port, "--tp-size", str(cfg.tp), "--pp-size", str(cfg.pp)]
-        if cfg.role in (Role.PREFILL, Role.DECODE, Role.DECODE_OFFLOAD):
-            cmd += ["--disaggregation-mode", "prefill" if cfg.role is Role.PREFILL else "decode"]
+        role = ROLES[cfg.role]
+        if role.disaggregated:
+            cmd += ["--disaggregation-mode", role.phases[0]]
         return cmd + list(options.extra_args)
     else:
         cmd = ["trtllm-serve", model_uri, "--host", "0.0.0.0", "--port", port,

@@ -38,7 +38,7 @@ from api.store import (
     list_plans,
     transition_plan,
 )
-from planner.fleetfile import check_fleet
+from planner.io.fleetfile import check_fleet
 from planner.schema import Finding, FleetSpec, Id, Plan, PlannerOptions, Pool, PowerDomain, Service
 
 router = APIRouter(tags=["plans"], responses=problem_responses(400, 401, 403, 422))

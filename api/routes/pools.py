@@ -24,7 +24,7 @@ from api.routes._documents import (
 )
 from api.store import POOLS
 from planner.catalog import builtin_catalog
-from planner.fleetfile import pool_problems
+from planner.io.fleetfile import pool_problems
 from planner.schema import Pool
 
 router = APIRouter(prefix="/v1/pools", tags=["pools"], responses=problem_responses(400, 401, 403, 422))

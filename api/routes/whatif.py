@@ -16,7 +16,7 @@ from api.jobs import PlannerFailure, TimeLimitExceeded, run_planner
 from api.problems import ApiError, field_error, problem_responses
 from api.routes.plans import PlanRequest, build_fleet, checked_fleet
 from api.store import latest_plan
-from planner.plan import InfeasibleFleet
+from planner.pipeline import InfeasibleFleet
 from planner.schema import Finding, FleetSpec, Id, Plan, PlannerOptions, Pool, PowerDomain, Service
 from planner.whatif import Scenario, ScenarioError, WhatIfReport, run_scenarios
 

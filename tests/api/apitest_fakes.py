@@ -17,7 +17,7 @@ from planner.schema import (
 
 
 class FakeInfeasible(Exception):
-    """Shaped like planner.plan.InfeasibleFleet: carries findings."""
+    """Shaped like planner.pipeline.InfeasibleFleet: carries findings."""
 
     def __init__(self, findings: list[Finding]) -> None:
         super().__init__("no feasible plan")

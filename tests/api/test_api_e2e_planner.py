@@ -8,7 +8,7 @@ import pytest
 from apitest_client import ApiFactory
 
 from api.jobs import default_planner
-from planner.fleetfile import load_fleet
+from planner.io.fleetfile import load_fleet
 
 QUICKSTART = Path(__file__).parents[2] / "examples" / "quickstart.yaml"
 
@@ -16,7 +16,7 @@ pytestmark = pytest.mark.skipif(not QUICKSTART.exists(), reason="examples/quicks
 
 
 def test_quickstart_through_the_api(make_sqlite_api: ApiFactory) -> None:
-    pytest.importorskip("planner.plan")
+    pytest.importorskip("planner.pipeline")
     api = make_sqlite_api(planner=default_planner())
     admin = api.headers("platform", "admin")
     fleet = load_fleet(QUICKSTART)

@@ -7,7 +7,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from planner.calibration import (
+from planner.catalog import builtin_catalog
+from planner.model.fit import (
     SOURCES,
     Group,
     abs_pct_errors,
@@ -22,8 +23,7 @@ from planner.calibration import (
     predict,
     summarise,
 )
-from planner.catalog import builtin_catalog
-from planner.perf import Calibration, DeviceEfficiency, StepOverhead, shipped_calibration
+from planner.model.perf import Calibration, DeviceEfficiency, StepOverhead, shipped_calibration
 
 
 def test_loaders_read_every_source() -> None:
@@ -86,7 +86,7 @@ def test_calibration_round_trips_through_yaml_mapping() -> None:
 
 
 def test_shipped_calibration_is_current() -> None:
-    """``python -m planner.calibration`` regenerates planner/data/calibration.yaml; it must match a fresh fit."""
+    """``python -m planner.model.fit`` regenerates planner/data/calibration.yaml; it must match a fresh fit."""
     data = load_all()
     fresh = fit([g for gs in data.values() for g in gs])
     shipped = shipped_calibration()

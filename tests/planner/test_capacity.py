@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from planner.capacity import (
+from planner.catalog import builtin_catalog
+from planner.model.capacity import (
     Capacity,
     capacity_table,
     md1_max_load,
@@ -19,8 +20,7 @@ from planner.capacity import (
     replica_capacity,
     replica_power_watts,
 )
-from planner.catalog import builtin_catalog
-from planner.perf import ReplicaShape, default_perf_model
+from planner.model.perf import ReplicaShape, default_perf_model
 from planner.schema import SLO, LengthBucket, Role
 
 CAT = builtin_catalog()
@@ -278,7 +278,7 @@ def test_lamina_offload_beats_tp4_per_dollar() -> None:
 
 
 def test_azure_code_trace_buckets_and_rate() -> None:
-    from planner.traces import bucket_trace
+    from planner.io.traces import bucket_trace
 
     trace = Path(__file__).resolve().parents[2] / "benchmarks" / "data" / "traces" / "azure_llm_2023" / \
         "AzureLLMInferenceTrace_code.csv"

@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from planner.cli import app
-from planner.fleetfile import FleetError, load_fleet, parse_fleet
+from planner.io.fleetfile import FleetError, load_fleet, parse_fleet
 
 GOOD = """\
 name: t

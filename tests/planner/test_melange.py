@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from planner.melange import problem_from_case, solve_case, solve_case_dict
-from planner.milp import SolveOptions, solve
+from planner.solve import SolveOptions, solve
 
 PEERS = Path(__file__).resolve().parents[2] / "benchmarks" / "data" / "peers" / "melange"
 CASES = sorted((PEERS / "cases").glob("*.json"))

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from scipy.optimize import linprog
 
-from planner.milp import (
+from planner.schema import Role
+from planner.solve import (
     Column,
     Demand,
     PoolSupply,
@@ -23,7 +24,6 @@ from planner.milp import (
     prune_dominated,
     solve,
 )
-from planner.schema import Role
 
 EXACT = SolveOptions(relative_gap=0.0, time_limit_s=30)
 

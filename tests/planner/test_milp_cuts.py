@@ -10,7 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_milp_properties import problems, violations
 
-from planner.milp import (
+from planner.schema import Role
+from planner.solve.milp import (
     Column,
     Demand,
     PoolSupply,
@@ -22,7 +23,6 @@ from planner.milp import (
     _work_cuts,
     solve,
 )
-from planner.schema import Role
 
 EXACT = SolveOptions(relative_gap=0.0, time_limit_s=20)
 CASES = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])

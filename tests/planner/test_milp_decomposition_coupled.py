@@ -6,7 +6,8 @@ from __future__ import annotations
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from planner.milp import (
+from planner.schema import Role
+from planner.solve.milp import (
     Column,
     Demand,
     PoolSupply,
@@ -17,7 +18,6 @@ from planner.milp import (
     _overused,
     solve,
 )
-from planner.schema import Role
 
 EXACT = SolveOptions(time_limit_s=20.0, relative_gap=0.0, decompose="off", pricing="off")
 # Column pricing with the services priced by the pool duals (the path large fleets whose pools bind take).

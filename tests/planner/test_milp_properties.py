@@ -9,8 +9,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from planner.milp import Column, Demand, PoolSupply, PowerBudget, Problem, Solution, SolveOptions, solve
 from planner.schema import Role
+from planner.solve import Column, Demand, PoolSupply, PowerBudget, Problem, Solution, SolveOptions, solve
 
 EXACT = SolveOptions(relative_gap=0.0, time_limit_s=20)
 TOL = 1e-6

@@ -7,8 +7,8 @@ from dataclasses import replace
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from planner.milp import Column, Demand, PoolSupply, Problem, SolveOptions, _prune_roomy_pools, solve
 from planner.schema import Role
+from planner.solve.milp import Column, Demand, PoolSupply, Problem, SolveOptions, _prune_roomy_pools, solve
 
 EXACT = SolveOptions(relative_gap=0.0, time_limit_s=20, decompose="off")
 CASES = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -9,8 +9,8 @@ import pytest
 from typer.testing import CliRunner
 
 from planner.catalog import builtin_catalog
-from planner.cli_perf import perf_app
-from planner.perf import (
+from planner.cli.perf import perf_app
+from planner.model.perf import (
     GENERIC_SEED,
     GIB,
     NCCL_RESERVE_GIB,

@@ -8,9 +8,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from planner.catalog import builtin_catalog
-from planner.cli_verify import place_plan, plan_and_place
-from planner.inventory import fleet_inventory
 from planner.place import PlacementResult, node_count_feedback, place, placed_plan, tolerance_losses
+from planner.place.inventory import fleet_inventory
 from planner.schema import (
     SLO,
     Configuration,
@@ -25,6 +24,7 @@ from planner.schema import (
     SolverReport,
     Traffic,
 )
+from planner.tolerance import place_plan, plan_and_place
 
 CAT = builtin_catalog()
 TRAFFIC = Traffic(rate_rps=1.0, buckets=[LengthBucket(input_tokens=512, output_tokens=64, share=1.0)])

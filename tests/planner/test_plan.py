@@ -9,8 +9,8 @@ import pytest
 from typer.testing import CliRunner
 
 from planner.cli import app
-from planner.fleetfile import load_fleet, parse_fleet
-from planner.plan import InfeasibleFleet, plan_fleet, serving_replicas
+from planner.io.fleetfile import load_fleet, parse_fleet
+from planner.pipeline import InfeasibleFleet, plan_fleet, serving_replicas
 from planner.schema import FleetSpec, Role
 
 SMALL = """\

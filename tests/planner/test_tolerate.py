@@ -13,12 +13,12 @@ from typer.testing import CliRunner
 
 from planner.catalog import fleet_catalog
 from planner.cli import app
-from planner.cli_verify import ToleranceUnreachable, plan_and_place, verify_plan
-from planner.inventory import fleet_inventory
+from planner.pipeline import plan_fleet
 from planner.place import DeviceSlots, ReplicaPlacement, tolerance_losses
-from planner.plan import plan_fleet
+from planner.place.inventory import fleet_inventory
+from planner.replay import TraceSource
 from planner.schema import SLO, FleetSpec, LengthBucket, Node, Plan, Pool, ReplicaGroup, Service, Traffic
-from planner.verify import TraceSource
+from planner.tolerance import ToleranceUnreachable, plan_and_place, verify_plan
 
 Kind = Literal["node", "rack", "zone"]
 CHAT = Service(id="chat", model="llama-3-8b", slo=SLO(ttft_ms=1000, tpot_ms=60),

@@ -10,9 +10,21 @@ import pytest
 import yaml
 
 from planner.catalog import builtin_catalog, fleet_catalog
-from planner.inventory import fleet_inventory
-from planner.perf import RooflinePerfModel, shipped_calibration
+from planner.model.perf import RooflinePerfModel, shipped_calibration
 from planner.place import place, surviving_plan
+from planner.place.inventory import fleet_inventory
+from planner.replay import (
+    Arrivals,
+    FittedStepTimes,
+    PerfStepTimes,
+    ReplayOptions,
+    ReplayReport,
+    TraceSource,
+    build_workload,
+    load_azure_trace,
+    max_rate_meeting_slo,
+    replay,
+)
 from planner.schema import (
     SLO,
     Configuration,
@@ -26,18 +38,6 @@ from planner.schema import (
     Service,
     SolverReport,
     Traffic,
-)
-from planner.verify import (
-    Arrivals,
-    FittedStepTimes,
-    PerfStepTimes,
-    ReplayOptions,
-    ReplayReport,
-    TraceSource,
-    build_workload,
-    load_azure_trace,
-    max_rate_meeting_slo,
-    replay,
 )
 
 DATA = Path(__file__).resolve().parents[2] / "benchmarks" / "data"
@@ -195,9 +195,9 @@ def test_zone_tolerant_plan_survives_losing_each_zone_in_replay() -> None:
 
 
 def test_shipped_example_plan_verifies_at_planned_rate_and_not_above() -> None:
-    from planner.cli_verify import place_plan, verify_plan
-    from planner.fleetfile import load_fleet
-    from planner.plan import plan_fleet
+    from planner.io.fleetfile import load_fleet
+    from planner.pipeline import plan_fleet
+    from planner.tolerance import place_plan, verify_plan
 
     path = Path(__file__).resolve().parents[2] / "examples" / "quickstart.yaml"
     f = load_fleet(path)
@@ -212,7 +212,7 @@ def test_shipped_example_plan_verifies_at_planned_rate_and_not_above() -> None:
 
 
 def test_verify_command_prints_json_and_exit_code(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from planner.cli_verify import verify_command
+    from planner.cli.verify import verify_command
 
     f = fleet(ttft_ms=1000, tpot_ms=100, model="llama-2-7b")
     fleet_path = tmp_path / "fleet.yaml"

@@ -11,9 +11,9 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from planner.cli_whatif import markdown_table, report_sections, series, sweep_figure, whatif_command, write_plot
-from planner.fleetfile import load_fleet
-from planner.plan import InfeasibleFleet
+from planner.cli.whatif import markdown_table, report_sections, series, sweep_figure, whatif_command, write_plot
+from planner.io.fleetfile import load_fleet
+from planner.pipeline import InfeasibleFleet
 from planner.schema import Finding, FleetSpec, Plan, SolverReport
 from planner.whatif import (
     Scenario,

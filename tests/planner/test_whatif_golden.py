@@ -23,7 +23,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from planner.cli_whatif import sweep_figure, whatif_command
+from planner.cli.whatif import sweep_figure, whatif_command
 from planner.whatif import SweepReport, WhatIfReport
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -308,7 +308,7 @@ def _set_rate_with_retry(client, rate: float) -> None:
 
 
 def test_example_resources_with_the_real_planner(api: DoubleServer):
-    """The shipped example CRs, planned by ``planner.plan.plan_fleet``, applied until Ready."""
+    """The shipped example CRs, planned by ``planner.pipeline.plan_fleet``, applied until Ready."""
     from pathlib import Path
 
     import yaml

@@ -17,9 +17,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from planner.capacity import capacity_table
 from planner.catalog import Catalog, builtin_catalog
-from planner.perf import PerfModel, ReplicaShape, check_shape, default_perf_model
+from planner.model.capacity import capacity_table
+from planner.model.perf import PerfModel, ReplicaShape, check_shape, default_perf_model
 from planner.schema import DeviceKind, FleetSpec, LengthBucket, Role
 
 ENGINES = ("vllm", "vllm-2023")

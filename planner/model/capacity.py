@@ -39,7 +39,7 @@ from typing import cast
 import numpy as np
 import numpy.typing as npt
 
-from planner.perf import (
+from planner.model.perf import (
     NET_EFFICIENCY,
     PerfModel,
     ReplicaShape,

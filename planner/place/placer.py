@@ -49,13 +49,14 @@ from typing import Literal
 from ortools.sat.python import cp_model
 
 from planner.catalog import Catalog
-from planner.inventory import Inventory, InventoryNode, fleet_inventory
+from planner.place.inventory import Inventory, InventoryNode, fleet_inventory
+from planner.roles import SERVING_ROLES
 from planner.schema import Configuration, FleetSpec, LengthBucket, Plan, PlannerOptions, ReplicaGroup, Role
 
 Tolerate = Literal["none", "node", "rack", "zone"]
 Objective = Literal["moves_then_fragmentation", "moves"]
 
-_SERVING = (Role.UNIFIED, Role.DECODE, Role.DECODE_OFFLOAD)
+_SERVING = SERVING_ROLES
 OFFLOAD_LINK_GBYTES_PER_S = 30.0  # Lamina: ≤ 30 GB/s per replica up to batch 300 at α = 0.2
 
 
@@ -381,7 +382,7 @@ def _bucket_shares(fleet: FleetSpec | None) -> dict[str, dict[tuple[int, int], f
         if svc.traffic.trace_file is None:
             buckets = svc.traffic.length_buckets()
         else:
-            from planner.traces import bucket_trace
+            from planner.io.traces import bucket_trace
 
             try:
                 buckets = bucket_trace(Path(svc.traffic.trace_file)).buckets

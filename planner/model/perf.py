@@ -14,7 +14,7 @@ fitted ``ms_per_layer·L + step_ms`` per (engine, device, TP): measured vLLM dec
 at 43–46 ms on A100 whatever the batch, which a constant-efficiency roofline cannot reproduce.
 
 Efficiencies (mfu, mbu, kernel floor, link efficiency and all-reduce α) and overheads come from a
-:class:`Calibration`; the shipped one (``planner/data/calibration.yaml``) is fitted by ``planner.calibration``
+:class:`Calibration`; the shipped one (``planner/data/calibration.yaml``) is fitted by ``planner.model.fit``
 on public profiles. Overheads belong to an engine: ``vllm`` (default; vLLM as profiled in 2024 papers) and
 ``vllm-2023`` (the mid-2023 vLLM DistServe profiled, whose host overhead per step was several times
 larger). A device without fitted factors borrows those of the same silicon, else a REFERENCE §1 seed, else

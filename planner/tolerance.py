@@ -1,21 +1,16 @@
-"""``medley verify`` and ``medley plan --place``: the command-line edges of placement and replay."""
+"""Placement and N-1 tolerance around the planner: plan-and-place, tolerant plans, replay verification."""
 
 from __future__ import annotations
 
-import json
 import math
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Literal
 
-import typer
-
-from planner.capacity import MAX_BATCH
 from planner.catalog import Catalog, fleet_catalog
-from planner.fleetfile import load_fleet
-from planner.inventory import Inventory, fleet_inventory
-from planner.perf import default_perf_model
+from planner.model.capacity import MAX_BATCH
+from planner.model.perf import default_perf_model
 from planner.place import (
     DomainLoss,
     PlacementResult,
@@ -27,8 +22,9 @@ from planner.place import (
     placed_plan,
     tolerance_losses,
 )
+from planner.place.inventory import Inventory, fleet_inventory
+from planner.replay import PerfStepTimes, ReplayOptions, ReplayReport, TraceSource, build_workload, replay
 from planner.schema import DeviceKind, Finding, FleetSpec, Plan
-from planner.verify import PerfStepTimes, ReplayOptions, ReplayReport, TraceSource, build_workload, replay
 
 # The engine the capacity model assumes: a step is all prompts or all decodes (prompts first), and up to
 # capacity.MAX_BATCH sequences run at once.
@@ -90,7 +86,7 @@ def place_plan(
 
 
 def _default_planner(catalog: Catalog) -> Planner:
-    from planner.plan import plan_fleet
+    from planner.pipeline import plan_fleet
 
     def planner(f: FleetSpec, cur: Plan | None) -> Plan:
         return plan_fleet(f, current=cur, catalog=catalog)
@@ -102,7 +98,7 @@ def draft_planner(catalog: Catalog, *, backend: str | None = None, base_dir: Pat
                   created_at: str = "") -> Planner:
     """``plan_fleet`` without baselines or marginal values (each re-solves the MILP): for the rounds of
     ``plan_tolerant`` whose plans are not the answer."""
-    from planner.plan import plan_fleet
+    from planner.pipeline import plan_fleet
 
     def planner(f: FleetSpec, cur: Plan | None) -> Plan:
         return plan_fleet(f, current=cur, catalog=catalog, backend=backend, baselines=False, marginals=False,
@@ -225,7 +221,7 @@ def plan_tolerant(
     service's pools span one domain, when the extra capacity does not fit the fleet (the MILP is infeasible),
     or after ``tolerance_rounds`` rounds.
     """
-    from planner.plan import InfeasibleFleet
+    from planner.pipeline import InfeasibleFleet
 
     planner = planner or _default_planner(catalog)
     draft = draft or planner
@@ -341,7 +337,7 @@ def _plan_zone_tolerant(fleet: FleetSpec, catalog: Catalog, inv: Inventory, fail
     one zone cannot survive its loss: ToleranceUnreachable names it. With ``kind="rack"`` the same for racks,
     when every pool's usable nodes sit in one rack (``pool_domain``: pool → its rack).
     """
-    from planner.plan import InfeasibleFleet
+    from planner.pipeline import InfeasibleFleet
 
     factors: dict[str, float] = {}
     split: dict[str, list[str]] = {}
@@ -475,7 +471,7 @@ def _at_real_rate(plan: Plan, fleet: FleetSpec, catalog: Catalog, factors: Mappi
     """
     if all(f == 1.0 for f in factors.values()) and not parent:
         return plan
-    from planner.plan import plan_id, service_buckets
+    from planner.pipeline import plan_id, service_buckets
 
     groups = []
     for g in plan.replica_groups:
@@ -525,47 +521,3 @@ def verify_plan(plan: Plan, fleet: FleetSpec, source: TraceSource, base_dir: Pat
     catalog = fleet_catalog(fleet)
     times = PerfStepTimes(default_perf_model(fleet.planner.perf_engine), fleet, catalog)
     return replay(plan, fleet, catalog, times, build_workload(fleet, source, base_dir), PLANNER_ENGINE)
-
-
-def _table(report: ReplayReport) -> str:
-    lines = [f"{'service':<20} {'reqs':>6} {'TTFT p50/p90/p99 ms':>24} {'TPOT p50/p90/p99 ms':>22} "
-             f"{'attain':>7} {'SLO':>5}"]
-    for s in report.services:
-        ttft = f"{s.ttft_ms.p50:.0f}/{s.ttft_ms.p90:.0f}/{s.ttft_ms.p99:.0f}"
-        tpot = f"{s.tpot_ms.p50:.1f}/{s.tpot_ms.p90:.1f}/{s.tpot_ms.p99:.1f}"
-        lines.append(f"{s.service:<20} {s.requests:>6} {ttft:>24} {tpot:>22} {s.attainment:>7.3f} "
-                     f"{'ok' if s.meets_slo else 'MISS':>5}")
-    for g in report.groups:
-        lines.append(f"  {g.service} {g.pool} {g.configuration} x{g.replicas}: utilisation {g.utilisation:.2f}")
-    lines.append(f"cost ${report.cost_usd_per_hour:.2f}/h, {report.tokens_per_usd:,.0f} tokens/$, "
-                 f"power mean {report.mean_power_watts / 1e3:.1f} kW peak {report.peak_power_watts / 1e3:.1f} kW")
-    lines.append("verified" if report.verified else "NOT verified: a service misses its SLO")
-    return "\n".join(lines)
-
-
-def verify_command(
-    plan_path: Path,
-    fleet_path: Path,
-    trace: str,
-    rate_scale: float = 1.0,
-    format: Literal["table", "json"] = "table",  # noqa: A002 - the CLI option's name
-    duration_s: float = 600.0,
-    seed: int = 0,
-) -> int:
-    """``medley verify PLAN.json --trace FILE|poisson|bursty``: print the replay; exit 0 only if verified."""
-    plan = Plan.model_validate_json(Path(plan_path).read_text(encoding="utf-8"))
-    fleet = load_fleet(fleet_path)
-    if trace in ("poisson", "bursty"):
-        source = TraceSource(kind="poisson" if trace == "poisson" else "bursty", rate_scale=rate_scale,
-                             duration_s=duration_s, seed=seed)
-    else:
-        path = Path(trace)
-        if not path.is_file():
-            raise typer.BadParameter(f"{trace}: not a file, and not 'poisson' or 'bursty'", param_hint="--trace")
-        source = TraceSource(kind="file", path=path, rate_scale=rate_scale, seed=seed)
-    report = verify_plan(plan, fleet, source, base_dir=Path(fleet_path).parent)
-    if format == "json":
-        typer.echo(json.dumps(report.model_dump(mode="json")))
-    else:
-        typer.echo(_table(report))
-    return 0 if report.verified else 1

@@ -46,7 +46,8 @@ from typing import Literal, Protocol
 import numpy as np
 
 from planner.catalog import Catalog
-from planner.perf import PerfModel, ReplicaShape
+from planner.model.perf import PerfModel, ReplicaShape
+from planner.roles import DECODE_ONLY_ROLES, PREFILL_ROLES
 from planner.schema import FleetSpec, Plan, ReplicaGroup, Role, Service, Value
 
 # ---------------------------------------------------------------------------------------------- latency
@@ -400,7 +401,7 @@ class ReplayOptions:
 
 
 _ARRIVE, _ITER_END, _KV_ARRIVE = 0, 1, 2
-_FRONT = (Role.UNIFIED, Role.PREFILL)
+_FRONT = PREFILL_ROLES
 
 
 class _Wrr:
@@ -546,14 +547,14 @@ class _Sim:
                 role = g.configuration.role
                 if role in _FRONT and share[0] > 0:
                     f_w.append((gi, share[0]))
-                elif role in (Role.DECODE, Role.DECODE_OFFLOAD) and share[1] > 0:
+                elif role in DECODE_ONLY_ROLES and share[1] > 0:
                     b_w.append((gi, share[1]))
             if not f_w:  # the plan gives this bucket to no one (or carries no load split): by replicas
                 f_w = [(gi, float(self.groups[gi].replicas)) for gi in mine
                        if self.groups[gi].configuration.role in _FRONT]
             if not b_w:
                 b_w = [(gi, float(self.groups[gi].replicas)) for gi in mine
-                       if self.groups[gi].configuration.role in (Role.DECODE, Role.DECODE_OFFLOAD)]
+                       if self.groups[gi].configuration.role in DECODE_ONLY_ROLES]
             front.append(_Wrr(f_w))
             back.append(_Wrr(b_w))
         return _Routes(np.log([k[0] for k in keys]), np.log([k[1] for k in keys]), front, back)
@@ -700,7 +701,7 @@ class _Sim:
         r = self.req
         rep.chunks = []
         rep.decoding = False
-        if rep.role in (Role.DECODE, Role.DECODE_OFFLOAD):
+        if rep.role in DECODE_ONLY_ROLES:
             self._admit_decode(rep)
             self._preempt_until_fits(rep, 0)
         else:

@@ -20,7 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from planner.fleetfile import FleetError, load_fleet
+from planner.io.fleetfile import FleetError, load_fleet
 from planner.whatif import (
     Scenario,
     ScenarioError,

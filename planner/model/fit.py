@@ -24,12 +24,12 @@ on operator data, then attention efficiency on engine data (log-error least squa
 seeds); per (engine, device, TP): overhead ms per layer for prefill and decode, each fitted on its own
 phase's data (a phase without data takes the other's). DistServe's points calibrate engine ``vllm-2023``,
 the others engine ``vllm``. ``leave_one_out()`` fits on all sources but one and scores the one left out,
-with generic seeds (read off the device's data sheet, ``planner.perf.generic_seed``) for devices the
+with generic seeds (read off the device's data sheet, ``planner.model.perf.generic_seed``) for devices the
 training sources do not cover (the REFERENCE seeds were read off these same data).
 
 Regenerate the shipped factors::
 
-    .venv/bin/python -m planner.calibration            # writes planner/data/calibration.yaml
+    .venv/bin/python -m planner.model.fit            # writes planner/data/calibration.yaml
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ import yaml
 from scipy.optimize import least_squares
 
 from planner.catalog import builtin_catalog
-from planner.perf import (
+from planner.model.perf import (
     SEED_EFFICIENCY,
     Calibration,
     DeviceEfficiency,
@@ -63,8 +63,8 @@ from planner.perf import (
 from planner.schema import ModelSpec
 
 FloatArray = npt.NDArray[np.float64]
-PROFILES = Path(__file__).resolve().parents[1] / "benchmarks" / "data" / "profiles"
-SHIPPED = Path(__file__).resolve().parent / "data" / "calibration.yaml"
+PROFILES = Path(__file__).resolve().parents[2] / "benchmarks" / "data" / "profiles"
+SHIPPED = Path(__file__).resolve().parents[1] / "data" / "calibration.yaml"
 SOURCES = ("vidur", "helix", "distserve", "anchors")
 HELD_OUT_SOURCES = ("vidur", "helix", "distserve")
 ENGINE = "vllm"
@@ -322,7 +322,7 @@ _BOUNDS = {"mfu": (0.05, 0.9), "mbu": (0.05, 0.92), "attn_mfu": (0.1, 0.9), "ker
 
 
 def _seed(device: str, reference_seeds: bool) -> DeviceEfficiency:
-    from planner.perf import FAMILY, generic_seed
+    from planner.model.perf import FAMILY, generic_seed
 
     if reference_seeds:
         for key in (device, FAMILY.get(device)):
@@ -452,7 +452,7 @@ def fit(groups: Sequence[Group], reference_seeds: bool = True) -> Calibration:
         overheads.update(ovh)
     used = "+".join(sorted({g.source for g in groups}))
     return Calibration(devices=devices, overheads=overheads, engine=ENGINE,
-                       source=f"planner.calibration fit on {used} (benchmarks/data/profiles)",
+                       source=f"planner.model.fit fit on {used} (benchmarks/data/profiles)",
                        reference_seeds=reference_seeds)
 
 
@@ -484,9 +484,9 @@ def summarise(errors: dict[tuple[str, str], FloatArray]) -> list[dict[str, Any]]
 
 def write_calibration(cal: Calibration, path: Path = SHIPPED) -> None:
     """Write the fitted factors with their source."""
-    header = ("# Fitted efficiency factors and per-step overheads of planner.perf.\n"
-              "# Regenerate: .venv/bin/python -m planner.calibration (fits on benchmarks/data/profiles).\n"
-              "# Devices not listed use the seeds in planner/perf.py (REFERENCE §1) and say so.\n")
+    header = ("# Fitted efficiency factors and per-step overheads of planner.model.perf.\n"
+              "# Regenerate: .venv/bin/python -m planner.model.fit (fits on benchmarks/data/profiles).\n"
+              "# Devices not listed use the seeds in planner/model/perf.py (REFERENCE §1) and say so.\n")
     path.write_text(header + yaml.safe_dump(cal.to_mapping(), sort_keys=False, width=110), encoding="utf-8")
 
 

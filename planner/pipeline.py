@@ -13,9 +13,23 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import cast
 
-from planner.candidates import Candidate, CandidateStats, column_key, generate_candidates
 from planner.catalog import Catalog, fleet_catalog
-from planner.milp import (
+from planner.model.candidates import Candidate, CandidateStats, column_key, generate_candidates
+from planner.model.perf import PerfModel, default_perf_model
+from planner.roles import SERVING_ROLES
+from planner.schema import (
+    Baseline,
+    BucketLoad,
+    Finding,
+    FleetSpec,
+    LengthBucket,
+    Plan,
+    ReplicaGroup,
+    Role,
+    ServiceDemand,
+    SolverReport,
+)
+from planner.solve import (
     Backend,
     Demand,
     PoolSupply,
@@ -28,20 +42,8 @@ from planner.milp import (
     prune_dominated,
     solve,
 )
-from planner.perf import PerfModel, default_perf_model
-from planner.schema import (
-    Baseline,
-    BucketLoad,
-    Finding,
-    FleetSpec,
-    LengthBucket,
-    Plan,
-    ReplicaGroup,
-    Role,
-    SolverReport,
-)
 
-_SERVING = (Role.UNIFIED, Role.DECODE, Role.DECODE_OFFLOAD)
+_SERVING = SERVING_ROLES
 
 
 class InfeasibleFleet(Exception):
@@ -68,7 +70,7 @@ def service_buckets(fleet: FleetSpec, base_dir: Path | None = None) -> dict[str,
     out: dict[str, list[LengthBucket]] = {}
     for svc in fleet.services:
         if svc.traffic.trace_file is not None:
-            from planner.traces import bucket_trace
+            from planner.io.traces import bucket_trace
 
             path = Path(svc.traffic.trace_file)
             if base_dir is not None and not path.is_absolute():
@@ -300,7 +302,9 @@ def assemble_plan(fleet: FleetSpec, inputs: PlanInputs, sol: Solution, opts: Sol
         devices_by_type=_devices_by_type(inputs, sol), devices_by_pool=dict(sorted(devices_by_pool.items())),
         nodes_by_pool={k: v for k, v in sorted(sol.nodes.items()) if v > 0},
         watts_by_power_domain={k: round(v, 1) for k, v in sorted(sol.expected_watts.items())},
-        solver=report, baselines=baselines, findings=findings)
+        solver=report, baselines=baselines, findings=findings,
+        demand=[ServiceDemand(service=s.id, rate_rps=s.traffic.rate_rps, buckets=inputs.buckets[s.id])
+                for s in fleet.services])
 
 
 def serving_replicas(plan: Plan) -> Mapping[str, int]:

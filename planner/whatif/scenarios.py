@@ -34,7 +34,7 @@ from typing import Any, Literal, TypeVar
 import yaml
 from pydantic import BaseModel, Field, ValidationError
 
-from planner.fleetfile import check_fleet
+from planner.io.fleetfile import check_fleet
 from planner.schema import FleetSpec, ModelSpec, Plan, Pool, PowerDomain, Service, Value
 
 Op = Literal["=", "*=", "+="]
@@ -661,7 +661,7 @@ def infeasible(name: str, exprs: Sequence[str], reason: str, baseline: Plan | No
 
 def default_planner(base_dir: Path | None = None) -> Planner:
     """``plan_fleet`` without baselines (what-ifs compare with the fleet's own plan, not single types)."""
-    from planner.plan import plan_fleet
+    from planner.pipeline import plan_fleet
 
     def plan(fleet: FleetSpec, current: Plan | None) -> Plan:
         return plan_fleet(fleet, current=current, baselines=False, base_dir=base_dir)
@@ -671,8 +671,8 @@ def default_planner(base_dir: Path | None = None) -> Planner:
 
 def default_verifier(duration_s: float = 120.0, seed: int = 0, base_dir: Path | None = None) -> Verifier:
     """Replay a Poisson trace of ``duration_s`` seconds at each service's rate against the plan."""
-    from planner.cli_verify import verify_plan
-    from planner.verify import TraceSource
+    from planner.replay import TraceSource
+    from planner.tolerance import verify_plan
 
     def verify(plan: Plan, fleet: FleetSpec) -> Any:
         return verify_plan(plan, fleet, TraceSource(kind="poisson", duration_s=duration_s, seed=seed), base_dir)
@@ -683,7 +683,7 @@ def default_verifier(duration_s: float = 120.0, seed: int = 0, base_dir: Path | 
 def run_one(name: str, exprs: Sequence[str], fleet: FleetSpec, baseline: Plan | None, planner: Planner,
             verifier: Verifier | None) -> tuple[ScenarioResult, Plan | None]:
     """Plan (and replay) one already-modified fleet; infeasibility becomes a row, not an exception."""
-    from planner.plan import InfeasibleFleet
+    from planner.pipeline import InfeasibleFleet
 
     problems = check_fleet(fleet)
     if problems:

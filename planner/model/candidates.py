@@ -11,10 +11,9 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from planner.capacity import Capacity, capacity_table, replica_power_watts
 from planner.catalog import Catalog
-from planner.milp import Column
-from planner.perf import PerfModel, ReplicaShape, check_shape
+from planner.model.capacity import Capacity, capacity_table, replica_power_watts
+from planner.model.perf import PerfModel, ReplicaShape, check_shape
 from planner.schema import (
     Configuration,
     DeviceKind,
@@ -24,6 +23,7 @@ from planner.schema import (
     Role,
     Service,
 )
+from planner.solve import Column
 
 
 @dataclass(frozen=True)

@@ -86,7 +86,7 @@ import threading
 import time
 import warnings
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -94,6 +94,7 @@ from typing import Literal
 
 import numpy as np
 
+from planner.roles import DECODE_ONLY_ROLES, DECODE_ROLES, PREFILL_ROLES, SERVING_ROLES
 from planner.schema import Finding, Role
 
 Billing = Literal["device", "node"]
@@ -102,8 +103,8 @@ Status = Literal["optimal", "feasible", "infeasible", "time_limit_no_solution", 
 
 SHARE_UNITS_CPSAT = 1_000_000
 _INF = math.inf
-_SERVING = (Role.UNIFIED, Role.DECODE, Role.DECODE_OFFLOAD)
-_DECODING = (Role.DECODE, Role.DECODE_OFFLOAD)
+_SERVING = SERVING_ROLES
+_DECODING = DECODE_ONLY_ROLES
 
 
 @dataclass(frozen=True)
@@ -443,18 +444,18 @@ def _build(problem: Problem, elastic: bool = False, link: bool = True, bucket_ro
             m.row("link", [xv, nv], [1.0, -1.0], -_INF, 0.0)
         link_rows[c.key] = range(first_link, len(m.row_lb))
         for b, xv in zip(bk.tolist(), xs_list, strict=True):
-            if c.role in (Role.UNIFIED, Role.PREFILL):
+            if c.role in PREFILL_ROLES:
                 cover_p[(c.service, b)][0].append(xv)
                 knap_p[(c.service, b)][0].append(nv)
                 knap_p[(c.service, b)][1].append(problem.headroom * float(caps[b]))
-            if c.role in (Role.UNIFIED, *_DECODING):
+            if c.role in DECODE_ROLES:
                 cover_d[(c.service, b)][0].append(xv)
                 knap_d[(c.service, b)][0].append(nv)
                 knap_d[(c.service, b)][1].append(problem.headroom * float(caps[b]))
         unified = int(c.role is Role.UNIFIED)
-        if c.role in (Role.UNIFIED, Role.PREFILL):
+        if c.role in PREFILL_ROLES:
             work[(c.service, "prefill")].append((nv, caps, price, unified))
-        if c.role in (Role.UNIFIED, *_DECODING) and c.service in disaggregated:
+        if c.role in DECODE_ROLES and c.service in disaggregated:
             work[(c.service, "decode")].append((nv, caps, price, unified))
         pool_terms[c.pool][0].append(nv)
         pool_terms[c.pool][1].append(float(c.devices))
@@ -1371,9 +1372,9 @@ def _roomy(problem: Problem) -> bool:
     for c in problem.columns:
         if c.service not in demands:
             continue
-        if c.role in (Role.UNIFIED, Role.PREFILL):
+        if c.role in PREFILL_ROLES:
             phases[(c.service, "prefill")].append(c)
-        if c.role in (Role.UNIFIED, *_DECODING) and c.service in disaggregated:
+        if c.role in DECODE_ROLES and c.service in disaggregated:
             phases[(c.service, "decode")].append(c)
     devices: dict[str, float] = defaultdict(float)
     watts: dict[str, float] = defaultdict(float)
@@ -1439,7 +1440,7 @@ def _alone_plan_cost(problem: Problem) -> float | None:
     lam = np.asarray(d.bucket_rates_rps, dtype=float)
     live = lam > 0
 
-    def cheapest(roles: tuple[Role, ...]) -> tuple[float, Column, int] | None:
+    def cheapest(roles: Collection[Role]) -> tuple[float, Column, int] | None:
         best: tuple[float, Column, int] | None = None
         for c in problem.columns:
             cap = np.asarray(c.capacity_rps, dtype=float)
@@ -1751,9 +1752,9 @@ def _extract(problem: Problem, built: _Built, raw: _RawResult, opts: SolveOption
             share = float(min(1.0, max(0.0, v[xi])))
             if share <= 1e-9:
                 continue
-            if c.role in (Role.UNIFIED, Role.PREFILL):
+            if c.role in PREFILL_ROLES:
                 pre[(c.key, b)] = share
-            if c.role in (Role.UNIFIED, *_DECODING):
+            if c.role in DECODE_ROLES:
                 dec[(c.key, b)] = share
     used = pool_usage(problem, replicas)
     nodes = {p.id: math.ceil(used[p.id] / p.devices_per_node - 1e-9) for p in problem.pools}

@@ -18,9 +18,9 @@ from rich.console import Console
 from rich.table import Table
 
 from planner.catalog import builtin_catalog
-from planner.cli_perf import perf_app
-from planner.cli_whatif import whatif_command
-from planner.fleetfile import FleetError, load_fleet
+from planner.cli.perf import perf_app
+from planner.cli.whatif import whatif_command
+from planner.io.fleetfile import FleetError, load_fleet
 
 app = typer.Typer(
     name="medley",
@@ -156,8 +156,8 @@ def capacity(
     """Max req/s one replica sustains under each service's SLO, per configuration and length bucket."""
     from pathlib import Path
 
-    from planner.cli_perf import capacity_command
-    from planner.plan import service_buckets
+    from planner.cli.perf import capacity_command
+    from planner.pipeline import service_buckets
 
     try:
         fleet = load_fleet(fleet_file)
@@ -168,8 +168,8 @@ def capacity(
         fail(f"{fleet_file}: traffic.trace_file: {exc}")
     if fmt is OutputFormat.YAML:
         from planner.catalog import fleet_catalog
-        from planner.cli_perf import capacity_rows
-        from planner.perf import default_perf_model
+        from planner.cli.perf import capacity_rows
+        from planner.model.perf import default_perf_model
 
         emit(capacity_rows(fleet, fleet_catalog(fleet), default_perf_model(), dict(buckets)), fmt)
     else:
@@ -248,7 +248,7 @@ def plan(
         return
     if not fleet_file:
         fail("FLEET.yaml: (argument): give a fleet file or --melange CASE.json")
-    from planner.plan import InfeasibleFleet, plan_fleet
+    from planner.pipeline import InfeasibleFleet, plan_fleet
 
     try:
         fleet = load_fleet(fleet_file)
@@ -259,7 +259,7 @@ def plan(
     try:
         if place or failed or tolerate is not ToleranceChoice.NONE:
             from planner.catalog import fleet_catalog
-            from planner.cli_verify import PlacementFailed, ToleranceUnreachable, draft_planner, plan_and_place
+            from planner.tolerance import PlacementFailed, ToleranceUnreachable, draft_planner, plan_and_place
 
             catalog = fleet_catalog(fleet)
 
@@ -351,7 +351,7 @@ def verify(
     """Replay traffic against a plan; exit 0 only when every service meets its SLO (verified)."""
     from pathlib import Path
 
-    from planner.cli_verify import verify_command
+    from planner.cli.verify import verify_command
 
     _load_plan(plan_file)  # a clear one-line error for a bad plan file before the replay starts
     try:
