@@ -317,9 +317,12 @@ class PowerDomain(Value):
     thresholds: PowerThresholds = Field(default_factory=PowerThresholds)
 
 
+SolverName = Literal["highs", "cbc", "cpsat", "scip"]  # the MILP backends a fleet can ask for
+
+
 class PlannerOptions(Value):
     headroom: float = Field(default=0.85, gt=0, le=1, description="max utilisation of a replica's capacity")
-    solver: Literal["highs", "cbc", "cpsat", "scip"] = "highs"
+    solver: SolverName = "highs"
     time_limit_s: PositiveFloat = 30.0
     relative_gap: float = Field(default=0.001, ge=0, lt=1)
     churn_usd_per_replica_change: NonNegFloat = 0.0
