@@ -25,16 +25,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.calibration_data import HELD_OUT_SOURCES, load_all  # noqa: E402
 from planner.catalog import builtin_catalog  # noqa: E402
+from planner.io.profiles import shipped_calibration  # noqa: E402
 from planner.model.capacity import replica_capacity  # noqa: E402
-from planner.model.fit import (  # noqa: E402
-    HELD_OUT_SOURCES,
-    abs_pct_errors,
-    leave_one_out,
-    load_all,
-    summarise,
-)
-from planner.model.perf import ReplicaShape, default_perf_model, shipped_calibration  # noqa: E402
+from planner.model.fit import abs_pct_errors, leave_one_out, summarise  # noqa: E402
+from planner.model.perf import ReplicaShape, default_perf_model  # noqa: E402
 from planner.schema import SLO, LengthBucket, Role  # noqa: E402
 
 TARGET_MEDIAN, TARGET_P90 = 15.0, 30.0
@@ -86,8 +82,8 @@ def main() -> None:
     data = load_all()
     everything = [g for gs in data.values() for g in gs]
     in_sample = abs_pct_errors(everything, shipped_calibration())
-    held_generic = leave_one_out(data, reference_seeds=False)
-    held_reference = leave_one_out(data, reference_seeds=True)
+    held_generic = leave_one_out(data, HELD_OUT_SOURCES, reference_seeds=False)
+    held_reference = leave_one_out(data, HELD_OUT_SOURCES, reference_seeds=True)
     rows = {(r["source"], r["device"]): r for r in summarise(in_sample)}
     gen = {(r["source"], r["device"]): r for r in summarise(held_generic)}
     ref = {(r["source"], r["device"]): r for r in summarise(held_reference)}
@@ -113,7 +109,7 @@ def main() -> None:
         figures[f"heldout_ref_{src}_median_pct"] = round(med_r, 2)
         figures[f"heldout_ref_{src}_p90_pct"] = round(p90_r, 2)
     # Where the held-out error sits: engine prefill, engine decode, or kernel (operator) points.
-    by_phase = leave_one_out(data, reference_seeds=False, by_phase=True)
+    by_phase = leave_one_out(data, HELD_OUT_SOURCES, reference_seeds=False, by_phase=True)
     for (src, phase), e in sorted(by_phase.items()):
         print(f"  held out {src:10s} {phase:8s}: median {np.median(e):5.1f}% p90 {np.percentile(e, 90):5.1f}% "
               f"({len(e)} points)")

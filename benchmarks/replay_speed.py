@@ -11,7 +11,8 @@ import time
 from pathlib import Path
 
 from planner.catalog import builtin_catalog
-from planner.model.perf import RooflinePerfModel, shipped_calibration
+from planner.io.profiles import shipped_calibration
+from planner.model.roofline import RooflinePerfModel
 from planner.replay import PerfStepTimes, TraceSource, build_workload, replay
 from planner.schema import (
     SLO,

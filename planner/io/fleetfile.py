@@ -231,7 +231,7 @@ def check_fleet(fleet: FleetSpec, catalog: Catalog | None = None) -> list[tuple[
         if pool.power_domain is not None and pool.power_domain not in domain_ids:
             out.append((("pools", i, "power_domain"), f"unknown power domain {pool.power_domain!r}"
                         + _hint(pool.power_domain, domain_ids)))
-    from planner.model.perf import shipped_calibration
+    from planner.io.profiles import shipped_calibration
 
     engines = {engine for engine, _, _ in shipped_calibration().overheads}
     if fleet.planner.perf_engine not in engines:

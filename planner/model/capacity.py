@@ -39,14 +39,10 @@ from typing import cast
 import numpy as np
 import numpy.typing as npt
 
-from planner.model.perf import (
-    NET_EFFICIENCY,
-    PerfModel,
-    ReplicaShape,
-    RooflinePerfModel,
-    check_shape,
-    offload_bytes_per_token,
-)
+from planner.model.collectives import NET_EFFICIENCY, offload_bytes_per_token
+from planner.model.perf import PerfModel, ReplicaShape, check_shape
+from planner.model.roofline import RooflinePerfModel
+from planner.roles import ROLES
 from planner.schema import SLO, LengthBucket, Role
 
 FloatArray = npt.NDArray[np.float64]
@@ -353,17 +349,16 @@ def _capacity_table(perf: PerfModel, shape: ReplicaShape, role: Role, buckets: S
     check_shape(shape)
     if not buckets:
         return []
-    if role is Role.DECODE_OFFLOAD and not shape.offload:
-        raise ValueError("memory_devices: the decode+offload role needs memory devices")
-    if role is not Role.DECODE_OFFLOAD and shape.offload:
+    spec = ROLES[role]
+    if spec.memory_devices and not shape.offload:
+        raise ValueError(f"memory_devices: the {role.value} role needs memory devices")
+    if not spec.memory_devices and shape.offload:
         raise ValueError(f"memory_devices: role {role.value} does not use memory devices")
     if not perf.memory(shape).fits:
         return [Capacity(0.0, "memory: " + perf.memory(shape).reason, 0, 0.0, 0.0) for _ in buckets]
-    if role is Role.PREFILL:
+    if not spec.decode:
         return _prefill_caps(perf, shape, buckets, slo)
-    if role is Role.DECODE:
-        return _decode_caps(perf, shape, buckets, slo, with_transfer=True)
-    if role is Role.DECODE_OFFLOAD:
+    if not spec.prefill:  # a decode replica receives each request's KV cache over its NICs
         return _decode_caps(perf, shape, buckets, slo, with_transfer=True)
     return _unified_caps(perf, shape, buckets, slo)
 
@@ -379,9 +374,10 @@ def replica_power_watts(shape: ReplicaShape, role: Role) -> tuple[float, float]:
     dev = shape.device
     n = shape.devices
     idle = n * dev.idle_watts
-    if role is Role.PREFILL:
+    phase = ROLES[role].power_phase
+    if phase == "prefill":
         active = n * dev.prefill_power_watts
-    elif role is Role.UNIFIED:
+    elif phase == "unified":
         # Mostly decoding, with prefill bursts: weight toward decode draw.
         active = n * (0.7 * dev.decode_power_watts + 0.3 * dev.prefill_power_watts)
     else:

@@ -10,7 +10,8 @@ import pytest
 import yaml
 
 from planner.catalog import builtin_catalog, fleet_catalog
-from planner.model.perf import RooflinePerfModel, shipped_calibration
+from planner.io.profiles import shipped_calibration
+from planner.model.roofline import RooflinePerfModel
 from planner.place import place, surviving_plan
 from planner.place.inventory import fleet_inventory
 from planner.replay import (

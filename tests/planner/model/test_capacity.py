@@ -24,7 +24,7 @@ from planner.model.perf import ReplicaShape, default_perf_model
 from planner.schema import SLO, LengthBucket, Role
 
 CAT = builtin_catalog()
-DATA = Path(__file__).resolve().parents[2] / "benchmarks" / "data" / "profiles" / "distserve"
+DATA = Path(__file__).resolve().parents[3] / "benchmarks" / "data" / "profiles" / "distserve"
 
 
 def shape(model: str, device: str, tp: int = 1, pp: int = 1, **kw: object) -> ReplicaShape:
@@ -280,7 +280,7 @@ def test_lamina_offload_beats_tp4_per_dollar() -> None:
 def test_azure_code_trace_buckets_and_rate() -> None:
     from planner.io.traces import bucket_trace
 
-    trace = Path(__file__).resolve().parents[2] / "benchmarks" / "data" / "traces" / "azure_llm_2023" / \
+    trace = Path(__file__).resolve().parents[3] / "benchmarks" / "data" / "traces" / "azure_llm_2023" / \
         "AzureLLMInferenceTrace_code.csv"
     summary = bucket_trace(trace)
     assert summary.requests == pytest.approx(8819, abs=50)

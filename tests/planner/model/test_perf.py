@@ -10,29 +10,20 @@ from typer.testing import CliRunner
 
 from planner.catalog import builtin_catalog
 from planner.cli.perf import perf_app
-from planner.model.perf import (
+from planner.io.profiles import read_measured_csv, shipped_calibration
+from planner.model.calibration import (
     GENERIC_SEED,
-    GIB,
-    NCCL_RESERVE_GIB,
-    RESERVE_GIB_PER_DEVICE,
     SLOT_POWERED_CLOCK_SHARE,
     Calibration,
     DeviceEfficiency,
-    ReplicaShape,
-    RooflinePerfModel,
     StepOverhead,
-    TablePerfModel,
-    all_reduce_ms,
-    check_shape,
-    decode_attention_ms,
-    default_perf_model,
-    dense_layer_ms,
     generic_seed,
-    memory_fit,
-    prefill_attention_ms,
-    read_measured_csv,
-    shipped_calibration,
 )
+from planner.model.collectives import all_reduce_ms
+from planner.model.measured import TablePerfModel
+from planner.model.memory import GIB, NCCL_RESERVE_GIB, RESERVE_GIB_PER_DEVICE, memory_fit
+from planner.model.perf import ReplicaShape, check_shape, default_perf_model
+from planner.model.roofline import RooflinePerfModel, decode_attention_ms, dense_layer_ms, prefill_attention_ms
 from planner.schema import DeviceType, ModelSpec
 
 CAT = builtin_catalog()
