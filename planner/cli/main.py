@@ -171,7 +171,8 @@ def capacity(
         from planner.cli.perf import capacity_rows
         from planner.model.perf import default_perf_model
 
-        emit(capacity_rows(fleet, fleet_catalog(fleet), default_perf_model(), dict(buckets)), fmt)
+        perf = default_perf_model(fleet.planner.perf_engine)
+        emit(capacity_rows(fleet, fleet_catalog(fleet), perf, dict(buckets)), fmt)
     else:
         capacity_command(fleet, buckets=dict(buckets), fmt=fmt.value)
 

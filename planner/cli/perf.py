@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -18,9 +18,10 @@ from rich.console import Console
 from rich.table import Table
 
 from planner.catalog import Catalog, builtin_catalog
-from planner.model.capacity import capacity_table
+from planner.model.candidates import configuration_capacities, serves_some_bucket
+from planner.model.configurations import fleet_configurations
 from planner.model.perf import PerfModel, ReplicaShape, check_shape, default_perf_model
-from planner.schema import DeviceKind, FleetSpec, LengthBucket, Role
+from planner.schema import FleetSpec, LengthBucket
 
 ENGINES = ("vllm", "vllm-2023")
 perf_app = typer.Typer(help="The performance model: prefill and decode times, memory fit.",
@@ -137,80 +138,48 @@ def predict(
     Console().print(table)
 
 
-def _configurations(fleet: FleetSpec, catalog: Catalog, model_id: str) -> list[tuple[str, ReplicaShape, Role]]:
-    model = catalog.model(model_id)
-    opts = fleet.planner
-    out: list[tuple[str, ReplicaShape, Role]] = []
-    memory_devices = sorted({p.device for p in fleet.pools
-                             if p.device in catalog.devices and catalog.device(p.device).kind is DeviceKind.MEMORY})
-    for dev_id in sorted({p.device for p in fleet.pools}):
-        dev = catalog.device(dev_id)
-        if dev.kind is not DeviceKind.ACCELERATOR:
-            continue
-        for tp in opts.tp_options:
-            for pp in opts.pp_options:
-                shape = ReplicaShape(model=model, device=dev, tp=tp, pp=pp)
-                try:
-                    check_shape(shape)
-                except ValueError:
-                    continue
-                for role in opts.roles:
-                    if role is Role.DECODE_OFFLOAD:
-                        if pp != 1:
-                            continue
-                        for mdev_id in memory_devices:
-                            for b in opts.offload_memory_devices:
-                                oshape = ReplicaShape(model=model, device=dev, tp=tp, pp=1,
-                                                      memory_device=catalog.device(mdev_id), memory_devices=b)
-                                try:
-                                    check_shape(oshape)
-                                except ValueError:
-                                    continue
-                                out.append((f"{dev_id} tp{tp} {role.value} +{b}x{mdev_id}", oshape, role))
-                    else:
-                        label = f"{dev_id} tp{tp}" + (f" pp{pp}" if pp > 1 else "") + f" {role.value}"
-                        out.append((label, shape, role))
-    return out
-
-
 def capacity_rows(fleet: FleetSpec, catalog: Catalog, perf: PerfModel,
-                  buckets: dict[str, Sequence[LengthBucket]]) -> list[dict[str, Any]]:
-    """Max req/s per service × configuration × bucket (configurations that fit memory only)."""
+                  buckets: Mapping[str, Sequence[LengthBucket]]) -> list[dict[str, Any]]:
+    """Max req/s per service × configuration × bucket: every configuration the planner considers (the
+    configuration enumerator's), with ``candidate`` saying whether it serves a bucket within the SLO and so
+    becomes a column of the plan."""
     rows: list[dict[str, Any]] = []
-    for svc in fleet.services:
-        for label, shape, role in _configurations(fleet, catalog, svc.model):
-            if not perf.memory(shape).fits:
-                continue
-            if svc.allowed_roles is not None and role not in svc.allowed_roles:
-                continue
-            caps = capacity_table(perf, shape, role, list(buckets[svc.id]), svc.slo)
-            for b, c in zip(buckets[svc.id], caps, strict=True):
-                rows.append({"service": svc.id, "configuration": label, "devices": shape.devices,
-                             "input_tokens": b.input_tokens, "output_tokens": b.output_tokens,
-                             "share": round(b.share, 4), "rps": round(c.rps, 3), "limited_by": c.limited_by,
-                             "batch": round(c.batch, 1), "ttft_ms": round(c.ttft_ms, 1),
-                             "tpot_ms": round(c.tpot_ms, 1)})
+    for option in fleet_configurations(fleet, catalog, perf):
+        svc, cfg = option.service, option.configuration
+        caps = configuration_capacities(perf, option, buckets[svc.id])
+        candidate = serves_some_bucket(caps)
+        for b, c in zip(buckets[svc.id], caps, strict=True):
+            rows.append({"service": svc.id, "pool": option.pool.id,
+                         "memory_pool": option.memory_pool.id if option.memory_pool else None,
+                         "configuration": cfg.label(), "devices": cfg.devices, "candidate": candidate,
+                         "input_tokens": b.input_tokens, "output_tokens": b.output_tokens,
+                         "share": round(b.share, 4), "rps": round(c.rps, 3), "limited_by": c.limited_by,
+                         "batch": round(c.batch, 1), "ttft_ms": round(c.ttft_ms, 1),
+                         "tpot_ms": round(c.tpot_ms, 1)})
     return rows
 
 
 def capacity_command(fleet: FleetSpec, catalog: Catalog | None = None, perf: PerfModel | None = None,
-                     buckets: dict[str, Sequence[LengthBucket]] | None = None,
+                     buckets: Mapping[str, Sequence[LengthBucket]] | None = None,
                      fmt: str = "table") -> list[dict[str, Any]]:
     """Print (table or JSON) and return the capacity rows of a fleet; trace-file services need ``buckets``."""
     cat = catalog or builtin_catalog().with_fleet(fleet)
-    model = perf or default_perf_model()
+    model = perf or default_perf_model(fleet.planner.perf_engine)
     if buckets is None:
         buckets = {s.id: s.traffic.length_buckets() for s in fleet.services}
     rows = capacity_rows(fleet, cat, model, buckets)
     if fmt == "json":
         sys.stdout.write(json.dumps(rows, indent=2) + "\n")
         return rows
-    table = Table(title=f"max req/s per replica ({fleet.name})")
-    for col in ("service", "configuration", "in", "out", "share", "req/s", "limited by", "TTFT ms", "TPOT ms"):
-        table.add_column(col, justify="right" if col not in ("service", "configuration", "limited by") else "left")
+    table = Table(title=f"max req/s per replica ({fleet.name}); candidate: serves a bucket within the SLO")
+    left = ("service", "pool", "configuration", "candidate", "limited by")
+    for col in ("service", "pool", "configuration", "candidate", "in", "out", "share", "req/s", "limited by",
+                "TTFT ms", "TPOT ms"):
+        table.add_column(col, justify="left" if col in left else "right")
     for r in rows:
-        table.add_row(r["service"], r["configuration"], str(r["input_tokens"]), str(r["output_tokens"]),
-                      f"{r['share']:.3f}", f"{r['rps']:.2f}", r["limited_by"], f"{r['ttft_ms']:.0f}",
-                      f"{r['tpot_ms']:.0f}")
+        pool = r["pool"] + (f"+{r['memory_pool']}" if r["memory_pool"] else "")
+        table.add_row(r["service"], pool, r["configuration"], "yes" if r["candidate"] else "no",
+                      str(r["input_tokens"]), str(r["output_tokens"]), f"{r['share']:.3f}", f"{r['rps']:.2f}",
+                      r["limited_by"], f"{r['ttft_ms']:.0f}", f"{r['tpot_ms']:.0f}")
     Console(width=None if sys.stdout.isatty() else 160).print(table)
     return rows
