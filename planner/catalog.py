@@ -36,12 +36,14 @@ class Catalog:
         )
 
     def device(self, device_id: str) -> DeviceType:
+        """The device ``device_id``; ``KeyError`` naming the known ones."""
         try:
             return self.devices[device_id]
         except KeyError:
             raise KeyError(f"unknown device {device_id!r} (known: {', '.join(sorted(self.devices))})") from None
 
     def model(self, model_id: str) -> ModelSpec:
+        """The model ``model_id``; ``KeyError`` naming the known ones."""
         try:
             return self.models[model_id]
         except KeyError:

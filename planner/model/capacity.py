@@ -1,6 +1,6 @@
 """Capacity: the largest request rate one replica sustains for one length bucket within a TTFT/TPOT SLO.
 
-Roles (REFERENCE §1):
+Roles (REFERENCE §1; the model that applies follows the role's phases and memory devices in ``planner.roles``):
 
 * ``prefill``: an M/D/1 queue of prompts (Poisson arrivals, deterministic service ``D`` = one prefill).
   The rate is the largest ``λ`` whose waiting-time percentile fits ``TTFT_SLO − D``, from the exact
