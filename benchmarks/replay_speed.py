@@ -12,6 +12,7 @@ from pathlib import Path
 
 from planner.catalog import builtin_catalog
 from planner.io.profiles import shipped_calibration
+from planner.io.traces import load_trace
 from planner.model.roofline import RooflinePerfModel
 from planner.replay import PerfStepTimes, TraceSource, build_workload, replay
 from planner.schema import (
@@ -41,7 +42,8 @@ def main() -> None:
         cost_usd_per_hour=50 * 3.67, expected_watts=0.0)], cost_usd_per_hour=50 * 3.67,
         solver=SolverReport(backend="synthetic", status="optimal"))
     t0 = time.perf_counter()
-    workload = build_workload(fleet, TraceSource(kind="file", path=TRACE, keep_trace_rate=True))
+    workload = build_workload(fleet, TraceSource(kind="file", path=TRACE, keep_trace_rate=True),
+                              trace=load_trace(TRACE))
     load_s = time.perf_counter() - t0
     times = PerfStepTimes(RooflinePerfModel(shipped_calibration()), fleet, catalog)
     t0 = time.perf_counter()

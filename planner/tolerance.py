@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Literal
 
 from planner.catalog import Catalog, fleet_catalog
+from planner.io.traces import load_trace, service_traces
 from planner.model.capacity import MAX_BATCH
 from planner.model.perf import default_perf_model
 from planner.place import (
@@ -24,7 +25,7 @@ from planner.place import (
 )
 from planner.place.inventory import Inventory, fleet_inventory
 from planner.replay import PerfStepTimes, ReplayOptions, ReplayReport, TraceSource, build_workload, replay
-from planner.schema import DeviceKind, Finding, FleetSpec, Plan
+from planner.schema import DeviceKind, Finding, FleetSpec, Plan, ServiceDemand
 
 # The engine the capacity model assumes: a step is all prompts or all decodes (prompts first), and up to
 # capacity.MAX_BATCH sequences run at once.
@@ -498,7 +499,18 @@ def _at_real_rate(plan: Plan, fleet: FleetSpec, catalog: Catalog, factors: Mappi
         if real > 0:
             per_million = round(per_million * sum(t * factors.get(s, 1.0) for s, t in tokens.items()) / real, 4)
     return plan.model_copy(update={"replica_groups": groups, "usd_per_million_tokens": per_million,
-                                   "id": plan_id(plan.fleet, groups)})
+                                   "id": plan_id(plan.fleet, groups), "demand": _real_demand(plan, fleet, parent)})
+
+
+def _real_demand(plan: Plan, fleet: FleetSpec, parent: Mapping[str, str]) -> list[ServiceDemand]:
+    """The plan's stored demand at the real rates, per-zone sub-services folded back into their service."""
+    rates = {s.id: s.traffic.rate_rps for s in fleet.services}
+    out: dict[str, ServiceDemand] = {}
+    for d in plan.demand:
+        sid = parent.get(d.service, d.service)
+        if sid not in out:
+            out[sid] = d.model_copy(update={"service": sid, "rate_rps": rates.get(sid, d.rate_rps)})
+    return list(out.values())
 
 
 def _with_cost_note(plan: Plan, kind: str, cost_without: float, factors: Mapping[str, float],
@@ -517,7 +529,11 @@ def _with_cost_note(plan: Plan, kind: str, cost_without: float, factors: Mapping
 
 
 def verify_plan(plan: Plan, fleet: FleetSpec, source: TraceSource, base_dir: Path | None = None) -> ReplayReport:
-    """Replay the source's traffic against the plan with the shipped performance model."""
+    """Replay the source's traffic against the plan with the shipped performance model (trace files are
+    loaded here: the source's, else each trace-file service's own, relative to ``base_dir``)."""
     catalog = fleet_catalog(fleet)
     times = PerfStepTimes(default_perf_model(fleet.planner.perf_engine), fleet, catalog)
-    return replay(plan, fleet, catalog, times, build_workload(fleet, source, base_dir), PLANNER_ENGINE)
+    trace = load_trace(source.path) if source.kind == "file" and source.path else None
+    own = service_traces(fleet, base_dir) if trace is None else {}
+    workload = build_workload(fleet, source, plan=plan, trace=trace, service_traces=own)
+    return replay(plan, fleet, catalog, times, workload, PLANNER_ENGINE)

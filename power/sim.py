@@ -27,19 +27,18 @@ Model (vectorised with numpy; one step is ``dt_s``):
 
 from __future__ import annotations
 
-import csv
 import heapq
 import math
 import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
 
+from planner.io.traces import load_trace
 from planner.schema import DeviceType
 from power.actuators import ApplyReport
 from power.loop import ControlLoop, LoopConfig, StepResult, VirtualClock
@@ -442,20 +441,12 @@ def _latencies(result: SimResult, workload: Workload, servers: Sequence[ServerSp
 
 
 def load_azure_trace(path: str | Path) -> tuple[F64, F64, F64]:
-    """(arrival seconds from the first request, prompt tokens, output tokens) of an Azure 2023 trace CSV."""
-    arrivals: list[float] = []
-    prompt: list[float] = []
-    output: list[float] = []
-    with open(path, newline="") as fh:
-        for row in csv.DictReader(fh):
-            ts = row["TIMESTAMP"]
-            head, _, frac = ts.partition(".")
-            t = datetime.fromisoformat(head).timestamp() + (float("0." + frac) if frac else 0.0)
-            arrivals.append(t)
-            prompt.append(float(row["ContextTokens"]))
-            output.append(float(row["GeneratedTokens"]))
-    arr = np.array(arrivals)
-    return arr - arr.min(), np.array(prompt), np.array(output)
+    """(arrival seconds from the first request, prompt tokens, output tokens) of an Azure 2023 trace CSV, in
+    file order (read by ``planner.io.traces``, the one trace reader)."""
+    trace = load_trace(Path(path))
+    if trace.arrival_s is None or np.isnan(trace.arrival_s).any():
+        raise ValueError(f"{path}: TIMESTAMP: every request needs one")
+    return trace.arrival_s, trace.input_tokens.astype(np.float64), trace.output_tokens.astype(np.float64)
 
 
 def trace_workload(trace: tuple[F64, F64, F64], servers: Sequence[ServerSpec], copies_per_server: float,

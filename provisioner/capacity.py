@@ -1,15 +1,17 @@
 """Serving capacity of replica groups and what each service needs: the numbers make-before-break guards.
 
 A replica group serves ``served_rps = rate · Σ_b share_b · phase_share_{g,b}`` of its service in each phase
-(prefill, decode); at utilisation ``u`` one of its ``n`` replicas can carry ``served_rps / (n · u)``. A
+(prefill, decode); ``share_b`` is the bucket's share of the service's requests as the plan stores it
+(``planner.demand``). At utilisation ``u`` one of its ``n`` replicas can carry ``served_rps / (n · u)``. A
 service needs its offered rate in every phase its plan serves. The renderer writes both numbers on each
 workload (annotations), so the applier can judge ready capacity from the live objects alone.
 """
 
 from __future__ import annotations
 
+from planner.demand import planned_shares
 from planner.roles import PHASES, ROLES
-from planner.schema import ReplicaGroup, Role, Service
+from planner.schema import Plan, ReplicaGroup, Role, Service
 
 __all__ = ["PHASES", "role_phases"]
 
@@ -19,17 +21,14 @@ def role_phases(role: Role) -> tuple[str, ...]:
     return ROLES[role].phases
 
 
-def _bucket_shares(service: Service) -> dict[tuple[int, int], float]:
-    try:
-        return {(b.input_tokens, b.output_tokens): b.share for b in service.traffic.length_buckets()}
-    except ValueError:  # a trace file: its buckets are not known here, loads then count equally
-        return {}
+def served_rps(group: ReplicaGroup, service: Service, plan: Plan) -> dict[str, float]:
+    """Requests/s of ``service`` the group serves per phase (equal split by replicas when loads are absent).
 
-
-def served_rps(group: ReplicaGroup, service: Service, groups: list[ReplicaGroup]) -> dict[str, float]:
-    """Requests/s of ``service`` the group serves per phase (equal split by replicas when loads are absent)."""
+    Raises ``planner.demand.MissingDemand`` for a trace-file service whose plan stores no demand.
+    """
     out: dict[str, float] = {}
-    shares = _bucket_shares(service)
+    groups = plan.replica_groups
+    shares = planned_shares(plan, service) if group.load else {}
     rate = service.traffic.rate_rps
     for phase in role_phases(group.configuration.role):
         if group.load:
@@ -45,14 +44,12 @@ def served_rps(group: ReplicaGroup, service: Service, groups: list[ReplicaGroup]
     return out
 
 
-def capacity_per_replica_rps(
-    group: ReplicaGroup, service: Service, groups: list[ReplicaGroup]
-) -> dict[str, float]:
+def capacity_per_replica_rps(group: ReplicaGroup, service: Service, plan: Plan) -> dict[str, float]:
     """Requests/s one Ready replica of the group can carry per phase at full utilisation."""
     if group.replicas == 0:
         return {phase: 0.0 for phase in role_phases(group.configuration.role)}
     utilisation = group.utilisation if group.utilisation > 0 else 1.0
-    return {p: rps / (group.replicas * utilisation) for p, rps in served_rps(group, service, groups).items()}
+    return {p: rps / (group.replicas * utilisation) for p, rps in served_rps(group, service, plan).items()}
 
 
 def required_rps(service: Service, groups: list[ReplicaGroup]) -> dict[str, float]:

@@ -26,6 +26,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from planner.catalog import fleet_catalog
+from planner.demand import MissingDemand
 from planner.roles import ROLES
 from planner.schema import Configuration, FleetSpec, Plan, Pool, ReplicaGroup, Role, Service
 from provisioner.capacity import capacity_per_replica_rps, required_rps
@@ -250,7 +251,10 @@ def render_group(group: ReplicaGroup, plan: Plan, fleet: FleetSpec, options: Ren
     selector = {SERVICE_LABEL: label_value(service.id), GROUP_LABEL: name}
     pod_labels = {MANAGED_BY: MEDLEY, **selector, ROLE_LABEL: label_value(cfg.role.value)}
     labels = {**pod_labels, FLEET_LABEL: label_value(fleet.name), PLAN_LABEL: label_value(plan.id or "unnamed")}
-    capacity = capacity_per_replica_rps(group, service, plan.replica_groups)
+    try:
+        capacity = capacity_per_replica_rps(group, service, plan)
+    except MissingDemand as exc:
+        raise RenderError(str(exc)) from None
     need = required_rps(service, plan.replica_groups)
     annotations = {
         CAPACITY_ANNOTATION: json.dumps({k: round(v, 6) for k, v in sorted(capacity.items())}),

@@ -10,7 +10,9 @@ import pytest
 import yaml
 
 from planner.catalog import builtin_catalog, fleet_catalog
+from planner.io.distserve import load_distserve
 from planner.io.profiles import shipped_calibration
+from planner.io.traces import load_trace
 from planner.model.roofline import RooflinePerfModel
 from planner.place import place, surviving_plan
 from planner.place.inventory import fleet_inventory
@@ -22,7 +24,6 @@ from planner.replay import (
     ReplayReport,
     TraceSource,
     build_workload,
-    load_azure_trace,
     max_rate_meeting_slo,
     replay,
 )
@@ -41,11 +42,10 @@ from planner.schema import (
     Traffic,
 )
 
-DATA = Path(__file__).resolve().parents[2] / "benchmarks" / "data"
+DATA = Path(__file__).resolve().parents[3] / "benchmarks" / "data"
 DS = DATA / "profiles" / "distserve"
 CAT = builtin_catalog()
-OPT13 = FittedStepTimes.from_distserve(DS / "profiler-a100-80g.distserve.json", DS / "max_num_tokens.csv",
-                                       "facebook/opt-13b")
+OPT13 = load_distserve(DS / "profiler-a100-80g.distserve.json", DS / "max_num_tokens.csv", "facebook/opt-13b")
 DISTSERVE = ReplayOptions(chunked_prefill=False, max_batched_tokens=10**7, max_batch=10**7)
 
 
@@ -151,17 +151,19 @@ def test_power_idle_and_busy() -> None:
 
 def test_azure_trace_and_rate_scale() -> None:
     path = DATA / "traces" / "azure_llm_2023" / "AzureLLMInferenceTrace_code.csv"
-    trace = load_azure_trace(path)
+    loaded = load_trace(path)
+    trace = Arrivals.from_trace(loaded)
     assert len(trace) > 8000 and np.all(np.diff(trace.arrival_s) >= 0)
     f = fleet()
     f = f.model_copy(update={"services": [f.services[0].model_copy(update={"traffic": Traffic(
         rate_rps=2.0, trace_file=str(path))})]})
-    w1 = build_workload(f, TraceSource(kind="file", path=path))["chat"]
-    w2 = build_workload(f, TraceSource(kind="file", path=path, rate_scale=1.5))["chat"]
+    w1 = build_workload(f, TraceSource(kind="file", path=path), trace=loaded)["chat"]
+    w2 = build_workload(f, TraceSource(kind="file", path=path, rate_scale=1.5), trace=loaded)["chat"]
     assert w1.mean_rate_rps == pytest.approx(2.0, rel=1e-6)
     assert w2.mean_rate_rps == pytest.approx(3.0, rel=1e-6)
-    bursty = build_workload(f, TraceSource(kind="bursty", duration_s=2000, seed=3))["chat"]
-    poisson = build_workload(f, TraceSource(kind="poisson", duration_s=2000, seed=3))["chat"]
+    own = {"chat": loaded}
+    bursty = build_workload(f, TraceSource(kind="bursty", duration_s=2000, seed=3), service_traces=own)["chat"]
+    poisson = build_workload(f, TraceSource(kind="poisson", duration_s=2000, seed=3), service_traces=own)["chat"]
     cv = lambda a: float(np.std(np.diff(a.arrival_s)) / np.mean(np.diff(a.arrival_s)))  # noqa: E731
     assert cv(bursty) > 2 * cv(poisson)
 
@@ -200,7 +202,7 @@ def test_shipped_example_plan_verifies_at_planned_rate_and_not_above() -> None:
     from planner.pipeline import plan_fleet
     from planner.tolerance import place_plan, verify_plan
 
-    path = Path(__file__).resolve().parents[2] / "examples" / "quickstart.yaml"
+    path = Path(__file__).resolve().parents[3] / "examples" / "quickstart.yaml"
     f = load_fleet(path)
     placed = place_plan(plan_fleet(f, baselines=False), f, fleet_catalog(f))
     assert all(len(g.nodes) == g.replicas * (g.configuration.devices + g.configuration.memory_devices)
