@@ -1,7 +1,8 @@
 """The ``medley`` command line: planning commands here; other packages plug in through entry points.
 
-Every command turns its input into planner values and calls the same functions the REST API and the
-controller call. Bad input exits with code 2 and one line ``FILE:LINE: field: reason`` on stderr.
+Every command parses its input into planner values, calls the core the REST API and the controller call
+(``planner.pipeline``, ``planner.tolerance``, ``planner.whatif``) and renders the answer; no planning happens
+here. Bad input exits with code 2 and one line ``FILE:LINE: field: reason`` on stderr (``common.fail``).
 """
 
 from __future__ import annotations
