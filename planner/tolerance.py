@@ -1,7 +1,7 @@
 """Placement and N-1 tolerance around the planner: plan-and-place, tolerant plans, replay verification.
 
 Every planning step goes through a :class:`planner.ports.Planner` (``plan_fleet`` with its options, or a test's
-fake); the N-1 loop is ``plan_tolerant``'s docstring.
+fake); ``plan_tolerant``'s docstring describes the N-1 loop.
 """
 
 from __future__ import annotations
