@@ -7,6 +7,7 @@ import gc
 import typer
 
 from api.auth import ApiRole
+from planner.cli.common import fail
 
 token_app = typer.Typer(help="API tokens: create and revoke bearer tokens.", no_args_is_help=True)
 
@@ -56,7 +57,7 @@ def create(team: str = typer.Option(..., help="team the token acts for"),
             try:
                 secret, row = create_token(s, team, role, name)
             except ValueError as exc:
-                raise typer.BadParameter(str(exc)) from exc
+                fail(str(exc))
         typer.echo(f"token id {row.id} (team {team}, role {role.value})", err=True)
         typer.echo(secret)
     finally:
@@ -77,6 +78,5 @@ def revoke(token_id: str = typer.Argument(..., help="id printed by `medley token
     finally:
         db.dispose()
     if not ok:
-        typer.echo(f"no live token {token_id!r}", err=True)
-        raise typer.Exit(code=1)
+        fail(f"no live token {token_id!r}", code=1)
     typer.echo(f"revoked {token_id}")

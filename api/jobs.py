@@ -21,7 +21,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
 from sqlalchemy import ColumnElement, or_, select, update
@@ -29,6 +29,7 @@ from sqlalchemy import ColumnElement, or_, select, update
 from api.auth import Principal
 from api.db import Database, JobRow, utcnow
 from api.store import audit, get_plan, latest_plan, plan_teams, store_plan
+from planner.ports import Planner as Planner  # the planner port; api.app and api.deps take it from here
 from planner.schema import FleetSpec, Plan
 
 log = logging.getLogger(__name__)
@@ -44,16 +45,6 @@ class Recovered:
 
     adopted: int  # queued jobs of a silent process, now queued here
     failed: int  # running jobs of a silent process, failed as interrupted
-
-
-class Planner(Protocol):
-    """What the API needs from the planner: a fleet (and the running plan) in, a plan out.
-
-    Raises an exception with a ``findings`` attribute when the fleet is infeasible, ``ValueError`` for bad
-    input.
-    """
-
-    def __call__(self, fleet: FleetSpec, *, current: Plan | None = None) -> Plan: ...
 
 
 def default_planner() -> Planner:

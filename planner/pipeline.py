@@ -1,6 +1,7 @@
 """Fleet planning end to end: fleet → candidates → MILP → a ``Plan`` with baselines and findings.
 
-``plan_fleet`` is the one function every front door (CLI, REST API, controller) calls.
+``plan_fleet`` is the one function every front door (CLI, REST API, controller) calls; ``fleet_planner`` binds
+its options into the :class:`planner.ports.Planner` that what-if and N-1 planning call in their loops.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import cast
 from planner.catalog import Catalog, fleet_catalog
 from planner.model.candidates import Candidate, CandidateStats, column_key, generate_candidates
 from planner.model.perf import PerfModel, default_perf_model
+from planner.ports import Planner
 from planner.roles import SERVING_ROLES
 from planner.schema import (
     Baseline,
@@ -169,63 +171,92 @@ def plan_fleet(fleet: FleetSpec, *, current: Plan | None = None, catalog: Catalo
     return assemble_plan(fleet, inputs, sol, opts, cat, base, findings, current, created_at)
 
 
+def fleet_planner(*, catalog: Catalog | None = None, perf: PerfModel | None = None, backend: str | None = None,
+                  baselines: bool = True, marginals: bool = True, base_dir: Path | None = None,
+                  created_at: str = "") -> Planner:
+    """``plan_fleet`` with these options, as the :class:`planner.ports.Planner` that loops and front doors call."""
+
+    def planner(fleet: FleetSpec, *, current: Plan | None = None) -> Plan:
+        return plan_fleet(fleet, current=current, catalog=catalog, perf=perf, backend=backend, baselines=baselines,
+                          marginals=marginals, base_dir=base_dir, created_at=created_at)
+
+    return planner
+
+
+_Best = tuple[float, str, dict[str, int]]  # cost, device type, devices by type
+
+
 def _baselines(inputs: PlanInputs, cat: Catalog, opts: SolveOptions) -> list[Baseline]:
     """Best single-device-type plans: one config per service, and free TP/PP/roles (homogeneous)."""
-    out: list[Baseline] = []
     devices = sorted({c.configuration.device for c in inputs.candidates.values()})
     fast = replace(opts, time_limit_s=min(opts.time_limit_s, 10.0))
     problem = _unlimited(inputs.problem)
-    best_single: tuple[float, str, dict[str, int]] | None = None
-    best_homog: tuple[float, str, dict[str, int]] | None = None
+    best_single: _Best | None = None
+    best_homog: _Best | None = None
     for dev in devices:
-        def homog(key: str, dev: str = dev) -> bool:
+        homog = _homogeneous(inputs, problem, dev, fast)
+        if homog is not None and (best_homog is None or homog[0] < best_homog[0]):
+            best_homog = homog
+        single = _single_type(inputs, problem, dev, fast)
+        if single is not None and (best_single is None or single[0] < best_single[0]):
+            best_single = single
+    return [_baseline("single-type", best_single, "one device type, unified replicas, one TP/PP per service"),
+            _baseline("homogeneous", best_homog, "one device type, free TP/PP and roles")]
+
+
+def _homogeneous(inputs: PlanInputs, problem: Problem, dev: str, opts: SolveOptions) -> _Best | None:
+    """The cheapest plan on device type ``dev`` alone, any TP/PP and role (no offload), or None."""
+
+    def keep(key: str) -> bool:
+        c = inputs.candidates[key]
+        return c.configuration.device == dev and c.configuration.memory_devices == 0
+
+    sol = solve(_restricted(problem, keep), opts)
+    cost = _solved_cost(sol)
+    return None if cost is None else (cost, dev, _devices_by_type(inputs, sol))
+
+
+def _single_type(inputs: PlanInputs, problem: Problem, dev: str, opts: SolveOptions) -> _Best | None:
+    """Single type as operators often run it: unified replicas only, one TP/PP per service (the cheapest for
+    that service alone), then all services solved together so shared pools and power still bind."""
+    chosen: dict[str, tuple[int, int]] = {}
+    for dem in problem.demands:
+        shape = _cheapest_unified_shape(inputs, problem, dem.service, dev, opts)
+        if shape is None:
+            return None
+        chosen[dem.service] = shape
+
+    def keep(key: str) -> bool:
+        c = inputs.candidates[key]
+        return (c.configuration.device == dev and c.configuration.role is Role.UNIFIED
+                and (c.configuration.tp, c.configuration.pp) == chosen[c.service.id])
+
+    sol = solve(_restricted(problem, keep), opts)
+    cost = _solved_cost(sol)
+    return None if cost is None else (cost, dev, _devices_by_type(inputs, sol))
+
+
+def _cheapest_unified_shape(inputs: PlanInputs, problem: Problem, service: str, dev: str,
+                            opts: SolveOptions) -> tuple[int, int] | None:
+    """The (TP, PP) of unified replicas on ``dev`` that serves ``service`` alone most cheaply, or None."""
+    shapes = sorted({(c.configuration.tp, c.configuration.pp) for c in inputs.candidates.values()
+                     if c.service.id == service and c.configuration.device == dev
+                     and c.configuration.role is Role.UNIFIED})
+    best: tuple[float, tuple[int, int]] | None = None
+    for tp_pp in shapes:
+        def keep(key: str, tp_pp: tuple[int, int] = tp_pp) -> bool:
             c = inputs.candidates[key]
-            return c.configuration.device == dev and c.configuration.memory_devices == 0
+            return (c.service.id == service and c.configuration.device == dev
+                    and c.configuration.role is Role.UNIFIED and (c.configuration.tp, c.configuration.pp) == tp_pp)
 
-        sol = solve(_restricted(problem, homog), fast)
-        cost = _solved_cost(sol)
-        if cost is not None and (best_homog is None or cost < best_homog[0]):
-            best_homog = (cost, dev, _devices_by_type(inputs, sol))
-        # Single type as operators often run it: unified replicas only, one TP/PP per service (the cheapest
-        # for that service alone), then all services solved together so shared pools and power still bind.
-        chosen: dict[str, tuple[int, int]] = {}
-        for dem in problem.demands:
-            shapes = sorted({(c.configuration.tp, c.configuration.pp) for c in inputs.candidates.values()
-                             if c.service.id == dem.service and c.configuration.device == dev
-                             and c.configuration.role is Role.UNIFIED})
-            best_here: tuple[float, tuple[int, int]] | None = None
-            for tp_pp in shapes:
-                def keep(key: str, svc: str = dem.service, tp_pp: tuple[int, int] = tp_pp, dev: str = dev) -> bool:
-                    c = inputs.candidates[key]
-                    return (c.service.id == svc and c.configuration.device == dev
-                            and c.configuration.role is Role.UNIFIED
-                            and (c.configuration.tp, c.configuration.pp) == tp_pp)
-
-                sub = replace(_restricted(problem, keep),
-                              demands=tuple(d for d in problem.demands if d.service == dem.service))
-                sub_cost = _solved_cost(solve(sub, fast))
-                if sub_cost is not None and (best_here is None or sub_cost < best_here[0]):
-                    best_here = (sub_cost, tp_pp)
-            if best_here is None:
-                break
-            chosen[dem.service] = best_here[1]
-        if len(chosen) == len(problem.demands):
-            def single(key: str, dev: str = dev, chosen: dict[str, tuple[int, int]] = chosen) -> bool:
-                c = inputs.candidates[key]
-                return (c.configuration.device == dev and c.configuration.role is Role.UNIFIED
-                        and (c.configuration.tp, c.configuration.pp) == chosen[c.service.id])
-
-            s = solve(_restricted(problem, single), fast)
-            single_cost = _solved_cost(s)
-            if single_cost is not None and (best_single is None or single_cost < best_single[0]):
-                best_single = (single_cost, dev, _devices_by_type(inputs, s))
-    out.append(_baseline("single-type", best_single,
-                         "one device type, unified replicas, one TP/PP per service"))
-    out.append(_baseline("homogeneous", best_homog, "one device type, free TP/PP and roles"))
-    return out
+        sub = replace(_restricted(problem, keep), demands=tuple(d for d in problem.demands if d.service == service))
+        cost = _solved_cost(solve(sub, opts))
+        if cost is not None and (best is None or cost < best[0]):
+            best = (cost, tp_pp)
+    return None if best is None else best[1]
 
 
-def _baseline(name: str, best: tuple[float, str, dict[str, int]] | None, description: str) -> Baseline:
+def _baseline(name: str, best: _Best | None, description: str) -> Baseline:
     """A baseline row: the cheapest device type found, or infeasible when none serves every service."""
     if best is None:
         return Baseline(name=name, description="no single device type serves every service",

@@ -1,10 +1,15 @@
-"""Placement and N-1 tolerance around the planner: plan-and-place, tolerant plans, replay verification."""
+"""Placement and N-1 tolerance around the planner: plan-and-place, tolerant plans, replay verification.
+
+Every planning step goes through a :class:`planner.ports.Planner` (``plan_fleet`` with its options, or a test's
+fake); ``plan_tolerant``'s docstring describes the N-1 loop.
+"""
 
 from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -12,6 +17,7 @@ from planner.catalog import Catalog, fleet_catalog
 from planner.io.traces import load_trace, service_traces
 from planner.model.capacity import MAX_BATCH
 from planner.model.perf import default_perf_model
+from planner.pipeline import InfeasibleFleet, fleet_planner, plan_id, service_buckets
 from planner.place import (
     DomainLoss,
     PlacementResult,
@@ -24,15 +30,13 @@ from planner.place import (
     tolerance_losses,
 )
 from planner.place.inventory import Inventory, fleet_inventory
+from planner.ports import Planner
 from planner.replay import PerfStepTimes, ReplayOptions, ReplayReport, TraceSource, build_workload, replay
 from planner.schema import DeviceKind, Finding, FleetSpec, Plan, ServiceDemand
 
 # The engine the capacity model assumes: a step is all prompts or all decodes (prompts first), and up to
 # capacity.MAX_BATCH sequences run at once.
 PLANNER_ENGINE = ReplayOptions(chunked_prefill=False, max_batched_tokens=8192, max_batch=MAX_BATCH)
-
-Planner = Callable[[FleetSpec, Plan | None], Plan]
-
 
 class PlacementFailed(Exception):
     """The plan's replicas cannot be put on the fleet's nodes; the message says why, ``result`` holds more."""
@@ -86,26 +90,34 @@ def place_plan(
     return _place(plan, fleet, catalog, tolerate, failed, current)[0]
 
 
-def _default_planner(catalog: Catalog) -> Planner:
-    from planner.pipeline import plan_fleet
-
-    def planner(f: FleetSpec, cur: Plan | None) -> Plan:
-        return plan_fleet(f, current=cur, catalog=catalog)
-
-    return planner
-
-
 def draft_planner(catalog: Catalog, *, backend: str | None = None, base_dir: Path | None = None,
                   created_at: str = "") -> Planner:
     """``plan_fleet`` without baselines or marginal values (each re-solves the MILP): for the rounds of
     ``plan_tolerant`` whose plans are not the answer."""
-    from planner.pipeline import plan_fleet
+    return fleet_planner(catalog=catalog, backend=backend, baselines=False, marginals=False, base_dir=base_dir,
+                         created_at=created_at)
 
-    def planner(f: FleetSpec, cur: Plan | None) -> Plan:
-        return plan_fleet(f, current=cur, catalog=catalog, backend=backend, baselines=False, marginals=False,
-                          base_dir=base_dir, created_at=created_at)
 
-    return planner
+def plan_and_place_fleet(
+    fleet: FleetSpec,
+    *,
+    current: Plan | None = None,
+    backend: str | None = None,
+    baselines: bool = True,
+    base_dir: Path | None = None,
+    created_at: str = "",
+    tolerate: Tolerate = "none",
+    failed: Iterable[str] = (),
+    progress: Callable[[str], None] | None = None,
+) -> Plan:
+    """``plan_and_place`` with ``plan_fleet`` as its planner (with these options) for the answer, and without
+    baselines or marginal values for the rounds of ``--tolerate`` that are not the answer."""
+    catalog = fleet_catalog(fleet)
+    planner = fleet_planner(catalog=catalog, backend=backend, baselines=baselines, base_dir=base_dir,
+                            created_at=created_at)
+    draft = draft_planner(catalog, backend=backend, base_dir=base_dir, created_at=created_at)
+    return plan_and_place(fleet, catalog, tolerate=tolerate, failed=failed, current=current, planner=planner,
+                          base_dir=base_dir, draft=draft, progress=progress)
 
 
 def plan_and_place(
@@ -129,7 +141,7 @@ def plan_and_place(
     the planner's InfeasibleFleet.
     """
     if planner is None:
-        planner, draft = _default_planner(catalog), draft or draft_planner(catalog, base_dir=base_dir)
+        planner, draft = fleet_planner(catalog=catalog), draft or draft_planner(catalog, base_dir=base_dir)
     failed = list(failed)
     if tolerate != "none":
         return plan_tolerant(fleet, catalog, tolerate=tolerate, failed=failed, current=current, planner=planner,
@@ -160,7 +172,7 @@ def _plan_placed(
     for _ in range(rounds):
         planned = demand.model_copy(update={"pools": [p.model_copy(update={"max_nodes": limits[p.id]})
                                                       for p in demand.pools]})
-        plan = rebase(planner(planned, current))
+        plan = rebase(planner(planned, current=current))
         try:
             placed, res = _place(plan, fleet, catalog, tolerate, failed, current)
         except PlacementFailed as err:
@@ -222,9 +234,7 @@ def plan_tolerant(
     service's pools span one domain, when the extra capacity does not fit the fleet (the MILP is infeasible),
     or after ``tolerance_rounds`` rounds.
     """
-    from planner.pipeline import InfeasibleFleet
-
-    planner = planner or _default_planner(catalog)
+    planner = planner or fleet_planner(catalog=catalog)
     draft = draft or planner
     failed = list(failed)
     inv = fleet_inventory(fleet, failed=failed)
@@ -240,58 +250,94 @@ def plan_tolerant(
                      "rate/(K−1)")
         return _plan_zone_tolerant(fleet, catalog, inv, failed, current, planner, rounds, base_dir, "rack",
                                    {p: min(r) for p, r in racks.items()})
-    factors = {s.id: 1.0 for s in fleet.services}
+    ctx = _Rounds(fleet, catalog, inv, tolerate, failed, current, rounds, base_dir)
+    return _plan_in_rounds(ctx, planner, draft, tolerance_rounds, progress)
+
+
+@dataclass(frozen=True)
+class _Rounds:
+    """What every round of node or rack N-1 planning shares."""
+
+    fleet: FleetSpec
+    catalog: Catalog
+    inv: Inventory
+    tolerate: Literal["node", "rack"]
+    failed: list[str]
+    current: Plan | None
+    rounds: int  # re-plans per round when placement falls short
+    base_dir: Path | None
+
+
+def _plan_in_rounds(ctx: _Rounds, planner: Planner, draft: Planner, tolerance_rounds: int,
+                    progress: Callable[[str], None] | None) -> Plan:
+    """The loop of ``plan_tolerant`` for nodes and racks: plan, place, raise the short services' rates."""
+    factors = {s.id: 1.0 for s in ctx.fleet.services}
     floors: dict[str, int] = {}  # raised min_replicas: serving replicas that each carry the whole load
     cost_without: float | None = None
     worst: DomainLoss | None = None
-    losses: tuple[DomainLoss, ...] = ()
+    losses: Sequence[DomainLoss] = ()
 
     for rnd in range(1, tolerance_rounds + 1):
         if progress is not None:
-            progress(_round_line(tolerate, rnd, losses, worst, factors, floors))
-        demand, parent = _scaled_demand(fleet, factors, {})
-        demand = demand.model_copy(update={"services": [
-            s.model_copy(update={"min_replicas": max(s.min_replicas, floors.get(s.id, 0))}) for s in demand.services]})
-
-        def rebase(p: Plan, parent: Mapping[str, str] = parent) -> Plan:
-            return _at_real_rate(p, fleet, catalog, factors, parent, base_dir)
-
-        res: PlacementResult | None = None
+            progress(_round_line(ctx.tolerate, rnd, losses, worst, factors, floors))
+        demand, rebase = _round_demand(ctx, factors, floors)
         try:
-            plan, res, planned = _plan_placed(fleet, demand, catalog, draft, tolerate, failed, current, rounds,
-                                              rebase)
-            losses = res.tolerance_losses
+            plan, res, planned, losses = _placed_round(ctx, demand, draft, rebase)
         except InfeasibleFleet as err:
             if worst is None:
                 raise
             raise ToleranceUnreachable(_loss_message(
                 worst, f"the spare capacity does not fit the fleet ({err})"), worst) from err
-        except PlacementFailed as err:
-            if err.plan is None:
-                raise
-            # the failure-domain rule cannot be met (or pushes replicas off the nodes): a placement without
-            # it shows who is short
-            plan = err.plan
-            try:
-                loose_plan, loose = _place(plan, fleet, catalog, "none", failed, current)
-            except PlacementFailed:
-                raise err from None
-            losses = tolerance_losses(plan, loose.replicas, inv, tolerate, fleet)
-            if not losses:  # the rule in placement is conservative (racked replicas): this one survives anyway
-                plan, res, planned = loose_plan, loose, demand
         if cost_without is None:
             cost_without = plan.cost_usd_per_hour
         if not losses and res is not None:
             if draft is not planner:
-                plan = _final_plan(plan, res, planner(planned, current), rebase, fleet, catalog, tolerate, failed,
-                                   current)
-            return _with_cost_note(plan, tolerate, cost_without, factors, rnd, floors)
+                plan = _final_plan(plan, res, planner(planned, current=ctx.current), rebase, ctx.fleet, ctx.catalog,
+                                   ctx.tolerate, ctx.failed, ctx.current)
+            return _with_cost_note(plan, ctx.tolerate, cost_without, factors, rnd, floors)
         worst = min(losses, key=lambda x: (x.capacity_left, x.service, x.domain))
-        _raise_factors(plan, fleet, catalog, inv, tolerate, losses, factors, floors)
+        _raise_factors(plan, ctx.fleet, ctx.catalog, ctx.inv, ctx.tolerate, losses, factors, floors)
     assert worst is not None
     raise ToleranceUnreachable(_loss_message(
         worst, f"still short after {tolerance_rounds} re-plans with more capacity; the pools' nodes may be "
                "too few to spread its replicas"), worst)
+
+
+def _round_demand(ctx: _Rounds, factors: Mapping[str, float],
+                  floors: Mapping[str, int]) -> tuple[FleetSpec, Callable[[Plan], Plan]]:
+    """The fleet at this round's rates and replica floors, and how to describe its plan at the real rates."""
+    demand, parent = _scaled_demand(ctx.fleet, factors, {})
+    demand = demand.model_copy(update={"services": [
+        s.model_copy(update={"min_replicas": max(s.min_replicas, floors.get(s.id, 0))}) for s in demand.services]})
+
+    def rebase(p: Plan) -> Plan:
+        return _at_real_rate(p, ctx.fleet, ctx.catalog, factors, parent, ctx.base_dir)
+
+    return demand, rebase
+
+
+def _placed_round(ctx: _Rounds, demand: FleetSpec, draft: Planner, rebase: Callable[[Plan], Plan],
+                  ) -> tuple[Plan, PlacementResult | None, FleetSpec, Sequence[DomainLoss]]:
+    """One round: plan ``demand``, place it with the failure-domain rule; the plan, its placement (None when
+    only a placement without the rule was found), the demand as planned, and who is short after a loss."""
+    try:
+        plan, res, planned = _plan_placed(ctx.fleet, demand, ctx.catalog, draft, ctx.tolerate, ctx.failed,
+                                          ctx.current, ctx.rounds, rebase)
+        return plan, res, planned, res.tolerance_losses
+    except PlacementFailed as err:
+        if err.plan is None:
+            raise
+        # the failure-domain rule cannot be met (or pushes replicas off the nodes): a placement without it
+        # shows who is short
+        plan = err.plan
+        try:
+            loose_plan, loose = _place(plan, ctx.fleet, ctx.catalog, "none", ctx.failed, ctx.current)
+        except PlacementFailed:
+            raise err from None
+        losses = tolerance_losses(plan, loose.replicas, ctx.inv, ctx.tolerate, ctx.fleet)
+        if not losses:  # the rule in placement is conservative (racked replicas): this one survives anyway
+            return loose_plan, loose, demand, losses
+        return plan, None, demand, losses
 
 
 def _final_plan(placed: Plan, res: PlacementResult, full: Plan, rebase: Callable[[Plan], Plan], fleet: FleetSpec,
@@ -338,8 +384,6 @@ def _plan_zone_tolerant(fleet: FleetSpec, catalog: Catalog, inv: Inventory, fail
     one zone cannot survive its loss: ToleranceUnreachable names it. With ``kind="rack"`` the same for racks,
     when every pool's usable nodes sit in one rack (``pool_domain``: pool → its rack).
     """
-    from planner.pipeline import InfeasibleFleet
-
     factors: dict[str, float] = {}
     split: dict[str, list[str]] = {}
     for svc in fleet.services:
@@ -350,7 +394,7 @@ def _plan_zone_tolerant(fleet: FleetSpec, catalog: Catalog, inv: Inventory, fail
                 f"losing that {kind} leaves it nothing (give it pools in a second {kind})")
         factors[svc.id] = len(zones) / (len(zones) - 1)
         split[svc.id] = zones
-    cost_without = planner(fleet, current).cost_usd_per_hour
+    cost_without = planner(fleet, current=current).cost_usd_per_hour
     demand, parent = _scaled_demand(fleet, factors, split, pool_domain)
 
     def rebase(p: Plan) -> Plan:
@@ -472,7 +516,6 @@ def _at_real_rate(plan: Plan, fleet: FleetSpec, catalog: Catalog, factors: Mappi
     """
     if all(f == 1.0 for f in factors.values()) and not parent:
         return plan
-    from planner.pipeline import plan_id, service_buckets
 
     groups = []
     for g in plan.replica_groups:
@@ -537,3 +580,11 @@ def verify_plan(plan: Plan, fleet: FleetSpec, source: TraceSource, base_dir: Pat
     own = service_traces(fleet, base_dir) if trace is None else {}
     workload = build_workload(fleet, source, plan=plan, trace=trace, service_traces=own)
     return replay(plan, fleet, catalog, times, workload, PLANNER_ENGINE)
+
+
+def trace_source(trace: str, *, rate_scale: float = 1.0, duration_s: float = 600.0, seed: int = 0) -> TraceSource:
+    """The replay's traffic by name: ``poisson`` or ``bursty`` (from the services' traffic), else a trace file."""
+    if trace in ("poisson", "bursty"):
+        return TraceSource(kind="poisson" if trace == "poisson" else "bursty", rate_scale=rate_scale,
+                           duration_s=duration_s, seed=seed)
+    return TraceSource(kind="file", path=Path(trace), rate_scale=rate_scale, seed=seed)

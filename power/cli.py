@@ -8,9 +8,11 @@ from collections.abc import Callable
 from dataclasses import asdict
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import typer
+
+from planner.cli.common import fail
 
 app = typer.Typer(help="Power oversubscription: capping loop, node agent, power planning.", no_args_is_help=True)
 
@@ -28,14 +30,9 @@ class ActuatorKind(StrEnum):
     DRY_RUN = "dry-run"
 
 
-def _fail(message: str) -> NoReturn:
-    typer.echo(message.splitlines()[0] if message else "error", err=True)
-    raise typer.Exit(2)
-
-
 def _positive(name: str, value: float) -> None:
     if not value > 0:
-        _fail(f"{name}: must be positive (got {value})")
+        fail(f"{name}: must be positive (got {value})")
 
 
 @app.command()
@@ -64,9 +61,9 @@ def run(
         servers = spec.server_specs()
         loop_cfg = LoopConfig(period_s=period_s, stale_after_s=stale_after_s, safe_after_s=safe_after_s)
     except (InputError, ValueError) as e:
-        _fail(str(e))
+        fail(str(e))
     if not servers:
-        _fail("servers: the domain file must list the domain's servers")
+        fail("servers: the domain file must list the domain's servers")
     _positive("sim_load", sim_load)
     from power.policy import PolicyConfig
 
@@ -109,7 +106,7 @@ def _run_live(spec: Any, servers: Any, telemetry: TelemetryKind, actuator: Actua
         source = PrometheusTelemetry(prometheus_url, selector, overhead_watts=overhead)
     else:
         if not pdu_url:
-            _fail("pdu_url: required with --telemetry pdu")
+            fail("pdu_url: required with --telemetry pdu")
         source = PduTelemetry(pdu_url, clock.now_s)
 
     class DryRun:
@@ -168,7 +165,7 @@ def _device(name: str) -> Any:
 
     cat = builtin_catalog()
     if name not in cat.devices:
-        _fail(f"device: unknown device {name!r} (known: {', '.join(sorted(cat.devices))})")
+        fail(f"device: unknown device {name!r} (known: {', '.join(sorted(cat.devices))})")
     return cat.devices[name]
 
 
@@ -178,9 +175,9 @@ def _trace(path: str) -> Any:
     try:
         return load_azure_trace(path)
     except FileNotFoundError:
-        _fail(f"trace: file {path!r} not found")
+        fail(f"trace: file {path!r} not found")
     except (KeyError, ValueError) as e:
-        _fail(f"trace: {path} is not an Azure LLM trace CSV ({e})")
+        fail(f"trace: {path} is not an Azure LLM trace CSV ({e})")
 
 
 @app.command()
@@ -212,9 +209,9 @@ def simulate(
                     ("peak_share", peak_share), ("cap_latency_s", cap_latency_s)):
         _positive(name, v)
     if not 0 <= ignore_share <= 1:
-        _fail("ignore_share: must be in [0, 1]")
+        fail("ignore_share: must be in [0, 1]")
     if sensor_delay_s < 0:
-        _fail("sensor_delay_s: must not be negative")
+        fail("sensor_delay_s: must not be negative")
     devices = [_device(d) for d in device]
     data = _trace(trace)
     template = [ServerSpec("t", d, 8, 0, server_overhead_watts(d)) for d in devices]
@@ -255,11 +252,11 @@ def plan(
     try:
         spec = load_domain_file(domain, domain_id)
     except InputError as e:
-        _fail(str(e))
+        fail(str(e))
     if not 0 <= risk < 1:
-        _fail(f"risk: must be in [0, 1) (got {risk})")
+        fail(f"risk: must be in [0, 1) (got {risk})")
     if gpus < 1:
-        _fail("gpus: must be at least 1")
+        fail("gpus: must be at least 1")
     _positive("peak_share", peak_share)
     _positive("duration_s", duration_s)
     if copies_per_server is not None:
@@ -268,7 +265,7 @@ def plan(
     overhead = overhead_watts if overhead_watts is not None else server_overhead_watts(dev)
     server = ServerSpec("server", dev, gpus, 1, overhead)
     if server.max_watts > spec.domain.budget_watts:
-        _fail(f"budget_watts: {spec.domain.budget_watts:.0f} W is below one server's {server.max_watts:.0f} W")
+        fail(f"budget_watts: {spec.domain.budget_watts:.0f} W is below one server's {server.max_watts:.0f} W")
     result = plan_servers(spec.domain, server, _trace(trace), risk=risk, peak_share=peak_share,
                           copies_per_server=copies_per_server, duration_s=duration_s)
     if as_json:

@@ -18,16 +18,12 @@ import typer
 import yaml
 from pydantic import ValidationError
 
+from planner.cli.common import fail
 from planner.io.fleetfile import FleetError, load_fleet
 from planner.schema import FleetSpec, Plan
 from provisioner.apply import Applier
 from provisioner.cluster import kube_client
 from provisioner.render import RenderError, RenderOptions, render_plan
-
-
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    typer.echo(message.splitlines()[0] if message else "error", err=True)
-    return typer.Exit(code=code)
 
 
 def _validation_line(where: str, exc: ValidationError) -> str:
@@ -97,16 +93,16 @@ def apply_command(
         options = load_options(options_path, image)
         manifests = render_plan(plan, fleet, options)
     except FleetError as exc:
-        raise _fail(str(exc)) from None
+        fail(str(exc))
     except (ValueError, RenderError) as exc:
-        raise _fail(str(exc)) from None
+        fail(str(exc))
     if output is not None:
         output.write_text(yaml.safe_dump_all(manifests, sort_keys=False), encoding="utf-8")
     try:
         applier = Applier(kube_client(kubeconfig), fleet.name, ready_timeout_s=wait_s)
         result = applier.apply(manifests, dry_run=dry_run)
     except Exception as exc:  # the cluster said no: report in one line
-        raise _fail(f"cluster: {cluster_error(exc)}", code=1) from None
+        fail(f"cluster: {cluster_error(exc)}", code=1)
     typer.echo(result.diff, nl=False)
     if not dry_run:
         typer.echo(f"created {len(result.created)}, updated {len(result.updated)}, scaled down "
@@ -132,9 +128,9 @@ def controller_command(
     try:
         options = load_options(options_path, None)
     except ValueError as exc:
-        raise _fail(str(exc)) from None
+        fail(str(exc))
     if debounce_s < 0 or resync_s <= 0:
-        raise _fail("--debounce/--resync: must be positive")
+        fail("--debounce/--resync: must be positive")
     client = kube_client(kubeconfig)
     loop = ControllerLoop(
         reconciler=Reconciler(client, options=options),

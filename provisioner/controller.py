@@ -23,10 +23,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 
 from pydantic import ValidationError
 
+from planner.ports import Planner
 from planner.schema import FleetSpec, Plan, PlannerOptions, Pool, PowerDomain, Service
 from provisioner.apply import Applier, ApplyResult
 from provisioner.cluster import ClusterClient, ConflictError, ObjectRef
@@ -47,12 +48,6 @@ from provisioner.rollout import contains, ready_replicas, replicas
 log = logging.getLogger(__name__)
 FLEETPLAN = "FleetPlan"
 MODES = ("auto", "approve", "dry-run")
-
-
-class Planner(Protocol):
-    """Plans a fleet; raises an exception with ``findings`` when the fleet is infeasible."""
-
-    def __call__(self, fleet: FleetSpec, *, current: Plan | None = None) -> Plan: ...
 
 
 def default_planner(fleet: FleetSpec, *, current: Plan | None = None) -> Plan:

@@ -99,7 +99,7 @@ def what_if_scenarios(req: WhatIfScenariosRequest, svc: Svc, _: PlannerRole) -> 
         raise field_error(422, "body.fleet", f"{len(fleet.services)} services exceed the what-if limit of "
                           f"{settings.whatif_max_services}; request a planning job instead")
 
-    def plan(f: FleetSpec, current: Plan | None) -> Plan:
+    def plan(f: FleetSpec, *, current: Plan | None = None) -> Plan:
         try:
             return run_planner(svc.planner, f, current, settings.whatif_time_limit_s)
         except PlannerFailure as exc:

@@ -1,26 +1,26 @@
 """The ``medley`` command line: planning commands here; other packages plug in through entry points.
 
-Every command turns its input into planner values and calls the same functions the REST API and the
-controller call. Bad input exits with code 2 and one line ``FILE:LINE: field: reason`` on stderr.
+Every command parses its input into planner values, calls the core the REST API and the controller call
+(``planner.pipeline``, ``planner.tolerance``, ``planner.whatif``) and renders the answer; no planning happens
+here. Bad input exits with code 2 and one line ``FILE:LINE: field: reason`` on stderr (``common.fail``).
 """
 
 from __future__ import annotations
 
 import json
-import sys
 from enum import StrEnum
 from importlib.metadata import entry_points
-from typing import Any, NoReturn
+from typing import Any
 
 import typer
-import yaml
-from rich.console import Console
 from rich.table import Table
 
 from planner.catalog import builtin_catalog
+from planner.cli.common import OutputFormat, console, emit, fail
 from planner.cli.perf import perf_app
 from planner.cli.whatif import whatif_command
 from planner.io.fleetfile import FleetError, load_fleet
+from planner.schema import SolverName
 
 app = typer.Typer(
     name="medley",
@@ -33,30 +33,6 @@ catalog_app = typer.Typer(help="The shipped catalog: devices, models, price book
 app.add_typer(catalog_app, name="catalog")
 app.add_typer(perf_app, name="perf")
 app.command("whatif")(whatif_command)
-
-console = Console(width=None if sys.stdout.isatty() else 160)
-
-
-class OutputFormat(StrEnum):
-    TABLE = "table"
-    JSON = "json"
-    YAML = "yaml"
-
-
-def fail(message: str, code: int = 2) -> NoReturn:
-    """Print one line to stderr and exit (2 = bad input)."""
-    typer.echo(message.splitlines()[0] if message else "error", err=True)
-    raise typer.Exit(code=code)
-
-
-def emit(data: Any, fmt: OutputFormat, table: Table | None = None) -> None:
-    """Write ``data`` as JSON/YAML, or print ``table`` for the table format."""
-    if fmt is OutputFormat.JSON:
-        sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
-    elif fmt is OutputFormat.YAML:
-        sys.stdout.write(yaml.safe_dump(data, sort_keys=False))
-    elif table is not None:
-        console.print(table)
 
 
 def _register_plugins() -> None:
@@ -187,13 +163,6 @@ class ToleranceChoice(StrEnum):
     ZONE = "zone"
 
 
-class SolverChoice(StrEnum):
-    HIGHS = "highs"
-    CBC = "cbc"
-    CPSAT = "cpsat"
-    SCIP = "scip"
-
-
 def _load_plan(path: str) -> Any:
     from pydantic import ValidationError
 
@@ -213,7 +182,7 @@ def _load_plan(path: str) -> Any:
 def plan(
     fleet_file: str = typer.Argument(None, metavar="FLEET.yaml", help="fleet file (omit with --melange)"),
     current: str = typer.Option(None, "--current", help="the running plan (JSON): churn is priced against it"),
-    solver: SolverChoice = typer.Option(None, "--solver", help="MILP backend (default: the fleet's, highs)"),
+    solver: SolverName | None = typer.Option(None, "--solver", help="MILP backend (default: the fleet's, highs)"),
     fmt: OutputFormat = FormatOption,
     melange: str = typer.Option(None, "--melange", help="solve a Mélange problem file instead of a fleet"),
     out: str = typer.Option(None, "--out", "-o", help="also write the plan as JSON to this file"),
@@ -229,27 +198,12 @@ def plan(
     from pathlib import Path
 
     if melange:
-        from planner.melange import solve_case
-
-        try:
-            answer = solve_case(melange, backend=(solver or SolverChoice.HIGHS).value)
-        except (OSError, ValueError, KeyError) as exc:
-            fail(f"{melange}:0: (file): {exc}")
-        if fmt is OutputFormat.TABLE:
-            t = Table(title=f"Mélange problem {Path(melange).name}")
-            for c in ("device", "count"):
-                t.add_column(c)
-            for dev, n in answer["allocation"].items():
-                t.add_row(dev, str(n))
-            console.print(t)
-            console.print(f"cost ${answer['cost_per_hour']:.2f}/h, {answer['status']}, "
-                          f"{answer['solve_seconds']:.3f} s")
-        else:
-            emit(answer, fmt)
+        _plan_melange(melange, solver or "highs", fmt)
         return
     if not fleet_file:
         fail("FLEET.yaml: (argument): give a fleet file or --melange CASE.json")
     from planner.pipeline import InfeasibleFleet, plan_fleet
+    from planner.tolerance import PlacementFailed, ToleranceUnreachable, plan_and_place_fleet
 
     try:
         fleet = load_fleet(fleet_file)
@@ -257,32 +211,20 @@ def plan(
         fail(str(exc))
     cur = _load_plan(current) if current else None
     stamp = datetime.now(UTC).isoformat(timespec="seconds")
+    base_dir = Path(fleet_file).parent
     try:
         if place or failed or tolerate is not ToleranceChoice.NONE:
-            from planner.catalog import fleet_catalog
-            from planner.tolerance import PlacementFailed, ToleranceUnreachable, draft_planner, plan_and_place
-
-            catalog = fleet_catalog(fleet)
-
-            def planner(f: Any, c: Any) -> Any:
-                return plan_fleet(f, current=c, catalog=catalog, backend=solver.value if solver else None,
-                                  baselines=baselines, base_dir=Path(fleet_file).parent, created_at=stamp)
-
-            try:
-                # rounds of --tolerate plan without baselines and marginal values and say how they go on
-                # stderr (stdout stays the plan)
-                draft = draft_planner(catalog, backend=solver.value if solver else None,
-                                      base_dir=Path(fleet_file).parent, created_at=stamp)
-                result = plan_and_place(fleet, catalog, tolerate=tolerate.value, failed=failed, current=cur,
-                                        planner=planner, base_dir=Path(fleet_file).parent, draft=draft,
-                                        progress=lambda line: typer.echo(line, err=True))
-            except PlacementFailed as exc:
-                fail(f"{fleet_file}: placement failed: {exc}")
-            except ToleranceUnreachable as exc:
-                fail(f"{fleet_file}: {exc}")
+            # rounds of --tolerate say how they go on stderr (stdout stays the plan)
+            result = plan_and_place_fleet(fleet, current=cur, backend=solver, baselines=baselines, base_dir=base_dir,
+                                          created_at=stamp, tolerate=tolerate.value, failed=failed,
+                                          progress=lambda line: typer.echo(line, err=True))
         else:
-            result = plan_fleet(fleet, current=cur, backend=solver.value if solver else None, baselines=baselines,
-                                base_dir=Path(fleet_file).parent, created_at=stamp)
+            result = plan_fleet(fleet, current=cur, backend=solver, baselines=baselines, base_dir=base_dir,
+                                created_at=stamp)
+    except PlacementFailed as exc:
+        fail(f"{fleet_file}: placement failed: {exc}")
+    except ToleranceUnreachable as exc:
+        fail(f"{fleet_file}: {exc}")
     except InfeasibleFleet as exc:
         fail(f"{fleet_file}: infeasible: {exc.findings[0].message if exc.findings else exc}")
     except ValueError as exc:
@@ -294,6 +236,28 @@ def plan(
         emit(data, fmt)
         return
     print_plan(result)
+
+
+def _plan_melange(path: str, solver: SolverName, fmt: OutputFormat) -> None:
+    """``medley plan --melange CASE.json``: Mélange's problem, solved and shown with Mélange's semantics."""
+    from pathlib import Path
+
+    from planner.melange import solve_case
+
+    try:
+        answer = solve_case(path, backend=solver)
+    except (OSError, ValueError, KeyError) as exc:
+        fail(f"{path}:0: (file): {exc}")
+    if fmt is not OutputFormat.TABLE:
+        emit(answer, fmt)
+        return
+    t = Table(title=f"Mélange problem {Path(path).name}")
+    for c in ("device", "count"):
+        t.add_column(c)
+    for dev, n in answer["allocation"].items():
+        t.add_row(dev, str(n))
+    console.print(t)
+    console.print(f"cost ${answer['cost_per_hour']:.2f}/h, {answer['status']}, {answer['solve_seconds']:.3f} s")
 
 
 def print_plan(p: Any) -> None:
@@ -360,6 +324,6 @@ def verify(
                               duration_s=duration_s, seed=seed)
     except FleetError as exc:
         fail(str(exc))
-    except (typer.BadParameter, ValueError, KeyError) as exc:
+    except (ValueError, KeyError) as exc:
         fail(f"{plan_file}: {exc}")
     raise typer.Exit(code=code)

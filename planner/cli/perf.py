@@ -11,13 +11,14 @@ import json
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from planner.catalog import Catalog, builtin_catalog
+from planner.cli.common import fail
 from planner.model.candidates import configuration_capacities, serves_some_bucket
 from planner.model.configurations import fleet_configurations
 from planner.model.perf import PerfModel, ReplicaShape, check_shape, default_perf_model
@@ -31,11 +32,6 @@ perf_app = typer.Typer(help="The performance model: prefill and decode times, me
 @perf_app.callback()
 def _perf_group() -> None:
     """The performance model: prefill and decode times, memory fit."""
-
-
-def _fail(message: str) -> NoReturn:
-    typer.echo(message.splitlines()[0] if message else "error", err=True)
-    raise typer.Exit(code=2)
 
 
 def predict_point(catalog: Catalog, perf: PerfModel, model: str, device: str, tp: int, pp: int, batch: int,
@@ -75,25 +71,25 @@ def _points(path: Path, catalog: Catalog, perf: PerfModel) -> None:
     try:
         fh = path.open(newline="", encoding="utf-8")
     except OSError as exc:
-        _fail(f"{path}:0: (file): cannot read: {exc.strerror or exc}")
+        fail(f"{path}:0: (file): cannot read: {exc.strerror or exc}")
     with fh:
         reader = csv.DictReader(fh)
         need = ["model", "device", "tp", "pp", "batch", "prompt_tokens", "context_tokens"]
         missing = [c for c in need if c not in (reader.fieldnames or [])]
         if missing:
-            _fail(f"{path}:1: columns: missing {', '.join(missing)}")
+            fail(f"{path}:1: columns: missing {', '.join(missing)}")
         for line, row in enumerate(reader, start=2):
             try:
                 nums = {k: int(row[k]) for k in ("tp", "pp", "batch", "prompt_tokens")}
                 ctx_text = (row.get("context_tokens") or "").strip()
                 ctx = int(ctx_text) if ctx_text else None
             except (TypeError, ValueError):
-                _fail(f"{path}:{line}: row: tp, pp, batch, prompt_tokens, context_tokens must be integers")
+                fail(f"{path}:{line}: row: tp, pp, batch, prompt_tokens, context_tokens must be integers")
             try:
                 out = predict_point(catalog, perf, row["model"].strip(), row["device"].strip(), nums["tp"],
                                     nums["pp"], nums["batch"], nums["prompt_tokens"], ctx)
             except ValueError as exc:
-                _fail(f"{path}:{line}: {exc}")
+                fail(f"{path}:{line}: {exc}")
             sys.stdout.write(json.dumps(out) + "\n")
 
 
@@ -113,19 +109,19 @@ def predict(
     """Predict prefill time, decode step time and memory fit of one replica."""
     catalog = builtin_catalog()
     if engine not in ENGINES:
-        _fail(f"--engine: must be one of {', '.join(ENGINES)} (got {engine!r})")
+        fail(f"--engine: must be one of {', '.join(ENGINES)} (got {engine!r})")
     perf = default_perf_model(engine)
     if fmt not in ("table", "json"):
-        _fail(f"--format: must be table or json (got {fmt!r})")
+        fail(f"--format: must be table or json (got {fmt!r})")
     if points is not None:
         _points(points, catalog, perf)
         return
     if model is None or device is None:
-        _fail("--model: --model and --device are required (or give --points FILE.csv)")
+        fail("--model: --model and --device are required (or give --points FILE.csv)")
     try:
         out = predict_point(catalog, perf, model, device, tp, pp, batch, prompt_tokens, context_tokens)
     except ValueError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     if fmt == "json":
         sys.stdout.write(json.dumps(out) + "\n")
         return

@@ -9,9 +9,9 @@ from typing import Literal
 import typer
 
 from planner.io.fleetfile import load_fleet
-from planner.replay import ReplayReport, TraceSource
+from planner.replay import ReplayReport
 from planner.schema import Plan
-from planner.tolerance import verify_plan
+from planner.tolerance import trace_source, verify_plan
 
 
 def _table(report: ReplayReport) -> str:
@@ -39,17 +39,14 @@ def verify_command(
     duration_s: float = 600.0,
     seed: int = 0,
 ) -> int:
-    """``medley verify PLAN.json --trace FILE|poisson|bursty``: print the replay; exit 0 only if verified."""
+    """``medley verify PLAN.json --trace FILE|poisson|bursty``: print the replay; exit 0 only if verified.
+
+    Raises ``ValueError`` naming ``--trace`` when it is neither a file nor a synthetic process."""
     plan = Plan.model_validate_json(Path(plan_path).read_text(encoding="utf-8"))
     fleet = load_fleet(fleet_path)
-    if trace in ("poisson", "bursty"):
-        source = TraceSource(kind="poisson" if trace == "poisson" else "bursty", rate_scale=rate_scale,
-                             duration_s=duration_s, seed=seed)
-    else:
-        path = Path(trace)
-        if not path.is_file():
-            raise typer.BadParameter(f"{trace}: not a file, and not 'poisson' or 'bursty'", param_hint="--trace")
-        source = TraceSource(kind="file", path=path, rate_scale=rate_scale, seed=seed)
+    if trace not in ("poisson", "bursty") and not Path(trace).is_file():
+        raise ValueError(f"{trace}: not a file, and not 'poisson' or 'bursty'")
+    source = trace_source(trace, rate_scale=rate_scale, duration_s=duration_s, seed=seed)
     report = verify_plan(plan, fleet, source, base_dir=Path(fleet_path).parent)
     if format == "json":
         typer.echo(json.dumps(report.model_dump(mode="json")))

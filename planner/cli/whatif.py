@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
@@ -20,6 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
+from planner.cli.common import fail
 from planner.io.fleetfile import FleetError, load_fleet
 from planner.whatif import (
     Scenario,
@@ -45,12 +46,6 @@ class WhatIfFormat(StrEnum):
     TABLE = "table"
     JSON = "json"
     MARKDOWN = "markdown"
-
-
-def _fail(message: str) -> NoReturn:
-    """One line on stderr, exit 2 (bad input), as every medley command does."""
-    typer.echo(message.splitlines()[0] if message else "error", err=True)
-    raise typer.Exit(code=2)
 
 
 # ---------------------------------------------------------------------------------------------- tables
@@ -299,14 +294,14 @@ def _scenarios(flags: Sequence[str], scenarios_file: str | None) -> tuple[list[S
         try:
             text = Path(scenarios_file).read_text(encoding="utf-8")
         except OSError as exc:
-            _fail(f"{scenarios_file}:0: (file): cannot read: {exc.strerror or exc}")
+            fail(f"{scenarios_file}:0: (file): cannot read: {exc.strerror or exc}")
         try:
             loaded = load_scenarios(text, scenarios_file)
         except ScenarioError as exc:
-            _fail(exc.line())
+            fail(exc.line())
         for sc in loaded:
             if sc.name in where:
-                _fail(f"{scenarios_file}: {sc.name!r}: duplicate scenario name")
+                fail(f"{scenarios_file}: {sc.name!r}: duplicate scenario name")
             where[sc.name] = scenarios_file
             out.append(sc)
     return out, where
@@ -330,17 +325,17 @@ def whatif_command(
 ) -> None:
     """Plan what-if scenarios (traffic, prices, pools, SLOs, services, power) side by side with the baseline."""
     if not scenario and not scenarios_file and not sweep:
-        _fail("whatif: give --scenario EXPR, --scenarios FILE.yaml or --sweep EXPR=RANGE")
+        fail("whatif: give --scenario EXPR, --scenarios FILE.yaml or --sweep EXPR=RANGE")
     if sweep and scenarios_file:
-        _fail(f"--scenarios {scenarios_file}: a sweep takes its fixed changes from --scenario, not a file")
+        fail(f"--scenarios {scenarios_file}: a sweep takes its fixed changes from --scenario, not a file")
     if plot and not sweep:
-        _fail(f"--plot {plot}: plots draw a sweep; add --sweep")
+        fail(f"--plot {plot}: plots draw a sweep; add --sweep")
     if plot and Path(plot).suffix.lower() not in (".png", ".html"):
-        _fail(f"--plot {plot}: write a .png or an .html file")
+        fail(f"--plot {plot}: write a .png or an .html file")
     try:
         fleet = load_fleet(fleet_file)
     except FleetError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     base_dir = Path(fleet_file).parent
     # Files named in expressions are found beside the scenarios file, then beside the fleet file.
     read = file_reader(*([Path(scenarios_file).parent] if scenarios_file else []), base_dir)
@@ -365,7 +360,7 @@ def whatif_command(
                 report = run_scenarios(fleet, scs, verify=verify, read=read, planner=planner, verifier=verifier,
                                        progress=progress)
         except ScenarioError as exc:
-            _fail(_where(exc, sweep, scenario, scenarios_file))
+            fail(_where(exc, sweep, scenario, scenarios_file))
     if plot:
         assert isinstance(report, SweepReport)
         write_plot(report, Path(plot))

@@ -216,7 +216,7 @@ def test_fragmentation_feedback_replans_with_placeable_node_counts() -> None:
                       services=[svc("a")])
     asked: list[int] = []
 
-    def planner(f: FleetSpec, cur: Plan | None) -> Plan:  # counts devices, as the MILP's pool row does
+    def planner(f: FleetSpec, *, current: Plan | None = None) -> Plan:  # counts devices, as the MILP's pool row does
         pool = f.pools[0]
         asked.append(pool.max_nodes)
         return mkplan([group("a", "gpu", 4, pool.max_nodes * pool.devices_per_node // 4)])
@@ -231,7 +231,7 @@ def test_failed_nodes_shrink_what_the_planner_may_use() -> None:
     fleet = FleetSpec(pools=[Pool(id="gpu", device="h100-sxm", max_nodes=3)], services=[svc("a")])
     seen: list[int] = []
 
-    def planner(f: FleetSpec, cur: Plan | None) -> Plan:
+    def planner(f: FleetSpec, *, current: Plan | None = None) -> Plan:
         seen.append(f.pools[0].max_nodes)
         return mkplan([group("a", "gpu", 8, f.pools[0].max_nodes)])
 

@@ -2,7 +2,7 @@
 
 Regenerate the golden files after an intended change to the planner or the examples with::
 
-    UPDATE_GOLDEN=1 .venv/bin/python -m pytest tests/planner/test_whatif_golden.py
+    UPDATE_GOLDEN=1 .venv/bin/python -m pytest tests/planner/whatif/test_whatif_golden.py
 
 The files hold the whole ``--format json`` output (floats rounded to two decimals, plan ids left out). The
 comparison covers what a plan's optimality fixes: each scenario's name, changes, feasibility, reason, cost and
@@ -26,7 +26,7 @@ from typer.testing import CliRunner
 from planner.cli.whatif import sweep_figure, whatif_command
 from planner.whatif import SweepReport, WhatIfReport
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 GOLDEN = Path(__file__).resolve().parent / "golden"
 QUICKSTART = ROOT / "examples" / "quickstart.yaml"
 SCENARIOS = ROOT / "examples" / "whatif" / "quickstart-scenarios.yaml"

@@ -29,7 +29,7 @@ from planner.whatif import (
     run_scenarios,
 )
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 QUICKSTART = EXAMPLES / "quickstart.yaml"
 
 
@@ -247,7 +247,7 @@ def test_infeasible_scenarios_are_rows_not_crashes(fleet: FleetSpec) -> None:
     base = Plan(fleet="quickstart", replica_groups=[], cost_usd_per_hour=10.0,
                 solver=SolverReport(backend="fake", status="optimal"))
 
-    def planner(f: FleetSpec, current: Plan | None) -> Plan:
+    def planner(f: FleetSpec, *, current: Plan | None = None) -> Plan:
         if len(f.pools) < len(fleet.pools):
             raise InfeasibleFleet([Finding(kind="infeasible", constraint="pool:x", message="pools run short")])
         return base

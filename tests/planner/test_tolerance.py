@@ -53,8 +53,8 @@ def planned(kind: Kind, tolerate: bool) -> tuple[FleetSpec, Plan]:
     fleet = FLEETS[kind]()
     catalog = fleet_catalog(fleet)
 
-    def planner(f: FleetSpec, cur: Plan | None) -> Plan:
-        return plan_fleet(f, current=cur, catalog=catalog, baselines=False)
+    def planner(f: FleetSpec, *, current: Plan | None = None) -> Plan:
+        return plan_fleet(f, current=current, catalog=catalog, baselines=False)
 
     return fleet, plan_and_place(fleet, catalog, planner=planner, tolerate=kind if tolerate else "none")
 
@@ -226,8 +226,8 @@ def test_progress_is_reported_once_per_round() -> None:
     catalog = fleet_catalog(fleet)
     lines: list[str] = []
 
-    def planner(f: FleetSpec, cur: Plan | None) -> Plan:
-        return plan_fleet(f, current=cur, catalog=catalog, baselines=False)
+    def planner(f: FleetSpec, *, current: Plan | None = None) -> Plan:
+        return plan_fleet(f, current=current, catalog=catalog, baselines=False)
 
     plan = plan_and_place(fleet, catalog, planner=planner, tolerate="node", progress=lines.append)
     note = next(f for f in plan.findings if f.constraint == "tolerate[node]")
