@@ -32,6 +32,8 @@ from planner.schema import ReplicaGroup, Service
 from provisioner.workloads.labels import (
     COMPONENT_LABEL,
     DECODE_LABEL,
+    MANAGED_BY,
+    MEDLEY,
     PREFILL_LABEL,
     SERVICE_LABEL,
     SERVING_LABEL,
@@ -68,7 +70,7 @@ def pdb(name: str, meta: Meta, selector: dict[str, str], options: RenderOptions)
 
 
 def _router(service: Service, namespace: str, base: str, meta: Meta, options: RenderOptions) -> list[Manifest]:
-    labels = {SERVICE_LABEL: base, COMPONENT_LABEL: "router"}
+    labels = {MANAGED_BY: MEDLEY, SERVICE_LABEL: base, COMPONENT_LABEL: "router"}
     port = options.port
 
     def url(phase: str) -> str:
