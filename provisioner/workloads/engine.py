@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from planner.roles import ROLES
-from planner.schema import Configuration, Role, Service
+from planner.schema import Configuration, Service
 from provisioner.workloads.sizing import Sizing
 
 # Hugging Face repositories of the shipped catalog's models (RenderOptions.model_uris overrides).
@@ -110,11 +110,6 @@ def fill(template: list[str], values: Mapping[str, object]) -> list[str]:
     for arg in template:
         for name in re.findall(r"{([a-z_]+)}", arg):
             if name not in values:
-                raise KeyError(f"unknown placeholder {{{name}}} (known: {', '.join(sorted(values))})")
+                raise KeyError(f"offload_engine: unknown placeholder {{{name}}} (known: {', '.join(sorted(values))})")
         out.append(re.sub(r"{([a-z_]+)}", lambda m: str(values[m.group(1)]), arg))
     return out
-
-
-def is_offload(cfg: Configuration) -> bool:
-    """A decode replica with attention on memory devices."""
-    return cfg.role is Role.DECODE_OFFLOAD

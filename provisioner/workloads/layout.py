@@ -79,7 +79,7 @@ def _placed(cfg: Configuration, chunk: list[str], pin_stages: bool,
     return stages, memory
 
 
-def _check_real(group: ReplicaGroup, names: list[str], real: frozenset[str], pool: str | None) -> None:
+def _check_real(names: list[str], real: frozenset[str], pool: str | None) -> None:
     unknown = sorted(set(names) - real)
     if real and unknown:
         raise LayoutError(f"replica_groups.nodes: {', '.join(unknown[:3])} not in the node list of pool "
@@ -96,8 +96,8 @@ def shards(group: ReplicaGroup, per_node: int, memory_per_node: int, real: froze
     layouts: Counter[tuple[tuple[PodPart, ...], tuple[PodPart, ...]]] = Counter()
     if group.nodes and len(group.nodes) == per_replica * group.replicas:
         chunks = [group.nodes[r * per_replica:(r + 1) * per_replica] for r in range(group.replicas)]
-        _check_real(group, [n for c in chunks for n in c[:cfg.devices]], real, group.pool)
-        _check_real(group, [n for c in chunks for n in c[cfg.devices:]], memory_real, group.memory_pool)
+        _check_real([n for c in chunks for n in c[:cfg.devices]], real, group.pool)
+        _check_real([n for c in chunks for n in c[cfg.devices:]], memory_real, group.memory_pool)
         for chunk in chunks:
             stages, memory = _placed(cfg, chunk, bool(real), bool(memory_real))
             layouts[(tuple(stages), tuple(memory))] += 1

@@ -229,6 +229,12 @@ def test_attention_offload_with_an_offload_engine_puts_workers_in_the_memory_poo
     assert pod["metadata"]["labels"][COMPONENT_LABEL] == "attention"
 
 
+def test_unknown_placeholder_in_an_offload_template_is_a_named_error():
+    bad = OFFLOAD.model_copy(update={"attention_command": ["attn", "{gpus}"]})
+    with pytest.raises(RenderError, match=r"offload_engine: unknown placeholder \{gpus\}"):
+        render_plan(_offload_plan(), make_fleet(), RenderOptions(offload_engine=bad))
+
+
 def test_drain_probes_volumes_and_pdb_version():
     opts = RenderOptions(pdb_api_version="policy/v1beta1", drain_seconds=90, prestop_seconds=15,
                          model_cache={"volume": "persistentVolumeClaim", "claim_name": "weights"}, shm_size="8Gi")
