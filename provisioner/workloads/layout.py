@@ -9,6 +9,8 @@ Without placement a replica fills nodes of the pool's size: ``⌈pp / ⌊D/tp⌋
 Replicas with the same pods (the same devices per pod and, when pinned, the same nodes) form one *shard*,
 rendered as one workload. Node names are kept only when they are real (``pinned``); placement over a pool
 without a node list keeps its split, never its invented names.
+A LeaderWorkerSet's workers share one template, so with more than one worker they are pinned to the set of
+their nodes (the scheduler picks which worker goes where); leaders and one-worker replicas are pinned exactly.
 """
 
 from __future__ import annotations
