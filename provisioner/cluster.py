@@ -194,6 +194,7 @@ class KubeClusterClient:
     def apply(self, manifest: dict[str, Any], *, dry_run: bool = False) -> dict[str, Any]:
         ref = ObjectRef.of(manifest)
         k = self._kind(ref.kind)
+        k = Kind(manifest.get("apiVersion") or k.api_version, k.kind, k.plural, k.namespaced)  # e.g. policy/v1beta1
         query = {"fieldManager": FIELD_MANAGER}
         if dry_run:
             query["dryRun"] = "All"

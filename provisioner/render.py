@@ -1,9 +1,21 @@
 """Plan → Kubernetes manifests: a pure function of the plan, the fleet and rendering options.
 
-Per replica group (service, pool, configuration) the renderer writes the serving engine's workload — a
-``Deployment`` when one replica fits on a node, a ``LeaderWorkerSet`` (one leader and workers per replica)
-when pipeline stages span nodes — plus a ``PodDisruptionBudget`` and a ``Service``. An attention-offload
-decode group gets a second Deployment for its memory devices in the memory pool.
+Per replica group (service, pool, configuration) the renderer writes the serving engine's workloads, a
+``PodDisruptionBudget`` and a ``Service`` that selects the group's serving pods; per service one entry point
+(``workloads.entry``: a Service, or the vLLM Router in front of prefill and decode).
+
+* **Where pods land** (``workloads.nodes``): every pod requires its pool's device (GPU feature discovery's
+  ``nvidia.com/gpu.product`` and vendor equivalents), zone and region as node affinity, plus the pool's own
+  ``node_selector``; pods are pinned to node names only when those are real (the pool's node list).
+* **Which pods** (``workloads.layout``): a replica is one pod per node its stages occupy; a replica of several
+  pods is a ``LeaderWorkerSet`` (leader + workers, Ray across them), of one pod a ``Deployment``. Replicas laid
+  out alike (and, when pinned, on the same nodes) share one workload: a *shard*, named ``<group>-<digest>``
+  when a group has several or is pinned.
+* **What runs** (``workloads.engine``, ``workloads.sizing``, ``workloads.pods``): the engine's command with
+  parallelism, ``--max-model-len``, ``--max-num-seqs``, GPU memory share, served model name and KV-transfer
+  role; model cache and ``/dev/shm`` volumes; startup/readiness/liveness probes on ``/health``; preStop and
+  termination grace for draining. An attention-offload decode group renders only with an offload engine
+  (``RenderOptions.offload_engine``), with its memory-device workers in the memory pool.
 
 Teams map to namespaces: a service runs in the namespace named after its team (``Service.team``,
 lower-cased, other characters than ``[a-z0-9-]`` turned into ``-``), optionally prefixed by
@@ -16,70 +28,57 @@ group unchanged restarts no pod.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import math
-import re
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
-
-from planner.catalog import fleet_catalog
+from planner.catalog import Catalog, fleet_catalog
 from planner.demand import MissingDemand
 from planner.roles import ROLES
-from planner.schema import Configuration, FleetSpec, Plan, Pool, ReplicaGroup, Role, Service
+from planner.schema import FleetSpec, Plan, Pool, ReplicaGroup, Role, Service
 from provisioner.capacity import capacity_per_replica_rps, required_rps
+from provisioner.workloads.engine import MODEL_SOURCES, EngineCall, engine_command, fill, kv_role
+from provisioner.workloads.entry import EntryError, disaggregated, pdb, service_entry, service_object
+from provisioner.workloads.labels import (
+    CAPACITY_ANNOTATION,
+    COMPONENT_LABEL,
+    CONFIGURATION_ANNOTATION,
+    DECODE_LABEL,
+    FLEET_LABEL,
+    GROUP_LABEL,
+    MANAGED_BY,
+    MEDLEY,
+    PLAN_LABEL,
+    PREFILL_LABEL,
+    REQUIRED_ANNOTATION,
+    ROLE_LABEL,
+    SERVICE_LABEL,
+    SERVING_LABEL,
+    SHARD_LABEL,
+    TRUE,
+    dns_label,
+    label_value,
+)
+from provisioner.workloads.layout import LayoutError, Shard, lws_size, shards
+from provisioner.workloads.nodes import NodeSelectionError, node_affinity, real_nodes
+from provisioner.workloads.options import ModelCache, OffloadEngine, RenderOptions
+from provisioner.workloads.pods import engine_container, pod_spec
+from provisioner.workloads.sizing import Sizing, group_sizing
+
+__all__ = [
+    "CAPACITY_ANNOTATION", "COMPONENT_LABEL", "DECODE_LABEL", "FLEET_LABEL", "GROUP_LABEL", "MANAGED_BY",
+    "MEDLEY", "PLAN_LABEL", "PREFILL_LABEL", "REQUIRED_ANNOTATION", "ROLE_LABEL", "SERVICE_LABEL",
+    "SERVING_LABEL", "SHARD_LABEL", "Manifest", "ModelCache", "OffloadEngine", "Owner", "RenderError",
+    "RenderOptions", "dns_label", "group_name", "label_value", "render_group", "render_plan", "team_namespace",
+]
 
 Manifest = dict[str, Any]
 
-MANAGED_BY = "app.kubernetes.io/managed-by"
-MEDLEY = "medley"
-SERVICE_LABEL = "medley.dev/service"
-PLAN_LABEL = "medley.dev/plan"
-FLEET_LABEL = "medley.dev/fleet"
-GROUP_LABEL = "medley.dev/group"
-ROLE_LABEL = "medley.dev/role"
-COMPONENT_LABEL = "medley.dev/component"
-CAPACITY_ANNOTATION = "medley.dev/capacity-rps-per-replica"
-REQUIRED_ANNOTATION = "medley.dev/required-rps"
-
 DEVICE_RESOURCES = {"nvidia": "nvidia.com/gpu", "amd": "amd.com/gpu", "intel": "habana.ai/gaudi"}
-
-_DEFAULT_IMAGES = {
-    "vllm": "vllm/vllm-openai:v0.11.0",
-    "sglang": "lmsysorg/sglang:v0.5.3",
-    "trtllm": "nvcr.io/nvidia/tensorrt-llm/release:1.0.0",
-}
-# vLLM's disaggregated prefill: prefill replicas produce KV cache, decode replicas consume it.
-_DEFAULT_ROLE_ARGS: dict[str, list[str]] = {
-    role.value: ["--kv-transfer-config", f'{{"kv_connector":"NixlConnector","kv_role":"kv_{spec.kv_role}"}}']
-    for role, spec in ROLES.items() if spec.kv_role is not None
-}
 
 
 class RenderError(ValueError):
     """The plan cannot be rendered (an unknown pool, device or vendor); the message names the field."""
-
-
-class RenderOptions(BaseModel):
-    """How plans become manifests: engine images and arguments, model URIs, namespaces, scheduling."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    images: dict[str, str] = Field(default_factory=lambda: dict(_DEFAULT_IMAGES))
-    model_uris: dict[str, str] = Field(default_factory=dict, description="model id → what the engine loads")
-    extra_args: list[str] = Field(default_factory=list, description="appended to every engine command")
-    role_args: dict[str, list[str]] = Field(default_factory=lambda: {k: list(v) for k, v in _DEFAULT_ROLE_ARGS.items()})
-    port: int = Field(default=8000, ge=1, le=65535)
-    namespace_prefix: str = ""
-    resource_names: dict[str, str] = Field(default_factory=dict, description="device id → extended resource")
-    tolerations: list[dict[str, str]] = Field(default_factory=list)
-    attention_args: list[str] = Field(default_factory=list, description=(
-        "appended to the engine command of attention-offload memory-device workers; the engine must "
-        "support attention offload (upstream vLLM does not)"))
-    cpu_per_device: str = "4"
-    memory_per_device: str = "32Gi"
 
 
 @dataclass(frozen=True)
@@ -94,25 +93,6 @@ class Owner:
     def reference(self) -> dict[str, Any]:
         return {"apiVersion": self.api_version, "kind": self.kind, "name": self.name, "uid": self.uid,
                 "controller": True, "blockOwnerDeletion": False}
-
-
-def dns_label(text: str, limit: int = 63) -> str:
-    """A DNS-1035 label from ``text``: lower-case, ``-`` for others, starts with a letter, hashed if long."""
-    clean = re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-") or "x"
-    if not clean[0].isalpha():
-        clean = "m-" + clean
-    if len(clean) > limit:
-        digest = hashlib.sha256(text.encode()).hexdigest()[:8]
-        clean = clean[: limit - 9].rstrip("-") + "-" + digest
-    return clean
-
-
-def label_value(text: str) -> str:
-    """A valid label value (63 characters of ``[A-Za-z0-9._-]``, alphanumeric at both ends)."""
-    clean = re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-._")
-    if len(clean) > 63:
-        clean = clean[:54].rstrip("-._") + "-" + hashlib.sha256(text.encode()).hexdigest()[:8]
-    return clean
 
 
 def team_namespace(team: str, options: RenderOptions | None = None) -> str:
@@ -134,31 +114,11 @@ def group_name(group: ReplicaGroup) -> str:
     return dns_label("-".join(parts), limit=52)
 
 
-def engine_command(service: Service, cfg: Configuration, model_uri: str, options: RenderOptions) -> list[str]:
-    """The serving engine's command line for one replica of ``cfg``."""
-    port = str(options.port)
-    if service.engine == "vllm":
-        cmd = ["vllm", "serve", model_uri, "--host", "0.0.0.0", "--port", port,
-               "--tensor-parallel-size", str(cfg.tp), "--pipeline-parallel-size", str(cfg.pp)]
-    elif service.engine == "sglang":
-        cmd = ["python3", "-m", "sglang.launch_server", "--model-path", model_uri, "--host", "0.0.0.0",
-               "--port", port, "--tp-size", str(cfg.tp), "--pp-size", str(cfg.pp)]
-        role = ROLES[cfg.role]
-        if role.disaggregated:
-            cmd += ["--disaggregation-mode", role.phases[0]]
-        return cmd + list(options.extra_args)
-    else:
-        cmd = ["trtllm-serve", model_uri, "--host", "0.0.0.0", "--port", port,
-               "--tp_size", str(cfg.tp), "--pp_size", str(cfg.pp)]
-        return cmd + list(options.extra_args)
-    return cmd + list(options.role_args.get(cfg.role.value, [])) + list(options.extra_args)
-
-
-def _resource_name(device_id: str, fleet: FleetSpec, options: RenderOptions) -> str:
+def _resource_name(device_id: str, catalog: Catalog, options: RenderOptions) -> str:
     if device_id in options.resource_names:
         return options.resource_names[device_id]
     try:
-        vendor = fleet_catalog(fleet).device(device_id).vendor
+        vendor = catalog.device(device_id).vendor
     except KeyError as exc:
         raise RenderError(f"configuration.device: {exc.args[0]}") from None
     if vendor not in DEVICE_RESOURCES:
@@ -174,58 +134,6 @@ def _pool(fleet: FleetSpec, pool_id: str, field: str) -> Pool:
     raise RenderError(f"replica_groups.{field}: unknown pool {pool_id!r}")
 
 
-def _affinity(nodes: list[str]) -> dict[str, Any]:
-    terms: list[dict[str, Any]] = []
-    placed = sorted(set(nodes))
-    if placed:
-        terms.append({"key": "kubernetes.io/hostname", "operator": "In", "values": placed})
-    if not terms:
-        return {}
-    return {"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
-        "nodeSelectorTerms": [{"matchExpressions": terms}]}}}}
-
-
-def _pod_spec(*, containers: list[dict[str, Any]], pool: Pool, nodes: list[str], resource: str,
-              selector: dict[str, str], zones_required: bool, options: RenderOptions) -> dict[str, Any]:
-    tolerations = [{"key": resource, "operator": "Exists", "effect": "NoSchedule"}, *options.tolerations]
-    spec: dict[str, Any] = {
-        "containers": containers,
-        "tolerations": tolerations,
-        "topologySpreadConstraints": [
-            {"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone",
-             "whenUnsatisfiable": "DoNotSchedule" if zones_required else "ScheduleAnyway",
-             "labelSelector": {"matchLabels": dict(selector)}},
-            {"maxSkew": 1, "topologyKey": "kubernetes.io/hostname", "whenUnsatisfiable": "ScheduleAnyway",
-             "labelSelector": {"matchLabels": dict(selector)}},
-        ],
-        "terminationGracePeriodSeconds": 60,
-    }
-    if pool.node_selector:
-        spec["nodeSelector"] = dict(pool.node_selector)
-    spec.update(_affinity(nodes))
-    return spec
-
-
-def _container(name: str, command: list[str], image: str, resource: str, devices: int,
-               options: RenderOptions, probe: bool) -> dict[str, Any]:
-    cpu = str(max(1, devices) * int(options.cpu_per_device)) if options.cpu_per_device.isdigit() \
-        else options.cpu_per_device
-    limits = {resource: str(devices)}
-    container: dict[str, Any] = {
-        "name": name,
-        "image": image,
-        "command": command,
-        "ports": [{"name": "http", "containerPort": options.port, "protocol": "TCP"}],
-        "resources": {"requests": {**limits, "cpu": cpu, "memory": options.memory_per_device}, "limits": limits},
-    }
-    if probe:
-        container["readinessProbe"] = {"httpGet": {"path": "/health", "port": "http"},
-                                       "periodSeconds": 10, "failureThreshold": 3}
-        container["startupProbe"] = {"httpGet": {"path": "/health", "port": "http"},
-                                     "periodSeconds": 10, "failureThreshold": 180}
-    return container
-
-
 def _meta(name: str, namespace: str, labels: dict[str, str], owner: Owner | None,
           annotations: dict[str, str] | None = None) -> dict[str, Any]:
     meta: dict[str, Any] = {"name": name, "namespace": namespace, "labels": dict(labels)}
@@ -236,21 +144,194 @@ def _meta(name: str, namespace: str, labels: dict[str, str], owner: Owner | None
     return meta
 
 
-def render_group(group: ReplicaGroup, plan: Plan, fleet: FleetSpec, options: RenderOptions,
-                 owner: Owner | None = None) -> list[Manifest]:
-    """The workload, PodDisruptionBudget and Service of one replica group."""
+def _quote(arg: str) -> str:
+    return arg if all(c.isalnum() or c in "_./:=+-" for c in arg) and arg else "'" + arg.replace("'", "'\\''") + "'"
+
+
+@dataclass(frozen=True)
+class _Group:
+    """What every workload of one replica group shares."""
+
+    group: ReplicaGroup
+    service: Service
+    pool: Pool
+    name: str
+    namespace: str
+    resource: str
+    image: str
+    model_source: str
+    kv: str | None  # KV-transfer role, None when the service does not split prefill from decode
+    labels: dict[str, str]  # object labels (with fleet and plan)
+    pod_labels: dict[str, str]  # serving pods' labels
+    annotations: dict[str, str]
+    sizing: Sizing
+    options: RenderOptions
+    owner: Owner | None
+    mem_pool: Pool | None = None
+    mem_resource: str | None = None
+
+    def pins(self, nodes: set[str], pool: Pool) -> list[str]:
+        """Node names pods are pinned to: the placed ones, else the pool's ready nodes when it lists any."""
+        if nodes:
+            return sorted(nodes)
+        if pool.nodes is None:
+            return []
+        ready = sorted(n.name for n in pool.nodes if n.state == "ready")
+        if not ready:
+            raise RenderError(f"pools[{pool.id}].nodes: no ready node to run group {self.name}")
+        return ready
+
+    def pod(self, container: dict[str, Any], nodes: set[str], pool: Pool, resource: str,
+            selector: dict[str, str], spread: bool) -> dict[str, Any]:
+        """A pod spec in ``pool`` (pinned to ``nodes`` when given)."""
+        affinity = node_affinity(pool, self.pins(nodes, pool), self.options.device_labels)
+        spec = pod_spec([container], affinity=affinity, resource=resource, selector=selector,
+                        spread=spread and not nodes, options=self.options)
+        if pool.node_selector:
+            spec["nodeSelector"] = dict(pool.node_selector)
+        return spec
+
+    def values(self, attention: list[str]) -> dict[str, object]:
+        """Placeholders of an offload engine's command templates."""
+        cfg = self.group.configuration
+        return {"model": self.model_source, "served_model_name": self.service.model, "port": self.options.port,
+                "tp": cfg.tp, "pp": cfg.pp, "memory_devices": cfg.memory_devices,
+                "attention_service": ",".join(f"{a}.{self.namespace}.svc" for a in attention),
+                "max_model_len": self.sizing.max_model_len or "", "max_num_seqs": self.sizing.max_num_seqs or ""}
+
+    def command(self, multi_node: bool, attention: list[str]) -> list[str]:
+        """The engine's command line for one replica of this group."""
+        offload = self.options.offload_engine
+        if self.group.configuration.role is Role.DECODE_OFFLOAD and offload is not None:
+            cmd = fill(offload.decode_command, self.values(attention))
+        else:
+            cmd = engine_command(EngineCall(
+                service=self.service, cfg=self.group.configuration, model_source=self.model_source,
+                sizing=self.sizing, port=self.options.port,
+                gpu_memory_utilization=self.options.gpu_memory_utilization, kv_role=self.kv,
+                kv_connector=self.options.kv_connector, multi_node=multi_node))
+        role = self.group.configuration.role.value
+        return [*cmd, *self.options.role_args.get(role, []), *self.options.extra_args]
+
+
+def _deployment(g: _Group, name: str, replicas: int, selector: dict[str, str], pod_labels: dict[str, str],
+                spec: dict[str, Any], labels: dict[str, str], annotations: dict[str, str] | None) -> Manifest:
+    return {
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": _meta(name, g.namespace, labels, g.owner, annotations),
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": dict(selector)},
+            # make-before-break inside one workload too: a new pod is Ready before an old one goes
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+            "template": {"metadata": {"labels": pod_labels}, "spec": spec},
+        },
+    }
+
+
+def _not_serving(labels: dict[str, str], component: str) -> dict[str, str]:
+    out = {k: v for k, v in labels.items() if k not in (SERVING_LABEL, PREFILL_LABEL, DECODE_LABEL)}
+    out[COMPONENT_LABEL] = component
+    return out
+
+
+def _engine_workload(g: _Group, shard: Shard, name: str, selector: dict[str, str],
+                     attention: list[str]) -> Manifest:
+    """The Deployment (one pod per replica) or LeaderWorkerSet (several) of one shard."""
+    pod_labels = {**g.pod_labels, **selector}
+    image = g.image
+    if g.group.configuration.role is Role.DECODE_OFFLOAD and g.options.offload_engine is not None:
+        image = g.options.offload_engine.image
+    if len(shard.pods) == 1:
+        part = shard.pods[0]
+        container = engine_container("engine", g.command(False, attention), image, g.resource, part.devices,
+                                     g.options, serving=True, kv_transfer=g.kv is not None)
+        spec = g.pod(container, {part.node} if part.node else set(), g.pool, g.resource, selector,
+                     spread=shard.replicas > 1)
+        return _deployment(g, name, shard.replicas, selector, pod_labels, spec, g.labels, g.annotations)
+    size, leader_devices, worker_devices = lws_size(shard, g.name)
+    if attention:
+        raise RenderError(f"replica_groups: {g.name}: attention offload with stages on several nodes is not rendered")
+    head = "ray start --head --port=6379 && exec " + " ".join(_quote(c) for c in g.command(True, attention))
+    leader = engine_container("engine", ["sh", "-c", head], image, g.resource, leader_devices, g.options,
+                              serving=True, kv_transfer=g.kv is not None)
+    worker = engine_container("worker", ["sh", "-c", "ray start --address=$(LWS_LEADER_ADDRESS):6379 --block"],
+                              image, g.resource, worker_devices, g.options, serving=False)
+    leader_nodes = {shard.pods[0].node} if shard.pods[0].node else set()
+    worker_nodes = {p.node for p in shard.pods[1:] if p.node}
+    return {
+        "apiVersion": "leaderworkerset.x-k8s.io/v1", "kind": "LeaderWorkerSet",
+        "metadata": _meta(name, g.namespace, g.labels, g.owner, g.annotations),
+        "spec": {
+            "replicas": shard.replicas,
+            "rolloutStrategy": {"type": "RollingUpdate",
+                                "rollingUpdateConfiguration": {"maxSurge": 1, "maxUnavailable": 0}},
+            "leaderWorkerTemplate": {
+                "size": size,
+                "leaderTemplate": {"metadata": {"labels": pod_labels},
+                                   "spec": g.pod(leader, leader_nodes, g.pool, g.resource, selector, True)},
+                "workerTemplate": {"metadata": {"labels": _not_serving(pod_labels, "worker")},
+                                   "spec": g.pod(worker, worker_nodes, g.pool, g.resource, selector, True)},
+            },
+        },
+    }
+
+
+def _attention(g: _Group, shard: Shard, names: list[str], selector: dict[str, str]) -> list[Manifest]:
+    """Memory-device workers of an attention-offload shard: a Deployment and a Service per pod of a replica."""
+    offload = g.options.offload_engine
+    assert offload is not None and g.mem_pool is not None and g.mem_resource is not None
+    out: list[Manifest] = []
+    for attn, part in zip(names, shard.memory, strict=True):
+        sel = {**selector, COMPONENT_LABEL: "attention", SHARD_LABEL: attn}
+        labels = {**_not_serving(g.pod_labels, "attention"), **sel}
+        container = engine_container("attention", fill(offload.attention_command, g.values(names)), offload.image,
+                                     g.mem_resource, part.devices, g.options, serving=False)
+        container["ports"] = [{"name": "http", "containerPort": g.options.port, "protocol": "TCP"}]
+        container["readinessProbe"] = {"tcpSocket": {"port": "http"}, "periodSeconds": 5}
+        spec = g.pod(container, {part.node} if part.node else set(), g.mem_pool, g.mem_resource, sel, True)
+        out.append(_deployment(g, attn, shard.replicas, sel, labels, spec,
+                               {**g.labels, COMPONENT_LABEL: "attention"}, None))
+        out.append(service_object(attn, lambda n, extra: _meta(n, g.namespace, {**g.labels, **extra}, g.owner),
+                                  sel, g.options.port))
+    return out
+
+
+def _group(group: ReplicaGroup, plan: Plan, fleet: FleetSpec, catalog: Catalog, options: RenderOptions,
+           owner: Owner | None) -> _Group:
+    """Everything the workloads of one group share (raises RenderError naming what is wrong)."""
     services = {s.id: s for s in fleet.services}
     if group.service not in services:
         raise RenderError(f"replica_groups.service: unknown service {group.service!r}")
     service = services[group.service]
     cfg = group.configuration
     pool = _pool(fleet, group.pool, "pool")
-    resource = _resource_name(cfg.device, fleet, options)
+    resource = _resource_name(cfg.device, catalog, options)
     name = group_name(group)
-    namespace = team_namespace(service.team, options)
-    selector = {SERVICE_LABEL: label_value(service.id), GROUP_LABEL: name}
-    pod_labels = {MANAGED_BY: MEDLEY, **selector, ROLE_LABEL: label_value(cfg.role.value)}
-    labels = {**pod_labels, FLEET_LABEL: label_value(fleet.name), PLAN_LABEL: label_value(plan.id or "unnamed")}
+    base = label_value(service.id)
+    mem_pool = mem_resource = memory_device = None
+    if cfg.role is Role.DECODE_OFFLOAD:
+        if options.offload_engine is None:
+            raise RenderError(f"services[{service.id}]: decode+offload needs an engine that runs attention on "
+                              "memory devices (upstream vLLM cannot); set RenderOptions.offload_engine")
+        if not cfg.memory_device or not cfg.memory_devices:
+            raise RenderError(f"replica_groups.configuration: {name}: decode+offload without memory devices")
+        mem_pool = _pool(fleet, group.memory_pool or group.pool, "memory_pool")
+        mem_resource = _resource_name(cfg.memory_device, catalog, options)
+        memory_device = catalog.device(cfg.memory_device)
+    image = options.images.get(service.engine)
+    if image is None:
+        raise RenderError(f"services.engine: no image configured for engine {service.engine!r}")
+    peers = [g for g in plan.replica_groups if g.service == service.id]
+    phases = ROLES[cfg.role].phases
+    selector = {SERVICE_LABEL: base, GROUP_LABEL: name}
+    pod_labels = {MANAGED_BY: MEDLEY, **selector, ROLE_LABEL: label_value(cfg.role.value),
+                  COMPONENT_LABEL: "engine", SERVING_LABEL: TRUE,
+                  **({PREFILL_LABEL: TRUE} if "prefill" in phases else {}),
+                  **({DECODE_LABEL: TRUE} if "decode" in phases else {})}
+    labels = {**{k: v for k, v in pod_labels.items() if k not in (SERVING_LABEL, PREFILL_LABEL, DECODE_LABEL,
+                                                                   COMPONENT_LABEL)},
+              FLEET_LABEL: label_value(fleet.name), PLAN_LABEL: label_value(plan.id or "unnamed")}
     try:
         capacity = capacity_per_replica_rps(group, service, plan)
     except MissingDemand as exc:
@@ -259,115 +340,81 @@ def render_group(group: ReplicaGroup, plan: Plan, fleet: FleetSpec, options: Ren
     annotations = {
         CAPACITY_ANNOTATION: json.dumps({k: round(v, 6) for k, v in sorted(capacity.items())}),
         REQUIRED_ANNOTATION: json.dumps({k: round(v, 6) for k, v in need.items()}),
-        "medley.dev/configuration": cfg.label(),
+        CONFIGURATION_ANNOTATION: cfg.label(),
     }
-    image = options.images.get(service.engine)
-    if image is None:
-        raise RenderError(f"services.engine: no image configured for engine {service.engine!r}")
-    model_uri = options.model_uris.get(service.model, service.model)
-    command = engine_command(service, cfg, model_uri, options)
-    zones_required = service.spread_zones > 1
-    per_node = pool.devices_per_node
+    try:
+        model = catalog.model(service.model)
+        sizing = group_sizing(group, service, plan, model, catalog.device(cfg.device), memory_device,
+                              fleet.planner.perf_engine)
+    except KeyError as exc:
+        raise RenderError(f"services[{service.id}].model: {exc.args[0]}") from None
+    source = options.model_uris.get(service.model) or MODEL_SOURCES.get(service.model, service.model)
+    return _Group(group=group, service=service, pool=pool, name=name, namespace=team_namespace(service.team, options),
+                  resource=resource, image=image, model_source=source, kv=kv_role(cfg, disaggregated(peers)),
+                  labels=labels, pod_labels=pod_labels, annotations=annotations, sizing=sizing, options=options,
+                  owner=owner, mem_pool=mem_pool, mem_resource=mem_resource)
+
+
+def render_group(group: ReplicaGroup, plan: Plan, fleet: FleetSpec, options: RenderOptions,
+                 owner: Owner | None = None, catalog: Catalog | None = None) -> list[Manifest]:
+    """The workloads, PodDisruptionBudget and Service of one replica group."""
+    g = _group(group, plan, fleet, catalog or fleet_catalog(fleet), options, owner)
+    memory_per_node = g.mem_pool.devices_per_node if g.mem_pool else 1
+    layout = shards(group, g.pool.devices_per_node, memory_per_node, real_nodes(g.pool),
+                    real_nodes(g.mem_pool) if g.mem_pool else frozenset())
+    many = len(layout) > 1 or any(s.pinned for s in layout)
     out: list[Manifest] = []
+    for shard in layout:
+        name = dns_label(f"{g.name}-{shard.key}", 52) if many else g.name
+        selector = {SERVICE_LABEL: g.pod_labels[SERVICE_LABEL], GROUP_LABEL: g.name}
+        if many:
+            selector[SHARD_LABEL] = shard.key
+        attention = [dns_label(f"{name}-attn{k if len(shard.memory) > 1 else ''}", 52)
+                     for k in range(len(shard.memory))] if g.mem_pool else []
+        out.append(_engine_workload(g, shard, name, {**selector, COMPONENT_LABEL: "engine"}, attention))
+        if attention:
+            out.extend(_attention(g, shard, attention, selector))
 
-    if cfg.devices <= per_node:
-        container = _container("engine", command, image, resource, cfg.devices, options, probe=True)
-        pod = _pod_spec(containers=[container], pool=pool, nodes=group.nodes, resource=resource,
-                        selector=selector, zones_required=zones_required, options=options)
-        out.append({
-            "apiVersion": "apps/v1", "kind": "Deployment",
-            "metadata": _meta(name, namespace, labels, owner, annotations),
-            "spec": {
-                "replicas": group.replicas,
-                "selector": {"matchLabels": dict(selector)},
-                # make-before-break inside one workload too: a new pod is Ready before an old one goes
-                "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
-                "template": {"metadata": {"labels": pod_labels}, "spec": pod},
-            },
-        })
-    else:
-        if cfg.tp > per_node:
-            raise RenderError(f"configuration.tp: {cfg.tp} devices exceed the {per_node} per node of pool {pool.id!r}")
-        stages_per_node = max(1, per_node // cfg.tp)
-        size = math.ceil(cfg.pp / stages_per_node)
-        devices_per_pod = cfg.tp * min(cfg.pp, stages_per_node)
-        # stages on several nodes: vLLM runs them through a Ray cluster the leader heads
-        multi_node = [*command, "--distributed-executor-backend", "ray"] if service.engine == "vllm" else command
-        leader = _container("engine", ["sh", "-c", "ray start --head --port=6379 && " + " ".join(
-            _quote(c) for c in multi_node)], image, resource, devices_per_pod, options, probe=True)
-        worker = _container("engine", ["sh", "-c", "ray start --address=$(LWS_LEADER_ADDRESS):6379 --block"],
-                            image, resource, devices_per_pod, options, probe=False)
-        pod_kwargs: dict[str, Any] = {"pool": pool, "nodes": group.nodes, "resource": resource,
-                                      "selector": selector, "zones_required": zones_required, "options": options}
-        out.append({
-            "apiVersion": "leaderworkerset.x-k8s.io/v1", "kind": "LeaderWorkerSet",
-            "metadata": _meta(name, namespace, labels, owner, annotations),
-            "spec": {
-                "replicas": group.replicas,
-                "rolloutStrategy": {"type": "RollingUpdate",
-                                    "rollingUpdateConfiguration": {"maxSurge": 1, "maxUnavailable": 0}},
-                "leaderWorkerTemplate": {
-                    "size": size,
-                    "leaderTemplate": {"metadata": {"labels": pod_labels},
-                                       "spec": _pod_spec(containers=[leader], **pod_kwargs)},
-                    "workerTemplate": {"metadata": {"labels": pod_labels},
-                                       "spec": _pod_spec(containers=[worker], **pod_kwargs)},
-                },
-            },
-        })
+    def meta(name: str, extra: dict[str, str]) -> dict[str, Any]:
+        return _meta(name, g.namespace, {**g.labels, **extra}, owner)
 
-    if cfg.role is Role.DECODE_OFFLOAD and cfg.memory_device and cfg.memory_devices:
-        mem_pool = _pool(fleet, group.memory_pool or group.pool, "memory_pool")
-        mem_resource = _resource_name(cfg.memory_device, fleet, options)
-        mem_selector = {SERVICE_LABEL: label_value(service.id), GROUP_LABEL: name, COMPONENT_LABEL: "attention"}
-        mem_cmd = [*command, *options.attention_args]
-        mem_container = _container("attention", mem_cmd, image, mem_resource, cfg.memory_devices, options,
-                                   probe=True)
-        out.append({
-            "apiVersion": "apps/v1", "kind": "Deployment",
-            "metadata": _meta(dns_label(name + "-attn", 52), namespace,
-                              {**labels, COMPONENT_LABEL: "attention"}, owner),
-            "spec": {
-                "replicas": group.replicas,
-                "selector": {"matchLabels": mem_selector},
-                "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
-                "template": {"metadata": {"labels": {**pod_labels, COMPONENT_LABEL: "attention"}},
-                             "spec": _pod_spec(containers=[mem_container], pool=mem_pool, nodes=[],
-                                               resource=mem_resource, selector=mem_selector,
-                                               zones_required=False, options=options)},
-            },
-        })
-
-    out.append({
-        "apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
-        "metadata": _meta(name, namespace, labels, owner),
-        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": dict(selector)}},
-    })
-    out.append({
-        "apiVersion": "v1", "kind": "Service",
-        "metadata": _meta(name, namespace, labels, owner),
-        "spec": {"type": "ClusterIP", "selector": dict(selector),
-                 "ports": [{"name": "http", "port": options.port, "targetPort": "http", "protocol": "TCP"}]},
-    })
+    group_selector = {SERVICE_LABEL: g.pod_labels[SERVICE_LABEL], GROUP_LABEL: g.name}
+    out.append(pdb(g.name, meta, group_selector, options))
+    out.append(service_object(g.name, meta, {**group_selector, SERVING_LABEL: TRUE}, options.port))
     return out
-
-
-def _quote(arg: str) -> str:
-    return arg if re.fullmatch(r"[A-Za-z0-9_./:=+-]+", arg) else "'" + arg.replace("'", "'\\''") + "'"
 
 
 def render_plan(plan: Plan, fleet: FleetSpec, options: RenderOptions | None = None,
                 owner: Owner | None = None) -> list[Manifest]:
     """Every manifest of the plan, sorted by kind, namespace and name (groups with 0 replicas omitted)."""
     opts = options or RenderOptions()
+    catalog = fleet_catalog(fleet)
     out: list[Manifest] = []
     seen: set[str] = set()
-    for group in plan.replica_groups:
-        if group.replicas == 0:
-            continue
-        name = group_name(group)
-        if name in seen:
-            raise RenderError(f"replica_groups: two groups render to the same name {name!r}")
-        seen.add(name)
-        out.extend(render_group(group, plan, fleet, opts, owner))
+    try:
+        for group in plan.replica_groups:
+            if group.replicas == 0:
+                continue
+            name = group_name(group)
+            if name in seen:
+                raise RenderError(f"replica_groups: two groups render to the same name {name!r}")
+            seen.add(name)
+            out.extend(render_group(group, plan, fleet, opts, owner, catalog))
+        for service in fleet.services:
+            groups = [g for g in plan.replica_groups if g.service == service.id]
+            namespace = team_namespace(service.team, opts)
+            labels = {MANAGED_BY: MEDLEY, SERVICE_LABEL: label_value(service.id),
+                      FLEET_LABEL: label_value(fleet.name), PLAN_LABEL: label_value(plan.id or "unnamed")}
+
+            def meta(name: str, extra: dict[str, str], ns: str = namespace,
+                     base: dict[str, str] = labels) -> dict[str, Any]:
+                return _meta(name, ns, {**base, **extra}, owner)
+
+            out.extend(service_entry(service, groups, namespace, label_value(service.id), meta, opts))
+    except (NodeSelectionError, LayoutError, EntryError) as exc:
+        raise RenderError(str(exc)) from None
+    except (KeyError, ValueError) as exc:
+        if isinstance(exc, RenderError):
+            raise
+        raise RenderError(str(exc.args[0] if exc.args else exc)) from None
     return sorted(out, key=lambda m: (m["kind"], m["metadata"]["namespace"], m["metadata"]["name"]))

@@ -36,7 +36,7 @@ def test_apply_creates_then_second_apply_writes_nothing(api: DoubleServer):
                                              group("code", "h100-a", "h100-sxm", 8, 1)]), fleet)
     applier = _applier(api, on_poll=api.mark_ready)
     first = applier.apply(manifests)
-    assert first.complete and len(first.created) == 6
+    assert first.complete and len(first.created) == 8  # per group 3, per service its entry Service
     _assert_matches(api.store(), manifests)
     writes = len(api.double.writes)
     second = applier.apply(manifests)
@@ -149,7 +149,7 @@ def test_plan_provisioner_reports_state_for_the_rest_api(api: DoubleServer):
     plan = make_plan("p1", [group("chat", "h100-a", "h100-sxm", 1, 2)])
     provisioner = PlanProvisioner(api.client(), lambda p: fleet)
     first = provisioner.apply(plan)
-    assert first["state"] == "in_progress" and len(first["created"]) == 3 and first["not_ready"]
+    assert first["state"] == "in_progress" and len(first["created"]) == 4 and first["not_ready"]
     api.mark_ready()
     second = provisioner.apply(plan)
     assert second["state"] == "complete" and not second["created"] and second["diff"] == "no changes\n"

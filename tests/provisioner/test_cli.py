@@ -76,8 +76,8 @@ def test_dry_run_prints_the_diff_and_apply_then_reports_progress(tmp_path: Path,
     out = tmp_path / "manifests.yaml"
     result = runner.invoke(app, ["apply", str(plan_path), "--fleet", str(fleet_path), "--wait", "0",
                                  "--kubeconfig", str(kubeconfig), "-o", str(out)])
-    assert result.exit_code == 3 and "created 3" in result.output  # nothing Ready yet in the double
-    assert len(list(yaml.safe_load_all(out.read_text(encoding="utf-8")))) == 3
+    assert result.exit_code == 3 and "created 4" in result.output  # nothing Ready yet in the double
+    assert len(list(yaml.safe_load_all(out.read_text(encoding="utf-8")))) == 4
     api.mark_ready()
     result = runner.invoke(app, ["apply", str(plan_path), "--fleet", str(fleet_path), "--wait", "0",
                                  "--kubeconfig", str(kubeconfig)])
