@@ -30,14 +30,15 @@ import math
 import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
 
-from power.actuators import ApplyReport
-from power.loop import ControlLoop, LoopConfig, StepResult, VirtualClock
+from power.actuators import Actuator, ApplyReport
+from power.loop import Clock, ControlLoop, LoopConfig, StepResult, VirtualClock
 from power.policy import UNCAPPED, CapAction, CapTarget, Gpu, Policy, PolicyConfig
-from power.telemetry import PowerReading, SimulatedTelemetry
+from power.telemetry import PowerEnvelope, PowerReading, SimulatedTelemetry, Telemetry
 from power.workloads import (
     F64,
     Requests,
@@ -98,6 +99,26 @@ class SimEvents:
     telemetry_lost: tuple[tuple[float, float], ...] = ()
     reboots: tuple[tuple[float, str, float], ...] = ()  # (time, node, seconds down)
     budget_changes: tuple[tuple[float, float], ...] = ()  # (time, watts)
+    loop_restarts: tuple[float, ...] = ()  # the loop process starts afresh (new memory, new actuator)
+
+
+class Actuation(Protocol):
+    """How cap actions reach the plant: straight to it (the default), or through published intents and node
+    agents (``power.sim_faults.AgentPath``)."""
+
+    def actuator(self, plant: _Plant) -> Actuator: ...
+
+    def tick(self, plant: _Plant, now_s: float) -> None: ...
+
+
+class _Direct:
+    """The loop drives the plant itself."""
+
+    def actuator(self, plant: _Plant) -> Actuator:
+        return plant
+
+    def tick(self, plant: _Plant, now_s: float) -> None:
+        return None
 
 
 @dataclass
@@ -171,6 +192,7 @@ class _Plant:
         self.pending: list[tuple[float, int, int, float, float]] = []
         self._seq = 0
         self.now_s = 0.0
+        self.k = 0
         self.measured = np.zeros(steps)
         self.lost: tuple[tuple[float, float], ...] = ()
 
@@ -223,105 +245,124 @@ class _Plant:
         return PowerReading(float(self.measured[max(0, j - w + 1):j + 1].mean()), j * self.cfg.dt_s, "sim")
 
 
+class _Physics:
+    """Serving and power of every server for one step (the model in the module docstring)."""
+
+    def __init__(self, plant: _Plant, workload: Workload, cfg: SimConfig) -> None:
+        self.plant, self.workload, self.cfg = plant, workload, cfg
+        steps, n = workload.steps, len(plant.servers)
+        self.power = np.zeros(steps)
+        self.cum = np.zeros((steps, n))
+        self.dec_slow = np.ones((steps, n), dtype=np.float32)
+        self.backlog = np.zeros(n)
+        self.total = np.zeros(n)
+        self.dyn_p = plant.prefill - plant.idle
+        self.dyn_d = plant.decode - plant.idle
+
+    def step(self, k: int) -> None:
+        """Serve step ``k`` at the clocks and limits in force; record true and metered power."""
+        plant, cfg, speeds, a = self.plant, self.cfg, self.plant.speeds, self.cfg.clock_power_exponent
+        f_lock, lim = plant.clock / plant.fmax, plant.limit
+        with np.errstate(divide="ignore", invalid="ignore"):
+            f_lim_p = np.clip((lim - plant.idle) / self.dyn_p, 0.0, 1.0) ** (1 / a)
+            f_lim_d = np.clip((lim - plant.idle) / self.dyn_d, 0.0, 1.0) ** (1 / a)
+        f_p = np.maximum(np.minimum(f_lock, f_lim_p), 0.05)
+        f_d = np.maximum(np.minimum(f_lock, f_lim_d), 0.05)
+        speed = np.minimum.reduceat(f_p, plant.server_start)
+        dspeed = np.minimum.reduceat(f_d, plant.server_start)
+        cap_tokens = speeds.at(speeds.tps, speed) * plant.up * cfg.dt_s
+        self.backlog += self.workload.prefill_tokens[k]
+        processed = np.minimum(self.backlog, cap_tokens)
+        self.backlog -= processed
+        self.total += processed
+        self.cum[k] = self.total
+        self.dec_slow[k] = speeds.at(speeds.tpot, dspeed) / speeds.base_tpot
+        with np.errstate(divide="ignore", invalid="ignore"):
+            u = np.where(cap_tokens > 0, processed / np.maximum(cap_tokens, 1e-12), 0.0)
+        ug = u[plant.gpu_server]
+        dg = self.workload.decode_active[k][plant.gpu_server]
+        pg = plant.idle + ug * self.dyn_p * f_p ** a + (1 - ug) * dg * self.dyn_d * f_d ** a
+        pg = np.minimum(pg, np.maximum(lim, plant.idle)) * plant.up_gpu
+        over = float(plant.overhead @ plant.up)
+        self.power[k] = pg.sum() + over
+        if cfg.noise_share > 0:
+            pg = pg * (1 + plant.noise_rng.uniform(-cfg.noise_share, cfg.noise_share, pg.size))
+        plant.measured[k] = pg.sum() + over
+
+
 def simulate(servers: Sequence[ServerSpec], workload: Workload, budget_watts: float,
              policy_config: PolicyConfig | None = None, loop_config: LoopConfig | None = None,
              sim: SimConfig | None = None, events: SimEvents | None = None, control: bool = True,
              on_step: Callable[[StepResult, _Plant], None] | None = None, keep_steps: bool = False,
-             step_times: StepTimes | None = None) -> SimResult:
+             step_times: StepTimes | None = None, meter: Callable[[Telemetry, Clock], Telemetry] | None = None,
+             actuation: Actuation | None = None) -> SimResult:
     """Run the domain for ``workload.steps`` steps under the real control loop (or none when ``control``
-    is false) and return power series and request latencies."""
-    cfg = sim or SimConfig()
-    ev = events or SimEvents()
-    lcfg = loop_config or LoopConfig()
+    is false) and return power series and request latencies. ``meter`` wraps the simulated meter (fault
+    injection); ``actuation`` carries actions to the plant (default: directly)."""
+    cfg, ev, lcfg = sim or SimConfig(), events or SimEvents(), loop_config or LoopConfig()
     steps = workload.steps
     speeds = _SpeedTables(servers, step_times or SimpleStepTimes())
     plant = _Plant(servers, cfg, steps, speeds)
     plant.lost = ev.telemetry_lost
     gpus = [Gpu(gid, servers[int(plant.gpu_server[i])].node, servers[int(plant.gpu_server[i])].device,
                 servers[int(plant.gpu_server[i])].priority) for i, gid in enumerate(plant.gpu_ids)]
+    overhead = {s.node: s.overhead_watts for s in servers}
     clock = VirtualClock()
-    k_box = [0]
-    telemetry = SimulatedTelemetry(lambda: plant.reading(k_box[0]))
-    policy = Policy(gpus, policy_config)
-    loop = ControlLoop("sim", budget_watts, policy, telemetry, plant, clock, lcfg,
-                       rng=random.Random(cfg.seed))
+    telemetry: Telemetry = SimulatedTelemetry(lambda: plant.reading(plant.k))
+    if meter is not None:
+        telemetry = meter(telemetry, clock)
+    act = actuation or _Direct()
+
+    def start_loop(budget: float, run: int) -> ControlLoop:
+        return ControlLoop("sim", budget, Policy(gpus, policy_config, overhead), telemetry, act.actuator(plant),
+                           clock, lcfg, rng=random.Random(cfg.seed + run), envelope=PowerEnvelope.of(gpus, overhead))
+
+    loop = start_loop(budget_watts, 0)
+    physics = _Physics(plant, workload, cfg)
     period_steps = max(1, int(round(lcfg.period_s / cfg.dt_s)))
-    n_servers = len(servers)
-    a = cfg.clock_power_exponent
     budget = np.full(steps, float(budget_watts))
-    power = np.zeros(steps)
     band = np.zeros(steps, dtype=np.int64)
     capped = np.zeros(steps, dtype=np.int64)
-    cum = np.zeros((steps, n_servers))
-    dec_slow = np.ones((steps, n_servers), dtype=np.float32)
-    backlog = np.zeros(n_servers)
-    total = np.zeros(n_servers)
-    dyn_p = plant.prefill - plant.idle
-    dyn_d = plant.decode - plant.idle
-    reboots = sorted([(t, node, True) for t, node, _ in ev.reboots] +
-                     [(t + d, node, False) for t, node, d in ev.reboots])
-    budgets = sorted(ev.budget_changes)
+    # (time, kind, node, down, watts): reboots and returns, budget changes, loop restarts, in time order.
+    timeline = sorted([(t, 0, node, True, 0.0) for t, node, _ in ev.reboots] +
+                      [(t + d, 0, node, False, 0.0) for t, node, d in ev.reboots] +
+                      [(t, 1, "", False, w) for t, w in ev.budget_changes] +
+                      [(t, 2, "", False, 0.0) for t in ev.loop_restarts])
+    restarts = 0
     kept: list[StepResult] = []
-    cur_band, cur_capped = 0, 0
-    transitions = 0
-    was_capped = False
-    noise = cfg.noise_share
+    cur_band = cur_capped = transitions = brakes = 0
     for k in range(steps):
-        now = k * cfg.dt_s
-        plant.now_s = now
-        clock.t = now
-        k_box[0] = k
-        while reboots and reboots[0][0] <= now + 1e-9:
-            _, node, down = reboots.pop(0)
-            plant.reboot(node, down)
-        while budgets and budgets[0][0] <= now + 1e-9:
-            loop.set_budget(budgets.pop(0)[1])
+        plant.now_s = clock.t = now = k * cfg.dt_s
+        plant.k = k
+        while timeline and timeline[0][0] <= now + 1e-9:
+            _, kind, node, down, watts = timeline.pop(0)
+            if kind == 0:
+                plant.reboot(node, down)
+            elif kind == 1:
+                loop.set_budget(watts)
+            else:
+                restarts += 1
+                brakes += loop.brake_events
+                loop = start_loop(loop.budget_watts, restarts)
         budget[k] = loop.budget_watts
         plant.land_due()
-        f_lock = plant.clock / plant.fmax
-        lim = plant.limit
-        with np.errstate(divide="ignore", invalid="ignore"):
-            f_lim_p = np.clip((lim - plant.idle) / dyn_p, 0.0, 1.0) ** (1 / a)
-            f_lim_d = np.clip((lim - plant.idle) / dyn_d, 0.0, 1.0) ** (1 / a)
-        f_p = np.maximum(np.minimum(f_lock, f_lim_p), 0.05)
-        f_d = np.maximum(np.minimum(f_lock, f_lim_d), 0.05)
-        speed = np.minimum.reduceat(f_p, plant.server_start)
-        dspeed = np.minimum.reduceat(f_d, plant.server_start)
-        cap_tokens = speeds.at(speeds.tps, speed) * plant.up * cfg.dt_s
-        backlog += workload.prefill_tokens[k]
-        processed = np.minimum(backlog, cap_tokens)
-        backlog -= processed
-        total += processed
-        cum[k] = total
-        dec_slow[k] = speeds.at(speeds.tpot, dspeed) / speeds.base_tpot
-        with np.errstate(divide="ignore", invalid="ignore"):
-            u = np.where(cap_tokens > 0, processed / np.maximum(cap_tokens, 1e-12), 0.0)
-        ug = u[plant.gpu_server]
-        dg = workload.decode_active[k][plant.gpu_server]
-        pg = plant.idle + ug * dyn_p * f_p ** a + (1 - ug) * dg * dyn_d * f_d ** a
-        pg = np.minimum(pg, np.maximum(lim, plant.idle)) * plant.up_gpu
-        over = float(plant.overhead @ plant.up)
-        power[k] = pg.sum() + over
-        if noise > 0:
-            pg = pg * (1 + plant.noise_rng.uniform(-noise, noise, pg.size))
-        plant.measured[k] = pg.sum() + over
+        physics.step(k)
         if control and k % period_steps == 0:
             res = loop.step()
             cur_band = int(res.decision.band)
-            cur_capped = sum(1 for t in res.decision.state.targets.values() if t.capped)
-            now_capped = cur_capped > 0
-            transitions += int(now_capped != was_capped)
-            was_capped = now_capped
+            now_capped = sum(1 for t in res.decision.state.targets.values() if t.capped)
+            transitions += int((now_capped > 0) != (cur_capped > 0))
+            cur_capped = now_capped
             if on_step is not None:
                 on_step(res, plant)
             if keep_steps:
                 kept.append(res)
-        band[k] = cur_band
-        capped[k] = cur_capped
-    result = SimResult(cfg.dt_s, power, plant.measured, budget, band, capped, loop.brake_events, transitions,
-                       kept)
+        act.tick(plant, now)
+        band[k], capped[k] = cur_band, cur_capped
+    result = SimResult(cfg.dt_s, physics.power, plant.measured, budget, band, capped, brakes + loop.brake_events,
+                       transitions, kept)
     if workload.requests is not None:
-        _latencies(result, workload, servers, cum, dec_slow, cfg.dt_s, speeds)
+        _latencies(result, workload, servers, physics.cum, physics.dec_slow, cfg.dt_s, speeds)
     return result
 
 

@@ -6,6 +6,7 @@ import random
 from collections.abc import Mapping, Sequence
 
 import httpx
+import pytest
 from prometheus_client import CollectorRegistry
 
 from planner.catalog import builtin_catalog
@@ -19,12 +20,18 @@ GPUS = [Gpu(f"n{p}/{i}", f"n{p}", A100, p) for p in (0, 1) for i in range(2)]
 
 
 class Meter:
+    """A live meter: fresh timestamps and a value that moves a little (a constant one reads as stuck)."""
+
     def __init__(self, clock: VirtualClock) -> None:
         self.clock = clock
         self.watts: float | None = 500.0
+        self.reads = 0
 
     def read(self) -> PowerReading | None:
-        return None if self.watts is None else PowerReading(self.watts, self.clock.now_s(), "test")
+        self.reads += 1
+        if self.watts is None:
+            return None
+        return PowerReading(self.watts + (0.01 if self.reads % 2 else -0.01), self.clock.now_s(), "test")
 
 
 class Recorder:
@@ -56,7 +63,7 @@ def test_loop_caps_exports_metrics_and_events() -> None:
     loop.run(max_steps=3)
     assert clock.now_s() == 3.0
     assert rec.state["n0/0"].capped and rec.state.get("n1/0", UNCAPPED) == UNCAPPED
-    assert reg.get_sample_value("medley_power_domain_share", {"domain": "row-a"}) == 0.92
+    assert reg.get_sample_value("medley_power_domain_share", {"domain": "row-a"}) == pytest.approx(0.92, abs=1e-4)
     assert reg.get_sample_value("medley_power_band", {"domain": "row-a"}) == 2
     assert reg.get_sample_value("medley_power_capped_gpus", {"domain": "row-a"}) == 2
     assert any(e.kind == "policy" and e.message.startswith("cap:") for e in events)
@@ -81,7 +88,8 @@ def test_telemetry_loss_holds_caps_then_goes_to_safe_caps() -> None:
     clock.sleep(1.0)
     loop.step()  # stale for 5 s: safe caps
     assert all(rec.state[g.gpu_id].capped for g in GPUS)
-    assert any("telemetry stale" in e.message for e in events)
+    assert any("telemetry untrusted (no reading)" in e.message for e in events)
+    assert any(e.message == "safe caps: telemetry missing" for e in events)
 
 
 def test_reading_older_than_stale_limit_counts_as_missing() -> None:
@@ -125,14 +133,17 @@ def test_prometheus_source_sums_dcgm_power_and_handles_errors() -> None:
 
     def ok(request: httpx.Request) -> httpx.Response:
         seen.append(request)
+        # The instant query is stamped with the evaluation time; the samples behind it are older.
+        value = "1699999990.25" if "timestamp(" in request.url.params["query"] else "12345.5"
         return httpx.Response(200, json={"status": "success", "data": {"resultType": "vector", "result": [
-            {"metric": {}, "value": [1700000000.5, "12345.5"]}]}})
+            {"metric": {}, "value": [1700000000.5, value]}]}})
 
     src = PrometheusTelemetry("http://prom:9090/", 'rack="r1"', overhead_watts=1000.0,
                               client=httpx.Client(transport=httpx.MockTransport(ok)))
     r = src.read()
-    assert r == PowerReading(13345.5, 1700000000.5, "prometheus")
+    assert r == PowerReading(13345.5, 1699999990.25, "prometheus")  # the oldest sample's time
     assert seen[0].url.params["query"] == 'sum(DCGM_FI_DEV_POWER_USAGE{rack="r1"})'
+    assert seen[1].url.params["query"] == 'min(timestamp(DCGM_FI_DEV_POWER_USAGE{rack="r1"}))'
     empty = PrometheusTelemetry("http://prom", client=httpx.Client(transport=httpx.MockTransport(
         lambda req: httpx.Response(200, json={"status": "success", "data": {"result": []}}))))
     assert empty.read() is None

@@ -155,7 +155,7 @@ def test_hold_keeps_caps_and_safe_applies_the_full_ladder() -> None:
     s = drive(p, [(0.0, 0.85)])
     held = p.hold(s, 1.0)
     assert held.actions == () and held.state.targets == s.targets
-    safe = p.safe(held.state, 2.0)
+    safe = p.safe(held.state, 2.0, BUDGET)
     assert safe.state.applied == len(p.ladder)
     assert all(t.capped for t in safe.state.targets.values())
 
