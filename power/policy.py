@@ -115,7 +115,8 @@ def at_least_as_tight(a: CapTarget, b: CapTarget) -> bool:
 
 @dataclass(frozen=True)
 class CapAction:
-    """Set one GPU to ``target``; ``brake`` marks actions the fast power-brake path must carry."""
+    """Set one GPU to ``target``; ``brake`` marks actions the fast power-brake path must carry (the brake,
+    and safe caps: while the meter is blind they are as urgent as a brake)."""
 
     gpu_id: str
     node: str
@@ -370,7 +371,7 @@ class Policy:
         targets = self.targets_for(s.applied, s.braked, held=s.held)
         if targets != self.targets_for(state.applied, state.braked, held=state.held) and not s.braked:
             events.append("safe caps: telemetry missing")
-        return self._finish(state, s, targets, events)
+        return self._finish(state, s, targets, events, urgent=True)
 
     def safe_targets(self, budget_watts: float) -> Mapping[str, CapTarget]:
         """The full ladder with power limits at the share ``α`` of each GPU's maximum that keeps the members'
@@ -468,10 +469,11 @@ class Policy:
         return s
 
     def _finish(self, old: PolicyState, new: PolicyState, targets: dict[str, CapTarget],
-                events: list[str]) -> Decision:
-        braking = new.braked
+                events: list[str], urgent: bool = False) -> Decision:
+        braking = new.braked or urgent
         actions = tuple(
-            CapAction(gid, self._nodes[gid], t, reason=_reason(self.band_of(new)), brake=braking)
+            CapAction(gid, self._nodes[gid], t, reason="safe" if urgent and not new.braked else
+                      _reason(self.band_of(new)), brake=braking)
             for gid, t in targets.items()
             if old.targets.get(gid, UNCAPPED) != t
         )

@@ -409,6 +409,13 @@ def safety_bound_s(sim: SimConfig, loop: LoopConfig) -> float:
         min(sim.cap_latency_s, sim.brake_latency_s) + sim.dt_s
 
 
+def telemetry_fault_bound_s(sim: SimConfig, loop: LoopConfig) -> float:
+    """Longest over budget when the meter fails (silent, frozen, skewed or lying): :func:`safety_bound_s`
+    when the load rises after the fault began; a rise inside the last meter window before it can add the
+    blind windows' excess over one period, ``max(stuck_after_s, safe_after_s) − period_s``."""
+    return safety_bound_s(sim, loop) + max(0.0, max(loop.stuck_after_s, loop.safe_after_s) - loop.period_s)
+
+
 def peak_share(result: SimResult, window_s: float = 1.0) -> float:
     """Largest ``window_s`` mean of power over budget (the POLCA characterisation's peak)."""
     n = max(1, int(round(window_s / result.dt_s)))
@@ -441,4 +448,4 @@ def calibrate_load(trace: tuple[F64, F64, F64], servers: Sequence[ServerSpec], b
 __all__ = ["F64", "Requests", "ServerSpec", "SimConfig", "SimEvents", "SimResult", "SimpleStepTimes", "StepTimes",
            "Workload", "activity_for_share", "calibrate_load", "domain_budget_watts", "load_azure_trace",
            "peak_share", "profile_workload", "row", "safety_bound_s", "server_overhead_watts", "simulate",
-           "trace_workload", "uncapped_watts"]
+           "telemetry_fault_bound_s", "trace_workload", "uncapped_watts"]

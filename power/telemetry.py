@@ -203,13 +203,18 @@ class PrometheusTelemetry:
 
     An instant query is stamped with its evaluation time, not the time of the samples behind it, so the
     reading's timestamp comes from a second query, ``min(timestamp(...))``: the oldest sample in the sum.
+    With ``expected_series`` (the domain's GPU count) a sum over fewer series (an exporter or node gone
+    from the scrape, which would under-read the domain) is no reading.
     """
 
     def __init__(self, base_url: str, selector: str = "", overhead_watts: float = 0.0,
-                 client: httpx.Client | None = None, timeout_s: float = 2.0) -> None:
+                 client: httpx.Client | None = None, timeout_s: float = 2.0,
+                 expected_series: int | None = None) -> None:
         self._url = base_url.rstrip("/") + "/api/v1/query"
         self.query = f"sum(DCGM_FI_DEV_POWER_USAGE{{{selector}}})"
         self.timestamp_query = f"min(timestamp(DCGM_FI_DEV_POWER_USAGE{{{selector}}}))"
+        self.count_query = f"count(DCGM_FI_DEV_POWER_USAGE{{{selector}}})"
+        self._expected_series = expected_series
         self._overhead_watts = overhead_watts
         self._client = client or httpx.Client(timeout=timeout_s)
 
@@ -227,6 +232,10 @@ class PrometheusTelemetry:
         try:
             value = self._scalar(self.query)
             sampled_s = self._scalar(self.timestamp_query) if value is not None else None
+            if self._expected_series is not None and sampled_s is not None:
+                series = self._scalar(self.count_query)
+                if series is None or series < self._expected_series:
+                    return None
         except (httpx.HTTPError, KeyError, IndexError, TypeError, ValueError):
             return None
         if value is None or sampled_s is None:
