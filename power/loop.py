@@ -11,7 +11,8 @@ period and the actuation latency (``power.sim.safety_bound_s``), also when telem
   meter counts from when it froze) the domain goes to the *safe caps*, which keep the members' nameplate
   under the T2 line whatever the load (``Policy.safe_targets``). With the default window of two seconds
   (the one-second meter window plus one period) a surge that starts while the meter is blind is cut as
-  fast as one the meter shows;
+  fast as one the meter shows; one that began inside the meter's last window before it froze can take up
+  to one period more (``power.sim.telemetry_fault_bound_s``);
 * when trusted data return, they may add caps at once but start release timers only after
   ``recover_after_s`` of unbroken trust, and every release then waits its dwell;
 * a (re)started loop first reads the caps already published (an actuator with ``read_intents``) and adopts
