@@ -7,13 +7,18 @@ For an all-A100 row and a mixed A100 + H100 row:
 2. 52 servers (same per-server load) run under the real policy and loop in the power simulator, and again
    uncapped; the figures compare the two: brake events, high-priority p50 end-to-end latency impact,
    low-priority throughput loss (share of serving capacity the caps took);
-3. the largest server count that keeps zero brakes, < 1% and < 2% is found by bisection.
+3. the largest server count that keeps zero brakes, < 1% and < 2% is found by bisection;
+4. telemetry and actuation faults on the 52-server A100 row (``power.sim_faults.SCENARIOS``): a frozen
+   meter with fresh timestamps, a meter clock 60 s ahead that then freezes, a 0 W glitch, NaN and negative
+   readings, a restarted loop and lost node agents (through the Kubernetes path: intent annotations and
+   real node agents). Each prints its longest stretch over budget against the loop's bound (meter window,
+   one control period, actuation latency, one simulation step).
 
 Step times (what a cap costs) come from ``planner.model.perf`` for Llama-2-70B at TP8 with compute scaled by
 the locked clock (``--step-times simple`` uses the power simulator's own simple model instead).
 
-Run: ``.venv/bin/python benchmarks/power_oversubscription.py [--duration-s 3600] [--trace code|conv]``.
-The last line is one JSON object with the figures.
+Run: ``.venv/bin/python benchmarks/power_oversubscription.py [--duration-s 3600] [--trace code|conv]
+[--faults-only]``. The last line is one JSON object with the figures.
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ from power.sim import (  # noqa: E402
     simulate,
     trace_workload,
 )
+from power.sim_faults import SCENARIOS, run_scenario  # noqa: E402
 
 TRACES = ROOT / "benchmarks/data/traces/azure_llm_2023"
 BUDGET_SERVERS = 40
@@ -143,6 +149,22 @@ def evaluate(name: str, template: Sequence[ServerSpec], trace: tuple, dt_s: floa
     }
 
 
+def telemetry_faults(template: Sequence[ServerSpec], dt_s: float, seed: int) -> dict[str, object]:
+    """Longest time over budget in each fault scenario on the oversubscribed row, and the bound."""
+    budget = domain_budget_watts(row_servers(template, BUDGET_SERVERS))
+    servers = row_servers(template, TARGET_SERVERS)
+    cfg, loop = SimConfig(dt_s=dt_s, seed=seed), LoopConfig()
+    bound = safety_bound_s(cfg, loop)
+    worst: dict[str, float] = {}
+    for sc in SCENARIOS:
+        r = run_scenario(sc, servers, budget, cfg, loop)
+        worst[sc.name] = round(r.max_over_budget_s(), 2)
+        print(f"  fault: {sc.name} ({sc.describe}): longest over budget {r.max_over_budget_s():.1f} s "
+              f"(bound {bound:.1f} s), brakes {r.brake_events}", flush=True)
+    return {"telemetry_faults_worst_over_budget_s": max(worst.values()),
+            "telemetry_faults_bound_s": round(bound, 2), "telemetry_faults_over_budget_s": worst}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration-s", type=float, default=3600.0)
@@ -151,10 +173,19 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--step-times", choices=["perf", "simple"], default="perf",
                         help="latency cost of caps: planner.model.perf at the locked clock, or the simple model")
+    parser.add_argument("--faults-only", action="store_true", help="only the telemetry-fault scenarios")
     args = parser.parse_args()
     started = time.perf_counter()
     cat = builtin_catalog()
     a100, h100 = cat.device("a100-80gb"), cat.device("h100-sxm")
+    a100_server = ServerSpec("t", a100, 8, 0, server_overhead_watts(a100))
+    print(f"Telemetry faults: {TARGET_SERVERS} A100 servers on a {BUDGET_SERVERS}-server budget")
+    faults = telemetry_faults([a100_server], args.dt_s, args.seed)
+    print(f"telemetry faults: worst {faults['telemetry_faults_worst_over_budget_s']} s over budget, "
+          f"bound {faults['telemetry_faults_bound_s']} s")
+    if args.faults_only:
+        print(json.dumps({**faults, "seconds": round(time.perf_counter() - started, 1)}))
+        return
     trace = load_azure_trace(TRACES / f"AzureLLMInferenceTrace_{args.trace}.csv")
     step_times: StepTimes = SimpleStepTimes()
     if args.step_times == "perf":
@@ -186,6 +217,7 @@ def main() -> None:
         "trace": args.trace,
         "step_times": args.step_times,
         "duration_s": args.duration_s,
+        **faults,
         "seconds": round(time.perf_counter() - started, 1),
     }
     print(json.dumps(out))

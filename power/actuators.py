@@ -5,7 +5,9 @@
   ``nvidia-smi -rgc``). Neither setting persists, so ``reconcile`` is meant to run every agent period.
 * :class:`KubernetesCapPublisher` publishes cap intents as a node annotation; the node agent
   (``medley power agent``) enforces them with an :class:`NvmlActuator` and reports what it applied in a
-  second annotation, which is this publisher's read-back.
+  second annotation, which is this publisher's read-back. Intents are merged, never overwritten: a node's
+  annotation is read before the publisher first writes it, and each write changes only the GPUs acted on,
+  so a restarted loop cannot drop a cap it did not know about (``read_intents`` lets it adopt them all).
 """
 
 from __future__ import annotations
@@ -243,22 +245,42 @@ class KubernetesCapPublisher:
     def __init__(self, client: NodeAnnotationClient, nodes: Sequence[str]) -> None:
         self._client = client
         self._nodes = tuple(nodes)
-        self._intent: dict[str, dict[str, CapTarget]] = defaultdict(dict)
+        self._intent: dict[str, dict[str, CapTarget]] = {}  # node → its caps as last read or written
+
+    def _live(self, node: str) -> dict[str, CapTarget]:
+        """The node's published caps: read from its annotation once, then kept in step with each write."""
+        if node not in self._intent:
+            text = self._client.get_node_annotations(node).get(INTENT_ANNOTATION)
+            try:
+                self._intent[node] = decode_targets(text)
+            except ValueError:
+                self._intent[node] = {}  # not an intent (the agent ignores it too): ours replaces it
+        return self._intent[node]
+
+    def read_intents(self) -> Mapping[str, CapTarget]:
+        """Every node's published caps, read afresh from the API (what a restarted loop adopts)."""
+        out: dict[str, CapTarget] = {}
+        for node in self._nodes:
+            self._intent.pop(node, None)
+            out.update(self._live(node))
+        return out
 
     def apply(self, actions: Sequence[CapAction]) -> ApplyReport:
-        """Patch the intent annotation of every node that an action touches."""
-        touched: dict[str, list[str]] = defaultdict(list)
+        """Merge the actions into the intent annotation of every node they touch."""
+        touched: dict[str, list[CapAction]] = defaultdict(list)
         for a in actions:
-            self._intent[a.node][a.gpu_id] = a.target
-            touched[a.node].append(a.gpu_id)
+            touched[a.node].append(a)
         applied: list[str] = []
         failed: dict[str, str] = {}
-        for node, gids in touched.items():
+        for node, acts in touched.items():
             try:
-                self._client.patch_node_annotations(node, {INTENT_ANNOTATION: encode_targets(self._intent[node])})
-                applied.extend(gids)
+                intent = dict(self._live(node))
+                intent.update({a.gpu_id: a.target for a in acts})
+                self._client.patch_node_annotations(node, {INTENT_ANNOTATION: encode_targets(intent)})
+                self._intent[node] = intent
+                applied.extend(a.gpu_id for a in acts)
             except Exception as e:  # noqa: BLE001 - one node's API error must not stop the others
-                failed.update({gid: f"publish failed: {e}" for gid in gids})
+                failed.update({a.gpu_id: f"publish failed: {e}" for a in acts})
         return ApplyReport(tuple(applied), failed)
 
     def read_back(self) -> Mapping[str, CapTarget]:

@@ -3,7 +3,8 @@
 Each period it reads the node's intent annotation, applies changes through NVML, re-applies whatever the
 driver lost (reboot, driver reload), and reports what the GPUs run at in the ``applied`` annotation, which
 the loop reads back. A bad intent is reported and leaves the current caps alone: an agent never uncaps a
-GPU because it could not parse what it was told.
+GPU because it could not parse what it was told, nor because the intent annotation is missing (deleted,
+or the node re-registered): it keeps the caps it last applied until a valid intent says otherwise.
 """
 
 from __future__ import annotations
@@ -50,7 +51,9 @@ class NodeAgent:
         """One period: read intent, apply differences, reconcile, report."""
         report = AgentReport()
         try:
-            intent = decode_targets(self.client.get_node_annotations(self.node).get(INTENT_ANNOTATION))
+            text = self.client.get_node_annotations(self.node).get(INTENT_ANNOTATION)
+            # A missing or empty intent (deleted, node re-registered) is silence, not an order: keep what is held.
+            intent = dict(self.actuator.desired) if not text else decode_targets(text)
         except ValueError as e:
             report.error = str(e)
             self._status(f"error: {e}")

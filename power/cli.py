@@ -45,8 +45,10 @@ def run(
     prometheus_selector: Annotated[str, typer.Option(help="DCGM label selector")] = "",
     pdu_url: Annotated[str, typer.Option(help="row meter URL serving JSON")] = "",
     period_s: Annotated[float, typer.Option(help="control period")] = 1.0,
-    stale_after_s: Annotated[float, typer.Option(help="reading age treated as missing")] = 3.0,
-    safe_after_s: Annotated[float, typer.Option(help="staleness after which safe caps apply")] = 10.0,
+    stale_after_s: Annotated[float, typer.Option(help="sample age by the meter's clock treated as missing")] = 3.0,
+    stuck_after_s: Annotated[float, typer.Option(help="meter not moving this long is missing data (set it above "
+                                                      "the source's refresh, e.g. a scrape interval)")] = 2.0,
+    safe_after_s: Annotated[float, typer.Option(help="missing data this long applies the safe caps")] = 2.0,
     metrics_port: Annotated[int, typer.Option(help="Prometheus metrics port (0: off)")] = 9400,
     sim_load: Annotated[float, typer.Option(help="sim: uncapped demand as share of budget")] = 0.95,
     duration_s: Annotated[float, typer.Option(help="sim: seconds to simulate")] = 300.0,
@@ -59,7 +61,8 @@ def run(
     try:
         spec = load_domain_file(domain, domain_id)
         servers = spec.server_specs()
-        loop_cfg = LoopConfig(period_s=period_s, stale_after_s=stale_after_s, safe_after_s=safe_after_s)
+        loop_cfg = LoopConfig(period_s=period_s, stale_after_s=stale_after_s, stuck_after_s=stuck_after_s,
+                              safe_after_s=safe_after_s)
     except (InputError, ValueError) as e:
         fail(str(e))
     if not servers:
@@ -97,13 +100,14 @@ def _run_live(spec: Any, servers: Any, telemetry: TelemetryKind, actuator: Actua
     from power.actuators import Actuator, ApplyReport, KubernetesCapPublisher, KubernetesNodeClient
     from power.loop import ControlLoop, LoopMetrics, WallClock
     from power.policy import Policy
-    from power.telemetry import PduTelemetry, PrometheusTelemetry, Telemetry
+    from power.telemetry import PduTelemetry, PowerEnvelope, PrometheusTelemetry, Telemetry
 
     clock = WallClock()
     source: Telemetry
     if telemetry is TelemetryKind.PROMETHEUS:
         overhead = sum(s.overhead_watts for s in servers)
-        source = PrometheusTelemetry(prometheus_url, selector, overhead_watts=overhead)
+        source = PrometheusTelemetry(prometheus_url, selector, overhead_watts=overhead,
+                                     expected_series=sum(s.gpus for s in servers))
     else:
         if not pdu_url:
             fail("pdu_url: required with --telemetry pdu")
@@ -127,9 +131,10 @@ def _run_live(spec: Any, servers: Any, telemetry: TelemetryKind, actuator: Actua
     gpus = spec.gpus()
     if metrics_port:
         start_http_server(metrics_port)
-    loop = ControlLoop(spec.domain.id, spec.domain.budget_watts, Policy(gpus, policy_cfg), source, sink, clock,
-                       loop_cfg, rng=random.Random(), metrics=LoopMetrics(REGISTRY),
-                       on_event=lambda e: typer.echo(json.dumps(asdict(e))))
+    overheads = {s.node: s.overhead_watts for s in servers}
+    loop = ControlLoop(spec.domain.id, spec.domain.budget_watts, Policy(gpus, policy_cfg, overheads), source, sink,
+                       clock, loop_cfg, rng=random.Random(), metrics=LoopMetrics(REGISTRY),
+                       on_event=lambda e: typer.echo(json.dumps(asdict(e))), envelope=PowerEnvelope.of(gpus, overheads))
     loop.run(max_steps=max_steps)
 
 

@@ -1,10 +1,26 @@
-"""The control loop of one power domain: telemetry → policy → actuators, once per control period.
+"""The control loop of one power domain: telemetry → trust → policy → actuators, once per control period.
 
-Telemetry loss never releases a cap: while the reading is missing or older than ``stale_after_s`` the
-loop holds every cap (and cancels releases in progress); once the last good reading is ``safe_after_s``
-old it moves the domain to safe caps (the full ladder). Every ``reconcile_every_s`` it compares the
-actuator's read-back with the targets and re-sends what drifted (a rebooted node, a lost intent). State is
-exported as Prometheus metrics and as events.
+Its promise: the domain is never over budget for longer than the meter's delay and window, one control
+period and the actuation latency (``power.sim.safety_bound_s``), also when telemetry fails. To keep it:
+
+* each reading is judged (``power.telemetry.judge``) on the loop's own clock of receipt: only a valid,
+  plausible, fresh and moving reading is trusted; anything else is missing data;
+* missing data never releases a cap: the loop holds every cap (cancelling releases in progress), and
+  brakes at once when the last trusted reading was over budget;
+* once data has been missing for ``safe_after_s`` (counted from the last trusted information, so a frozen
+  meter counts from when it froze) the domain goes to the *safe caps*, which keep the members' nameplate
+  under the T2 line whatever the load (``Policy.safe_targets``). With the default window of two seconds
+  (the one-second meter window plus one period) a surge that starts while the meter is blind is cut as
+  fast as one the meter shows; one that began inside the meter's last window before it froze can take up
+  to one period more (``power.sim.telemetry_fault_bound_s``);
+* when trusted data return, they may add caps at once but start release timers only after
+  ``recover_after_s`` of unbroken trust, and every release then waits its dwell;
+* a (re)started loop first reads the caps already published (an actuator with ``read_intents``) and adopts
+  them (``Policy.adopt``), so a restart never drops or loosens a cap; until it has read them it publishes
+  nothing.
+
+Every ``reconcile_every_s`` the loop compares the actuator's read-back with the targets and re-sends what
+drifted (a rebooted node, a lost intent). State is exported as Prometheus metrics and as events.
 """
 
 from __future__ import annotations
@@ -13,13 +29,13 @@ import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from power.actuators import Actuator
 from power.policy import Band, CapAction, CapTarget, Decision, Policy, PolicyState, Rng
-from power.telemetry import PowerReading, Telemetry, is_stale
+from power.telemetry import PowerEnvelope, PowerReading, Telemetry, TrustConfig, TrustState, Verdict, judge
 
 
 class Clock(Protocol):
@@ -72,15 +88,32 @@ class LoopConfig:
     """Timing of the loop."""
 
     period_s: float = 1.0
-    stale_after_s: float = 3.0
-    safe_after_s: float = 10.0
+    stale_after_s: float = 3.0  # a sample older than this by the meter's own clock is missing data
+    stuck_after_s: float = 2.0  # a meter whose timestamp or value has not moved for this long is missing data
+    safe_after_s: float = 2.0  # missing data this long (from the last trusted information): safe caps
+    recover_after_s: float = 5.0  # unbroken trust needed before a release timer may start again
     reconcile_every_s: float = 5.0
 
     def __post_init__(self) -> None:
         if self.period_s <= 0:
             raise ValueError("period_s: must be positive")
-        if self.stale_after_s < 0 or self.safe_after_s < 0 or self.reconcile_every_s <= 0:
-            raise ValueError("stale_after_s: timings must not be negative")
+        if self.reconcile_every_s <= 0:
+            raise ValueError("reconcile_every_s: must be positive")
+        for name in ("stale_after_s", "stuck_after_s", "safe_after_s", "recover_after_s"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name}: must not be negative")
+
+    def trust(self) -> TrustConfig:
+        """The reading judge's settings."""
+        return TrustConfig(stale_after_s=self.stale_after_s, stuck_after_s=self.stuck_after_s,
+                           recover_after_s=self.recover_after_s)
+
+
+@runtime_checkable
+class IntentSource(Protocol):
+    """An actuator that can tell the caps already published (by this loop's previous run or another)."""
+
+    def read_intents(self) -> Mapping[str, CapTarget]: ...
 
 
 class LoopMetrics:
@@ -109,7 +142,7 @@ class StepResult:
 
     time_s: float
     reading: PowerReading | None
-    stale: bool
+    stale: bool  # the reading was not trusted (missing data)
     decision: Decision
     reapplied: int = 0
     events: list[LoopEvent] = field(default_factory=list)
@@ -121,7 +154,8 @@ class ControlLoop:
     def __init__(self, domain_id: str, budget_watts: float, policy: Policy, telemetry: Telemetry,
                  actuator: Actuator, clock: Clock, config: LoopConfig | None = None, rng: Rng | None = None,
                  metrics: LoopMetrics | None = None,
-                 on_event: Callable[[LoopEvent], None] | None = None) -> None:
+                 on_event: Callable[[LoopEvent], None] | None = None,
+                 envelope: PowerEnvelope | None = None) -> None:
         self.domain_id = domain_id
         self.budget_watts = budget_watts
         self.policy = policy
@@ -132,11 +166,15 @@ class ControlLoop:
         self.rng: Rng = rng or random.Random(0)
         self.metrics = metrics
         self.on_event = on_event
+        self.envelope = envelope
         self.state: PolicyState = policy.initial_state()
+        self.trust = TrustState()
+        self._trust_config = self.config.trust()
         self.stale_since_s: float | None = None
-        self.last_fresh_s = clock.now_s()
+        self.started_s = clock.now_s()
         self.last_reconcile_s = float("-inf")
         self.brake_events = 0
+        self.adopted = not isinstance(actuator, IntentSource)
 
     def set_budget(self, budget_watts: float) -> None:
         """Change the domain budget (a utility request, a failed feed); takes effect next period."""
@@ -145,45 +183,74 @@ class ControlLoop:
         self.budget_watts = budget_watts
 
     def step(self) -> StepResult:
-        """Read, decide, actuate, reconcile, export."""
+        """Read, judge, decide, actuate, reconcile, export."""
         now = self.clock.now_s()
+        events: list[LoopEvent] = []
+        if not self.adopted:
+            self._adopt(now, events)
         reading = self.telemetry.read()
-        stale = is_stale(reading, now, self.config.stale_after_s)
-        if stale:
-            self.stale_since_s = now if self.stale_since_s is None else self.stale_since_s
-            # Staleness counts from the last good reading, not from when the loop noticed.
-            if now - self.last_fresh_s >= self.config.safe_after_s:
-                decision = self.policy.safe(self.state, now)
-            else:
-                decision = self.policy.hold(self.state, now)
-        else:
-            self.stale_since_s = None
-            assert reading is not None
-            self.last_fresh_s = reading.timestamp_s
-            decision = self.policy.decide(self.state, reading.watts, self.budget_watts, now, self.rng)
+        self.trust, verdict = judge(self.trust, reading, now, self._trust_config, self.envelope)
+        stale = not verdict.trusted
+        decision = self._decide(now, verdict)
+        if not self.adopted:
+            # Publishing before the live caps are known could overwrite them: send nothing yet.
+            decision = Decision(self.state, (), self.policy.band_of(self.state), ())
         was_braked = self.state.braked
         self.state = decision.state
         if decision.state.braked and not was_braked:
             self.brake_events += 1
-        events = [LoopEvent(now, self.domain_id, "policy", e) for e in decision.events]
-        if stale and (self.stale_since_s == now):
-            events.append(LoopEvent(now, self.domain_id, "telemetry", "telemetry stale: holding caps"))
+        if stale and self.stale_since_s is None:
+            events.append(LoopEvent(now, self.domain_id, "telemetry",
+                                    f"telemetry untrusted ({verdict.reason}): holding caps"))
+        elif not stale and self.stale_since_s is not None:
+            events.append(LoopEvent(now, self.domain_id, "telemetry", "telemetry trusted again"))
+        if not stale:
+            self.stale_since_s = None
+        elif self.stale_since_s is None:
+            self.stale_since_s = now
+        events.extend(LoopEvent(now, self.domain_id, "policy", e) for e in decision.events)
 
         report = self.actuator.apply(decision.actions) if decision.actions else None
         reapplied = 0
-        if now - self.last_reconcile_s >= self.config.reconcile_every_s:
+        if self.adopted and now - self.last_reconcile_s >= self.config.reconcile_every_s:
             self.last_reconcile_s = now
             reapplied = self._reconcile(decision.state.targets)
             if reapplied:
                 events.append(LoopEvent(now, self.domain_id, "reconcile", f"re-sent {reapplied} drifted caps"))
         if report is not None and report.failed:
             events.append(LoopEvent(now, self.domain_id, "actuator", f"{len(report.failed)} actions failed"))
-        self._export(reading, stale, decision, report.failed if report else {}, reapplied,
-                     brake=decision.state.braked and not was_braked)
+        self._export(reading if verdict.trusted else None, stale, decision, report.failed if report else {},
+                     reapplied, brake=decision.state.braked and not was_braked)
         if self.on_event is not None:
             for ev in events:
                 self.on_event(ev)
         return StepResult(now, reading, stale, decision, reapplied, events)
+
+    def _decide(self, now: float, verdict: Verdict) -> Decision:
+        if verdict.trusted:
+            assert verdict.watts is not None
+            return self.policy.decide(self.state, verdict.watts, self.budget_watts, now, self.rng,
+                                      may_release=verdict.settled)
+        last = self.trust.trusted_watts
+        last_share = None if last is None else last / self.budget_watts
+        # Missing since the last trusted information (a frozen meter: since it froze), or since the start.
+        since = self.trust.trusted_at_s if self.trust.trusted_at_s is not None else self.started_s
+        if now - since >= self.config.safe_after_s:
+            return self.policy.safe(self.state, now, self.budget_watts, last_share)
+        return self.policy.hold(self.state, now, last_share)
+
+    def _adopt(self, now: float, events: list[LoopEvent]) -> None:
+        assert isinstance(self.actuator, IntentSource)
+        try:
+            live = self.actuator.read_intents()
+        except Exception as e:  # noqa: BLE001 - an unreachable API: try again next period, publish nothing
+            events.append(LoopEvent(now, self.domain_id, "actuator", f"cannot read live caps yet: {e}"))
+            return
+        self.state = self.policy.adopt(live, now)
+        self.adopted = True
+        capped = sum(1 for t in self.state.targets.values() if t.capped)
+        events.append(LoopEvent(now, self.domain_id, "policy",
+                                f"adopted {capped} live caps at stage {self.state.applied}"))
 
     def _reconcile(self, targets: Mapping[str, CapTarget]) -> int:
         seen = self.actuator.read_back()
@@ -225,5 +292,5 @@ class ControlLoop:
             self.clock.sleep(self.config.period_s - (self.clock.now_s() - started))
 
 
-__all__ = ["Band", "Clock", "ControlLoop", "LoopConfig", "LoopEvent", "LoopMetrics", "StepResult",
+__all__ = ["Band", "Clock", "ControlLoop", "IntentSource", "LoopConfig", "LoopEvent", "LoopMetrics", "StepResult",
            "VirtualClock", "WallClock"]

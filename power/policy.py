@@ -21,6 +21,20 @@ spread over ``release_stagger_s`` (so the row does not step up all at once), hig
 and the release
 is cancelled if the reading climbs back over the threshold meanwhile.
 
+Missing data (the loop decides what is missing, ``power.telemetry.judge``) never releases a cap:
+
+* ``hold``: keep every cap, cancel releases in progress and restart the release timers (so trusted data
+  must dwell again before anything is released), add none; brake at once if the last trusted reading was
+  at or above ``brake_share`` (over budget);
+* ``safe`` (missing longer than the loop's safe window): the *safe caps*, the full ladder with each GPU's
+  power limit lowered to ``α`` of its maximum, ``α`` the largest share at which the members' nameplate,
+  ``Σ clamp(α·P_max, P_min, P_max) + Σ overhead``, stays at or under the T2 line (``t2_share × budget``);
+  whatever the load, the domain then stays under budget. When even every GPU at its minimum limit cannot,
+  the safe caps are the brake targets.
+
+Caps that are tighter than the ladder position (safe caps, or live caps adopted by a restarted loop with
+``adopt``) are *held* on top of the ladder until a release is due; they are released with it.
+
 Targets are absolute MHz and watts, derived per device type from the catalog's ``sm_clock_mhz_*`` and
 ``power_cap_watts_*`` ranges, so mixed generations share one ladder. The module does no I/O.
 """
@@ -83,9 +97,26 @@ class CapTarget:
 UNCAPPED = CapTarget()
 
 
+def _min_or_none(a: float | None, b: float | None) -> float | None:
+    if a is None:
+        return b
+    return a if b is None else min(a, b)
+
+
+def tighter(a: CapTarget, b: CapTarget) -> CapTarget:
+    """The stricter of two targets, setting by setting (the lower clock, the lower power limit)."""
+    return CapTarget(_min_or_none(a.clock_mhz, b.clock_mhz), _min_or_none(a.power_limit_watts, b.power_limit_watts))
+
+
+def at_least_as_tight(a: CapTarget, b: CapTarget) -> bool:
+    """True when ``a`` caps at least as hard as ``b`` on both settings."""
+    return tighter(a, b) == a
+
+
 @dataclass(frozen=True)
 class CapAction:
-    """Set one GPU to ``target``; ``brake`` marks actions the fast power-brake path must carry."""
+    """Set one GPU to ``target``; ``brake`` marks actions the fast power-brake path must carry (the brake,
+    and safe caps: while the meter is blind they are as urgent as a brake)."""
 
     gpu_id: str
     node: str
@@ -209,6 +240,7 @@ class PolicyState:
     release_to: int | None = None
     release_at_s: Mapping[str, float] = field(default_factory=dict)
     targets: Mapping[str, CapTarget] = field(default_factory=dict)
+    held: Mapping[str, CapTarget] = field(default_factory=dict)  # caps tighter than the ladder, until released
 
 
 @dataclass(frozen=True)
@@ -224,15 +256,19 @@ class Decision:
 class Policy:
     """A domain's ladder and config; ``decide`` is a pure function of its arguments."""
 
-    def __init__(self, gpus: Sequence[Gpu], config: PolicyConfig | None = None) -> None:
+    def __init__(self, gpus: Sequence[Gpu], config: PolicyConfig | None = None,
+                 overhead_watts: Mapping[str, float] | None = None) -> None:
         self.gpus = tuple(gpus)
         self.config = config or PolicyConfig()
+        # Server power outside the GPUs, per node: part of the nameplate the safe caps must fit.
+        self.overhead_watts = {g.node: (overhead_watts or {}).get(g.node, 0.0) for g in self.gpus}
         self.ladder = build_ladder(self.gpus, self.config)
         self._nodes = {g.gpu_id: g.node for g in self.gpus}
         self._priority = {g.gpu_id: g.priority for g in self.gpus}
         self._brake_targets = {g.gpu_id: brake_target(g.device) for g in self.gpus}
         self._t1_stages = sum(1 for s in self.ladder if s.band is Band.T1)
         self._layer_cache: dict[int, Mapping[str, CapTarget]] = {}
+        self._safe_cache: dict[float, Mapping[str, CapTarget]] = {}
 
     def node_of(self, gpu_id: str) -> str:
         """The node a GPU sits in."""
@@ -251,12 +287,15 @@ class Policy:
         return self.ladder[state.applied - 1].band
 
     def targets_for(self, applied: int, braked: bool, release_to: int | None = None,
-                    released: frozenset[str] = frozenset()) -> dict[str, CapTarget]:
-        """Per-GPU targets with ``applied`` stages on (later stages win); ``released`` GPUs keep only the
-        first ``release_to`` stages."""
+                    released: frozenset[str] = frozenset(),
+                    held: Mapping[str, CapTarget] | None = None) -> dict[str, CapTarget]:
+        """Per-GPU targets with ``applied`` stages on (later stages win) and ``held`` caps on top;
+        ``released`` GPUs keep only the first ``release_to`` stages."""
         if braked:
             return dict(self._brake_targets)
         out = dict(self._layered(applied))
+        for gid, t in (held or {}).items():
+            out[gid] = tighter(out[gid], t)
         if release_to is not None and released:
             kept = self._layered(release_to)
             for gid in released:
@@ -273,8 +312,9 @@ class Policy:
         return cached
 
     def decide(self, state: PolicyState, power_watts: float, budget_watts: float, now_s: float,
-               rng: Rng) -> Decision:
-        """One control period with a fresh domain reading."""
+               rng: Rng, may_release: bool = True) -> Decision:
+        """One control period with a trusted domain reading; with ``may_release`` false (trust not yet
+        settled after missing data) the reading can add caps but starts no release timer."""
         th = self.config.thresholds
         share = power_watts / budget_watts
         cfg = self.config
@@ -284,9 +324,12 @@ class Policy:
         # Release timers: how long the reading has stayed under each band's release line.
         s = replace(
             s,
-            below_t1_since_s=_since(s.below_t1_since_s, share < th.t1_share - th.hysteresis_share, now_s),
-            below_t2_since_s=_since(s.below_t2_since_s, share < th.t2_share - th.hysteresis_share, now_s),
-            below_brake_release_since_s=_since(s.below_brake_release_since_s, share < th.t2_share, now_s),
+            below_t1_since_s=_since(s.below_t1_since_s,
+                                    may_release and share < th.t1_share - th.hysteresis_share, now_s),
+            below_t2_since_s=_since(s.below_t2_since_s,
+                                    may_release and share < th.t2_share - th.hysteresis_share, now_s),
+            below_brake_release_since_s=_since(s.below_brake_release_since_s, may_release and share < th.t2_share,
+                                               now_s),
         )
 
         if share >= th.brake_share:
@@ -303,28 +346,87 @@ class Policy:
             s = self._escalate_or_release(s, share, now_s, rng, events)
 
         released = frozenset(gid for gid, at in s.release_at_s.items() if at <= now_s)
-        targets = self.targets_for(s.applied, s.braked, s.release_to, released)
+        targets = self.targets_for(s.applied, s.braked, s.release_to, released, s.held)
         if s.release_to is not None and len(released) == len(s.release_at_s):
             events.append(f"released to stage {s.release_to}")
-            s = replace(s, applied=s.release_to, release_to=None, release_at_s={})
+            s = replace(s, applied=s.release_to, release_to=None, release_at_s={}, held={})
         return self._finish(state, s, targets, events)
 
-    def hold(self, state: PolicyState, now_s: float) -> Decision:
-        """Telemetry is missing: keep every cap, cancel pending releases, add none."""
-        s = replace(state, release_to=None, release_at_s={}, below_t1_since_s=None, below_t2_since_s=None,
-                    below_brake_release_since_s=None)
-        targets = self.targets_for(s.applied, s.braked)
-        return self._finish(state, s, targets, [])
-
-    def safe(self, state: PolicyState, now_s: float) -> Decision:
-        """Telemetry stale past its limit: go to the full ladder (every stage applied), keep any brake."""
-        s = replace(state, applied=len(self.ladder), release_to=None, release_at_s={}, below_t1_since_s=None,
-                    below_t2_since_s=None, below_brake_release_since_s=None, last_escalation_s=now_s)
-        targets = self.targets_for(s.applied, s.braked)
-        events = ["safe caps: telemetry stale"] if state.applied < len(self.ladder) else []
+    def hold(self, state: PolicyState, now_s: float, last_share: float | None = None) -> Decision:
+        """Telemetry is missing: keep every cap, cancel pending releases, add none; brake at once if the
+        last trusted reading (``last_share`` of the budget) was over budget."""
+        s, events = self._missing(state, now_s, last_share)
+        targets = self.targets_for(s.applied, s.braked, held=s.held)
         return self._finish(state, s, targets, events)
+
+    def safe(self, state: PolicyState, now_s: float, budget_watts: float,
+             last_share: float | None = None) -> Decision:
+        """Telemetry missing past the safe window: the safe caps (:meth:`safe_targets`), kept until trusted
+        data release them; brake as :meth:`hold` does."""
+        s, events = self._missing(state, now_s, last_share)
+        held = dict(s.held)
+        for gid, t in self.safe_targets(budget_watts).items():
+            held[gid] = tighter(held.get(gid, UNCAPPED), t)
+        s = replace(s, applied=len(self.ladder), held=held)
+        targets = self.targets_for(s.applied, s.braked, held=s.held)
+        if targets != self.targets_for(state.applied, state.braked, held=state.held) and not s.braked:
+            events.append("safe caps: telemetry missing")
+        return self._finish(state, s, targets, events, urgent=True)
+
+    def safe_targets(self, budget_watts: float) -> Mapping[str, CapTarget]:
+        """The full ladder with power limits at the share ``α`` of each GPU's maximum that keeps the members'
+        nameplate under the T2 line; the brake targets when even the minimum limits cannot."""
+        cached = self._safe_cache.get(budget_watts)
+        if cached is not None:
+            return cached
+        full = self._layered(len(self.ladder))
+        line = self.config.thresholds.t2_share * budget_watts - sum(self.overhead_watts.values())
+
+        def nameplate(alpha: float) -> float:
+            return sum(self._limit_at(g.device, alpha) for g in self.gpus)
+
+        out: Mapping[str, CapTarget]
+        if nameplate(1.0) <= line:
+            out = dict(full)
+        elif nameplate(0.0) > line:
+            out = dict(self._brake_targets)
+        else:
+            lo, hi = 0.0, 1.0
+            for _ in range(50):
+                mid = (lo + hi) / 2
+                lo, hi = (mid, hi) if nameplate(mid) <= line else (lo, mid)
+            out = {g.gpu_id: tighter(full[g.gpu_id], CapTarget(None, self._limit_at(g.device, lo)))
+                   for g in self.gpus}
+        self._safe_cache[budget_watts] = out
+        return out
+
+    def adopt(self, live: Mapping[str, CapTarget], now_s: float) -> PolicyState:
+        """A (re)started loop's state from the caps already live: the deepest ladder stage that every live
+        cap covers, and the live caps tighter than that stage held on top; no cap is loosened."""
+        live = {gid: t for gid, t in live.items() if gid in self._nodes and t.capped}
+        if not live:
+            return self.initial_state()
+        applied = max(n for n in range(len(self.ladder) + 1)
+                      if all(at_least_as_tight(live.get(gid, UNCAPPED), t) for gid, t in self._layered(n).items()))
+        layer = self._layered(applied)
+        held = {gid: t for gid, t in live.items() if not at_least_as_tight(layer[gid], t)}
+        targets = self.targets_for(applied, False, held=held)
+        return PolicyState(applied=applied, last_escalation_s=now_s, targets=targets, held=held)
 
     # ------------------------------------------------------------------------------------------ internals
+
+    @staticmethod
+    def _limit_at(device: DeviceType, alpha: float) -> float:
+        return max(device.power_cap_watts_min, min(device.power_cap_watts_max, alpha * device.power_cap_watts_max))
+
+    def _missing(self, state: PolicyState, now_s: float, last_share: float | None) -> tuple[PolicyState, list[str]]:
+        events: list[str] = []
+        s = replace(state, release_to=None, release_at_s={}, below_t1_since_s=None, below_t2_since_s=None,
+                    below_brake_release_since_s=None)
+        if last_share is not None and last_share >= self.config.thresholds.brake_share and not s.braked:
+            events.append(f"brake: telemetry missing, last trusted reading at {last_share:.1%} of budget")
+            s = replace(s, braked=True, applied=len(self.ladder), last_escalation_s=now_s)
+        return s, events
 
     def _escalate_or_release(self, s: PolicyState, share: float, now_s: float, rng: Rng,
                              events: list[str]) -> PolicyState:
@@ -346,15 +448,16 @@ class Policy:
                 events.append(f"cap: {self.ladder[want - 1].label} at {share:.1%}")
                 s = replace(s, applied=want, last_escalation_s=now_s)
             return s
-        if s.release_to is not None or s.applied == 0:
+        if s.release_to is not None or (s.applied == 0 and not s.held):
             return s
         to = s.applied
         if s.below_t2_since_s is not None and now_s - s.below_t2_since_s >= cfg.dwell_s:
             to = min(to, n_t1)
         if s.below_t1_since_s is not None and now_s - s.below_t1_since_s >= cfg.dwell_s:
             to = 0
-        if to < s.applied:
-            ids = sorted({gid for st in self.ladder[to:s.applied] for gid in st.targets})
+        if to < s.applied or (to == 0 and s.held):
+            # Held caps (safe caps, adopted live caps) go with the first release that is due.
+            ids = sorted({gid for st in self.ladder[to:s.applied] for gid in st.targets} | set(s.held))
             # Highest priority first, each class at random times inside its own slot: the reverse of the
             # capping order, so a high-priority GPU is never capped while a lower one is already released.
             classes = sorted({self._priority[gid] for gid in ids}, reverse=True)
@@ -366,10 +469,11 @@ class Policy:
         return s
 
     def _finish(self, old: PolicyState, new: PolicyState, targets: dict[str, CapTarget],
-                events: list[str]) -> Decision:
-        braking = new.braked
+                events: list[str], urgent: bool = False) -> Decision:
+        braking = new.braked or urgent
         actions = tuple(
-            CapAction(gid, self._nodes[gid], t, reason=_reason(self.band_of(new)), brake=braking)
+            CapAction(gid, self._nodes[gid], t, reason="safe" if urgent and not new.braked else
+                      _reason(self.band_of(new)), brake=braking)
             for gid, t in targets.items()
             if old.targets.get(gid, UNCAPPED) != t
         )

@@ -16,13 +16,11 @@ Model (vectorised with numpy; one step is ``dt_s``):
   out-of-band BMC caps can take 40 s, the brake signal does not). A share of GPUs
   can silently ignore every action, nodes can reboot (their locks are lost), telemetry can be lost and the
   budget can change.
-* Latency cost of caps comes from a :class:`StepTimes` model of prefill throughput and TPOT at a clock
-  share. The default, :class:`SimpleStepTimes`, is a documented simple model: prefill is compute-bound
-  (time ∝ ``f_max/f``), a decode step is memory-bound except for 10% (``0.9 + 0.1/f``); full-clock prefill
-  is ``GPUs·TFLOPS·0.5 / (2·70e9)`` tokens/s and TPOT the measured vLLM Llama-2-70B A100 step (45 ms,
-  REFERENCE §1) scaled by memory bandwidth. A performance-model-backed ``StepTimes`` (compute scaled by the
-  clock, memory bandwidth not) can be passed in instead. TTFT comes from each server's processed-token
-  curve; end-to-end latency adds ``output tokens × TPOT × decode slowdown``.
+* Latency cost of caps comes from a :class:`~power.workloads.StepTimes` model of prefill throughput and TPOT
+  at a clock share (``power.workloads``: the simple default, or a performance-model-backed one). TTFT comes
+  from each server's processed-token curve; end-to-end latency adds ``output tokens × TPOT × decode
+  slowdown``. Servers, step-time models and workload builders live in ``power.workloads`` and are
+  re-exported here.
 """
 
 from __future__ import annotations
@@ -32,82 +30,31 @@ import math
 import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
 
-from planner.io.traces import load_trace
-from planner.schema import DeviceType
-from power.actuators import ApplyReport
-from power.loop import ControlLoop, LoopConfig, StepResult, VirtualClock
+from power.actuators import Actuator, ApplyReport
+from power.loop import Clock, ControlLoop, LoopConfig, StepResult, VirtualClock
 from power.policy import UNCAPPED, CapAction, CapTarget, Gpu, Policy, PolicyConfig
-from power.telemetry import PowerReading, SimulatedTelemetry
-
-F64 = npt.NDArray[np.float64]
-
-A100_TPOT_S = 0.045  # vLLM Llama-2-70B decode step on A100 TP4/TP8, REFERENCE §1
-A100_MEMORY_TBPS = 2.039
-MODEL_PARAMS = 70e9  # Llama-2-70B-class replica
-PREFILL_MFU = 0.5
-
-
-@dataclass(frozen=True)
-class ServerSpec:
-    """One server of the domain: a replica over ``gpus`` devices of one type."""
-
-    node: str
-    device: DeviceType
-    gpus: int = 8
-    priority: int = 1
-    overhead_watts: float = 1500.0
-
-    @property
-    def max_watts(self) -> float:
-        """Most the server can draw in the model (every GPU in prefill, plus overhead)."""
-        return self.gpus * self.device.prefill_power_watts + self.overhead_watts
-
-    @property
-    def prefill_tokens_per_s(self) -> float:
-        """Prompt tokens per second at full clock: ``gpus·TFLOPS·MFU / (2·params)``."""
-        return self.gpus * self.device.bf16_tflops * 1e12 * PREFILL_MFU / (2 * MODEL_PARAMS)
-
-    @property
-    def tpot_s(self) -> float:
-        """Decode step time at full clock."""
-        return A100_TPOT_S * A100_MEMORY_TBPS / self.device.memory_tbps
-
-
-def server_overhead_watts(device: DeviceType) -> float:
-    """Server power outside the GPUs: 1.5 kW (DGX-A100), 2.8 kW (DGX-H100), else scaled by GPU TDP."""
-    return 2800.0 if device.tdp_watts >= 700 else 1500.0 * max(0.25, device.tdp_watts / 400)
-
-
-class StepTimes(Protocol):
-    """Speed of one server's replica at a clock share (locked clock over maximum)."""
-
-    def prefill_tokens_per_s(self, server: ServerSpec, clock_share: float) -> float: ...
-
-    def tpot_s(self, server: ServerSpec, clock_share: float) -> float: ...
-
-
-@dataclass(frozen=True)
-class SimpleStepTimes:
-    """Documented simple model: prefill is compute-bound (time ∝ f_max/f); a decode step is memory-bound
-    except for ``1 − memory_bound_share`` of it."""
-
-    memory_bound_share: float = 0.9
-
-    def prefill_tokens_per_s(self, server: ServerSpec, clock_share: float) -> float:
-        """Full-clock prompt throughput times the clock share."""
-        return server.prefill_tokens_per_s * clock_share
-
-    def tpot_s(self, server: ServerSpec, clock_share: float) -> float:
-        """Full-clock TPOT stretched by the compute-bound part of the step."""
-        m = self.memory_bound_share
-        return server.tpot_s * (m + (1 - m) / clock_share)
-
+from power.telemetry import PowerEnvelope, PowerReading, SimulatedTelemetry, Telemetry
+from power.workloads import (
+    F64,
+    Requests,
+    ServerSpec,
+    SimpleStepTimes,
+    StepTimes,
+    Workload,
+    activity_for_share,
+    domain_budget_watts,
+    load_azure_trace,
+    profile_workload,
+    row,
+    server_overhead_watts,
+    trace_workload,
+    uncapped_watts,
+)
 
 CLOCK_GRID = np.linspace(0.05, 1.0, 96)
 
@@ -144,28 +91,6 @@ class SimConfig:
     seed: int = 0
 
 
-@dataclass(frozen=True)
-class Requests:
-    """A request trace assigned to servers."""
-
-    arrival_s: F64
-    server: npt.NDArray[np.int64]
-    prompt_tokens: F64
-    output_tokens: F64
-
-
-@dataclass(frozen=True)
-class Workload:
-    """Per step and server: prompt tokens arriving and decode activity (0..1); the requests if any."""
-
-    prefill_tokens: F64
-    decode_active: F64
-    requests: Requests | None = None
-
-    @property
-    def steps(self) -> int:
-        return int(self.prefill_tokens.shape[0])
-
 
 @dataclass(frozen=True)
 class SimEvents:
@@ -174,6 +99,26 @@ class SimEvents:
     telemetry_lost: tuple[tuple[float, float], ...] = ()
     reboots: tuple[tuple[float, str, float], ...] = ()  # (time, node, seconds down)
     budget_changes: tuple[tuple[float, float], ...] = ()  # (time, watts)
+    loop_restarts: tuple[float, ...] = ()  # the loop process starts afresh (new memory, new actuator)
+
+
+class Actuation(Protocol):
+    """How cap actions reach the plant: straight to it (the default), or through published intents and node
+    agents (``power.sim_faults.AgentPath``)."""
+
+    def actuator(self, plant: _Plant) -> Actuator: ...
+
+    def tick(self, plant: _Plant, now_s: float) -> None: ...
+
+
+class _Direct:
+    """The loop drives the plant itself."""
+
+    def actuator(self, plant: _Plant) -> Actuator:
+        return plant
+
+    def tick(self, plant: _Plant, now_s: float) -> None:
+        return None
 
 
 @dataclass
@@ -247,6 +192,7 @@ class _Plant:
         self.pending: list[tuple[float, int, int, float, float]] = []
         self._seq = 0
         self.now_s = 0.0
+        self.k = 0
         self.measured = np.zeros(steps)
         self.lost: tuple[tuple[float, float], ...] = ()
 
@@ -299,105 +245,124 @@ class _Plant:
         return PowerReading(float(self.measured[max(0, j - w + 1):j + 1].mean()), j * self.cfg.dt_s, "sim")
 
 
+class _Physics:
+    """Serving and power of every server for one step (the model in the module docstring)."""
+
+    def __init__(self, plant: _Plant, workload: Workload, cfg: SimConfig) -> None:
+        self.plant, self.workload, self.cfg = plant, workload, cfg
+        steps, n = workload.steps, len(plant.servers)
+        self.power = np.zeros(steps)
+        self.cum = np.zeros((steps, n))
+        self.dec_slow = np.ones((steps, n), dtype=np.float32)
+        self.backlog = np.zeros(n)
+        self.total = np.zeros(n)
+        self.dyn_p = plant.prefill - plant.idle
+        self.dyn_d = plant.decode - plant.idle
+
+    def step(self, k: int) -> None:
+        """Serve step ``k`` at the clocks and limits in force; record true and metered power."""
+        plant, cfg, speeds, a = self.plant, self.cfg, self.plant.speeds, self.cfg.clock_power_exponent
+        f_lock, lim = plant.clock / plant.fmax, plant.limit
+        with np.errstate(divide="ignore", invalid="ignore"):
+            f_lim_p = np.clip((lim - plant.idle) / self.dyn_p, 0.0, 1.0) ** (1 / a)
+            f_lim_d = np.clip((lim - plant.idle) / self.dyn_d, 0.0, 1.0) ** (1 / a)
+        f_p = np.maximum(np.minimum(f_lock, f_lim_p), 0.05)
+        f_d = np.maximum(np.minimum(f_lock, f_lim_d), 0.05)
+        speed = np.minimum.reduceat(f_p, plant.server_start)
+        dspeed = np.minimum.reduceat(f_d, plant.server_start)
+        cap_tokens = speeds.at(speeds.tps, speed) * plant.up * cfg.dt_s
+        self.backlog += self.workload.prefill_tokens[k]
+        processed = np.minimum(self.backlog, cap_tokens)
+        self.backlog -= processed
+        self.total += processed
+        self.cum[k] = self.total
+        self.dec_slow[k] = speeds.at(speeds.tpot, dspeed) / speeds.base_tpot
+        with np.errstate(divide="ignore", invalid="ignore"):
+            u = np.where(cap_tokens > 0, processed / np.maximum(cap_tokens, 1e-12), 0.0)
+        ug = u[plant.gpu_server]
+        dg = self.workload.decode_active[k][plant.gpu_server]
+        pg = plant.idle + ug * self.dyn_p * f_p ** a + (1 - ug) * dg * self.dyn_d * f_d ** a
+        pg = np.minimum(pg, np.maximum(lim, plant.idle)) * plant.up_gpu
+        over = float(plant.overhead @ plant.up)
+        self.power[k] = pg.sum() + over
+        if cfg.noise_share > 0:
+            pg = pg * (1 + plant.noise_rng.uniform(-cfg.noise_share, cfg.noise_share, pg.size))
+        plant.measured[k] = pg.sum() + over
+
+
 def simulate(servers: Sequence[ServerSpec], workload: Workload, budget_watts: float,
              policy_config: PolicyConfig | None = None, loop_config: LoopConfig | None = None,
              sim: SimConfig | None = None, events: SimEvents | None = None, control: bool = True,
              on_step: Callable[[StepResult, _Plant], None] | None = None, keep_steps: bool = False,
-             step_times: StepTimes | None = None) -> SimResult:
+             step_times: StepTimes | None = None, meter: Callable[[Telemetry, Clock], Telemetry] | None = None,
+             actuation: Actuation | None = None) -> SimResult:
     """Run the domain for ``workload.steps`` steps under the real control loop (or none when ``control``
-    is false) and return power series and request latencies."""
-    cfg = sim or SimConfig()
-    ev = events or SimEvents()
-    lcfg = loop_config or LoopConfig()
+    is false) and return power series and request latencies. ``meter`` wraps the simulated meter (fault
+    injection); ``actuation`` carries actions to the plant (default: directly)."""
+    cfg, ev, lcfg = sim or SimConfig(), events or SimEvents(), loop_config or LoopConfig()
     steps = workload.steps
     speeds = _SpeedTables(servers, step_times or SimpleStepTimes())
     plant = _Plant(servers, cfg, steps, speeds)
     plant.lost = ev.telemetry_lost
     gpus = [Gpu(gid, servers[int(plant.gpu_server[i])].node, servers[int(plant.gpu_server[i])].device,
                 servers[int(plant.gpu_server[i])].priority) for i, gid in enumerate(plant.gpu_ids)]
+    overhead = {s.node: s.overhead_watts for s in servers}
     clock = VirtualClock()
-    k_box = [0]
-    telemetry = SimulatedTelemetry(lambda: plant.reading(k_box[0]))
-    policy = Policy(gpus, policy_config)
-    loop = ControlLoop("sim", budget_watts, policy, telemetry, plant, clock, lcfg,
-                       rng=random.Random(cfg.seed))
+    telemetry: Telemetry = SimulatedTelemetry(lambda: plant.reading(plant.k))
+    if meter is not None:
+        telemetry = meter(telemetry, clock)
+    act = actuation or _Direct()
+
+    def start_loop(budget: float, run: int) -> ControlLoop:
+        return ControlLoop("sim", budget, Policy(gpus, policy_config, overhead), telemetry, act.actuator(plant),
+                           clock, lcfg, rng=random.Random(cfg.seed + run), envelope=PowerEnvelope.of(gpus, overhead))
+
+    loop = start_loop(budget_watts, 0)
+    physics = _Physics(plant, workload, cfg)
     period_steps = max(1, int(round(lcfg.period_s / cfg.dt_s)))
-    n_servers = len(servers)
-    a = cfg.clock_power_exponent
     budget = np.full(steps, float(budget_watts))
-    power = np.zeros(steps)
     band = np.zeros(steps, dtype=np.int64)
     capped = np.zeros(steps, dtype=np.int64)
-    cum = np.zeros((steps, n_servers))
-    dec_slow = np.ones((steps, n_servers), dtype=np.float32)
-    backlog = np.zeros(n_servers)
-    total = np.zeros(n_servers)
-    dyn_p = plant.prefill - plant.idle
-    dyn_d = plant.decode - plant.idle
-    reboots = sorted([(t, node, True) for t, node, _ in ev.reboots] +
-                     [(t + d, node, False) for t, node, d in ev.reboots])
-    budgets = sorted(ev.budget_changes)
+    # (time, kind, node, down, watts): reboots and returns, budget changes, loop restarts, in time order.
+    timeline = sorted([(t, 0, node, True, 0.0) for t, node, _ in ev.reboots] +
+                      [(t + d, 0, node, False, 0.0) for t, node, d in ev.reboots] +
+                      [(t, 1, "", False, w) for t, w in ev.budget_changes] +
+                      [(t, 2, "", False, 0.0) for t in ev.loop_restarts])
+    restarts = 0
     kept: list[StepResult] = []
-    cur_band, cur_capped = 0, 0
-    transitions = 0
-    was_capped = False
-    noise = cfg.noise_share
+    cur_band = cur_capped = transitions = brakes = 0
     for k in range(steps):
-        now = k * cfg.dt_s
-        plant.now_s = now
-        clock.t = now
-        k_box[0] = k
-        while reboots and reboots[0][0] <= now + 1e-9:
-            _, node, down = reboots.pop(0)
-            plant.reboot(node, down)
-        while budgets and budgets[0][0] <= now + 1e-9:
-            loop.set_budget(budgets.pop(0)[1])
+        plant.now_s = clock.t = now = k * cfg.dt_s
+        plant.k = k
+        while timeline and timeline[0][0] <= now + 1e-9:
+            _, kind, node, down, watts = timeline.pop(0)
+            if kind == 0:
+                plant.reboot(node, down)
+            elif kind == 1:
+                loop.set_budget(watts)
+            else:
+                restarts += 1
+                brakes += loop.brake_events
+                loop = start_loop(loop.budget_watts, restarts)
         budget[k] = loop.budget_watts
         plant.land_due()
-        f_lock = plant.clock / plant.fmax
-        lim = plant.limit
-        with np.errstate(divide="ignore", invalid="ignore"):
-            f_lim_p = np.clip((lim - plant.idle) / dyn_p, 0.0, 1.0) ** (1 / a)
-            f_lim_d = np.clip((lim - plant.idle) / dyn_d, 0.0, 1.0) ** (1 / a)
-        f_p = np.maximum(np.minimum(f_lock, f_lim_p), 0.05)
-        f_d = np.maximum(np.minimum(f_lock, f_lim_d), 0.05)
-        speed = np.minimum.reduceat(f_p, plant.server_start)
-        dspeed = np.minimum.reduceat(f_d, plant.server_start)
-        cap_tokens = speeds.at(speeds.tps, speed) * plant.up * cfg.dt_s
-        backlog += workload.prefill_tokens[k]
-        processed = np.minimum(backlog, cap_tokens)
-        backlog -= processed
-        total += processed
-        cum[k] = total
-        dec_slow[k] = speeds.at(speeds.tpot, dspeed) / speeds.base_tpot
-        with np.errstate(divide="ignore", invalid="ignore"):
-            u = np.where(cap_tokens > 0, processed / np.maximum(cap_tokens, 1e-12), 0.0)
-        ug = u[plant.gpu_server]
-        dg = workload.decode_active[k][plant.gpu_server]
-        pg = plant.idle + ug * dyn_p * f_p ** a + (1 - ug) * dg * dyn_d * f_d ** a
-        pg = np.minimum(pg, np.maximum(lim, plant.idle)) * plant.up_gpu
-        over = float(plant.overhead @ plant.up)
-        power[k] = pg.sum() + over
-        if noise > 0:
-            pg = pg * (1 + plant.noise_rng.uniform(-noise, noise, pg.size))
-        plant.measured[k] = pg.sum() + over
+        physics.step(k)
         if control and k % period_steps == 0:
             res = loop.step()
             cur_band = int(res.decision.band)
-            cur_capped = sum(1 for t in res.decision.state.targets.values() if t.capped)
-            now_capped = cur_capped > 0
-            transitions += int(now_capped != was_capped)
-            was_capped = now_capped
+            now_capped = sum(1 for t in res.decision.state.targets.values() if t.capped)
+            transitions += int((now_capped > 0) != (cur_capped > 0))
+            cur_capped = now_capped
             if on_step is not None:
                 on_step(res, plant)
             if keep_steps:
                 kept.append(res)
-        band[k] = cur_band
-        capped[k] = cur_capped
-    result = SimResult(cfg.dt_s, power, plant.measured, budget, band, capped, loop.brake_events, transitions,
-                       kept)
+        act.tick(plant, now)
+        band[k], capped[k] = cur_band, cur_capped
+    result = SimResult(cfg.dt_s, physics.power, plant.measured, budget, band, capped, brakes + loop.brake_events,
+                       transitions, kept)
     if workload.requests is not None:
-        _latencies(result, workload, servers, cum, dec_slow, cfg.dt_s, speeds)
+        _latencies(result, workload, servers, physics.cum, physics.dec_slow, cfg.dt_s, speeds)
     return result
 
 
@@ -437,117 +402,6 @@ def _latencies(result: SimResult, workload: Workload, servers: Sequence[ServerSp
     result.ttft_s, result.latency_s, result.service_s, result.request_priority = ttft, latency, service, prio
 
 
-# ---------------------------------------------------------------------------------------------- workloads
-
-
-def load_azure_trace(path: str | Path) -> tuple[F64, F64, F64]:
-    """(arrival seconds from the first request, prompt tokens, output tokens) of an Azure 2023 trace CSV, in
-    file order (read by ``planner.io.traces``, the one trace reader)."""
-    trace = load_trace(Path(path))
-    if trace.arrival_s is None or np.isnan(trace.arrival_s).any():
-        raise ValueError(f"{path}: TIMESTAMP: every request needs one")
-    return trace.arrival_s, trace.input_tokens.astype(np.float64), trace.output_tokens.astype(np.float64)
-
-
-def trace_workload(trace: tuple[F64, F64, F64], servers: Sequence[ServerSpec], copies_per_server: float,
-                   dt_s: float = 0.1, duration_s: float | None = None, jitter_s: float = 5.0,
-                   seed: int = 0, step_times: StepTimes | None = None) -> Workload:
-    """Scale a trace to a domain: ``copies_per_server × servers`` jittered copies of it, each request sent to
-    a server at random in proportion to the server's prefill throughput."""
-    rng = np.random.default_rng(seed)
-    t0, p0, o0 = trace
-    span = float(duration_s if duration_s is not None else t0.max() + 1.0)
-    keep = t0 < span
-    t0, p0, o0 = t0[keep], p0[keep], o0[keep]
-    total = copies_per_server * len(servers)
-    whole = int(math.floor(total))
-    parts_t, parts_p, parts_o = [], [], []
-    for c in range(whole + 1):
-        frac = 1.0 if c < whole else total - whole
-        if frac <= 0:
-            break
-        pick = rng.random(t0.size) < frac
-        jit = rng.uniform(-jitter_s, jitter_s, int(pick.sum()))
-        parts_t.append(np.mod(t0[pick] + jit, span))
-        parts_p.append(p0[pick])
-        parts_o.append(o0[pick])
-    arrival = np.concatenate(parts_t) if parts_t else np.zeros(0)
-    prompt = np.concatenate(parts_p) if parts_p else np.zeros(0)
-    output = np.concatenate(parts_o) if parts_o else np.zeros(0)
-    st = step_times or SimpleStepTimes()
-    weight = np.array([st.prefill_tokens_per_s(s, 1.0) for s in servers])
-    server = rng.choice(len(servers), size=arrival.size, p=weight / weight.sum()).astype(np.int64)
-    steps = int(math.ceil(span / dt_s))
-    step = np.minimum((arrival / dt_s).astype(np.int64), steps - 1)
-    prefill = np.zeros((steps, len(servers)))
-    np.add.at(prefill, (step, server), prompt)
-    # Decode activity: from the end of an unqueued prefill for output × TPOT (power barely depends on batch).
-    tps = weight[server]
-    tpot = np.array([st.tpot_s(s, 1.0) for s in servers])[server]
-    start = np.minimum(((arrival + prompt / tps) / dt_s).astype(np.int64), steps)
-    end = np.minimum(((arrival + prompt / tps + output * tpot) / dt_s).astype(np.int64) + 1, steps)
-    active = np.zeros((steps + 1, len(servers)))
-    np.add.at(active, (start, server), 1.0)
-    np.add.at(active, (end, server), -1.0)
-    decode = (np.cumsum(active, axis=0)[:steps] > 0.5).astype(np.float64)
-    return Workload(prefill, decode, Requests(arrival, server, prompt, output))
-
-
-def uncapped_watts(servers: Sequence[ServerSpec], prefill_share: float, decode_share: float) -> float:
-    """Domain watts with every server spending ``prefill_share`` of its time in prefill and decoding
-    ``decode_share`` of the rest, at full clock."""
-    total = 0.0
-    for s in servers:
-        d = s.device
-        gpu = d.idle_watts + prefill_share * (d.prefill_power_watts - d.idle_watts) + \
-            (1 - prefill_share) * decode_share * (d.decode_power_watts - d.idle_watts)
-        total += s.gpus * gpu + s.overhead_watts
-    return total
-
-
-def activity_for_share(servers: Sequence[ServerSpec], budget_watts: float, share: float) -> tuple[float, float]:
-    """(prefill share, decode share) that make the uncapped domain draw ``share`` of the budget."""
-    target = share * budget_watts
-    idle = uncapped_watts(servers, 0.0, 0.0)
-    dec = uncapped_watts(servers, 0.0, 1.0)
-    pre = uncapped_watts(servers, 1.0, 1.0)
-    if target <= dec:
-        return 0.0, float(np.clip((target - idle) / (dec - idle), 0.0, 1.0))
-    return float(np.clip((target - dec) / (pre - dec), 0.0, 1.0)), 1.0
-
-
-def profile_workload(servers: Sequence[ServerSpec], budget_watts: float, share_at: Callable[[float], float],
-                     duration_s: float, dt_s: float = 0.1,
-                     burst: Callable[[float], bool] | None = None,
-                     step_times: StepTimes | None = None) -> Workload:
-    """A fluid workload whose uncapped power follows ``share_at(t)`` of the budget; during ``burst(t)`` every
-    server gets prompts (8k-token bursts) 20% faster than it can serve them."""
-    steps = int(math.ceil(duration_s / dt_s))
-    st = step_times or SimpleStepTimes()
-    tps = np.array([st.prefill_tokens_per_s(s, 1.0) for s in servers])
-    prefill = np.zeros((steps, len(servers)))
-    decode = np.zeros((steps, len(servers)))
-    for k in range(steps):
-        t = k * dt_s
-        if burst is not None and burst(t):
-            pre, dec = 1.0, 1.0
-            # 8k-token prompts arriving together, 20% faster than a server at full clock can take them.
-            prefill[k] = 1.2 * tps * dt_s
-        else:
-            pre, dec = activity_for_share(servers, budget_watts, share_at(t))
-            prefill[k] = pre * tps * dt_s
-        decode[k] = dec
-    return Workload(prefill, decode)
-
-
-def row(device: DeviceType, servers: int, low_priority_share: float = 0.5, gpus: int = 8,
-        prefix: str = "node") -> list[ServerSpec]:
-    """``servers`` identical servers, the first ``low_priority_share`` of them low priority (0), the rest 1."""
-    n_low = int(round(servers * low_priority_share))
-    return [ServerSpec(f"{prefix}-{i:03d}", device, gpus, 0 if i < n_low else 1, server_overhead_watts(device))
-            for i in range(servers)]
-
-
 def safety_bound_s(sim: SimConfig, loop: LoopConfig) -> float:
     """Longest the true domain power may stay above budget: the meter's delay and averaging window, one
     control period, the faster of the cap and brake paths, and one simulation step."""
@@ -555,9 +409,11 @@ def safety_bound_s(sim: SimConfig, loop: LoopConfig) -> float:
         min(sim.cap_latency_s, sim.brake_latency_s) + sim.dt_s
 
 
-def domain_budget_watts(servers: Sequence[ServerSpec]) -> float:
-    """Budget provisioned for these servers at their modelled maximum draw."""
-    return float(sum(s.max_watts for s in servers))
+def telemetry_fault_bound_s(sim: SimConfig, loop: LoopConfig) -> float:
+    """Longest over budget when the meter fails (silent, frozen, skewed or lying): :func:`safety_bound_s`
+    when the load rises after the fault began; a rise inside the last meter window before it can add the
+    blind windows' excess over one period, ``max(stuck_after_s, safe_after_s) − period_s``."""
+    return safety_bound_s(sim, loop) + max(0.0, max(loop.stuck_after_s, loop.safe_after_s) - loop.period_s)
 
 
 def peak_share(result: SimResult, window_s: float = 1.0) -> float:
@@ -587,3 +443,9 @@ def calibrate_load(trace: tuple[F64, F64, F64], servers: Sequence[ServerSpec], b
         else:
             lo = mid
     return math.sqrt(lo * hi)
+
+
+__all__ = ["F64", "Requests", "ServerSpec", "SimConfig", "SimEvents", "SimResult", "SimpleStepTimes", "StepTimes",
+           "Workload", "activity_for_share", "calibrate_load", "domain_budget_watts", "load_azure_trace",
+           "peak_share", "profile_workload", "row", "safety_bound_s", "server_overhead_watts", "simulate",
+           "telemetry_fault_bound_s", "trace_workload", "uncapped_watts"]

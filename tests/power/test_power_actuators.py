@@ -259,3 +259,56 @@ def test_agent_keeps_caps_on_a_bad_intent() -> None:
     assert r.error is not None and INTENT_ANNOTATION in r.error
     assert nvml.locked[1] == (210, 1110)
     assert "error" in nodes.annotations["node-a"][STATUS_ANNOTATION]
+
+
+def test_agent_keeps_its_caps_when_the_intent_annotation_is_deleted_or_empty() -> None:
+    nodes = FakeNodes()
+    nvml = FakeNvml()
+    agent = NodeAgent("node-a", nodes, NvmlActuator(nvml))
+    nodes.annotations["node-a"] = {INTENT_ANNOTATION: encode_targets({"0": CapTarget(1110, None),
+                                                                      "1": CapTarget(None, 300.0)})}
+    agent.step()
+    for gone in (None, ""):
+        if gone is None:
+            del nodes.annotations["node-a"][INTENT_ANNOTATION]  # an operator, a re-registered node
+        else:
+            nodes.annotations["node-a"][INTENT_ANNOTATION] = gone
+        r = agent.step()
+        assert r.changed == 0 and r.error is None
+        assert nvml.locked[0] == (210, 1110) and nvml.limit_mw[1] == 300_000
+        assert decode_targets(nodes.annotations["node-a"][APPLIED_ANNOTATION]) == {
+            "0": CapTarget(1110, None), "1": CapTarget(None, 300.0)}
+    # A valid intent still releases: an empty object is an order, not silence.
+    nodes.annotations["node-a"][INTENT_ANNOTATION] = "{}"
+    agent.step()
+    assert nvml.locked[0] is None and nvml.limit_mw[1] == nvml.default_mw
+
+
+def test_publisher_merges_into_live_intents_and_never_drops_a_cap_it_did_not_set() -> None:
+    nodes = FakeNodes()
+    old = KubernetesCapPublisher(nodes, ["node-a"])
+    old.apply([act("node-a/0", 705, 240), act("node-a/1", 705, 240)])
+    # A restarted loop's publisher knows nothing; it changes one GPU.
+    new = KubernetesCapPublisher(nodes, ["node-a"])
+    assert new.apply([act("node-a/0", 1110)]).applied == ("node-a/0",)
+    assert decode_targets(nodes.annotations["node-a"][INTENT_ANNOTATION]) == {
+        "node-a/0": CapTarget(1110, None), "node-a/1": CapTarget(705, 240)}
+    # read_intents reads every node afresh: what a restarted loop adopts.
+    nodes.annotations["node-a"][INTENT_ANNOTATION] = encode_targets({"node-a/1": CapTarget(500, None)})
+    assert new.read_intents() == {"node-a/1": CapTarget(500, None)}
+    # An annotation that is not an intent is replaced by ours (the agent ignores it as well).
+    nodes.annotations["node-a"][INTENT_ANNOTATION] = "garbage"
+    fresh = KubernetesCapPublisher(nodes, ["node-a"])
+    assert fresh.apply([act("node-a/0", 1110)]).failed == {}
+    assert decode_targets(nodes.annotations["node-a"][INTENT_ANNOTATION]) == {"node-a/0": CapTarget(1110, None)}
+
+
+def test_publisher_does_not_write_a_node_whose_live_intent_it_cannot_read() -> None:
+    class Unreadable(FakeNodes):
+        def get_node_annotations(self, node: str) -> Mapping[str, str]:
+            raise RuntimeError("apiserver unavailable")
+
+    nodes = Unreadable()
+    pub = KubernetesCapPublisher(nodes, ["node-a"])
+    report = pub.apply([act("node-a/0", 1110)])
+    assert set(report.failed) == {"node-a/0"} and nodes.patches == []

@@ -155,7 +155,7 @@ def test_hold_keeps_caps_and_safe_applies_the_full_ladder() -> None:
     s = drive(p, [(0.0, 0.85)])
     held = p.hold(s, 1.0)
     assert held.actions == () and held.state.targets == s.targets
-    safe = p.safe(held.state, 2.0)
+    safe = p.safe(held.state, 2.0, BUDGET)
     assert safe.state.applied == len(p.ladder)
     assert all(t.capped for t in safe.state.targets.values())
 
@@ -173,3 +173,90 @@ def test_custom_thresholds_move_the_trigger() -> None:
     p = Policy(gpus(), PolicyConfig(thresholds=PowerThresholds(t1_share=0.6, t2_share=0.7)))
     d = p.decide(p.initial_state(), 0.65 * BUDGET, BUDGET, 0.0, random.Random(0))
     assert d.band is Band.T1
+
+
+def row_gpus(servers: int = 10) -> tuple[list[Gpu], dict[str, float]]:
+    """``servers`` A100 servers of 8 GPUs, alternating priority, 1.5 kW overhead each."""
+    out = [Gpu(f"n{s}/{i}", f"n{s}", A100, s % 2) for s in range(servers) for i in range(8)]
+    return out, {f"n{s}": 1500.0 for s in range(servers)}
+
+
+def test_safe_caps_keep_the_nameplate_under_the_t2_line() -> None:
+    g, overhead = row_gpus(10)
+    p = Policy(g, PolicyConfig(), overhead)
+    budget = 10 * (8 * 400 + 1500) / 1.3  # ten servers on a budget for 7.7
+    safe = p.safe_targets(budget)
+    nameplate = sum(t.power_limit_watts or 400 for t in safe.values()) + 10 * 1500
+    assert nameplate <= 0.89 * budget + 1e-6 and nameplate >= 0.89 * budget - 1.0  # the largest that fits
+    full = p.targets_for(len(p.ladder), False)
+    assert all(t.clock_mhz == full[gid].clock_mhz for gid, t in safe.items())  # the full ladder's clocks
+    # A budget the nameplate fits under anyway: the full ladder as it is.
+    assert p.safe_targets(10 * (8 * 400 + 1500) * 2) == full
+    # A budget even minimum limits cannot fit: the brake targets.
+    assert all(t == CapTarget(A100.sm_clock_mhz_min, A100.power_cap_watts_min)
+               for t in p.safe_targets(10 * 1500.0).values())
+
+
+def test_safe_caps_hold_until_trusted_data_release_them() -> None:
+    g, overhead = row_gpus(4)
+    p = Policy(g, PolicyConfig(dwell_s=5.0, release_stagger_s=2.0), overhead)
+    budget = 4 * 4700 / 1.3
+    d = p.safe(p.initial_state(), 0.0, budget)
+    assert d.events == ("safe caps: telemetry missing",)
+    assert d.state.targets == dict(p.safe_targets(budget)) and d.state.held
+    # Trusted data between T2 - 5% and T2: nothing is released, the safe limits stay.
+    s = drive_budget(p, d.state, [(1.0 + t, 0.86) for t in range(30)], budget)
+    assert s.targets == dict(p.safe_targets(budget))
+    # Under T1 - 5% long enough: the safe limits go with the release, all the way down.
+    s = drive_budget(p, s, [(31.0 + t, 0.5) for t in range(20)], budget)
+    assert s.applied == 0 and not s.held and all(t == UNCAPPED for t in s.targets.values())
+
+
+def drive_budget(p: Policy, s: PolicyState, shares: list[tuple[float, float]], budget: float) -> PolicyState:
+    r = random.Random(1)
+    for t, share in shares:
+        s = p.decide(s, share * budget, budget, t, r).state
+    return s
+
+
+def test_missing_data_brakes_when_the_last_trusted_reading_was_over_budget() -> None:
+    p = Policy(gpus())
+    s = drive(p, [(0.0, 0.85)])
+    d = p.hold(s, 1.0, last_share=1.02)
+    assert d.state.braked and d.band is Band.BRAKE and all(a.brake for a in d.actions)
+    assert "brake: telemetry missing, last trusted reading at 102.0% of budget" in d.events
+    assert p.hold(d.state, 2.0, last_share=1.02).actions == ()  # stays braked, nothing re-sent
+    # Missing data never releases the brake; safe caps keep it too.
+    assert p.safe(d.state, 3.0, BUDGET, last_share=1.02).state.braked
+    assert not p.hold(s, 1.0, last_share=0.99).state.braked
+
+
+def test_unsettled_trust_adds_caps_but_starts_no_release() -> None:
+    p = Policy(gpus(), PolicyConfig(dwell_s=5.0))
+    s = drive(p, [(0.0, 0.85)])
+    for t in range(1, 20):
+        s = p.decide(s, 0.5 * BUDGET, BUDGET, float(t), random.Random(0), may_release=False).state
+    assert s.applied == 1 and s.below_t1_since_s is None
+    d = p.decide(s, 0.95 * BUDGET, BUDGET, 20.0, random.Random(0), may_release=False)
+    assert d.state.applied > s.applied  # escalation still works
+
+
+def test_adopting_live_caps_keeps_every_cap_as_it_is() -> None:
+    g, overhead = row_gpus(4)
+    p = Policy(g, PolicyConfig(), overhead)
+    budget = 4 * 4700 / 1.3
+    for live in (p.targets_for(2, False), p.targets_for(len(p.ladder), False), dict(p.safe_targets(budget)),
+                 p.targets_for(0, True)):
+        s = p.adopt(live, 100.0)
+        assert s.targets == live
+        assert p.targets_for(s.applied, False, held=s.held) == live
+    # Live caps from the ladder: adopted as that stage, nothing held.
+    s = p.adopt(p.targets_for(2, False), 100.0)
+    assert s.applied == 2 and not s.held
+    # A partial cap (one GPU only) is held at stage 0 and released with the first release due.
+    one = {"n0/0": CapTarget(900, None), "other-node/0": CapTarget(500, None)}
+    s = p.adopt(one, 0.0)
+    assert s.applied == 0 and s.held == {"n0/0": CapTarget(900, None)}
+    s = drive_budget(p, s, [(1.0 + t, 0.5) for t in range(40)], budget)
+    assert all(t == UNCAPPED for t in s.targets.values()) and not s.held
+    assert p.adopt({}, 0.0) == p.initial_state()
