@@ -30,7 +30,7 @@ from planner.schema import (
     SolverReport,
 )
 from planner.solve import (
-    Backend,
+    BackendName,
     Demand,
     PoolSupply,
     PowerBudget,
@@ -125,7 +125,7 @@ def build_inputs(fleet: FleetSpec, *, catalog: Catalog | None = None, perf: Perf
 
 def _options(fleet: FleetSpec, backend: str | None) -> SolveOptions:
     o = fleet.planner
-    return SolveOptions(backend=cast(Backend, backend or o.solver), time_limit_s=o.time_limit_s,
+    return SolveOptions(backend=cast(BackendName, backend or o.solver), time_limit_s=o.time_limit_s,
                         relative_gap=o.relative_gap)
 
 
