@@ -293,7 +293,7 @@ def assemble_plan(fleet: FleetSpec, inputs: PlanInputs, sol: Solution, opts: Sol
                           best_bound=sol.best_bound, relative_gap=sol.relative_gap,
                           solve_seconds=round(sol.solve_seconds, 4), variables=sol.variables,
                           constraints=sol.constraints, candidates=len(inputs.candidates),
-                          candidates_pruned=inputs.pruned)
+                          candidates_pruned=inputs.pruned, backends=sol.backends)
     return Plan(
         id=plan_id(fleet.name, groups), fleet=fleet.name, created_at=created_at,
         previous_plan_id=current.id if current is not None else None,
