@@ -61,6 +61,7 @@ class _StdoutSilencer:
 
     @contextmanager
     def silenced(self) -> Iterator[None]:
+        """Stdout goes to /dev/null until this run and every other one inside have left."""
         self._enter()
         try:
             yield
@@ -81,6 +82,7 @@ class HighsBackend:
 
     @property
     def name(self) -> BackendName:
+        """Its name: highs."""
         return "highs"
 
     def solve(self, model: Matrix | Arrays, options: SolveOptions, deadline: Deadline | None = None,

@@ -30,6 +30,7 @@ class OrToolsBackend:
 
     @property
     def name(self) -> BackendName:
+        """Its name: scip or cpsat."""
         return "scip" if self.which == "SCIP" else "cpsat"
 
     def solve(self, model: Matrix | Arrays, options: SolveOptions, deadline: Deadline | None = None,

@@ -38,6 +38,7 @@ class PulpBackend:
 
     @property
     def name(self) -> BackendName:
+        """Its name: cbc, or pulp-highs for HiGHS through PuLP."""
         return "cbc" if self.which == "cbc" else "pulp-highs"
 
     def solve(self, model: Matrix | Arrays, options: SolveOptions, deadline: Deadline | None = None,

@@ -15,7 +15,8 @@ Sets
   cap_{c,b}  req/s one replica of c sustains on bucket b within the SLO (0: no variable for (c,b))
 
 Variables (names as in the code)
-  n[c]      ∈ Z≥0          replicas of column c                                              (objective)
+  n[c]      ∈ Z≥0          replicas of column c, at most ⌊M_p D_p / d_c⌋ in a pool with a node
+                           limit (implied by pool[p]; not in elastic mode)                   (objective)
   x[c,b]    ∈ [0,1]        share of bucket b of s_c served by c: for a unified column it covers both
                            phases; for a prefill column it is x^P, for a decode column x^D    (capacity)
   N[p]      ∈ Z, 0..M_p    nodes used in pool p (only where a pool row is needed)             (pool)
@@ -49,8 +50,9 @@ Objective (USD per hour)                                                        
   min Σ_{p device-billed} π_p (Σ_{c: p_c=p} d_c n[c] + Σ_{c: q_c=p} m_c n[c]) + Σ_{p node-billed} π_p D_p N[p]
       + χ (Σ_{c: current_c=0} n[c] + Σ_{c: current_c>0} δ[c] + Σ_{current keys without a column} current)
 
-Elastic mode (explanations): min_replicas[s] and spread[s] get a slack variable, a node limit becomes
-N[p] − slack ≤ M_p, and each power row gets a slack in kW, each priced at 1000 × the dearest node.
+Elastic mode (explanations): min_replicas[s] and spread[s] get a slack variable, a node limit leaves N[p]'s
+bound for the row pool_nodes[p]: N[p] − slack ≤ M_p, and each power row gets a slack in kW (−1000·slack on its
+left side); every slack costs 1000 × the dearest node per unit, so it is used only where nothing else fits.
 
 The pool row counts devices, not packing: a replica's placement on whole nodes is the placer's job. A
 decode+offload column's watts are booked to its compute pool's power domain.
