@@ -34,6 +34,7 @@ class WholeStrategy:
 
     def solve(self, problem: Problem, deadline: Deadline) -> Solution:
         """Build the model and solve it by the deadline."""
+        # Imported here: the strategies recurse (whole → pricing → Lagrangian → whole, once per service).
         from planner.solve.strategies.pricing import PricingStrategy
 
         opts = self.options
