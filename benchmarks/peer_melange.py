@@ -27,8 +27,10 @@ def main() -> None:
                      "melange_solve_s": ref["melange_solve_s"], "medley_solve_s": round(ans["solve_seconds"], 4),
                      "status": ans["status"], "allocation": ans["allocation"]})
         alloc = ", ".join(f"{g}×{n}" for g, n in ans["allocation"].items())
-        print(f"{path.stem:<26} {ref['melange_cost']:>12.2f} {cost if cost is not None else float('nan'):>11.2f} "
-              f"{(saving or 0.0):>7.1%} {ref['melange_solve_s']:>10.4f} {ans['solve_seconds']:>9.4f}  {alloc}")
+        cost_text = "n/a" if cost is None else f"{cost:.2f}"
+        saving_text = "n/a" if saving is None else f"{saving:.1%}"  # no plan: no saving, not 0%
+        print(f"{path.stem:<26} {ref['melange_cost']:>12.2f} {cost_text:>11} "
+              f"{saving_text:>7} {ref['melange_solve_s']:>10.4f} {ans['solve_seconds']:>9.4f}  {alloc}")
     never_dearer = all(r["medley_usd_per_hour"] is not None
                        and r["medley_usd_per_hour"] <= r["melange_usd_per_hour"] + 1e-6 for r in rows)
     print(json.dumps({"benchmark": "peer_melange", "cases": len(rows), "never_dearer": never_dearer,

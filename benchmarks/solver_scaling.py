@@ -295,16 +295,14 @@ def main_real(opts: SolveOptions) -> None:
         t1 = time.perf_counter()
         sol = solve(problem, opts)
         solve_s = time.perf_counter() - t1
-        gap = sol.relative_gap if sol.relative_gap is not None else float("nan")
         rows.append({"services": n_s, "device_types": n_d, "buckets": n_b, "columns": len(problem.columns),
                      "pruned": inputs.pruned, "build_seconds": round(build_s, 3), "variables": sol.variables,
                      "constraints": sol.constraints, "solve_seconds": round(solve_s, 3), "gap": sol.relative_gap,
                      "status": sol.status, "objective": sol.objective, "best_bound": sol.best_bound,
-                     "usd_per_hour": sol.cost_usd_per_hour})
+                     "usd_per_hour": sol.cost_usd_per_hour, "backends": sol.backends})
         print(f"{n_s:>8} {n_d:>5} {n_b:>7} {len(problem.columns):>7} {inputs.pruned:>6} {build_s:>8.2f} "
-              f"{sol.variables:>9} {sol.constraints:>7} {solve_s:>8.2f} {gap:>7.2%} {sol.status:<8} "
-              f"{sol.cost_usd_per_hour or float('nan'):>9.2f} {sol.best_bound or float('nan'):>9.2f}  "
-              f"{bound_kind(sol.message)}")
+              f"{sol.variables:>9} {sol.constraints:>7} {solve_s:>8.2f} {pct(sol.relative_gap):>7} {sol.status:<8} "
+              f"{money(sol.cost_usd_per_hour):>9} {money(sol.best_bound):>9}  {bound_kind(sol.message)}")
     largest = rows[-1]
     print(json.dumps({
         "benchmark": "solver_scaling_real",
@@ -313,6 +311,16 @@ def main_real(opts: SolveOptions) -> None:
         "largest_fleet_variables": largest["variables"], "largest_fleet_constraints": largest["constraints"],
         "fleets": rows,
     }))
+
+
+def pct(share: float | None) -> str:
+    """A share as a percentage, or n/a where the solver gave none (never a made-up 0%)."""
+    return "n/a" if share is None else f"{share:.2%}"
+
+
+def money(usd: float | None) -> str:
+    """$/h with two decimals, or n/a."""
+    return "n/a" if usd is None else f"{usd:.2f}"
 
 
 def bound_kind(message: str) -> str:
@@ -339,15 +347,14 @@ def main() -> None:
         pruned, count = prune_dominated(problem)
         sol = solve(pruned, opts)
         total_s = time.perf_counter() - t0
-        gap = sol.relative_gap if sol.relative_gap is not None else float("nan")
         row = {"services": n_s, "device_types": n_d, "buckets": n_b, "columns": len(problem.columns),
                "pruned": count, "variables": sol.variables, "constraints": sol.constraints,
                "seconds": round(total_s, 3), "gap": sol.relative_gap, "status": sol.status,
-               "usd_per_hour": sol.cost_usd_per_hour}
+               "usd_per_hour": sol.cost_usd_per_hour, "backends": sol.backends}
         fleet_rows.append(row)
         print(f"{n_s:>8} {n_d:>5} {n_b:>7} {len(problem.columns):>7} {count:>6} {sol.variables:>9} "
-              f"{sol.constraints:>7} {total_s:>13.2f} {gap:>7.2%} {sol.status:<8} "
-              f"{sol.cost_usd_per_hour or float('nan'):>9.2f}  {bound_kind(sol.message)}")
+              f"{sol.constraints:>7} {total_s:>13.2f} {pct(sol.relative_gap):>7} {sol.status:<8} "
+              f"{money(sol.cost_usd_per_hour):>9}  {bound_kind(sol.message)}")
     print()
     print(f"{'Mélange-format':<16} {'buckets':>7} {'types':>5} {'solve s':>8} {'status':<8} {'$/h':>9}")
     mel_rows = []
@@ -357,9 +364,10 @@ def main() -> None:
         # One pool per type and no shared limits: the x ≤ n rows buy little here and cost time.
         sol = solve(problem, SolveOptions(time_limit_s=10.0, relative_gap=0.005, link_rows=False))
         mel_rows.append({"seed": seed, "buckets": 400, "device_types": 16, "seconds": round(sol.solve_seconds, 3),
-                         "status": sol.status, "gap": sol.relative_gap, "usd_per_hour": sol.cost_usd_per_hour})
+                         "status": sol.status, "gap": sol.relative_gap, "usd_per_hour": sol.cost_usd_per_hour,
+                         "backends": sol.backends})
         print(f"{'seed ' + str(seed):<16} {400:>7} {16:>5} {sol.solve_seconds:>8.3f} {sol.status:<8} "
-              f"{sol.cost_usd_per_hour or float('nan'):>9.2f}  gap {sol.relative_gap or 0.0:.2%}")
+              f"{money(sol.cost_usd_per_hour):>9}  gap {pct(sol.relative_gap)}")
     largest = fleet_rows[-1]
     print(json.dumps({
         "benchmark": "solver_scaling",

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, TypedDict
 
 from planner.schema import Role
-from planner.solve import Backend, Column, Demand, PoolSupply, Problem, SolveOptions, solve
+from planner.solve import BackendName, Column, Demand, PoolSupply, Problem, SolveOptions, solve
 
 # Mélange writes this throughput for a bucket a GPU cannot serve within the SLO.
 CANNOT_SERVE_RPS = 1e-6
@@ -58,7 +58,7 @@ def problem_from_case(case: Mapping[str, Any]) -> Problem:
     return Problem(pools=tuple(pools), columns=tuple(columns), demands=(demand,), headroom=1.0)
 
 
-def solve_case_dict(case: Mapping[str, Any], backend: Backend = "highs", time_limit_s: float = 60.0,
+def solve_case_dict(case: Mapping[str, Any], backend: BackendName = "highs", time_limit_s: float = 60.0,
                     relative_gap: float = 1e-6) -> MelangeAnswer:
     """Solve a loaded Mélange case; the answer in Mélange's terms."""
     problem = problem_from_case(case)
@@ -71,6 +71,6 @@ def solve_case_dict(case: Mapping[str, Any], backend: Backend = "highs", time_li
     }
 
 
-def solve_case(path: str | Path, backend: Backend = "highs") -> MelangeAnswer:
+def solve_case(path: str | Path, backend: BackendName = "highs") -> MelangeAnswer:
     """Read a Mélange case file and solve it."""
     return solve_case_dict(json.loads(Path(path).read_text()), backend)

@@ -32,7 +32,7 @@ from planner.schema import (
     SolverReport,
 )
 from planner.solve import (
-    Backend,
+    BackendName,
     Demand,
     PoolSupply,
     PowerBudget,
@@ -127,7 +127,7 @@ def build_inputs(fleet: FleetSpec, *, catalog: Catalog | None = None, perf: Perf
 
 def _options(fleet: FleetSpec, backend: str | None) -> SolveOptions:
     o = fleet.planner
-    return SolveOptions(backend=cast(Backend, backend or o.solver), time_limit_s=o.time_limit_s,
+    return SolveOptions(backend=cast(BackendName, backend or o.solver), time_limit_s=o.time_limit_s,
                         relative_gap=o.relative_gap)
 
 
@@ -324,7 +324,7 @@ def assemble_plan(fleet: FleetSpec, inputs: PlanInputs, sol: Solution, opts: Sol
                           best_bound=sol.best_bound, relative_gap=sol.relative_gap,
                           solve_seconds=round(sol.solve_seconds, 4), variables=sol.variables,
                           constraints=sol.constraints, candidates=len(inputs.candidates),
-                          candidates_pruned=inputs.pruned)
+                          candidates_pruned=inputs.pruned, backends=sol.backends)
     return Plan(
         id=plan_id(fleet.name, groups), fleet=fleet.name, created_at=created_at,
         previous_plan_id=current.id if current is not None else None,

@@ -420,6 +420,8 @@ class SolverReport(Value):
     constraints: int = 0
     candidates: int = 0
     candidates_pruned: int = 0
+    backends: dict[str, str] = Field(default_factory=dict,
+                                     description="stage → backend that ran it (some stages need HiGHS)")
 
 
 class Baseline(Value):

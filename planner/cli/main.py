@@ -276,7 +276,10 @@ def print_plan(p: Any) -> None:
                   + ", ".join(f"{k} {v}" for k, v in p.devices_by_type.items()))
     s = p.solver
     gap = f"{s.relative_gap:.2%}" if s.relative_gap is not None else "n/a"
-    console.print(f"solver {s.backend}: {s.status}, gap {gap}, {s.solve_seconds:.2f} s, {s.variables} variables, "
+    # Stages that ran on another backend than the one asked for (LP pricing needs HiGHS) are named.
+    others = ", ".join(f"{stage} on {name}" for stage, name in sorted(s.backends.items()) if name != s.backend)
+    solver = f"{s.backend} ({others})" if others else s.backend
+    console.print(f"solver {solver}: {s.status}, gap {gap}, {s.solve_seconds:.2f} s, {s.variables} variables, "
                   f"{s.constraints} constraints, {s.candidates} candidates ({s.candidates_pruned} dominated pruned)")
     if p.baselines:
         bt = Table(title="Against single-device-type plans")

@@ -1,23 +1,16 @@
 """Solving by service when shared pool and power rows bind: the bound stays a proven lower bound on the fleet
-optimum and the plan meets every shared row (see _solve_by_service: repair, then the whole-fleet fallback)."""
+optimum and the plan meets every shared row (see planner.solve.strategies.by_service: repair, then the
+whole-fleet fallback)."""
 
 from __future__ import annotations
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from planner.clock import Deadline
 from planner.schema import Role
-from planner.solve.milp import (
-    Column,
-    Demand,
-    PoolSupply,
-    PowerBudget,
-    Problem,
-    SolveOptions,
-    _lagrangian_plans,
-    _overused,
-    solve,
-)
+from planner.solve import Column, Demand, PoolSupply, PowerBudget, Problem, SolveOptions, solve
+from planner.solve.strategies import LagrangeStrategy, overused
 
 EXACT = SolveOptions(time_limit_s=20.0, relative_gap=0.0, decompose="off", pricing="off")
 # Column pricing with the services priced by the pool duals (the path large fleets whose pools bind take).
@@ -62,7 +55,7 @@ def test_decomposed_bound_and_plan_are_honest(problem: Problem) -> None:
     tol = 1e-6 * max(1.0, exact.objective)
     assert split.best_bound <= exact.objective + tol <= split.objective + 2 * tol
     assert split.cost_usd_per_hour is not None and abs(split.cost_usd_per_hour - split.objective) <= tol
-    pools_over, domains_over = _overused(problem, split.replicas, split.prefill_share | split.decode_share)
+    pools_over, domains_over = overused(problem, split.replicas, split.prefill_share | split.decode_share)
     assert not pools_over and not domains_over
 
 
@@ -78,7 +71,7 @@ def test_shared_pool_gap_is_closed_not_hidden() -> None:
     sol = solve(problem, SolveOptions(time_limit_s=5.0, relative_gap=0.0, decompose="on", pricing="off"))
     assert sol.objective is not None and abs(sol.objective - 4.0) < 1e-6
     assert sol.best_bound is not None and 2.0 + 1e-6 < sol.best_bound <= 4.0 + 1e-6
-    assert not any(_overused(problem, sol.replicas, sol.prefill_share | sol.decode_share))
+    assert not any(overused(problem, sol.replicas, sol.prefill_share | sol.decode_share))
 
 
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -90,7 +83,8 @@ def test_lagrangian_bound_holds_for_any_pool_prices(problem: Problem, prices: li
         return
     assert exact.objective is not None
     mu = dict(zip(("cheap", "dear"), prices, strict=True))
-    bound, cols = _lagrangian_plans(problem, mu, SolveOptions(relative_gap=0.0), until=float("inf"))
+    found = LagrangeStrategy(SolveOptions(relative_gap=0.0)).plans(problem, mu, until=Deadline.never())
+    bound, cols = found.bound, found.columns
     assert bound is not None and bound <= exact.objective + 1e-6 * max(1.0, exact.objective)
     assert cols <= {c.key for c in problem.columns}
 
@@ -110,7 +104,7 @@ def test_priced_services_plan_and_bound_are_honest(problem: Problem) -> None:
     assert sol.objective >= exact.objective - tol
     if sol.best_bound is not None:
         assert sol.best_bound <= exact.objective + tol
-    assert not any(_overused(problem, sol.replicas, sol.prefill_share | sol.decode_share))
+    assert not any(overused(problem, sol.replicas, sol.prefill_share | sol.decode_share))
 
 
 def test_pool_price_lifts_the_bound_above_the_services_own() -> None:
@@ -121,8 +115,9 @@ def test_pool_price_lifts_the_bound_above_the_services_own() -> None:
                     for p in ("cheap", "dear"))
     problem = Problem(pools, columns, (Demand("s0", (1.0,)), Demand("s1", (1.0,))))
     opts = SolveOptions(relative_gap=0.0)
-    low, _ = _lagrangian_plans(problem, {"cheap": 0.0}, opts, until=float("inf"))
-    high, cols = _lagrangian_plans(problem, {"cheap": 2.0}, opts, until=float("inf"))
+    low = LagrangeStrategy(opts).plans(problem, {"cheap": 0.0}, until=Deadline.never()).bound
+    found = LagrangeStrategy(opts).plans(problem, {"cheap": 2.0}, until=Deadline.never())
+    high, cols = found.bound, found.columns
     assert low is not None and abs(low - 2.0) < 1e-6
     assert high is not None and abs(high - 4.0) < 1e-6
     assert {"s0-cheap", "s1-cheap"} & cols or {"s0-dear", "s1-dear"} <= cols

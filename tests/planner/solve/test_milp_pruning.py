@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from planner.schema import Role
-from planner.solve.milp import Column, Demand, PoolSupply, Problem, SolveOptions, _prune_roomy_pools, solve
+from planner.solve import Column, Demand, PoolSupply, Problem, SolveOptions, prune_roomy_pools, solve
 
 EXACT = SolveOptions(relative_gap=0.0, time_limit_s=20, decompose="off")
 CASES = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -46,7 +46,7 @@ def twin_pools(draw: st.DrawFn) -> Problem:
 @CASES
 @given(twin_pools())
 def test_pruning_roomy_pools_keeps_the_optimum(problem: Problem) -> None:
-    pruned = _prune_roomy_pools(problem)
+    pruned = prune_roomy_pools(problem)
     full = solve(problem, EXACT)
     fewer = solve(pruned, EXACT)
     assert len(pruned.columns) <= len(problem.columns)
@@ -60,19 +60,19 @@ def test_pruning_drops_the_dearer_twin_only_where_the_cheap_pool_has_room() -> N
     cols = tuple(Column(f"c-{z}", "s", Role.UNIFIED, f"p-{z}", 1, (2.0,)) for z in ("a", "b"))
     roomy = (PoolSupply("p-a", "a", None, 2, 4, 1.0), PoolSupply("p-b", "b", None, 2, 4, 1.1))
     problem = Problem(roomy, cols, (Demand("s", (3.0,)),))
-    assert [c.key for c in _prune_roomy_pools(problem).columns] == ["c-a"]
+    assert [c.key for c in prune_roomy_pools(problem).columns] == ["c-a"]
     # Three replicas' worth of demand but the cheap pool holds two devices: the dear twin must stay.
     tight = (replace(roomy[0], max_nodes=1), roomy[1])
     problem = Problem(tight, cols, (Demand("s", (5.0,)),))
-    assert len(_prune_roomy_pools(problem).columns) == 2
-    assert solve(problem, EXACT).objective == solve(_prune_roomy_pools(problem), EXACT).objective
+    assert len(prune_roomy_pools(problem).columns) == 2
+    assert solve(problem, EXACT).objective == solve(prune_roomy_pools(problem), EXACT).objective
 
 
 def test_pruning_leaves_spread_and_running_plans_alone() -> None:
     cols = tuple(Column(f"c-{z}", "s", Role.UNIFIED, f"p-{z}", 1, (2.0,)) for z in ("a", "b"))
     pools = (PoolSupply("p-a", "a", None, 2, 4, 1.0), PoolSupply("p-b", "b", None, 2, 4, 1.1))
     spread = Problem(pools, cols, (Demand("s", (3.0,), spread_zones=2),))
-    assert len(_prune_roomy_pools(spread).columns) == 2
+    assert len(prune_roomy_pools(spread).columns) == 2
     running = Problem(pools, cols, (Demand("s", (3.0,)),), current_replicas={"c-b": 1},
                       churn_usd_per_replica_change=0.1)
-    assert len(_prune_roomy_pools(running).columns) == 2
+    assert len(prune_roomy_pools(running).columns) == 2

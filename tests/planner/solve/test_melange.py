@@ -10,7 +10,7 @@ import pytest
 from planner.melange import problem_from_case, solve_case, solve_case_dict
 from planner.solve import SolveOptions, solve
 
-PEERS = Path(__file__).resolve().parents[2] / "benchmarks" / "data" / "peers" / "melange"
+PEERS = Path(__file__).resolve().parents[3] / "benchmarks" / "data" / "peers" / "melange"
 CASES = sorted((PEERS / "cases").glob("*.json"))
 RESULTS = {r["case"]: r for r in json.loads((PEERS / "results.json").read_text())}
 

@@ -11,18 +11,9 @@ from hypothesis import strategies as st
 from test_milp_properties import problems, violations
 
 from planner.schema import Role
-from planner.solve.milp import (
-    Column,
-    Demand,
-    PoolSupply,
-    Problem,
-    SolveOptions,
-    _Arrays,
-    _build,
-    _solve_highs,
-    _work_cuts,
-    solve,
-)
+from planner.solve import Column, Demand, PoolSupply, Problem, SolveOptions, solve
+from planner.solve.backends import HighsBackend
+from planner.solve.formulation import Arrays, build, work_cuts
 
 EXACT = SolveOptions(relative_gap=0.0, time_limit_s=20)
 CASES = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -55,15 +46,15 @@ def small_services(draw: st.DrawFn) -> Problem:
 
 def feasible_replica_vectors(problem: Problem) -> list[np.ndarray]:
     """Every replica vector with at most MAX_REPLICAS per column that some choice of shares makes a plan."""
-    built = _build(problem, link=False)
-    base = _Arrays.of(built.m)
+    built = build(problem, link=False)
+    base = Arrays.of(built.m)
     idx = [built.n[c.key] for c in problem.columns if c.key in built.n]
     out = []
     for counts in itertools.product(range(MAX_REPLICAS + 1), repeat=len(idx)):
         lb, ub = base.col_lb.copy(), base.col_ub.copy()
         lb[idx] = counts
         ub[idx] = counts
-        res = _solve_highs(replace(base, col_lb=lb, col_ub=ub), EXACT)
+        res = HighsBackend().solve(replace(base, col_lb=lb, col_ub=ub), EXACT)
         if res.values is not None:
             out.append(np.asarray(counts, dtype=float))
     return out
@@ -73,7 +64,7 @@ def feasible_replica_vectors(problem: Problem) -> list[np.ndarray]:
 @given(small_services())
 def test_work_rows_keep_every_integer_plan(problem: Problem) -> None:
     """No plan with whole replicas breaks a work row: the rows cut only fractional points."""
-    built = _build(problem, link=False, work_rows=True)
+    built = build(problem, link=False, work_rows=True)
     m = built.m
     order = [built.n[c.key] for c in problem.columns if c.key in built.n]
     pos = {v: i for i, v in enumerate(order)}
@@ -103,7 +94,7 @@ def test_work_cut_rounds_a_fractional_replica_up() -> None:
     """One bucket needing 1.5 replicas of the only column: the row asks for 2 whole ones."""
     rates = np.asarray([3.0])
     caps = np.asarray([[2.0]])
-    cuts = _work_cuts(rates, caps, np.asarray([1.0]), 1.0)
+    cuts = work_cuts(rates, caps, np.asarray([1.0]), 1.0)
     assert len(cuts) == 1
     keep, coef, rhs = cuts[0]
     assert rhs == 2.0 and keep.tolist() == [0] and abs(coef[0] - 1.0) < 1e-6

@@ -1,0 +1,78 @@
+r"""The fleet MILP: which configurations, how many replicas, and who serves which length bucket.
+
+Works on abstract columns (one candidate configuration of one service in one pool, with its per-bucket
+capacity and power already computed), so it is pure math over values: no I/O, no clocks. One module per
+constraint family adds its rows (``add_*``) and says how a plan breaks them, why a fleet cannot meet them and
+what loosening them is worth; ``build`` assembles them.
+
+Sets
+  P  pools p (zone_p, domain_p, devices_per_node D_p, max_nodes M_p, price π_p, billing)
+  C  columns c (service s_c, role r_c, pool p_c, devices d_c, memory pool q_c, memory devices m_c)
+  S  services s with buckets b, rate λ_{s,b} (req/s); B_s^+ = {b : λ_{s,b} > 0}
+  K  power domains k (budget W_k, oversubscription ratio ρ_k, expected share σ_k)
+  U_s = {c : s_c = s, r_c = unified};  Pf_s = {c : r_c = prefill};  Dc_s = {c : r_c ∈ {decode, decode+offload}}
+  Serve_s = U_s ∪ Dc_s (replicas that answer requests: they count for min replicas and zone spread)
+  cap_{c,b}  req/s one replica of c sustains on bucket b within the SLO (0: no variable for (c,b))
+
+Variables (names as in the code)
+  n[c]      ∈ Z≥0          replicas of column c, at most ⌊M_p D_p / d_c⌋ in a pool with a node
+                           limit (implied by pool[p]; not in elastic mode)                   (objective)
+  x[c,b]    ∈ [0,1]        share of bucket b of s_c served by c: for a unified column it covers both
+                           phases; for a prefill column it is x^P, for a decode column x^D    (capacity)
+  N[p]      ∈ Z, 0..M_p    nodes used in pool p (only where a pool row is needed)             (pool)
+  z[s,g]    ∈ {0,1}        service s has a serving replica in zone g (only when spread_s > 1) (spread)
+  δ[c]      ≥ 0            |n[c] − current_c| (only for columns with current_c > 0 and churn cost χ > 0) (churn)
+
+Constraints (family module in brackets)
+  cover_prefill[s,b]:  Σ_{c∈U_s} x[c,b] + Σ_{c∈Pf_s} x[c,b] = 1           ∀ s, b ∈ B_s^+          [cover]
+  cover_decode[s,b]:   Σ_{c∈U_s} x[c,b] + Σ_{c∈Dc_s} x[c,b] = 1           ∀ s, b ∈ B_s^+
+                       (one row when s has no disaggregated columns: the two are the same)
+  capacity[c]:         busy[c] := Σ_b λ_{s_c,b}/cap_{c,b} · x[c,b] ≤ h · n[c]   (h = headroom)     [capacity]
+  link[c,b]:           x[c,b] ≤ n[c]   (implied: n is integer and x ≤ 1; lifts the LP bound, used in pricing)
+  bucket_prefill[s,b]: Σ_{c∈U_s∪Pf_s} h·cap_{c,b} n[c] ≥ λ_{s,b}   (implied by cover + capacity; the solver
+  bucket_decode[s,b]:  Σ_{c∈U_s∪Dc_s} h·cap_{c,b} n[c] ≥ λ_{s,b}    derives knapsack-cover cuts)  [buckets]
+  pool[p]:             Σ_{c: p_c=p} d_c n[c] + Σ_{c: q_c=p} m_c n[c] ≤ D_p N[p]                    [pool]
+  power_expected[k]:   Σ_{c: domain(p_c)=k} (idle_c n[c] + (active_c − idle_c) busy[c])
+                       + Σ_{p∈k} node_idle_p N[p] ≤ σ_k W_k                                        [power]
+  power_nameplate[k]:  Σ_{p∈k} nameplate_p N[p] ≤ ρ_k W_k
+  min_replicas[s]:     Σ_{c∈Serve_s} n[c] ≥ min_s                                            [min_replicas]
+  spread_zone[s,g]:    z[s,g] ≤ Σ_{c∈Serve_s, zone(p_c)=g} n[c];   spread[s]: Σ_g z[s,g] ≥ spread_s  [spread]
+  churn[c]:            δ[c] ≥ n[c] − current_c;  δ[c] ≥ current_c − n[c]                           [churn]
+  work[s,φ,r]:         Σ_{c∈A_φ} min(⌈β⌉, ⌊ρ_c⌋ + min(1, (ρ_c − ⌊ρ_c⌋)/f)) n[c] ≥ ⌈β⌉   for phase φ with cover set
+                       A_φ (U_s ∪ Pf_s, or U_s ∪ Dc_s) and a few reference columns r ∈ A_φ that serve every
+                       bucket: u_b = 1/cap_{r,b}, ρ_c = max_b u_b cap_{c,b}, β = Σ_b λ_{s,b} u_b / h, f = β − ⌊β⌋.
+                       Weighting cover and capacity rows by u gives Σ_c ρ_c n[c] ≥ β, valid for the LP; as n
+                       is integer its mixed-integer rounding is valid too and cuts fractional replicas off
+                       (a service needing 1.3 replicas' work of its best column pays for two). See work_cuts.
+                                                                                                   [work]
+
+Objective (USD per hour)                                                                       [objective]
+  min Σ_{p device-billed} π_p (Σ_{c: p_c=p} d_c n[c] + Σ_{c: q_c=p} m_c n[c]) + Σ_{p node-billed} π_p D_p N[p]
+      + χ (Σ_{c: current_c=0} n[c] + Σ_{c: current_c>0} δ[c] + Σ_{current keys without a column} current)
+
+Elastic mode (explanations): min_replicas[s] and spread[s] get a slack variable, a node limit leaves N[p]'s
+bound for the row pool_nodes[p]: N[p] − slack ≤ M_p, and each power row gets a slack in kW (−1000·slack on its
+left side); every slack costs 1000 × the dearest node per unit, so it is used only where nothing else fits.
+
+The pool row counts devices, not packing: a replica's placement on whole nodes is the placer's job. A
+decode+offload column's watts are booked to its compute pool's power domain.
+"""
+
+from planner.solve.formulation.base import Built, Family, Probe
+from planner.solve.formulation.build import FAMILIES, build, violations
+from planner.solve.formulation.matrix import Arrays, Matrix, as_matrix, submatrix
+from planner.solve.formulation.work import work_cuts
+
+__all__ = [
+    "FAMILIES",
+    "Arrays",
+    "Built",
+    "Family",
+    "Matrix",
+    "Probe",
+    "as_matrix",
+    "build",
+    "submatrix",
+    "violations",
+    "work_cuts",
+]

@@ -1,0 +1,236 @@
+"""The fleet MILP's vocabulary as values: pools, columns, demands, power budgets, options and the answer, with
+the plain arithmetic every stage shares (devices a plan uses, its $/h, its expected watts)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+from planner.roles import DECODE_ONLY_ROLES
+from planner.schema import Role, SolverName
+
+Billing = Literal["device", "node"]
+# The backends a caller can name: the fleet file's solvers plus HiGHS driven through PuLP (for cross-checks).
+BackendName = Literal[SolverName, "pulp-highs"]
+Status = Literal["optimal", "feasible", "infeasible", "time_limit_no_solution", "error"]
+
+
+@dataclass(frozen=True)
+class PoolSupply:
+    """Where devices can be had: node shape, availability, price and power figures."""
+
+    id: str
+    zone: str
+    power_domain: str | None
+    devices_per_node: int
+    max_nodes: int | None  # None: unlimited
+    usd_per_device_hour: float
+    billing: Billing = "device"
+    nameplate_watts_per_node: float = 0.0  # devices × TDP + server overhead
+    node_idle_watts: float = 0.0  # server overhead outside the devices, per used node
+
+
+@dataclass(frozen=True)
+class Column:
+    """One candidate configuration of one service in one pool."""
+
+    key: str
+    service: str
+    role: Role
+    pool: str
+    devices: int
+    capacity_rps: tuple[float, ...]  # per bucket of the service: req/s one replica sustains (0 = cannot)
+    idle_watts: float = 0.0  # per replica
+    active_watts: float = 0.0  # per replica at full load
+    memory_pool: str | None = None
+    memory_devices: int = 0
+    label: str = ""
+
+
+@dataclass(frozen=True)
+class Demand:
+    """A service's traffic per length bucket and its availability needs."""
+
+    service: str
+    bucket_rates_rps: tuple[float, ...]
+    bucket_labels: tuple[str, ...] = ()
+    min_replicas: int = 1
+    spread_zones: int = 1
+    tokens_per_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class PowerBudget:
+    """A power domain's budget over its member pools."""
+
+    id: str
+    budget_watts: float
+    oversubscription_ratio: float = 1.0
+    expected_share: float = 1.0
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Everything the MILP needs, as values."""
+
+    pools: tuple[PoolSupply, ...]
+    columns: tuple[Column, ...]
+    demands: tuple[Demand, ...]
+    power_budgets: tuple[PowerBudget, ...] = ()
+    headroom: float = 1.0
+    current_replicas: Mapping[str, int] = field(default_factory=dict)
+    churn_usd_per_replica_change: float = 0.0
+
+
+@dataclass(frozen=True)
+class SolveOptions:
+    """Backend and stopping rules."""
+
+    backend: BackendName = "highs"
+    # The whole solve's budget when the caller passes no deadline (see planner.solve.solve).
+    time_limit_s: float = 30.0
+    relative_gap: float = 0.005
+    threads: int = 2
+    pricing: Literal["auto", "on", "off"] = "auto"  # price columns in on large models (strategies.pricing)
+    # The x ≤ n rows lift the LP bound (column pricing always uses them) but slow HiGHS's search for plans, so
+    # by default the MILP itself runs without them; the per-bucket rows help it cut.
+    link_rows: bool = False
+    bucket_rows: bool = True
+    # Solve each service on its own when the fleet allows it (strategies.by_service): a single branch-and-bound
+    # over twenty independent services proves its bound far more slowly than twenty small ones.
+    decompose: Literal["auto", "on", "off"] = "auto"
+    # Rounded work rows per service and phase (formulation.work): valid for integer plans, lift the LP bound.
+    work_rows: bool = True
+    # HiGHS restarts its root after fixing columns by reduced cost and runs the cut loop again. On one
+    # service's model (few replicas, many shares) each restart costs a whole root for little bound, so solving
+    # by service turns it off; on the whole fleet the restarts pay.
+    highs_restart: bool = True
+
+
+@dataclass(frozen=True)
+class Solution:
+    """The solver's answer, with an honest status and gap, and which backend ran each stage."""
+
+    status: Status
+    backend: str  # the backend asked for
+    objective: float | None
+    best_bound: float | None
+    relative_gap: float | None
+    solve_seconds: float
+    variables: int
+    constraints: int
+    replicas: dict[str, int]
+    prefill_share: dict[tuple[str, int], float]
+    decode_share: dict[tuple[str, int], float]
+    nodes: dict[str, int]
+    expected_watts: dict[str, float]
+    cost_usd_per_hour: float | None
+    message: str = ""
+    # stage → backend that ran it ("milp", "pricing-lp", "services/milp", ...): some stages need HiGHS
+    # (LP duals, its incumbent callback, threads) whatever backend was asked for.
+    backends: dict[str, str] = field(default_factory=dict)
+
+
+def empty_solution(status: Status, backend: str, seconds: float, variables: int, constraints: int,
+                   message: str, backends: Mapping[str, str] | None = None) -> Solution:
+    """An answer without a plan."""
+    return Solution(status, backend, None, None, None, seconds, variables, constraints, {}, {}, {}, {}, {}, None,
+                    message, dict(backends or {}))
+
+
+def uncovered_buckets(problem: Problem) -> list[tuple[str, int, str]]:
+    """(service, bucket, phase) with positive rate that no column can serve within the SLO."""
+    return [(d.service, b, phase) for d in problem.demands for b, phase in demand_uncovered(problem, d)]
+
+
+def demand_uncovered(problem: Problem, d: Demand) -> list[tuple[int, str]]:
+    """(bucket, phase) of one demand with positive rate that no column can serve within the SLO."""
+    out = []
+    cols = [c for c in problem.columns if c.service == d.service]
+    for b, rate in enumerate(d.bucket_rates_rps):
+        if rate <= 0:
+            continue
+        uni = any(c.capacity_rps[b] > 0 for c in cols if c.role is Role.UNIFIED)
+        pre = any(c.capacity_rps[b] > 0 for c in cols if c.role is Role.PREFILL)
+        dec = any(c.capacity_rps[b] > 0 for c in cols if c.role in DECODE_ONLY_ROLES)
+        if not uni and not pre:
+            out.append((b, "prefill"))
+        if not uni and not dec:
+            out.append((b, "decode"))
+    return out
+
+
+def pool_usage(problem: Problem, replicas: Mapping[str, int]) -> dict[str, int]:
+    """Devices used per pool by a replica assignment (compute plus attention-offload memory devices)."""
+    used: dict[str, int] = {p.id: 0 for p in problem.pools}
+    for c in problem.columns:
+        r = replicas.get(c.key, 0)
+        used[c.pool] += r * c.devices
+        if c.memory_pool is not None:
+            used[c.memory_pool] += r * c.memory_devices
+    return used
+
+
+def nodes_used(problem: Problem, used: Mapping[str, int]) -> dict[str, int]:
+    """Whole nodes per pool that hold ``used`` devices."""
+    return {p.id: math.ceil(used[p.id] / p.devices_per_node - 1e-9) for p in problem.pools}
+
+
+def plan_cost_usd_per_hour(problem: Problem, replicas: Mapping[str, int]) -> float:
+    """$/hour of a replica assignment: devices for device billing, whole nodes for node billing."""
+    used = pool_usage(problem, replicas)
+    total = 0.0
+    for p in problem.pools:
+        if p.billing == "device":
+            total += p.usd_per_device_hour * used[p.id]
+        else:
+            total += p.usd_per_device_hour * p.devices_per_node * math.ceil(used[p.id] / p.devices_per_node)
+    return total
+
+
+def expected_watts(
+    problem: Problem,
+    replicas: Mapping[str, int],
+    shares: Mapping[tuple[str, int], float],
+    nodes: Mapping[str, int],
+) -> dict[str, float]:
+    """Expected watts per power domain: idle per replica, active above idle for the busy part, node idle."""
+    pools = {p.id: p for p in problem.pools}
+    rates = {d.service: d.bucket_rates_rps for d in problem.demands}
+    out: dict[str, float] = {k.id: 0.0 for k in problem.power_budgets}
+    for c in problem.columns:
+        dom = pools[c.pool].power_domain
+        if dom is None or dom not in out:
+            continue
+        busy = sum(
+            rates[c.service][b] / c.capacity_rps[b] * shares.get((c.key, b), 0.0)
+            for b in range(len(c.capacity_rps))
+            if c.capacity_rps[b] > 0
+        )
+        out[dom] += replicas.get(c.key, 0) * c.idle_watts + busy * (c.active_watts - c.idle_watts)
+    for p in problem.pools:
+        if p.power_domain in out:
+            out[p.power_domain] += p.node_idle_watts * nodes.get(p.id, 0)
+    return out
+
+
+def share_variables(problem: Problem) -> int:
+    """How many share variables the model will have: (column, bucket) pairs with traffic and capacity."""
+    rates = {d.service: np.asarray(d.bucket_rates_rps, dtype=float) > 0 for d in problem.demands}
+    return sum(int(np.count_nonzero(rates[c.service] & (np.asarray(c.capacity_rps) > 0)))
+               for c in problem.columns if c.service in rates)
+
+
+def column_price(c: Column, pools: Mapping[str, PoolSupply]) -> float:
+    """$/hour of one replica of a column: its devices and memory devices at their pools' prices."""
+    return c.devices * pools[c.pool].usd_per_device_hour + (
+        c.memory_devices * pools[c.memory_pool].usd_per_device_hour if c.memory_pool else 0.0)
+
+
+def bucket_name(d: Demand, b: int) -> str:
+    """A bucket's label, or its index in words."""
+    return d.bucket_labels[b] if b < len(d.bucket_labels) else f"bucket {b}"

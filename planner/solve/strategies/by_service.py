@@ -1,0 +1,298 @@
+"""Solving service by service: the union of the services' plans is the fleet's when it fits the shared rows.
+
+Fleets whose services share only pool and power rows (device billing; every power term non-negative, see
+services.decomposable) fall apart into one MILP per service once the shared rows are dropped. Each service keeps
+its own pool and power rows, a relaxation of the fleet's (the other services' terms are non-negative), so
+L = Σ_s L_s, the sum of the services' proven bounds, bounds the whole fleet, and when the union of the services'
+plans meets the shared rows it is a fleet plan of cost U = Σ_s U_s, within (U − L)/U of optimal.
+
+Time: small services first, in parallel threads (HiGHS releases the GIL), each allowed a few even shares of
+what is left (easy ones use a fraction); then the services with the widest absolute gap are solved again with
+the rest while the fleet's gap exceeds the target (a rerun keeps the better plan and the higher bound, both
+valid). Within one service the pools rarely fill, so a column that a same-shaped, no dearer column in a roomy
+pool beats is dropped first (prune.prune_roomy_pools), which keeps the service's optimum and its bound; and
+HiGHS runs without root restarts there.
+
+When the union overruns a pool, the services on it are planned again one by one within what the others leave
+(a repair: a plan, with no bound of its own). Then, or when no plan came out, the whole fleet is solved with
+the time left (strategies.whole), keeping the cheaper plan and the higher of its bound and L.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+
+from planner.clock import Deadline
+from planner.solve.backends import Backend, backend_for
+from planner.solve.formulation.pool import overrun_pools
+from planner.solve.formulation.power import overrun_domains
+from planner.solve.problem import (
+    Problem,
+    Solution,
+    SolveOptions,
+    Status,
+    empty_solution,
+    expected_watts,
+    nodes_used,
+    plan_cost_usd_per_hour,
+    pool_usage,
+    share_variables,
+)
+from planner.solve.prune import prune_roomy_pools
+from planner.solve.strategies.base import at_least, nested
+from planner.solve.strategies.lagrange import SERVICE_PRICING_MIN_SHARE_VARIABLES
+from planner.solve.strategies.services import ServiceRunner, service_problems
+from planner.solve.strategies.whole import MIN_SOLVE_S, WholeStrategy
+
+_INF = math.inf
+# A service in the first pass may take this many even shares of the time left (most need a fraction).
+_SERVICE_SHARES = 4.0
+# Plans from a repair need only be within this gap of their shrunk pools.
+_REPAIR_GAP = 0.02
+# The services end a little before the deadline: a service's solve ends a moment after its own limit.
+_SERVICES_SHARE = 0.96
+
+Shares = dict[tuple[str, int], float]
+
+
+def overused(problem: Problem, replicas: dict[str, int], shares: Shares) -> tuple[set[str], set[str]]:
+    """The pools and power domains whose shared rows a replica assignment breaks (empty: it fits)."""
+    return overrun_pools(problem, replicas), overrun_domains(problem, replicas, shares)
+
+
+def union(plans: Sequence[Solution | None]) -> tuple[dict[str, int], Shares, Shares]:
+    """The replicas and shares of several services' plans together."""
+    replicas: dict[str, int] = {}
+    pre: Shares = {}
+    dec: Shares = {}
+    for plan in plans:
+        if plan is not None:
+            replicas.update(plan.replicas)
+            pre.update(plan.prefill_share)
+            dec.update(plan.decode_share)
+    return replicas, pre, dec
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    """What the pass by service gives: a plan (or none), the services' bound L, whether it is final, and which
+    backend ran each stage."""
+
+    solution: Solution | None
+    lower: float | None
+    final: bool
+    stages: dict[str, str]
+
+
+class ByServiceStrategy:
+    """Each service alone, repaired to fit the shared rows, with the whole fleet as fallback."""
+
+    def __init__(self, options: SolveOptions, backend: Backend | None = None) -> None:
+        self.options = options
+        self.backend = backend or backend_for(options.backend)
+
+    def solve(self, problem: Problem, deadline: Deadline) -> Solution:
+        """The services' plans when they fit and are final; else the whole fleet, keeping the better of both."""
+        start = deadline.now()
+        out = _ServicePass(problem, self.options, self.backend, deadline).run()
+        if out.solution is not None and out.final:
+            return out.solution
+        backup = out.solution  # the services' plans, repaired to fit together: kept if the whole does worse
+        sol = WholeStrategy(self.options, self.backend).solve(problem, at_least(deadline, MIN_SOLVE_S))
+        stages = {**out.stages, **sol.backends}
+        sol = replace(sol, solve_seconds=deadline.now() - start, backends=stages)
+        if backup is not None and backup.objective is not None and (
+                sol.objective is None or backup.objective < sol.objective):
+            proved = sol.objective is not None or sol.status == "time_limit_no_solution"
+            whole_bound = sol.best_bound if proved else None
+            sol = replace(backup, best_bound=whole_bound, solve_seconds=deadline.now() - start,
+                          status="feasible", objective=backup.objective, backends=stages)
+        if out.lower is not None and sol.objective is not None:
+            # The services' own bounds hold for the whole fleet too (the coupled model only adds rows).
+            bound = min(sol.objective, max(sol.best_bound if sol.best_bound is not None else -_INF, out.lower))
+            gap = max(0.0, (sol.objective - bound) / max(abs(sol.objective), 1e-9))
+            status: Status = "optimal" if gap <= self.options.relative_gap + 1e-12 else sol.status
+            sol = replace(sol, best_bound=bound, relative_gap=gap, status=status)
+        return sol
+
+
+class _ServicePass:
+    """One pass over the services: their plans and bounds, refined and repaired by the deadline."""
+
+    def __init__(self, problem: Problem, options: SolveOptions, backend: Backend, deadline: Deadline) -> None:
+        self.problem = problem
+        self.opts = options
+        self.backend = backend
+        self.start = deadline.now()
+        self.until = Deadline(self.start + (deadline.end - self.start) * _SERVICES_SHARE, deadline.clock)
+        self.whole_subs, self.orphan = service_problems(problem)
+        # Within one service the pools rarely fill, so a column that a cheaper one in a roomy pool beats can go
+        # (not in a repair: there the pools shrink and the argument no longer holds).
+        self.subs = [prune_roomy_pools(sp) for sp in self.whole_subs]
+        self.k = len(self.subs)
+        self.sizes = [share_variables(sp) for sp in self.subs]
+        self.best: list[Solution | None] = [None] * self.k
+        self.bounds = [-_INF] * self.k
+        self.runs = 0
+        self.stages: dict[str, str] = {}
+        self.lock = threading.Lock()
+        # HiGHS lets go of the GIL while it solves, so services run side by side, one per thread.
+        workers = min(options.threads, self.k) if backend.name == "highs" else 1
+        self.runner = ServiceRunner(workers, _SERVICE_SHARES)
+
+    def _sub(self, seconds: float, size: int, relative_gap: float | None = None) -> tuple[SolveOptions, Deadline]:
+        """A service's options and deadline: ``seconds``, but not past the pass's end."""
+        pricing = self.opts.pricing
+        if pricing == "auto":
+            pricing = "on" if size >= SERVICE_PRICING_MIN_SHARE_VARIABLES else "off"
+        seconds = min(seconds, self.until.end - self.until.now() - 0.05)
+        opts = replace(self.opts, pricing=pricing, decompose="off", highs_restart=False,
+                       relative_gap=self.opts.relative_gap if relative_gap is None else relative_gap)
+        return opts, Deadline.after(max(0.1, seconds), self.until.clock)
+
+    def _solve(self, problem: Problem, size: int, seconds: float, prefix: str,
+               relative_gap: float | None = None) -> Solution:
+        opts, deadline = self._sub(seconds, size, relative_gap)
+        sol = WholeStrategy(opts, self.backend).solve(problem, deadline)
+        with self.lock:
+            self.stages.update(nested(prefix, sol.backends))
+        return sol
+
+    def _run_one(self, i: int, seconds: float) -> bool:
+        """Solve service i again; keep the better plan and the higher bound. False: it has no plan at all."""
+        with self.lock:
+            self.runs += 1
+        sol = self._solve(self.subs[i], self.sizes[i], seconds, "services")
+        if sol.status == "infeasible":
+            return False
+        if sol.best_bound is not None:
+            self.bounds[i] = max(self.bounds[i], sol.best_bound)
+        old = self.best[i]
+        if sol.objective is not None and (old is None or old.objective is None or sol.objective < old.objective):
+            self.best[i] = sol
+        return True
+
+    def _batch(self, todo: list[int], stop: Callable[[], bool] | None = None) -> list[bool | None]:
+        return self.runner.run(todo, self._run_one, self.until, stop)
+
+    def _gaps(self) -> list[float]:
+        out = []
+        for i in range(self.k):
+            sol = self.best[i]
+            if sol is None or sol.objective is None or not math.isfinite(self.bounds[i]):
+                out.append(_INF)
+            else:
+                out.append(max(0.0, sol.objective - self.bounds[i]))
+        return out
+
+    def _fleet_gap(self) -> float:
+        g = self._gaps()
+        if not all(math.isfinite(x) for x in g):
+            return _INF
+        total = sum(s.objective for s in self.best if s is not None and s.objective is not None) + self.orphan
+        return sum(g) / max(abs(total), 1e-9)
+
+    def _out_of_time(self) -> bool:
+        return self.until.end - self.until.now() < 0.3
+
+    def _refine(self) -> None:
+        """Solve the services with the widest gaps again while the fleet's gap exceeds the target."""
+        for _ in range(3):
+            if self._fleet_gap() <= self.opts.relative_gap or self._out_of_time():
+                break
+            g = self._gaps()
+            todo = sorted((i for i in range(self.k) if g[i] > 1e-9 * max(1.0, abs(self.bounds[i]))),
+                          key=lambda i: -g[i])
+            self._batch(todo, lambda: self._out_of_time() or self._fleet_gap() <= self.opts.relative_gap)
+
+    def _lower_bound(self) -> float | None:
+        return sum(self.bounds) + self.orphan if all(math.isfinite(b) for b in self.bounds) else None
+
+    def _fits(self) -> bool:
+        replicas, pre, dec = union(self.best)
+        return not any(overused(self.problem, replicas, pre | dec))
+
+    def _repair(self, pools_over: set[str]) -> bool:
+        """Plan each service on an overrun pool again, alone, within what the others leave of the pools; its
+        plans are the fleet's, its bounds are not (the pools shrank), so they are not kept. False: no fit."""
+        replicas = union(self.best)[0]
+        culprits = [i for i in range(self.k) if any(
+            c.pool in pools_over or c.memory_pool in pools_over
+            for c in self.subs[i].columns if replicas.get(c.key, 0) > 0)]
+
+        def overrun_devices(i: int) -> int:
+            plan = self.best[i]
+            return sum(n * (c.devices if c.pool in pools_over else c.memory_devices)
+                       for c in self.subs[i].columns for n in [plan.replicas.get(c.key, 0) if plan else 0]
+                       if c.pool in pools_over or c.memory_pool in pools_over)
+
+        # The services with the most devices on the overrun pools first; stop as soon as the plans fit.
+        culprits.sort(key=lambda i: -overrun_devices(i))
+        for j, i in enumerate(culprits):
+            if self._fits():
+                break
+            used = pool_usage(self.problem, union([plan for q, plan in enumerate(self.best) if q != i])[0])
+            shrunk = tuple(
+                p if p.max_nodes is None else
+                replace(p, max_nodes=max(0, (p.max_nodes * p.devices_per_node - used[p.id]) // p.devices_per_node))
+                for p in self.problem.pools)
+            left = self.until.end - self.until.now()
+            if left < 0.1:
+                return False
+            sol = self._solve(replace(self.whole_subs[i], pools=shrunk), self.sizes[i], left / (len(culprits) - j),
+                              "repair", _REPAIR_GAP)
+            if sol.objective is None:
+                return False
+            self.best[i] = sol
+        return self._fits()
+
+    def run(self) -> _Outcome:
+        """First pass, refinement, then a repair where the plans overrun a pool."""
+        order = sorted(range(self.k), key=lambda i: self.sizes[i])
+        for i, ok in zip(order, self._batch(order), strict=True):
+            if ok is False:
+                return _Outcome(empty_solution("infeasible", self.opts.backend, self.until.now() - self.start, 0, 0,
+                                               f"service {self.problem.demands[i].service} alone has no plan",
+                                               self.stages), None, True, self.stages)
+        self._refine()
+        if any(s is None or s.objective is None for s in self.best):
+            return _Outcome(None, self._lower_bound(), False, self.stages)
+        replicas, pre, dec = union(self.best)
+        pools_over, domains_over = overused(self.problem, replicas, pre | dec)
+        repaired = bool(pools_over or domains_over)
+        if repaired:
+            if domains_over or not self._repair(pools_over):
+                return _Outcome(None, self._lower_bound(), False, self.stages)
+        else:
+            first = list(self.best)
+            self._refine()
+            if not self._fits():
+                self.best = first  # the refined plans no longer fit together; the first ones did (bounds stay)
+        return _Outcome(self._solution(repaired), self._lower_bound(), not repaired, self.stages)
+
+    def _solution(self, repaired: bool) -> Solution:
+        """The union of the services' plans as the fleet's, against the sum of their bounds."""
+        replicas, pre, dec = union(self.best)
+        lower = self._lower_bound()
+        sols = [s for s in self.best if s is not None]
+        obj = sum(s.objective for s in sols if s.objective is not None) + self.orphan
+        bound = min(obj, lower) if lower is not None else None
+        gap = max(0.0, (obj - bound) / max(abs(obj), 1e-9)) if bound is not None else None
+        proven = not repaired and all(s.status == "optimal" for s in sols)
+        status: Status = "optimal" if proven or (gap is not None and gap <= self.opts.relative_gap + 1e-12) \
+            else "feasible"
+        nodes = nodes_used(self.problem, pool_usage(self.problem, replicas))
+        return Solution(
+            status=status, backend=self.opts.backend, objective=obj, best_bound=bound, relative_gap=gap,
+            solve_seconds=self.until.now() - self.start, variables=sum(s.variables for s in sols),
+            constraints=sum(s.constraints for s in sols), replicas=replicas, prefill_share=pre, decode_share=dec,
+            nodes={p: n for p, n in nodes.items() if n > 0},
+            expected_watts=expected_watts(self.problem, replicas, pre | dec, nodes),
+            cost_usd_per_hour=plan_cost_usd_per_hour(self.problem, replicas),
+            message=f"{sols[0].message.split('; ')[0]}; bound of the services; solved by service ({self.k} services, "
+                    f"{self.runs} runs{', repaired to fit the pools' if repaired else ''})",
+            backends=dict(self.stages),
+        )

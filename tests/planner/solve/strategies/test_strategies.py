@@ -1,0 +1,157 @@
+"""Which strategy a fleet gets, time read only through the Deadline (runs on a FakeClock), the one runner for
+service problems, and the record of which backend ran each stage."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import pytest
+
+from planner.clock import Deadline, FakeClock
+from planner.schema import Role
+from planner.solve import Column, Demand, PoolSupply, Problem, SolveOptions, choose_strategy, solve
+from planner.solve.backends import Backend, BackendName, HighsBackend, RawResult
+from planner.solve.formulation import Arrays, Matrix
+from planner.solve.strategies import (
+    ByServiceStrategy,
+    LagrangeStrategy,
+    ServiceRunner,
+    WholeStrategy,
+)
+from planner.solve.strategies.base import at_least
+
+EXACT = SolveOptions(relative_gap=0.0, time_limit_s=20)
+
+
+@dataclass
+class RecordingBackend:
+    """HiGHS that notes the seconds each call was given and moves a fake clock on by ``takes_s`` per call;
+    ``weak`` claims only half the objective as its bound (as a solver stopped early would)."""
+
+    clock: FakeClock
+    takes_s: float = 0.0
+    weak: bool = False
+    given_s: list[float] = field(default_factory=list)
+    inner: Backend = field(default_factory=HighsBackend)
+
+    @property
+    def name(self) -> BackendName:
+        return "highs"
+
+    def solve(self, model: Matrix | Arrays, options: SolveOptions, deadline: Deadline | None = None,
+              start: np.ndarray | None = None, stop_at: float | None = None) -> RawResult:
+        assert deadline is not None and deadline.clock is self.clock
+        self.given_s.append(deadline.remaining())
+        self.clock.advance(self.takes_s)
+        raw = self.inner.solve(model, options, Deadline.after(30.0), start, stop_at)
+        if self.weak and raw.objective is not None:
+            return replace(raw, status="feasible", best_bound=raw.objective / 2)
+        return raw
+
+
+def _services(n: int, columns: int = 1, buckets: int = 1, max_nodes: int | None = None,
+              billing: str = "device") -> Problem:
+    """n services, each with ``columns`` unified columns per pool over ``buckets`` buckets, in two pools."""
+    pools = tuple(PoolSupply(f"p{z}", f"zone{z}", None, 8, max_nodes, 1.0 + z, billing)  # type: ignore[arg-type]
+                  for z in range(2))
+    cols = tuple(Column(f"s{s}-p{z}-{j}", f"s{s}", Role.UNIFIED, f"p{z}", 1 + j % 2,
+                        tuple(2.0 + 0.01 * j + 0.001 * b for b in range(buckets)))
+                 for s in range(n) for z in range(2) for j in range(columns))
+    demands = tuple(Demand(f"s{s}", tuple(1.0 + 0.1 * b for b in range(buckets)), min_replicas=1) for s in range(n))
+    return Problem(pools, cols, demands)
+
+
+def test_small_fleets_are_solved_whole() -> None:
+    assert isinstance(choose_strategy(_services(2), SolveOptions()), WholeStrategy)
+
+
+def test_decompose_on_splits_only_fleets_that_fall_apart_into_services() -> None:
+    on = SolveOptions(decompose="on")
+    assert isinstance(choose_strategy(_services(2), on), ByServiceStrategy)
+    # Node billing couples the services through ceil(Σ devices / D): no split.
+    assert isinstance(choose_strategy(_services(2, billing="node"), on), WholeStrategy)
+    assert isinstance(choose_strategy(_services(1), on), WholeStrategy)
+
+
+def test_auto_splits_large_fleets_only_where_the_pools_are_roomy() -> None:
+    # 2 services × 2 pools × 30 columns × 50 buckets = 6000 share variables (the split starts at 5000).
+    large = _services(2, columns=30, buckets=50)
+    assert isinstance(choose_strategy(large, SolveOptions()), ByServiceStrategy)
+    tight = _services(2, columns=30, buckets=50, max_nodes=1)
+    assert isinstance(choose_strategy(tight, SolveOptions()), WholeStrategy)
+    assert isinstance(choose_strategy(large, SolveOptions(decompose="off")), WholeStrategy)
+
+
+def test_whole_gives_the_backend_what_the_deadline_leaves() -> None:
+    clock = FakeClock()
+    backend = RecordingBackend(clock, takes_s=3.0)
+    sol = WholeStrategy(EXACT, backend).solve(_services(2), Deadline.after(7.0, clock))
+    assert sol.status == "optimal" and backend.given_s == [7.0]
+    assert sol.solve_seconds == 3.0  # the fake clock's time, not the wall's
+
+
+def test_an_expired_deadline_still_gives_the_final_solve_its_floor() -> None:
+    clock = FakeClock(t=100.0)
+    backend = RecordingBackend(clock)
+    sol = WholeStrategy(EXACT, backend).solve(_services(2), Deadline(50.0, clock))
+    assert backend.given_s == [0.5] and sol.status == "optimal"
+
+
+def test_lagrange_solves_nothing_past_its_deadline() -> None:
+    problem = _services(3)
+    clock = FakeClock(t=10.0)
+    backend = RecordingBackend(clock)
+    late = LagrangeStrategy(EXACT, backend).plans(problem, {"p0": 0.5}, Deadline(9.0, clock))
+    assert late.bound is None and late.columns == set() and backend.given_s == []
+    found = LagrangeStrategy(EXACT, backend).plans(problem, {"p0": 0.5}, Deadline(20.0, clock))
+    assert found.bound is not None and found.backends == {"services/milp": "highs"}
+    assert len(backend.given_s) == 3
+
+
+def test_by_service_refines_only_while_time_is_left() -> None:
+    """With weak bounds the fleet's gap is wide, so the services are solved again while time is left; when
+    each solve takes the whole budget on the fake clock, there is one run per service and no more."""
+    opts = SolveOptions(relative_gap=0.0, decompose="on", threads=1)
+    clock = FakeClock()
+    slow = RecordingBackend(clock, takes_s=100.0, weak=True)
+    sol = ByServiceStrategy(opts, slow).solve(_services(3), Deadline.after(10.0, clock))
+    assert len(slow.given_s) == 3 and "(3 services, 3 runs)" in sol.message
+    assert sol.status == "feasible" and sol.backends == {"services/milp": "highs"}
+    fast = RecordingBackend(FakeClock(), weak=True)
+    ByServiceStrategy(opts, fast).solve(_services(3), Deadline.after(10.0, fast.clock))
+    assert len(fast.given_s) > 3
+
+
+def test_the_runner_shares_the_time_left_and_skips_what_cannot_start() -> None:
+    clock = FakeClock()
+    given: list[float] = []
+
+    def task(i: int, seconds: float) -> int:
+        given.append(seconds)
+        clock.advance(seconds)
+        return i
+
+    runner = ServiceRunner(workers=1, shares=1.0, min_left_s=0.5)
+    assert runner.run([0, 1, 2, 3], task, Deadline(10.0, clock)) == [0, 1, 2, 3]
+    assert given == pytest.approx([2.5, 2.5, 2.5, 2.5])
+    assert runner.run([4], task, Deadline(10.0, clock)) == [None]  # nothing left to start with
+    assert ServiceRunner(1, 1.0).run([5], task, Deadline(20.0, clock), stop=lambda: True) == [None]
+
+
+def test_at_least_lifts_a_deadline_to_a_floor() -> None:
+    clock = FakeClock(t=5.0)
+    assert at_least(Deadline(4.0, clock), 0.5).end == 5.5
+    assert at_least(Deadline(9.0, clock), 0.5).end == 9.0
+
+
+def test_each_stage_names_the_backend_that_ran_it() -> None:
+    problem = _services(2, columns=3, buckets=2)
+    assert solve(problem, EXACT).backends == {"milp": "highs"}
+    priced = solve(problem, replace(EXACT, backend="cbc", pricing="on", decompose="off"))
+    assert priced.backend == "cbc" and priced.status == "optimal"
+    # The LPs and the first restricted MILP need HiGHS whatever was asked for.
+    assert priced.backends["pricing-lp"] == "highs" and priced.backends["support-milp"] == "highs"
+    assert set(priced.backends.values()) <= {"highs", "cbc"}
+    split = solve(problem, replace(EXACT, decompose="on", backend="cbc"))
+    assert split.backends == {"services/milp": "cbc"}
