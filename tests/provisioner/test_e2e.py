@@ -15,7 +15,8 @@ import yaml
 
 from planner.schema import Configuration, FleetSpec, Plan, ReplicaGroup, SolverReport
 from provisioner.cluster import ObjectRef, kube_client
-from provisioner.controller import Reconciler, fleet_from_resources
+from provisioner.controller import Reconciler
+from provisioner.resources import fleet_from_resources
 from provisioner.render import render_plan
 
 pytestmark = [pytest.mark.e2e,

@@ -13,7 +13,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from provisioner.controller import fleet_from_resources
+from provisioner.resources import fleet_from_resources
 from provisioner.crds import custom_resource_definitions, render_yaml
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -10,7 +10,8 @@ import kopf
 import pytest
 from kube_double import DoubleServer
 
-from provisioner.controller import ControllerLoop, Debouncer, LeaseElector, Reconciler
+from provisioner.controller import Reconciler
+from provisioner.loop import ControllerLoop, Debouncer, LeaseElector
 from provisioner.operator import build_registry
 
 
@@ -19,8 +20,8 @@ def test_registry_watches_custom_resources_and_managed_workloads(api: DoubleServ
     now = [0.0]
     loop = ControllerLoop(Reconciler(client), LeaseElector(client, "l", "medley-system", "me"), "medley",
                           Debouncer(quiet_s=1), clock=lambda: now[0])
-    handlers = build_registry(loop)._watching.get_all_handlers()
-    watched = {(h.selector.group, h.selector.any_name): h for h in handlers}
+    handlers = build_registry(loop, login=lambda **_: None)._watching.get_all_handlers()
+    watched = {(h.selector.group, h.selector.plural or h.selector.any_name): h for h in handlers}
     assert set(watched) == {("medley.dev", "gpupools"), ("medley.dev", "llmservices"), ("medley.dev", "powerdomains"),
                             ("medley.dev", "fleetplans"), ("apps", "deployments"), ("policy", "poddisruptionbudgets"),
                             ("", "services")}
