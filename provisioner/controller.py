@@ -60,7 +60,7 @@ from provisioner.resources import (
     with_frozen,
 )
 from provisioner.rollout import contains, is_medleys
-from provisioner.statuses import Condition, StatusWriter, merge_conditions
+from provisioner.statuses import Condition, StatusWriter, merge_conditions, without_nulls
 
 log = logging.getLogger(__name__)
 FLEETPLAN = "FleetPlan"
@@ -256,9 +256,9 @@ class Reconciler:
             new["diff"] = outcome.result.diff[:16000]
             if outcome.result.complete:
                 new["appliedPlanId"] = outcome.plan.id if outcome.plan else ""
-        if generation is None:
-            del new["observedGeneration"]
-        # Only write when something changed, so our own status write does not wake us up forever.
+        # Only write when something changed, so our own status write does not wake us up forever. A merge
+        # patch deletes null fields, so they are left out of both the write and the comparison.
+        new = without_nulls(new)
         if not contains(new, old):
             self.client.patch_status(ObjectRef(FLEETPLAN, "", fleetplan["metadata"]["name"]), new)
 

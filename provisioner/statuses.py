@@ -49,6 +49,15 @@ def merge_conditions(old: list[dict[str, Any]], new: list[Condition], now: str,
     return out
 
 
+def without_nulls(value: Any) -> Any:
+    """``value`` without null fields: a merge patch deletes them, so a status compared after writing has none."""
+    if isinstance(value, dict):
+        return {k: without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [without_nulls(v) for v in value]
+    return value
+
+
 @dataclass
 class StatusWriter:
     """Writes the statuses of LLMServices, GPUPools and PowerDomains after a pass."""
@@ -64,6 +73,7 @@ class StatusWriter:
                                                           meta.get("generation"))}
         if meta.get("generation") is not None:
             new["observedGeneration"] = meta["generation"]
+        new = without_nulls(new)
         if not contains(new, old):
             self.client.patch_status(ref, new)
 

@@ -301,7 +301,7 @@ class ApiDouble(kmock.KubernetesEmulator):
                 obj.create(raw)
 
 
-TEAM_NAMESPACES = ("assistants", "devtools", "medley-system")
+TEAM_NAMESPACES = ("assistants", "devtools", "medley-system", "default")
 
 
 class DoubleServer:

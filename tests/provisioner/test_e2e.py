@@ -16,8 +16,8 @@ import yaml
 from planner.schema import Configuration, FleetSpec, Plan, ReplicaGroup, SolverReport
 from provisioner.cluster import ObjectRef, kube_client
 from provisioner.controller import Reconciler
-from provisioner.resources import fleet_from_resources
 from provisioner.render import render_plan
+from provisioner.resources import fleet_from_resources
 
 pytestmark = [pytest.mark.e2e,
               pytest.mark.skipif(not os.environ.get("KUBECONFIG"), reason="KUBECONFIG is not set")]
