@@ -11,6 +11,7 @@ import logging
 import os
 import signal
 import socket
+import sys
 import threading
 from pathlib import Path
 from typing import Annotated, Any
@@ -140,6 +141,9 @@ def controller_command(
     probe_port: Annotated[int, typer.Option(
         "--probe-port", help="port of /metrics, /healthz and /readyz (0: any free port, -1: none)")] = 8081,
     tick_s: Annotated[float, typer.Option("--tick", help="seconds between Lease renewals")] = 1.0,
+    fast_exit: Annotated[bool, typer.Option(
+        "--fast-exit/--no-fast-exit", hidden=True,
+        help="end the process as soon as the Lease is released, skipping the interpreter's teardown")] = True,
 ) -> None:
     """Run the controller: watch Medley's resources, re-plan, apply per FleetPlan mode, repair drift.
 
@@ -160,6 +164,8 @@ def controller_command(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("kopf", "aiohttp", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # kopf runs in a thread of its own on purpose: SIGTERM is handled here, not by kopf
+    logging.getLogger("kopf._core.reactor.running").setLevel(logging.ERROR)
     try:
         client = kube_client(kubeconfig, RetryPolicy(attempts=5, initial_s=0.2, max_s=2.0, request_timeout_s=20))
     except Exception as exc:  # noqa: BLE001 - no kubeconfig, no service account
@@ -184,3 +190,10 @@ def controller_command(
                                      "released" if not loop.leading else "left to expire")
     if probes is not None:
         probes.close()
+    if fast_exit:
+        # Everything that matters is done (Lease released, pass abandoned); the interpreter's teardown of the
+        # solver and plotting modules can take seconds on a busy node, past a pod's termination grace.
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
