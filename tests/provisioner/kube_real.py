@@ -49,7 +49,8 @@ def install_medley(cluster: KubeCluster) -> None:
     """CRDs, the medley-system namespace and RBAC from k8s/ (once per cluster); waits for the CRDs."""
     if cluster.kubeconfig in _installed:
         return
-    files = [*sorted((ROOT / "k8s" / "crds").glob("*.yaml")), ROOT / "k8s" / "namespace.yaml", ROOT / "k8s" / "rbac.yaml"]
+    k8s_dir = ROOT / "k8s"
+    files = [*sorted((k8s_dir / "crds").glob("*.yaml")), k8s_dir / "namespace.yaml", k8s_dir / "rbac.yaml"]
     run_kubectl(cluster, "apply", *(arg for path in files for arg in ("-f", str(path))))
     run_kubectl(cluster, "wait", "--for=condition=Established", "--timeout=60s",
                 *(f"crd/{p.stem}.medley.dev" for p in (ROOT / "k8s" / "crds").glob("*.yaml")))

@@ -68,7 +68,6 @@ def test_watches_act_on_an_approval_sigterm_releases_the_lease_and_the_standby_t
         assert owner.list("Deployment", f"medley.dev/fleet={test}") == []
 
         plan_id = owner.get(fleetplan)["status"]["planId"]
-        approved = time.monotonic()
         owner.patch(fleetplan, {"spec": {"approvedPlanId": plan_id}})
         latency = wait_until(lambda: owner.list("Deployment", f"medley.dev/fleet={test}"), 20, "the approval acts")
         assert latency < 8, latency  # the resync is 600 s: only a watch explains this
