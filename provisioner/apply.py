@@ -1,11 +1,12 @@
 """The applier: makes the cluster match rendered manifests, make-before-break, through a ClusterClient.
 
 ``Applier.apply`` lists what Medley runs for the fleet, asks ``rollout.plan_changes`` what differs, and
-then (0) checks the namespaces the manifests name (creates them when ``create_namespaces``, else refuses
-before writing anything) and, with ``preflight``, has the server dry-run every write (``dryRun=All``), so an
-admission error also refuses the whole apply before anything is written; (1) server-side applies creations,
-changes and scale-ups, holding shrinking workloads at today's replicas; (2) waits, boundedly, for those
-workloads to be Ready; (3) shrinks and prunes only the steps ``rollout.break_steps`` allows.
+then (0) with ``preflight`` (all or nothing: the CLI, the REST API) checks the namespaces the manifests name
+(creates them when ``create_namespaces``, else refuses before writing anything) and has the server dry-run
+every write (``dryRun=All``), so an admission error also refuses the whole apply before anything is written;
+(1) server-side applies creations, changes and scale-ups, holding shrinking workloads at today's replicas;
+(2) waits, boundedly, for those workloads to be Ready; (3) shrinks and prunes only the steps
+``rollout.break_steps`` allows.
 
 Each object's write stands alone: one that fails is reported (``ApplyResult.failed``) and the others go on;
 an ``ObjectBackoff`` shared across passes (the controller's) skips a failing object until its backoff
@@ -143,6 +144,8 @@ class Applier:
     on_poll: Callable[[], None] | None = None
     kinds: tuple[str, ...] = MANAGED_KINDS
     create_namespaces: bool = False
+    # all or nothing (the CLI, the API): refuse before writing when a namespace is missing or the server's dry
+    # run refuses an object. Off (the controller): each object's write fails or succeeds on its own.
     preflight: bool = True
     backoff: ObjectBackoff | None = None
     keep: Callable[[Manifest], bool] | None = None  # live objects to leave exactly as they are
@@ -187,7 +190,7 @@ class Applier:
         Raises ApplyRefused, having written nothing, when a namespace is missing and may not be created,
         or (with ``preflight``) when the server refuses an object in a dry run.
         """
-        missing = self.missing_namespaces(desired)
+        missing = self.missing_namespaces(desired) if self.preflight or self.create_namespaces or dry_run else []
         changes = self.changes(desired)
         if dry_run:
             return self._dry_run(changes, missing)

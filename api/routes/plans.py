@@ -319,7 +319,7 @@ def approve_plan(plan_id: PlanId, svc: Svc, who: PlannerRole, response: Response
     return _status_view(done)
 
 
-def plan_fleet(svc: Svc, row: PlanRow) -> FleetSpec:
+def fleet_of_plan(svc: Svc, row: PlanRow) -> FleetSpec:
     """The fleet a stored plan was made for: its planning job's snapshot, else the stored documents now."""
     with svc.db.read() as s:
         job = s.scalars(select(JobRow).where(JobRow.plan_id == row.id).limit(1)).first()
@@ -341,7 +341,7 @@ def apply_plan(plan_id: PlanId, svc: Svc, who: PlannerRole, response: Response,
     seen = seen_version(if_match, row.state_version)
     if row.state not in ("approved", "apply_requested"):
         raise ApiError(409, f"plan {plan_id!r} is {row.state}; approve it first")
-    fleet = plan_fleet(svc, row)
+    fleet = fleet_of_plan(svc, row)
     # Nothing is recorded when the apply fails: the plan keeps its state and the apply can be repeated.
     try:
         outcome = svc.provisioner.apply(Plan.model_validate(row.body), fleet)

@@ -458,3 +458,20 @@ def test_events_record_what_the_controller_did(api: DoubleServer):
     writes = sum(s.value for m in rec.metrics.registry.collect() for s in m.samples
                  if s.name == "medley_controller_object_writes_total")
     assert writes == 4  # 3 created, 1 put back
+
+
+def test_a_missing_team_namespace_fails_only_that_teams_objects(api: DoubleServer):
+    from provisioner.render import RenderOptions
+
+    client = api.client()
+    _seed(client, "auto")
+    client.create(_cr("LLMService", "code", _service_spec(4.0), "devtools"))
+    # devtools renders into team-devtools, which does not exist; assistants into team-assistants, which does
+    client.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team-assistants"}})
+    outcome = Reconciler(client, planner=FakePlanner(), options=RenderOptions(namespace_prefix="team-")).reconcile(
+        "medley")
+    assert outcome is not None and outcome.result is not None
+    assert {f.ref.namespace for f in outcome.result.failed} == {"team-devtools"}
+    assert all("not found" in f.message for f in outcome.result.failed)
+    assert len(outcome.result.created) == 3 and all(r.namespace == "team-assistants" for r in outcome.result.created)
+    assert _conditions(client)["Degraded"] == ("True", "ObjectsFailing")

@@ -30,9 +30,11 @@ def _free_port() -> int:
 
 def _controller(cluster: KubeCluster, fleetplan: str, identity: str, port: int, log: Path) -> subprocess.Popen[bytes]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, "-c", "import sys; from planner.cli import main; sys.exit(main())", "controller",
-           "--fleet-plan", fleetplan, "--kubeconfig", cluster.kubeconfig_of("medley-system", "medley-controller"),
-           "--identity", identity, "--probe-port", str(port), "--resync", "600", "--debounce", "1", "--tick", "0.5"]
+    # the command function itself, not the installed `medley` script, so this checkout's code is what runs
+    cmd = [sys.executable, "-c", "import typer; from provisioner.cli import controller_command; "
+           "typer.run(controller_command)", "--fleet-plan", fleetplan,
+           "--kubeconfig", cluster.kubeconfig_of("medley-system", "medley-controller"), "--identity", identity,
+           "--probe-port", str(port), "--resync", "600", "--debounce", "1", "--tick", "0.5"]
     return subprocess.Popen(cmd, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, cwd=ROOT)
 
 
