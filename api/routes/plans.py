@@ -17,6 +17,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, ValidationError
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy import select
 
 from api.auth import Principal
@@ -131,8 +132,8 @@ def _outcome(stored: dict[str, Any] | None) -> ApplyOutcome | None:
 
 
 def _status_view(row: PlanRow) -> PlanStatus:
-    body = row.__dict__.get("body")  # deferred in listings: not loaded there
-    verified = bool(body.get("verified")) if isinstance(body, dict) else None
+    # the body is deferred in listings: not loaded (and not worth loading) there
+    verified = None if "body" in sa_inspect(row).unloaded else bool((row.body or {}).get("verified"))
     return PlanStatus(id=row.id, fleet=row.fleet, previous_plan_id=row.previous_plan_id, state=row.state,
                       state_version=row.state_version, teams=list(row.teams),
                       cost_usd_per_hour=row.cost_usd_per_hour, created_at=row.created_at,

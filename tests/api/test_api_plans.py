@@ -69,6 +69,7 @@ def test_plan_job_lineage_diff_approve_apply(api: Api) -> None:
     listed = api.client.get("/v1/plans", headers=admin).json()
     assert [p["id"] for p in listed] == [body2["id"], body1["id"]]
     assert listed[0]["state"] == "apply_requested" and listed[1]["state"] == "proposed"
+    assert listed[0]["verified"] is None and status["verified"] is True  # listings do not load plan bodies
     actions = [e["action"] for e in api.client.get("/v1/audit", params={"resource_kind": "plan"},
                                                    headers=admin).json()]
     assert actions == ["apply", "approve"]
