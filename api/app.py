@@ -14,15 +14,23 @@ from api.deps import Services
 from api.jobs import JobRunner, Planner, Recovered, default_planner
 from api.middleware import ApiMetrics, BodyLimitMiddleware, MetricsMiddleware
 from api.problems import install_handlers
-from api.provision import Provisioner, RecordingProvisioner
+from api.provision import KubernetesProvisioner, Provisioner, RecordingProvisioner
 from api.routes import audit, catalog, health, plans, pools, power_domains, services, whatif
 from api.settings import Settings
+from api.verify import ReplayVerifier, Verifier
+
+
+def provisioner_for(settings: Settings) -> Provisioner:
+    """The provisioner the settings ask for: the real one (``MEDLEY_PROVISIONER=kubernetes``) or a recorder."""
+    if settings.provisioner == "record":
+        return RecordingProvisioner()
+    return KubernetesProvisioner(settings.kubeconfig, create_namespaces=settings.create_namespaces)
 
 
 def create_app(settings: Settings | None = None, *, planner: Planner | None = None,
-               provisioner: Provisioner | None = None) -> FastAPI:
-    """Build the API. The planner and provisioner are injectable; by default the real planner is imported
-    lazily and applies are only recorded (no cluster configured)."""
+               provisioner: Provisioner | None = None, verifier: Verifier | None = None) -> FastAPI:
+    """Build the API. Planner, provisioner and verifier are injectable; by default the real planner is imported
+    lazily, plans are verified by replay, and applies go to the cluster the settings name."""
     cfg = settings or Settings()
     metrics = ApiMetrics()
 
@@ -37,10 +45,11 @@ def create_app(settings: Settings | None = None, *, planner: Planner | None = No
 
         runner = JobRunner(db, planner or default_planner(), workers=cfg.job_workers,
                            on_outcome=lambda outcome: metrics.jobs.labels(outcome).inc(),
-                           heartbeat_s=cfg.job_heartbeat_s, on_recovered=recovered)
+                           heartbeat_s=cfg.job_heartbeat_s, on_recovered=recovered,
+                           verifier=verifier or ReplayVerifier(duration_s=cfg.verify_duration_s))
         runner.start()
         app.state.services = Services(settings=cfg, db=db, planner=runner.planner,
-                                      provisioner=provisioner or RecordingProvisioner(), runner=runner,
+                                      provisioner=provisioner or provisioner_for(cfg), runner=runner,
                                       metrics=metrics, tokens=TokenCache(cfg.token_cache_s))
         try:
             yield

@@ -17,12 +17,23 @@ def serve(host: str = typer.Option("127.0.0.1", help="address to listen on"),
           access_log: bool = typer.Option(True, help="log one line per request (method, path, status)")) -> None:
     """Start the REST API (settings from MEDLEY_* variables; SQLite in the user's data dir by default)."""
     import uvicorn
+    from pydantic import ValidationError
 
     from api.app import create_app
     from api.settings import Settings
 
-    settings = Settings()
-    typer.echo(f"medley api on http://{host}:{port} (database: {_safe_url(settings.database_url)})", err=True)
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err.get("loc", ()))
+        reason = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+        typer.echo(f"MEDLEY_{field.upper()}: {reason}" if field else reason, err=True)
+        raise typer.Exit(code=2) from None
+    target = (f"applies go to {settings.kubeconfig or 'the in-cluster service account or ~/.kube/config'}"
+              if settings.provisioner == "kubernetes" else "applies are only recorded")
+    typer.echo(f"medley api on http://{host}:{port} (database: {_safe_url(settings.database_url)}; {target})",
+               err=True)
     app = create_app(settings)
     # The app, schemas and catalog live as long as the process: freezing them keeps the collector from
     # scanning them again, and rarer young collections mean fewer pauses on the read path.

@@ -1,7 +1,8 @@
 """Planning jobs: run the planner off the request path, with a time limit, and survive restarts.
 
 A job row holds the fleet snapshot it plans. A worker thread takes a queued job (conditional update
-``queued → running``), calls the planner in a separate thread and waits at most the job's time limit; the
+``queued → running``), calls the planner in a separate thread and waits at most the job's time limit, then
+verifies the plan by replay (``api.verify``: ``Plan.verified`` and a finding that says why or why not); the
 plan and the job's success are committed in one transaction. Several API processes may share a database:
 every queued or running job names the process that holds it and when that process last said it was alive
 (a heartbeat). A job whose holder has gone silent is orphaned: still queued, another process takes it over
@@ -29,8 +30,9 @@ from sqlalchemy import ColumnElement, or_, select, update
 from api.auth import Principal
 from api.db import Database, JobRow, utcnow
 from api.store import audit, get_plan, latest_plan, plan_teams, store_plan
+from api.verify import Verifier
 from planner.ports import Planner as Planner  # the planner port; api.app and api.deps take it from here
-from planner.schema import FleetSpec, Plan
+from planner.schema import Finding, FleetSpec, Plan
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -132,9 +134,10 @@ class JobRunner:
 
     def __init__(self, db: Database, planner: Planner, *, workers: int,
                  on_outcome: Callable[[str], None] | None = None, heartbeat_s: float = 10.0,
-                 on_recovered: Callable[[Recovered], None] | None = None) -> None:
+                 on_recovered: Callable[[Recovered], None] | None = None, verifier: Verifier | None = None) -> None:
         self.db = db
         self.planner = planner
+        self.verifier = verifier
         self.heartbeat_s = heartbeat_s
         self.instance = f"{socket.gethostname()[:60]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._on_outcome = on_outcome or (lambda _outcome: None)
@@ -258,6 +261,7 @@ class JobRunner:
             self._finish(job_id, error=exc.message, findings=exc.findings)
             self._on_outcome("infeasible" if exc.findings else "invalid")
             return
+        plan = self._verified(plan, fleet)
         with self.db.write() as s:
             # Claim the success first: a job failed meanwhile (its time limit, or a sweep that took this process
             # for dead) must not leave a plan behind. The row stays locked until the plan is in.
@@ -275,6 +279,14 @@ class JobRunner:
             s.execute(update(JobRow).where(JobRow.id == job_id).values(plan_id=stored.id)
                       .execution_options(synchronize_session=False))
         self._on_outcome("succeeded")
+
+    def _verified(self, plan: Plan, fleet: FleetSpec) -> Plan:
+        """The plan with ``verified`` set by the verifier and a finding that says why (or why not)."""
+        if self.verifier is None:
+            return plan
+        verdict = self.verifier(plan, fleet)
+        note = Finding(kind="note", constraint="verification", message=verdict.reason)
+        return plan.model_copy(update={"verified": verdict.verified, "findings": [*plan.findings, note]})
 
     def _finish(self, job_id: str, *, error: str, findings: list[dict[str, Any]] | None = None) -> None:
         with self.db.write() as s:

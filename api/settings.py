@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from platformdirs import user_data_dir
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -33,6 +34,23 @@ class Settings(BaseSettings):
     whatif_max_pools: int = Field(default=50, ge=1)
     token_cache_s: float = Field(default=5.0, ge=0, le=300,
                                  description="how long a checked token is trusted before it is looked up again")
+    provisioner: Literal["kubernetes", "record"] = Field(default="kubernetes", description=(
+        "kubernetes: apply approved plans to the cluster of MEDLEY_KUBECONFIG (else in-cluster, else "
+        "~/.kube/config; 503 when there is none); record: only record the request"))
+    kubeconfig: str | None = Field(default=None, description="kubeconfig of the cluster plans are applied to")
+    create_namespaces: bool = Field(default=False, description="create missing team namespaces on apply")
+    verify_duration_s: float = Field(default=300.0, gt=0, le=3600,
+                                     description="seconds of Poisson traffic replayed to verify a new plan")
+    require_shared_database: bool = Field(default=False, description=(
+        "refuse to start on SQLite: set where several API replicas run (the shipped Deployment does)"))
+
+    @model_validator(mode="after")
+    def _shared(self) -> Settings:
+        if self.require_shared_database and self.database_url.startswith("sqlite"):
+            raise ValueError("MEDLEY_DATABASE_URL: several API replicas cannot share SQLite (each would keep its "
+                             "own file); set a PostgreSQL URL (the Secret medley-db, key url) or run one replica "
+                             "with MEDLEY_REQUIRE_SHARED_DATABASE=false")
+        return self
 
     @field_validator("database_url")
     @classmethod

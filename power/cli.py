@@ -143,13 +143,19 @@ def agent(
     node: Annotated[str, typer.Option(envvar="NODE_NAME", help="this node's Kubernetes name")],
     period_s: Annotated[float, typer.Option(help="seconds between enforcement passes")] = 2.0,
     once: Annotated[bool, typer.Option(help="one pass, then exit")] = False,
+    probe_port: Annotated[int, typer.Option(
+        help="port of /metrics, /healthz and /readyz (0: any free port, -1: none)")] = 8082,
 ) -> None:
-    """Node agent: enforce this node's cap intents through NVML and report what is applied."""
+    """Node agent: enforce this node's cap intents through NVML and report what is applied (its node only)."""
     _positive("period_s", period_s)
+    import signal
+    import threading
+
     import pynvml
 
     from power.actuators import KubernetesNodeClient, NvmlActuator
-    from power.agent import NodeAgent
+    from power.agent import AgentMetrics, NodeAgent, OwnNodeClient
+    from provisioner.probes import ProbeServer  # the controller's probe server: one HTTP edge for both
 
     def boot_id() -> str:
         try:
@@ -157,12 +163,23 @@ def agent(
         except OSError:
             return ""
 
-    node_agent = NodeAgent(node, KubernetesNodeClient(), NvmlActuator(pynvml, boot_id=boot_id))
+    metrics = AgentMetrics()
+    node_agent = NodeAgent(node, OwnNodeClient(node, KubernetesNodeClient()), NvmlActuator(pynvml, boot_id=boot_id),
+                           metrics=metrics)
     if once:
         report = node_agent.step()
         typer.echo(json.dumps(asdict(report)))
         raise typer.Exit(1 if report.error or report.failed else 0)
-    node_agent.run(period_s)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    probes = None
+    if probe_port >= 0:
+        probes = ProbeServer(metrics.registry, healthy=lambda: node_agent.healthy(period_s),
+                             ready=node_agent.ready, port=probe_port).start()
+    node_agent.run(period_s, stop=stop.is_set, sleep=lambda s: None if stop.wait(s) else None)
+    if probes is not None:
+        probes.close()
 
 
 def _device(name: str) -> Any:

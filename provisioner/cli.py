@@ -1,15 +1,17 @@
-"""``medley apply``, ``medley render``, ``medley inventory`` and ``medley controller``: typer-ready command functions.
+"""``medley apply``, ``render``, ``inventory`` and ``controller``: typer-ready command functions.
 
 Bad input ends with one line ``field: reason`` on stderr and exit code 2; a cluster that refuses ends
-with exit code 1.
+with exit code 1; an apply that wrote but has not finished (replicas not Ready yet) with exit code 3.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
+import logging
 import os
+import signal
 import socket
+import sys
 import threading
 from pathlib import Path
 from typing import Annotated, Any
@@ -21,8 +23,8 @@ from pydantic import ValidationError
 from planner.cli.common import fail
 from planner.io.fleetfile import FleetError, load_fleet
 from planner.schema import FleetSpec, Plan
-from provisioner.apply import Applier
-from provisioner.cluster import kube_client
+from provisioner.apply import Applier, ApplyRefused
+from provisioner.cluster import KubeClusterClient, RetryPolicy, error_line, kube_client
 from provisioner.render import Manifest, RenderError, RenderOptions, render_plan
 
 
@@ -34,13 +36,7 @@ def _validation_line(where: str, exc: ValidationError) -> str:
 
 def cluster_error(exc: BaseException) -> str:
     """An API error in one line: status, reason and the API server's message."""
-    status = getattr(exc, "status", None)
-    if status is None:
-        return str(exc).replace("\n", " ")
-    message = ""
-    with contextlib.suppress(ValueError, AttributeError):  # a body that is not a Status
-        message = json.loads(getattr(exc, "body", "") or "{}").get("message", "")
-    return f"HTTP {status} {getattr(exc, 'reason', '') or ''}: {message}".strip().rstrip(":")
+    return error_line(exc)
 
 
 def load_plan(path: Path) -> Plan:
@@ -76,28 +72,24 @@ def load_options(path: Path | None, image: str | None) -> RenderOptions:
     return options
 
 
-def discovered(options: RenderOptions, api: Any) -> RenderOptions:
-    """The options with the PodDisruptionBudget version the cluster serves (unchanged when it cannot say)."""
-    from provisioner.inventory import served_pdb_version
-
-    try:
-        version = served_pdb_version(api)
-    except Exception:  # no discovery answer: keep the configured version; the apply reports what fails
-        return options
-    return options.model_copy(update={"pdb_api_version": version})
-
-
 def apply_command(
     plan_path: Annotated[Path, typer.Argument(help="plan JSON written by `medley plan`")],
     fleet_path: Annotated[Path, typer.Option("--fleet", "-f", help="the fleet file the plan was made for")],
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="print what would change; write nothing")] = False,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="print what would change and have the API server check every object; write nothing")] = False,
+    create_namespaces: Annotated[bool, typer.Option(
+        "--create-namespaces", help="create missing team namespaces (labelled as Medley's)")] = False,
     kubeconfig: Annotated[str | None, typer.Option("--kubeconfig", help="default: in-cluster, then ~/.kube")] = None,
     options_path: Annotated[Path | None, typer.Option("--options", help="render options YAML")] = None,
     image: Annotated[str | None, typer.Option("--image", help="vLLM image")] = None,
     wait_s: Annotated[float, typer.Option("--wait", help="seconds to wait for new replicas")] = 900.0,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="also write the manifests here")] = None,
 ) -> None:
-    """Apply a plan to the cluster, make-before-break; with --dry-run print the diff only."""
+    """Apply a plan to the cluster, make-before-break; with --dry-run the API server checks it, nothing is written.
+
+    Exit codes: 0 done (or a clean dry run), 1 the cluster refused (nothing written when refused up front),
+    2 bad input, 3 written but not finished (run again to continue).
+    """
     try:
         plan = load_plan(plan_path)
         fleet: FleetSpec = load_fleet(fleet_path)
@@ -107,23 +99,30 @@ def apply_command(
         fail(str(exc))
     except (ValueError, RenderError) as exc:
         fail(str(exc))
+    if output is not None:
+        output.write_text(yaml.safe_dump_all(manifests, sort_keys=False), encoding="utf-8")
     try:
-        client = kube_client(kubeconfig)
-        if (found := discovered(options, client.api)) != options:  # e.g. policy/v1beta1 PDBs on Kubernetes 1.20
-            manifests = render_plan(plan, fleet, found)
-        if output is not None:
-            output.write_text(yaml.safe_dump_all(manifests, sort_keys=False), encoding="utf-8")
-        applier = Applier(client, fleet.name, ready_timeout_s=wait_s)
+        applier = Applier(kube_client(kubeconfig), fleet.name, ready_timeout_s=wait_s,
+                          create_namespaces=create_namespaces)
         result = applier.apply(manifests, dry_run=dry_run)
+    except ApplyRefused as exc:
+        fail(f"cluster: refused before writing anything: {'; '.join(exc.problems)}", code=1)
     except Exception as exc:  # the cluster said no: report in one line
         fail(f"cluster: {cluster_error(exc)}", code=1)
     typer.echo(result.diff, nl=False)
-    if not dry_run:
-        typer.echo(f"created {len(result.created)}, updated {len(result.updated)}, scaled down "
-                   f"{len(result.shrunk)}, pruned {len(result.pruned)}; "
-                   + ("complete" if result.complete else "in progress (run again to continue)"))
-        if not result.complete:
-            raise typer.Exit(code=3)
+    if dry_run:
+        if result.failed:
+            fail(f"cluster: the API server refused {len(result.failed)} of the changes: "
+                        + "; ".join(str(f) for f in result.failed), code=1)
+        return
+    typer.echo(f"created {len(result.created)}, updated {len(result.updated)}, scaled down "
+               f"{len(result.shrunk)}, pruned {len(result.pruned)}"
+               + (f", failed {len(result.failed)}" if result.failed else "") + "; "
+               + ("complete" if result.complete else "in progress (run again to continue)"))
+    for failure in result.failed:
+        typer.echo(f"failed: {failure}", err=True)
+    if not result.complete:
+        raise typer.Exit(code=3)
 
 
 def controller_command(
@@ -135,35 +134,65 @@ def controller_command(
     resync_s: Annotated[float, typer.Option("--resync", help="seconds between full passes")] = 30.0,
     debounce_s: Annotated[float, typer.Option("--debounce", help="quiet seconds before a re-plan")] = 2.0,
     watch: Annotated[bool, typer.Option("--watch/--no-watch", help="react to changes via kopf watches")] = True,
+    probe_port: Annotated[int, typer.Option(
+        "--probe-port", help="port of /metrics, /healthz and /readyz (0: any free port, -1: none)")] = 8081,
+    tick_s: Annotated[float, typer.Option("--tick", help="seconds between Lease renewals")] = 1.0,
+    fast_exit: Annotated[bool, typer.Option(
+        "--fast-exit/--no-fast-exit", hidden=True,
+        help="end the process as soon as the Lease is released, skipping the interpreter's teardown")] = True,
 ) -> None:
-    """Run the controller: watch Medley's resources, re-plan, apply per FleetPlan mode, repair drift."""
-    from provisioner.controller import ControllerLoop, Debouncer, LeaseElector, Reconciler
+    """Run the controller: watch Medley's resources, re-plan, apply per FleetPlan mode, repair drift.
+
+    SIGTERM or SIGINT stops it within a few seconds, giving the leader Lease up for a standby replica.
+    """
+    from provisioner.controller import Reconciler
+    from provisioner.events import EventRecorder
+    from provisioner.loop import ControllerLoop, Debouncer, LeaseElector, lease_retry
+    from provisioner.operator import login_with, run_controller
+    from provisioner.probes import ControllerMetrics, ProbeServer
 
     try:
         options = load_options(options_path, None)
     except ValueError as exc:
         fail(str(exc))
-    if debounce_s < 0 or resync_s <= 0:
-        fail("--debounce/--resync: must be positive")
-    client = kube_client(kubeconfig)
+    if debounce_s < 0 or resync_s <= 0 or tick_s <= 0:
+        fail("--debounce/--resync/--tick: must be positive")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("kopf", "aiohttp", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    # kopf runs in a thread of its own on purpose: SIGTERM is handled here, not by kopf
+    logging.getLogger("kopf._core.reactor.running").setLevel(logging.ERROR)
+    try:
+        client = kube_client(kubeconfig, RetryPolicy(attempts=5, initial_s=0.2, max_s=2.0, request_timeout_s=20))
+    except Exception as exc:  # noqa: BLE001 - no kubeconfig, no service account
+        fail(f"--kubeconfig: {exc}")
+    who = identity or f"{socket.gethostname()}-{os.getpid()}"
+    metrics = ControllerMetrics()
     loop = ControllerLoop(
-        reconciler=Reconciler(client, options=options),
-        elector=LeaseElector(client, "medley-controller", lease_namespace,
-                             identity or f"{socket.gethostname()}-{os.getpid()}"),
-        fleetplan=fleet_plan, debouncer=Debouncer(quiet_s=debounce_s), resync_s=resync_s)
+        reconciler=Reconciler(client, options=options, events=EventRecorder(client, instance=who), metrics=metrics),
+        elector=LeaseElector(KubeClusterClient(client.api, lease_retry()), "medley-controller", lease_namespace,
+                             who),
+        fleetplan=fleet_plan, debouncer=Debouncer(quiet_s=debounce_s), resync_s=resync_s, tick_s=tick_s,
+        metrics=metrics)
     stop = threading.Event()
-    if watch:
-        from provisioner.operator import run_operator
-
-        if kubeconfig:  # kopf's own login reads the same file
-            os.environ["KUBECONFIG"] = kubeconfig
-
-        run_operator(loop, stop)
-    else:
-        try:
-            loop.run(stop)
-        except KeyboardInterrupt:
-            stop.set()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    probes = None
+    if probe_port >= 0:
+        probes = ProbeServer(metrics.registry, healthy=loop.healthy, ready=loop.ready, port=probe_port).start()
+        logging.getLogger(__name__).info("probes and metrics on :%d", probes.port)
+    took = run_controller(loop, stop, login=login_with(client.api.configuration) if watch else None)
+    logging.getLogger(__name__).info("stopped in %.2f s; Lease %s", took,
+                                     "released" if not loop.leading else "left to expire")
+    if probes is not None:
+        probes.close()
+    if fast_exit:
+        # Everything that matters is done (Lease released, pass abandoned); the interpreter's teardown of the
+        # solver and plotting modules can take seconds on a busy node, past a pod's termination grace.
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
 
 class _NoAliases(yaml.SafeDumper):

@@ -1,16 +1,24 @@
 """The cluster behind a small Protocol, filled by the official ``kubernetes`` client.
 
 ``KubeClusterClient`` speaks plain JSON over the client's ``ApiClient`` (one code path for core kinds,
-apps, policy, coordination and Medley's own resources): server-side apply with field manager ``medley``,
-reads, deletes, status patches and optimistic-concurrency writes. Every call retries with jittered
-exponential backoff (tenacity) on 409, 429, 5xx and timeouts, a bounded number of times.
+apps, policy, coordination, events and Medley's own resources): server-side apply with field manager
+``medley`` and ``force`` (Medley takes back the fields it owns when another manager changed them: drift
+repair), server-side dry runs (``dryRun=All``), reads, deletes, merge patches, status patches and
+optimistic-concurrency writes. Every call retries with jittered exponential backoff (tenacity) on 409,
+429, 5xx, timeouts and dropped connections, a bounded number of times.
+
+Versions are chosen by discovery: a kind lists the API versions that serve it, newest first
+(``PodDisruptionBudget``: ``policy/v1``, else ``policy/v1beta1`` on clusters before 1.21). Requests use the
+first version the server offers; objects read back carry the kind's first (canonical) version, so callers
+compare rendered manifests with live objects without caring which version the cluster speaks.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol, TypeVar
 from urllib.parse import quote
 
@@ -25,20 +33,27 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class Kind:
-    """Where a kind lives in the API: its group/version, plural and scope."""
+    """Where a kind lives in the API: its group/version, plural, scope, and older versions that serve it."""
 
     api_version: str
     kind: str
     plural: str
     namespaced: bool
+    older_versions: tuple[str, ...] = ()
+
+    @property
+    def versions(self) -> tuple[str, ...]:
+        """Every version that serves the kind, the canonical one first."""
+        return (self.api_version, *self.older_versions)
 
 
 KINDS: dict[str, Kind] = {k.kind: k for k in (
     Kind("apps/v1", "Deployment", "deployments", True),
     Kind("leaderworkerset.x-k8s.io/v1", "LeaderWorkerSet", "leaderworkersets", True),
-    Kind("policy/v1", "PodDisruptionBudget", "poddisruptionbudgets", True),
+    Kind("policy/v1", "PodDisruptionBudget", "poddisruptionbudgets", True, ("policy/v1beta1",)),
     Kind("v1", "Service", "services", True),
     Kind("v1", "Namespace", "namespaces", False),
+    Kind("v1", "Event", "events", True),
     Kind("coordination.k8s.io/v1", "Lease", "leases", True),
     Kind("medley.dev/v1alpha1", "GPUPool", "gpupools", False),
     Kind("medley.dev/v1alpha1", "LLMService", "llmservices", True),
@@ -69,6 +84,15 @@ class ConflictError(Exception):
     """An optimistic-concurrency write lost (HTTP 409 on a write that carries a resourceVersion)."""
 
 
+class KindNotServed(ApiException):
+    """The cluster serves none of a kind's versions (no LeaderWorkerSet CRD, say); status 404."""
+
+    def __init__(self, kind: Kind) -> None:
+        super().__init__(status=404, reason="Not Found")
+        self.body = json.dumps({"kind": "Status", "reason": "NotFound", "message": (
+            f"this cluster serves no {kind.kind} API ({', '.join(kind.versions)})")})
+
+
 class ClusterClient(Protocol):
     """What the applier and controller need from a cluster."""
 
@@ -81,11 +105,15 @@ class ClusterClient(Protocol):
         ...
 
     def apply(self, manifest: dict[str, Any], *, dry_run: bool = False) -> dict[str, Any]:
-        """Server-side apply under field manager ``medley``."""
+        """Server-side apply under field manager ``medley`` with ``force`` (``dry_run``: the server only checks)."""
         ...
 
     def delete(self, ref: ObjectRef) -> None:
         """Delete the object (absent is fine)."""
+        ...
+
+    def patch(self, ref: ObjectRef, patch: dict[str, Any]) -> dict[str, Any]:
+        """JSON merge patch of the object (``metadata.resourceVersion`` in it makes it conditional)."""
         ...
 
     def patch_status(self, ref: ObjectRef, status: dict[str, Any]) -> dict[str, Any]:
@@ -148,11 +176,31 @@ class KubeClusterClient:
     def __init__(self, api: k8s.ApiClient, retry: RetryPolicy | None = None) -> None:
         self.api = api
         self.retry = retry or RetryPolicy()
+        self._served: dict[str, bool] = {}
 
     def _kind(self, kind: str) -> Kind:
+        """The kind as this cluster serves it (the first of its versions the server offers)."""
         if kind not in KINDS:
             raise ValueError(f"kind: {kind!r} is not one Medley manages")
-        return KINDS[kind]
+        known = KINDS[kind]
+        if not known.older_versions:
+            return known
+        for version in known.versions:
+            if self._serves(version):
+                return replace(known, api_version=version)
+        raise KindNotServed(known)
+
+    def _serves(self, group_version: str) -> bool:
+        """Whether the server offers ``group_version`` (asked once; a failed question counts as yes)."""
+        if group_version not in self._served:
+            try:
+                self.retry.run(lambda: self._call("GET", f"/apis/{group_version}"))
+                self._served[group_version] = True
+            except ApiException as exc:
+                if exc.status != 404:
+                    return True  # unknown: try the canonical version and let the real call say
+                self._served[group_version] = False
+        return self._served[group_version]
 
     def _call(self, method: str, path: str, *, query: dict[str, str] | None = None, body: Any = None,
               content_type: str = "application/json") -> dict[str, Any]:
@@ -169,12 +217,25 @@ class KubeClusterClient:
         result: dict[str, Any] = json.loads(data) if data else {}
         return result
 
+    @staticmethod
+    def _canonical(obj: dict[str, Any], kind: Kind) -> dict[str, Any]:
+        """A live object as callers see it: the kind's canonical apiVersion, whatever version served it."""
+        obj["kind"] = kind.kind
+        obj["apiVersion"] = KINDS[kind.kind].api_version
+        return obj
+
+    @staticmethod
+    def _sendable(manifest: dict[str, Any], kind: Kind) -> dict[str, Any]:
+        if manifest.get("apiVersion") == kind.api_version:
+            return manifest
+        return {**manifest, "apiVersion": kind.api_version}
+
     def get(self, ref: ObjectRef) -> dict[str, Any] | None:
         kind = self._kind(ref.kind)
 
         def once() -> dict[str, Any] | None:
             try:
-                return self._call("GET", _path(kind, ref.namespace, ref.name))
+                return self._canonical(self._call("GET", _path(kind, ref.namespace, ref.name)), kind)
             except ApiException as exc:
                 if exc.status == 404:
                     return None
@@ -186,21 +247,19 @@ class KubeClusterClient:
         query = {"labelSelector": label_selector} if label_selector else {}
         data = self.retry.run(lambda: self._call("GET", _path(k, namespace), query=query))
         items: list[dict[str, Any]] = data.get("items", [])
-        for item in items:  # list items omit kind and apiVersion
-            item.setdefault("kind", k.kind)
-            item.setdefault("apiVersion", k.api_version)
-        return items
+        return [self._canonical(item, k) for item in items]  # list items omit kind and apiVersion
 
     def apply(self, manifest: dict[str, Any], *, dry_run: bool = False) -> dict[str, Any]:
         ref = ObjectRef.of(manifest)
         k = self._kind(ref.kind)
-        k = Kind(manifest.get("apiVersion") or k.api_version, k.kind, k.plural, k.namespaced)  # e.g. policy/v1beta1
-        query = {"fieldManager": FIELD_MANAGER}
+        # force: Medley's manager takes back the fields it applies when another manager changed them
+        query = {"fieldManager": FIELD_MANAGER, "force": "true"}
         if dry_run:
             query["dryRun"] = "All"
-        return self.retry.run(lambda: self._call(
-            "PATCH", _path(k, ref.namespace, ref.name), query=query, body=manifest,
-            content_type="application/apply-patch+yaml"))
+        body = self._sendable(manifest, k)
+        return self._canonical(self.retry.run(lambda: self._call(
+            "PATCH", _path(k, ref.namespace, ref.name), query=query, body=body,
+            content_type="application/apply-patch+yaml")), k)
 
     def delete(self, ref: ObjectRef) -> None:
         k = self._kind(ref.kind)
@@ -213,6 +272,20 @@ class KubeClusterClient:
                 if exc.status != 404:  # a retried delete whose first try went through
                     raise
         self.retry.run(once)
+
+    def patch(self, ref: ObjectRef, patch: dict[str, Any]) -> dict[str, Any]:
+        k = self._kind(ref.kind)
+        conditional = bool((patch.get("metadata") or {}).get("resourceVersion"))
+
+        def once() -> dict[str, Any]:
+            try:
+                return self._call("PATCH", _path(k, ref.namespace, ref.name), body=patch,
+                                  content_type="application/merge-patch+json")
+            except ApiException as exc:
+                if exc.status == 409 and conditional:
+                    raise ConflictError(str(ref)) from None
+                raise
+        return self._canonical(self.retry.run(once), k)
 
     def patch_status(self, ref: ObjectRef, status: dict[str, Any]) -> dict[str, Any]:
         k = self._kind(ref.kind)
@@ -246,7 +319,7 @@ class KubeClusterClient:
         def once() -> dict[str, Any]:
             nonlocal uncertain
             try:
-                return self._call(method, path, body=manifest)
+                return self._call(method, path, body=self._sendable(manifest, k))
             except ApiException as exc:
                 if exc.status == 409 and (conflict_reasons is None or _reason(exc) in conflict_reasons):
                     landed = self._landed(k, ref, manifest) if uncertain else None
@@ -275,6 +348,17 @@ def _reason(exc: ApiException) -> str:
     except ValueError:
         return ""
     return str(body.get("reason", "")) if isinstance(body, dict) else ""
+
+
+def error_line(exc: BaseException) -> str:
+    """An API error in one line: status, reason and the API server's message."""
+    status = getattr(exc, "status", None)
+    if status is None:
+        return (str(exc) or type(exc).__name__).replace("\n", " ")
+    message = ""
+    with contextlib.suppress(ValueError, AttributeError):  # a body that is not a Status
+        message = json.loads(getattr(exc, "body", "") or "{}").get("message", "")
+    return f"HTTP {status} {getattr(exc, 'reason', '') or ''}: {message}".strip().rstrip(":")
 
 
 def kube_client(kubeconfig: str | None = None, retry: RetryPolicy | None = None) -> KubeClusterClient:

@@ -1,39 +1,44 @@
-"""The controller: custom resources → FleetSpec → plan → cluster, level-triggered, one leader at a time.
+"""The controller: custom resources → FleetSpec → plan → cluster, level-triggered.
 
-``Reconciler.reconcile`` does one full pass for a ``FleetPlan``: read GPUPools, LLMServices (a service's
-team is its namespace) and PowerDomains; re-plan when their specs changed since the stored plan (the
-digest of the inputs is kept in the status); render; then per ``spec.mode`` apply (``auto``), apply once
-``spec.approvedPlanId`` names the plan (``approve``), or only report the diff (``dry-run``). The outcome
-goes to ``FleetPlan.status`` as conditions ``Planned``, ``Progressing``, ``Ready``, ``Degraded`` with
-reasons. Because every pass server-side applies what differs, a managed object edited by hand is put
-back (drift repair).
+``Reconciler.reconcile`` does one full pass for a ``FleetPlan``: read the GPUPools, LLMServices (a service's
+team is its namespace) and PowerDomains that belong to it (``spec.selector``; all by default); re-plan when
+their specs changed since the stored plan (the digest of the inputs is kept in the status); render; then per
+``spec.mode`` apply (``auto``), apply once ``spec.approvedPlanId`` names the plan (``approve``), or only report
+the diff (``dry-run``). The outcome goes to ``FleetPlan.status`` as conditions ``Planned``, ``Progressing``,
+``Ready``, ``Degraded`` with reasons; every other kind it owns gets its status too (``provisioner.statuses``),
+and what it does is recorded as Events on the objects it acts on (``provisioner.events``).
 
-``ControllerLoop`` wraps it: a ``coordination.k8s.io`` Lease elects the one replica that acts, change
-notices (from kopf's watches, see ``provisioner.operator``) are debounced, and a periodic resync keeps it
-level-triggered even when a notice is lost.
+Conventions:
+- Drift repair: every pass server-side applies, with ``force``, what differs from the plan, so a managed
+  object edited by another field manager (``kubectl set image``), scaled to 0 or deleted is put back by the
+  next pass. Each object's write stands alone, with its own backoff across passes.
+- One invalid LLMService degrades only itself: it is left out of planning, its running workloads are kept as
+  the last plan had them (their nodes held back from its pools) and its status says why.
+- Finalizer ``medley.dev/keep-workloads`` on the FleetPlan: deleting the FleetPlan by mistake keeps the
+  serving workloads (the controller removes their owner references, so garbage collection leaves them, then
+  lets the FleetPlan go). To remove them with it, annotate it first with
+  ``medley.dev/on-delete=delete-workloads``.
+- It touches only objects it applied itself (``rollout.is_medleys``): another manager's object is reported,
+  never written or pruned, even when it carries Medley's labels.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import ValidationError
-
 from planner.ports import Planner
-from planner.schema import FleetSpec, Plan, PlannerOptions, Pool, PowerDomain, Service
-from provisioner.apply import Applier, ApplyResult
+from planner.schema import FleetSpec, Plan
+from provisioner.apply import Applier, ApplyResult, ObjectBackoff
 from provisioner.cluster import ClusterClient, ConflictError, ObjectRef
 from provisioner.crds import API_VERSION
+from provisioner.events import EventRecorder
+from provisioner.probes import ControllerMetrics
 from provisioner.render import (
-    COMPONENT_LABEL,
     MANAGED_BY,
     MEDLEY,
     SERVICE_LABEL,
@@ -42,12 +47,27 @@ from provisioner.render import (
     RenderOptions,
     label_value,
     render_plan,
+    team_namespace,
 )
-from provisioner.rollout import contains, ready_replicas, replicas
+from provisioner.resources import (
+    FleetInputs,
+    SpecError,
+    fleet_inputs,
+    frozen_groups,
+    inputs_digest,
+    plan_is_fresh,
+    reserve_pools,
+    selector_of,
+    with_frozen,
+)
+from provisioner.rollout import contains, is_medleys
+from provisioner.statuses import Condition, StatusWriter, merge_conditions, without_nulls
 
 log = logging.getLogger(__name__)
 FLEETPLAN = "FleetPlan"
 MODES = ("auto", "approve", "dry-run")
+FINALIZER = "medley.dev/keep-workloads"
+ON_DELETE = "medley.dev/on-delete"  # "keep" (default) or "delete-workloads"
 
 
 def default_planner(fleet: FleetSpec, *, current: Plan | None = None) -> Plan:
@@ -55,85 +75,6 @@ def default_planner(fleet: FleetSpec, *, current: Plan | None = None) -> Plan:
     from planner.pipeline import plan_fleet
 
     return plan_fleet(fleet, current=current)
-
-
-class SpecError(ValueError):
-    """A custom resource does not make a valid fleet; the message is ``Kind/name: field: reason``."""
-
-
-def _first_error(exc: ValidationError) -> str:
-    err = exc.errors()[0]
-    loc = ".".join(str(p) for p in err.get("loc", ()))
-    return f"{loc}: {err.get('msg', 'invalid')}" if loc else str(err.get("msg", "invalid"))
-
-
-def fleet_from_resources(fleetplan: dict[str, Any], pools: list[dict[str, Any]], services: list[dict[str, Any]],
-                         domains: list[dict[str, Any]]) -> FleetSpec:
-    """The FleetSpec the custom resources describe (ids from names, teams from namespaces)."""
-    def build(model: Any, obj: dict[str, Any], extra: dict[str, Any]) -> Any:
-        where = f"{obj.get('kind', model.__name__)}/{obj['metadata']['name']}"
-        try:
-            return model.model_validate({**obj.get("spec", {}), **extra})
-        except ValidationError as exc:
-            raise SpecError(f"{where}: spec.{_first_error(exc)}") from None
-
-    spec = fleetplan.get("spec", {})
-    try:
-        options = PlannerOptions.model_validate(spec.get("planner", {}))
-        fleet = FleetSpec(
-            name=fleetplan["metadata"]["name"],
-            pools=[build(Pool, p, {"id": p["metadata"]["name"]}) for p in pools],
-            services=[build(Service, s, {"id": s["metadata"]["name"],
-                                         "team": s["metadata"].get("namespace", "default")}) for s in services],
-            power_domains=[build(PowerDomain, d, {"id": d["metadata"]["name"]}) for d in domains],
-            planner=options,
-        )
-    except ValidationError as exc:
-        raise SpecError(f"FleetPlan/{fleetplan['metadata']['name']}: {_first_error(exc)}") from None
-    return fleet
-
-
-def plan_is_fresh(plan: Plan, fleet: FleetSpec) -> bool:
-    """Whether a stored plan still names only services and pools the fleet has."""
-    services = {s.id for s in fleet.services}
-    pools = {p.id for p in fleet.pools}
-    return all(g.service in services and g.pool in pools for g in plan.replica_groups)
-
-
-def inputs_digest(fleetplan: dict[str, Any], *groups: list[dict[str, Any]]) -> str:
-    """A digest of what planning depends on: the specs (not statuses) of the resources."""
-    specs = [fleetplan.get("spec", {}).get("planner", {})]
-    for objs in groups:
-        specs.extend(sorted(([o["metadata"].get("namespace", ""), o["metadata"]["name"], o.get("spec", {})]
-                             for o in objs), key=lambda x: (x[0], x[1])))
-    return hashlib.sha256(json.dumps(specs, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-@dataclass(frozen=True)
-class Condition:
-    """One status condition (``type`` Planned, Progressing, Ready or Degraded)."""
-
-    type: str
-    status: bool
-    reason: str
-    message: str = ""
-
-
-def merge_conditions(old: list[dict[str, Any]], new: list[Condition], now: str,
-                     generation: int | None) -> list[dict[str, Any]]:
-    """Conditions as the status stores them; ``lastTransitionTime`` moves only when the status flips."""
-    before = {c.get("type"): c for c in old}
-    out = []
-    for cond in new:
-        status = "True" if cond.status else "False"
-        prev = before.get(cond.type)
-        since = prev.get("lastTransitionTime", now) if prev and prev.get("status") == status else now
-        entry: dict[str, Any] = {"type": cond.type, "status": status, "reason": cond.reason,
-                                 "message": cond.message[:1000], "lastTransitionTime": since}
-        if generation is not None:
-            entry["observedGeneration"] = generation
-        out.append(entry)
-    return out
 
 
 @dataclass(frozen=True)
@@ -144,6 +85,9 @@ class Outcome:
     plan: Plan | None = None
     result: ApplyResult | None = None
     digest: str = ""
+    replanned: bool = False
+    inputs: FleetInputs | None = None
+    problem: tuple[str, str] | None = None  # (Kind/name, message) of an invalid shared resource
 
 
 def _utc_now() -> str:
@@ -158,76 +102,129 @@ class Reconciler:
     planner: Planner = default_planner
     options: RenderOptions = field(default_factory=RenderOptions)
     now: Callable[[], str] = _utc_now
-    applier_factory: Callable[[ClusterClient, str], Applier] = field(
-        default=lambda client, fleet: Applier(client, fleet, ready_timeout_s=0.0))
+    events: EventRecorder | None = None
+    metrics: ControllerMetrics | None = None
+    backoff: ObjectBackoff = field(default_factory=ObjectBackoff)
 
     def reconcile(self, name: str) -> Outcome | None:
         """Bring the cluster towards FleetPlan ``name``'s plan and record the outcome in its status."""
+        started = time.monotonic()
         fleetplan = self.client.get(ObjectRef(FLEETPLAN, "", name))
         if fleetplan is None:
             return None
-        outcome = self._decide(fleetplan)
+        if fleetplan["metadata"].get("deletionTimestamp"):
+            self._finalize(fleetplan)
+            return None
+        fleetplan = self._ensure_finalizer(fleetplan)
+        selector = selector_of(fleetplan)
+        pools = self.client.list("GPUPool", selector)
+        services = self.client.list("LLMService", selector)
+        domains = self.client.list("PowerDomain", selector)
+        outcome = self._decide(fleetplan, pools, services, domains)
         self._write_status(fleetplan, outcome)
-        self._write_service_statuses(outcome)
+        self._write_statuses(outcome, pools, services, domains)
+        self._record(fleetplan, outcome)
+        if self.metrics is not None:
+            self._count(outcome, time.monotonic() - started)
         return outcome
 
-    def _decide(self, fleetplan: dict[str, Any]) -> Outcome:
+    # ------------------------------------------------------------------------------------------ deciding
+
+    def _decide(self, fleetplan: dict[str, Any], pools: list[dict[str, Any]], services: list[dict[str, Any]],
+                domains: list[dict[str, Any]]) -> Outcome:
         status = fleetplan.get("status") or {}
         spec = fleetplan.get("spec") or {}
         mode = spec.get("mode", "approve")
-        pools = self.client.list("GPUPool")
-        services = self.client.list("LLMService")
-        domains = self.client.list("PowerDomain")
         digest = inputs_digest(fleetplan, pools, services, domains)
         try:
-            fleet = fleet_from_resources(fleetplan, pools, services, domains)
+            inputs = fleet_inputs(fleetplan, pools, services, domains)
         except SpecError as exc:
             return Outcome((Condition("Planned", False, "InvalidSpec", str(exc)),
-                            Condition("Degraded", True, "InvalidSpec", str(exc))))
+                            Condition("Degraded", True, "InvalidSpec", str(exc))), problem=(exc.where, str(exc)))
+        fleet = inputs.fleet
         current = Plan.model_validate(status["plan"]) if status.get("plan") else None
-        if current is not None and status.get("inputsDigest") == digest and plan_is_fresh(current, fleet):
+        frozen = frozen_groups(current, inputs.invalid)
+        replanned = False
+        if current is not None and status.get("inputsDigest") == digest and plan_is_fresh(
+                current, fleet, {g.service for g in frozen}):
             plan = current
         else:
             try:
-                plan = self.planner(fleet, current=current)
+                plan = self.planner(reserve_pools(fleet, frozen), current=current)
             except Exception as exc:  # the planner's InfeasibleFleet carries findings
                 findings = getattr(exc, "findings", None)
                 reason = "Infeasible" if findings is not None else "PlannerError"
                 message = "; ".join(f.message for f in findings) if findings else str(exc)
                 return Outcome((Condition("Planned", False, reason, message),
-                                Condition("Degraded", True, reason, message)))
+                                Condition("Degraded", True, reason, message)), inputs=inputs)
+            plan = with_frozen(plan, frozen)
             if not plan.id:
                 plan = plan.model_copy(update={"id": f"{fleet.name}-{digest[:10]}"})
+            replanned = True
         planned = Condition("Planned", True, "Planned", f"plan {plan.id}: ${plan.cost_usd_per_hour:.2f}/h")
         owner = Owner(API_VERSION, FLEETPLAN, fleetplan["metadata"]["name"], fleetplan["metadata"].get("uid", ""))
+        served = plan.model_copy(update={"replica_groups": [g for g in plan.replica_groups
+                                                            if g.service not in inputs.invalid]})
         try:
-            manifests = render_plan(plan, fleet, self.options, owner if owner.uid else None)
+            manifests = render_plan(served, fleet, self.options, owner if owner.uid else None)
         except RenderError as exc:
-            return Outcome((planned, Condition("Degraded", True, "RenderFailed", str(exc))), plan, digest=digest)
-        applier = self.applier_factory(self.client, fleet.name)
+            return Outcome((planned, Condition("Degraded", True, "RenderFailed", str(exc))), plan, digest=digest,
+                           replanned=replanned, inputs=inputs)
         apply_now = mode == "auto" or (mode == "approve" and spec.get("approvedPlanId") == plan.id)
+        applier = Applier(self.client, fleet.name, ready_timeout_s=0.0, preflight=False, backoff=self.backoff,
+                          keep=self._keeper(inputs))
+        started = time.monotonic()
         try:
             result = applier.apply(manifests, dry_run=not apply_now)
-        except Exception as exc:  # retries are spent: report and let the next pass try again
-            return Outcome((planned, Condition("Progressing", False, "ApplyFailed", str(exc)[:500]),
-                            Condition("Degraded", True, "ApplyFailed", str(exc)[:500])), plan, digest=digest)
-        return Outcome(self._apply_conditions(planned, mode, apply_now, result), plan, result, digest)
+        except Exception as exc:  # listing or reading failed after retries: report; the next pass tries again
+            message = str(exc)[:500]
+            return Outcome((planned, Condition("Progressing", False, "ApplyFailed", message),
+                            Condition("Degraded", True, "ApplyFailed", message)), plan, digest=digest,
+                           replanned=replanned, inputs=inputs)
+        finally:
+            if self.metrics is not None:
+                self.metrics.apply_seconds.observe(time.monotonic() - started)
+        conditions = self._apply_conditions(planned, mode, apply_now, result, inputs.invalid)
+        return Outcome(conditions, plan, result, digest, replanned, inputs)
+
+    def _keeper(self, inputs: FleetInputs) -> Callable[[dict[str, Any]], bool] | None:
+        """Live objects of invalid services: kept exactly as they are (neither changed nor pruned)."""
+        if not inputs.invalid:
+            return None
+        held = {(team_namespace(inputs.namespaces.get(name, "default"), self.options), label_value(name))
+                for name in inputs.invalid}
+
+        def keep(obj: dict[str, Any]) -> bool:
+            meta = obj.get("metadata", {})
+            return (meta.get("namespace", ""), meta.get("labels", {}).get(SERVICE_LABEL, "")) in held
+        return keep
 
     @staticmethod
-    def _apply_conditions(planned: Condition, mode: str, applied: bool, result: ApplyResult) -> tuple[Condition, ...]:
-        if not applied:
-            reason = "DryRun" if mode == "dry-run" else "AwaitingApproval"
-            message = "diff in status.diff" + ("" if mode == "dry-run" else "; set spec.approvedPlanId to apply")
-            return (planned, Condition("Progressing", False, reason, message),
-                    Condition("Ready", False, reason, message), Condition("Degraded", False, "AsPlanned"))
+    def _apply_conditions(planned: Condition, mode: str, applied: bool, result: ApplyResult,
+                          invalid: dict[str, str]) -> tuple[Condition, ...]:
         degraded = Condition("Degraded", False, "AsPlanned")
         if result.skipped:
             names = ", ".join(str(c.ref) for c in result.skipped)
             degraded = Condition("Degraded", True, "ForeignObjects", f"owned by another manager: {names}")
+        if invalid:
+            degraded = Condition("Degraded", True, "InvalidServices", "; ".join(invalid.values())
+                                 + "; their running replicas are kept as the last plan had them")
+        if result.failed or result.backing_off:
+            lines = [str(f) for f in result.failed] + [f"{r}: backing off" for r in result.backing_off]
+            degraded = Condition("Degraded", True, "ObjectsFailing", "; ".join(lines))
+        if not applied:
+            reason = "DryRun" if mode == "dry-run" else "AwaitingApproval"
+            message = "diff in status.diff" + ("" if mode == "dry-run" else "; set spec.approvedPlanId to apply")
+            if result.failed:
+                degraded = Condition("Degraded", True, "ServerRefused", "; ".join(str(f) for f in result.failed))
+            return (planned, Condition("Progressing", False, reason, message),
+                    Condition("Ready", False, reason, message), degraded)
         if result.complete:
             return (planned, Condition("Progressing", False, "Complete", "the cluster matches the plan"),
                     Condition("Ready", True, "PlanApplied", "every workload of the plan is Ready"), degraded)
-        if result.not_ready:
+        if result.failed or result.backing_off:
+            why = "Retrying", f"{len(result.failed) + len(result.backing_off)} objects failing; see Degraded"
+        elif result.not_ready:
             why = "WaitingForReady", "not Ready yet: " + ", ".join(str(r) for r in result.not_ready)
         elif result.held:
             why = "HeldForCapacity", "; ".join(f"{c.ref}: {c.reason}" for c in result.held)
@@ -236,33 +233,7 @@ class Reconciler:
         return (planned, Condition("Progressing", True, why[0], why[1][:1000]),
                 Condition("Ready", False, why[0], why[1][:1000]), degraded)
 
-    def _write_service_statuses(self, outcome: Outcome) -> None:
-        """Each LLMService's planned and Ready replicas, from the workloads Medley runs for it."""
-        if outcome.plan is None or outcome.result is None or outcome.result.dry_run:
-            return
-        workloads = [w for kind in ("Deployment", "LeaderWorkerSet") for w in self._list_quietly(kind)]
-        for svc in self.client.list("LLMService"):
-            meta = svc["metadata"]
-            mine = [w for w in workloads if w["metadata"].get("namespace") == meta.get("namespace")
-                    and w["metadata"].get("labels", {}).get(SERVICE_LABEL) == label_value(meta["name"])
-                    and w["metadata"].get("labels", {}).get(COMPONENT_LABEL) != "attention"]
-            want = sum(replicas(w) for w in mine)
-            ready = sum(min(ready_replicas(w), replicas(w)) for w in mine)
-            ok = want > 0 and ready >= want
-            status = {"replicas": want, "readyReplicas": ready, "conditions": merge_conditions(
-                (svc.get("status") or {}).get("conditions", []),
-                [Condition("Ready", ok, "Serving" if ok else "Provisioning", f"{ready}/{want} replicas Ready")],
-                self.now(), meta.get("generation"))}
-            if not contains(status, svc.get("status") or {}):
-                self.client.patch_status(ObjectRef("LLMService", meta.get("namespace", ""), meta["name"]), status)
-
-    def _list_quietly(self, kind: str) -> list[dict[str, Any]]:
-        try:
-            return self.client.list(kind, f"{MANAGED_BY}={MEDLEY}")
-        except Exception as exc:
-            if getattr(exc, "status", None) == 404:  # no LeaderWorkerSet API in this cluster
-                return []
-            raise
+    # ------------------------------------------------------------------------------------------ writing
 
     def _write_status(self, fleetplan: dict[str, Any], outcome: Outcome) -> None:
         old = fleetplan.get("status") or {}
@@ -280,146 +251,135 @@ class Reconciler:
             new["diff"] = outcome.result.diff[:16000]
             if outcome.result.complete:
                 new["appliedPlanId"] = outcome.plan.id if outcome.plan else ""
-        if generation is None:
-            del new["observedGeneration"]
-        # Only write when something changed, so our own status write does not wake us up forever.
+        # Only write when something changed, so our own status write does not wake us up forever. A merge
+        # patch deletes null fields, so they are left out of both the write and the comparison.
+        new = without_nulls(new)
         if not contains(new, old):
             self.client.patch_status(ObjectRef(FLEETPLAN, "", fleetplan["metadata"]["name"]), new)
 
-
-@dataclass
-class LeaseElector:
-    """Leader election on a ``coordination.k8s.io/v1`` Lease with optimistic concurrency."""
-
-    client: ClusterClient
-    name: str
-    namespace: str
-    identity: str
-    duration_s: int = 15
-    clock: Callable[[], float] = time.time
-
-    @staticmethod
-    def _stamp(t: float) -> str:
-        return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-    @staticmethod
-    def _parse(text: str | None) -> float:
-        if not text:
-            return 0.0
-        return datetime.strptime(text.replace("Z", "").split(".")[0], "%Y-%m-%dT%H:%M:%S").replace(
-            tzinfo=UTC).timestamp()
-
-    def try_acquire(self) -> bool:
-        """Take or renew the lease; False when another live holder has it or the write lost a race."""
-        now = self.clock()
-        ref = ObjectRef("Lease", self.namespace, self.name)
+    def _write_statuses(self, outcome: Outcome, pools: list[dict[str, Any]], services: list[dict[str, Any]],
+                        domains: list[dict[str, Any]]) -> None:
+        writer = StatusWriter(self.client, self.now, self.options)
         try:
-            lease = self.client.get(ref)
-            if lease is None:
-                self.client.create({
-                    "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-                    "metadata": {"name": self.name, "namespace": self.namespace},
-                    "spec": {"holderIdentity": self.identity, "leaseDurationSeconds": self.duration_s,
-                             "acquireTime": self._stamp(now), "renewTime": self._stamp(now), "leaseTransitions": 0},
-                })
-                return True
-            spec = dict(lease.get("spec") or {})
-            holder = spec.get("holderIdentity")
-            expired = self._parse(spec.get("renewTime")) + spec.get("leaseDurationSeconds", self.duration_s) < now
-            if holder not in (None, "", self.identity) and not expired:
-                return False
-            if holder != self.identity:
-                spec["acquireTime"] = self._stamp(now)
-                spec["leaseTransitions"] = int(spec.get("leaseTransitions", 0)) + 1
-            spec.update(holderIdentity=self.identity, renewTime=self._stamp(now), leaseDurationSeconds=self.duration_s)
-            self.client.replace({**lease, "spec": spec})
-            return True
+            writer.pools(pools, outcome.plan, outcome.problem)
+            writer.domains(domains, outcome.plan, pools, outcome.problem)
+            workloads = [w for kind in ("Deployment", "LeaderWorkerSet") for w in self._list_quietly(kind)]
+            invalid = outcome.inputs.invalid if outcome.inputs else {}
+            writer.services(services, outcome.plan, invalid, workloads)
+        except Exception as exc:  # noqa: BLE001 - statuses are written again next pass
+            log.warning("could not write statuses: %s", exc)
+            if self.metrics is not None:
+                self.metrics.errors.labels("status").inc()
+
+    def _list_quietly(self, kind: str) -> list[dict[str, Any]]:
+        try:
+            return self.client.list(kind, f"{MANAGED_BY}={MEDLEY}")
+        except Exception as exc:
+            if getattr(exc, "status", None) == 404:  # no LeaderWorkerSet API in this cluster
+                return []
+            raise
+
+    def _record(self, fleetplan: dict[str, Any], outcome: Outcome) -> None:
+        """Events for what the pass did: on the FleetPlan, the objects written, the invalid services."""
+        if self.events is None:
+            return
+        meta = fleetplan["metadata"]
+        me = ObjectRef(FLEETPLAN, "", meta["name"])
+        uid = meta.get("uid", "")
+        conditions = {c.type: c for c in outcome.conditions}
+        if outcome.replanned and outcome.plan is not None:
+            self.events.record(me, "Normal", "Planned", conditions["Planned"].message, uid)
+        planned = conditions.get("Planned")
+        if planned is not None and not planned.status:
+            self.events.record(me, "Warning", planned.reason, planned.message, uid)
+        result = outcome.result
+        if result is not None and not result.dry_run:
+            drift = not outcome.replanned
+            for ref in result.created:
+                self.events.record(ref, "Normal", "Recreated" if drift else "Created", f"applied for plan "
+                                   f"{outcome.plan.id if outcome.plan else ''}")
+            for ref in result.updated:
+                self.events.record(ref, "Normal", "DriftRepaired" if drift else "Updated",
+                                   "put back as the plan has it" if drift else "changed to the new plan")
+            for ref in result.shrunk:
+                self.events.record(ref, "Normal", "ScaledDown", "its replacement is Ready")
+            for ref in result.pruned:
+                self.events.record(ref, "Normal", "Pruned", "no longer in the plan")
+            for failure in result.failed:
+                self.events.record(failure.ref, "Warning", "ApplyFailed", failure.message)
+            if result.changed:
+                self.events.record(me, "Normal", "Applied", f"created {len(result.created)}, updated "
+                                   f"{len(result.updated)}, scaled down {len(result.shrunk)}, pruned "
+                                   f"{len(result.pruned)}", uid)
+        inputs = outcome.inputs
+        for name, message in (inputs.invalid if inputs else {}).items():
+            namespace = inputs.namespaces.get(name, "default") if inputs else "default"
+            self.events.record(ObjectRef("LLMService", namespace, name), "Warning", "InvalidSpec", message)
+
+    def _count(self, outcome: Outcome, seconds: float) -> None:
+        assert self.metrics is not None
+        conditions = {c.type: c for c in outcome.conditions}
+        ready, planned = conditions.get("Ready"), conditions.get("Planned")
+        if planned is not None and not planned.status:
+            result = "plan_failed"
+        elif outcome.result is None:
+            result = "apply_failed"
+        else:
+            result = "ready" if ready is not None and ready.status else "progressing"
+        self.metrics.reconciles.labels(result).inc()
+        self.metrics.reconcile_seconds.observe(seconds)
+        self.metrics.last_pass.set(time.time())
+        if planned is not None and not planned.status:
+            self.metrics.errors.labels("plan").inc()
+        if outcome.result is not None:
+            r = outcome.result
+            for action, refs in (("create", r.created), ("update", r.updated), ("shrink", r.shrunk),
+                                 ("prune", r.pruned)):
+                if refs:
+                    self.metrics.writes.labels(action).inc(len(refs))
+            if r.failed:
+                self.metrics.errors.labels("object").inc(len(r.failed))
+        self.metrics.objects_failing.set(len(self.backoff.waiting()))
+
+    # ------------------------------------------------------------------------------------------ finalizer
+
+    def _ensure_finalizer(self, fleetplan: dict[str, Any]) -> dict[str, Any]:
+        meta = fleetplan["metadata"]
+        finalizers = list(meta.get("finalizers") or [])
+        if FINALIZER in finalizers:
+            return fleetplan
+        try:
+            return self.client.patch(ObjectRef(FLEETPLAN, "", meta["name"]), {"metadata": {
+                "finalizers": [*finalizers, FINALIZER], "resourceVersion": meta.get("resourceVersion")}})
         except ConflictError:
-            return False  # another replica wrote first; it leads this round
-        except Exception:  # the API is unreachable: without a renewed lease, acting is unsafe
-            return False
+            return fleetplan  # changed meanwhile: the next pass adds it
 
-    def release(self) -> None:
-        """Give the lease up (on shutdown) so another replica takes over at once."""
-        try:
-            lease = self.client.get(ObjectRef("Lease", self.namespace, self.name))
-            if lease and (lease.get("spec") or {}).get("holderIdentity") == self.identity:
-                spec = {**lease["spec"], "holderIdentity": ""}
-                self.client.replace({**lease, "spec": spec})
-        except Exception:
-            pass  # expiry hands it over anyway
+    def _finalize(self, fleetplan: dict[str, Any]) -> None:
+        """A FleetPlan being deleted: keep its workloads (default) or delete them, then let it go."""
+        meta = fleetplan["metadata"]
+        finalizers = list(meta.get("finalizers") or [])
+        if FINALIZER not in finalizers:
+            return
+        me = ObjectRef(FLEETPLAN, "", meta["name"])
+        uid = meta.get("uid", "")
+        mine = [w for w in Applier(self.client, meta["name"]).live_managed() if is_medleys(w)]
+        if (meta.get("annotations") or {}).get(ON_DELETE) == "delete-workloads":
+            for obj in mine:
+                self.client.delete(ObjectRef.of(obj))
+            message = f"deleted {len(mine)} objects of the fleet, as {ON_DELETE}=delete-workloads asked"
+        else:
+            kept = 0
+            for obj in mine:
+                owners = obj["metadata"].get("ownerReferences") or []
+                others = [o for o in owners if o.get("uid") != uid]
+                if len(others) != len(owners):
+                    self.client.patch(ObjectRef.of(obj), {"metadata": {"ownerReferences": others or None}})
+                kept += 1
+            message = (f"kept {kept} objects serving (owner references removed); to remove them: kubectl delete "
+                       f"deploy,svc,pdb -A -l medley.dev/fleet={label_value(meta['name'])}")
+        if self.events is not None:
+            self.events.record(me, "Normal", "Finalized", message, uid)
+        self.client.patch(me, {"metadata": {"finalizers": [f for f in finalizers if f != FINALIZER] or None,
+                                            "resourceVersion": meta.get("resourceVersion")}})
+        log.info("FleetPlan %s deleted: %s", meta["name"], message)
 
-
-@dataclass
-class Debouncer:
-    """Coalesces bursts of change notices: due after ``quiet_s`` without news, or ``max_wait_s`` after the first."""
-
-    quiet_s: float = 2.0
-    max_wait_s: float = 30.0
-    first: float | None = None
-    last: float | None = None
-
-    def note(self, now: float) -> None:
-        if self.first is None:
-            self.first = now
-        self.last = now
-
-    def due(self, now: float) -> bool:
-        if self.first is None or self.last is None:
-            return False
-        return now - self.last >= self.quiet_s or now - self.first >= self.max_wait_s
-
-    def clear(self) -> None:
-        self.first = self.last = None
-
-
-@dataclass
-class ControllerLoop:
-    """Leader-elected, debounced, periodically resynced reconcile loop for one FleetPlan."""
-
-    reconciler: Reconciler
-    elector: LeaseElector
-    fleetplan: str
-    debouncer: Debouncer = field(default_factory=Debouncer)
-    resync_s: float = 30.0
-    tick_s: float = 1.0
-    clock: Callable[[], float] = time.monotonic
-    sleep: Callable[[float], None] = time.sleep
-    last_pass: float | None = None
-    leading: bool = False
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def note_change(self) -> None:
-        """A watched object changed (thread-safe: kopf's handlers call it)."""
-        with self._lock:
-            self.debouncer.note(self.clock())
-
-    def step(self) -> Outcome | None:
-        """One tick: renew the lease; reconcile when a change settled or the resync is due."""
-        self.leading = self.elector.try_acquire()
-        if not self.leading:
-            return None
-        now = self.clock()
-        with self._lock:
-            due = self.debouncer.due(now) or self.last_pass is None or now - self.last_pass >= self.resync_s
-            if due:
-                self.debouncer.clear()
-        if not due:
-            return None
-        self.last_pass = now
-        return self.reconciler.reconcile(self.fleetplan)
-
-    def run(self, stop: threading.Event, max_steps: int | None = None) -> None:
-        """Step until ``stop`` is set (or ``max_steps``); releases the lease on the way out."""
-        steps = 0
-        try:
-            while not stop.is_set() and (max_steps is None or steps < max_steps):
-                try:
-                    self.step()
-                except Exception:  # one failed pass must not end the controller; the next tick retries
-                    log.exception("reconcile pass failed")
-                steps += 1
-                self.sleep(self.tick_s)
-        finally:
-            if self.leading:
-                self.elector.release()

@@ -108,7 +108,8 @@ _CONDITION = {
     "type": "object",
     "required": ["type", "status"],
     "properties": {
-        "type": {"type": "string", "description": "Planned, Progressing, Ready or Degraded"},
+        "type": {"type": "string",
+                 "description": "Planned, Progressing, Ready, Degraded (FleetPlan, LLMService), Valid, WithinBudget"},
         "status": {"type": "string", "enum": ["True", "False", "Unknown"]},
         "reason": {"type": "string"},
         "message": {"type": "string"},
@@ -174,6 +175,9 @@ def fleetplan_spec_schema() -> dict[str, Any]:
                      "description": "auto: plan and apply; approve: apply a plan once its id is approved; "
                                     "dry-run: plan and report the diff only"},
             "approvedPlanId": {"type": "string", "description": "in approve mode, the plan id to apply"},
+            "selector": {"type": "object", "description": (
+                "which GPUPools, LLMServices and PowerDomains belong to this fleet (default: all of them)"),
+                "properties": {"matchLabels": {"type": "object", "additionalProperties": {"type": "string"}}}},
             "planner": openapi_schema(PlannerOptions),
         },
     }
@@ -184,23 +188,32 @@ def custom_resource_definitions() -> dict[str, dict[str, Any]]:
     ready = {"name": "Ready", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].status'}
     return {
         "gpupools.yaml": _crd(
-            "GPUPool", "gpupools", "Cluster", openapi_schema(Pool, drop=("id",)), _status(),
+            "GPUPool", "gpupools", "Cluster", openapi_schema(Pool, drop=("id",)), _status({
+                "plannedDevices": {"type": "integer", "description": "devices the current plan takes from the pool"},
+                "plannedNodes": {"type": "integer", "description": "whole nodes the current plan takes"},
+                "planId": {"type": "string"}}),
             [{"name": "Device", "type": "string", "jsonPath": ".spec.device"},
              {"name": "Per-Node", "type": "integer", "jsonPath": ".spec.devices_per_node"},
              {"name": "Max-Nodes", "type": "integer", "jsonPath": ".spec.max_nodes"},
+             {"name": "Planned-Nodes", "type": "integer", "jsonPath": ".status.plannedNodes"},
              {"name": "Zone", "type": "string", "jsonPath": ".spec.zone"}],
             ["gpool"]),
         "llmservices.yaml": _crd(
             "LLMService", "llmservices", "Namespaced", openapi_schema(Service, drop=("id", "team")),
-            _status({"replicas": {"type": "integer"}, "readyReplicas": {"type": "integer"}}),
+            _status({"plannedReplicas": {"type": "integer", "description": "replicas the current plan gives it"},
+                     "replicas": {"type": "integer", "description": "replicas its workloads ask for now"},
+                     "readyReplicas": {"type": "integer"}}),
             [{"name": "Model", "type": "string", "jsonPath": ".spec.model"},
              {"name": "Rate-RPS", "type": "number", "jsonPath": ".spec.traffic.rate_rps"},
              {"name": "TTFT-ms", "type": "number", "jsonPath": ".spec.slo.ttft_ms"},
              {"name": "Replicas", "type": "integer", "jsonPath": ".status.replicas"}, ready],
             ["llmsvc"]),
         "powerdomains.yaml": _crd(
-            "PowerDomain", "powerdomains", "Cluster", openapi_schema(PowerDomain, drop=("id",)), _status(),
-            [{"name": "Budget-W", "type": "number", "jsonPath": ".spec.budget_watts"}],
+            "PowerDomain", "powerdomains", "Cluster", openapi_schema(PowerDomain, drop=("id",)), _status({
+                "plannedWatts": {"type": "number", "description": "watts the current plan expects of the domain"},
+                "planId": {"type": "string"}}),
+            [{"name": "Budget-W", "type": "number", "jsonPath": ".spec.budget_watts"},
+             {"name": "Planned-W", "type": "number", "jsonPath": ".status.plannedWatts"}],
             ["pdom"]),
         "fleetplans.yaml": _crd(
             "FleetPlan", "fleetplans", "Cluster", fleetplan_spec_schema(),

@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from provisioner.capacity import PHASES
-from provisioner.cluster import ObjectRef
+from provisioner.cluster import FIELD_MANAGER, ObjectRef
 from provisioner.render import (
     CAPACITY_ANNOTATION,
     COMPONENT_LABEL,
@@ -45,12 +45,16 @@ def contains(desired: Any, live: Any) -> bool:
 
 
 def is_medleys(obj: Manifest) -> bool:
-    """Whether Medley owns a live object: its label says so and no other manager applied it."""
+    """Whether Medley owns a live object: its label says so and Medley's field manager applied it.
+
+    The label alone is not enough: an object someone else created with ``managed-by: medley`` (by hand,
+    or copied from a rendered manifest) was never applied by Medley and is neither changed nor pruned.
+    """
     meta = obj.get("metadata", {})
     if meta.get("labels", {}).get(MANAGED_BY) != MEDLEY:
         return False
-    managers = {f.get("manager") for f in meta.get("managedFields", []) if f.get("operation") == "Apply"}
-    return not managers or "medley" in managers
+    return any(f.get("manager") == FIELD_MANAGER and f.get("operation") == "Apply"
+               for f in meta.get("managedFields", []))
 
 
 def replicas(obj: Manifest) -> int:

@@ -2,7 +2,11 @@
 
 Plans are immutable; their review state moves ``proposed → approved → apply_requested | applied`` under
 If-Match on the plan's state version. Approving or applying needs the right to change every team the plan
-touches (admins always have it).
+touches (admins always have it). Only a plan verified by replay (``Plan.verified``, set when the planning job
+made it) can be approved; otherwise 409 says why. Applying hands the plan, with the fleet snapshot it was
+planned for, to the provisioner: ``applied`` once the cluster matches it and every workload is Ready,
+``apply_requested`` while it is on its way (apply again to go on); 503 without a cluster, 409 when the cluster
+refused it before anything was written (a missing namespace, an admission error).
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, ValidationError
+from sqlalchemy import inspect as sa_inspect
+from sqlalchemy import select
 
 from api.auth import Principal
 from api.db import JobRow, PlanRow, utcnow
@@ -28,6 +34,7 @@ from api.problems import (
     problem_responses,
     with_headers,
 )
+from api.provision import ApplyOutcome, ApplyRefused, ProvisionerUnavailable
 from api.routes._documents import Limit, Offset
 from api.store import (
     POOLS,
@@ -95,7 +102,9 @@ class PlanStatus(BaseModel):
     approved_at: datetime | None
     applied_by: str | None
     applied_at: datetime | None
-    apply_result: dict[str, Any] | None
+    apply_result: ApplyOutcome | None
+    verified: bool | None = Field(default=None, description=(
+        "verified by replay when the plan was made (only verified plans are approved); null in listings"))
 
 
 def _job_view(row: JobRow) -> Job:
@@ -107,12 +116,30 @@ def _job_view(row: JobRow) -> Job:
                created_at=row.created_at, started_at=row.started_at, finished_at=row.finished_at)
 
 
+_LEGACY_STATES = {"apply_requested": "recorded", "complete": "applied"}
+
+
+def _outcome(stored: dict[str, Any] | None) -> ApplyOutcome | None:
+    """A stored apply result as an ApplyOutcome (results stored before it was typed are mapped over)."""
+    if stored is None:
+        return None
+    state = _LEGACY_STATES.get(str(stored.get("state")), stored.get("state"))
+    known = {k: v for k, v in stored.items() if k in ApplyOutcome.model_fields}
+    try:
+        return ApplyOutcome.model_validate({**known, "state": state})
+    except ValidationError:
+        return ApplyOutcome(state="recorded", detail=f"stored result: {stored}"[:2000])
+
+
 def _status_view(row: PlanRow) -> PlanStatus:
+    # the body is deferred in listings: not loaded (and not worth loading) there
+    verified = None if "body" in sa_inspect(row).unloaded else bool((row.body or {}).get("verified"))
     return PlanStatus(id=row.id, fleet=row.fleet, previous_plan_id=row.previous_plan_id, state=row.state,
                       state_version=row.state_version, teams=list(row.teams),
                       cost_usd_per_hour=row.cost_usd_per_hour, created_at=row.created_at,
                       created_by=row.created_by, approved_by=row.approved_by, approved_at=row.approved_at,
-                      applied_by=row.applied_by, applied_at=row.applied_at, apply_result=row.apply_result)
+                      applied_by=row.applied_by, applied_at=row.applied_at, apply_result=_outcome(row.apply_result),
+                      verified=verified)
 
 
 def _accepted(job: JobRow) -> JSONResponse:
@@ -276,9 +303,15 @@ _STATE_CHANGE = {**problem_responses(404, 409, 412, 428), **with_headers(200, "n
 @router.post("/v1/plans/{plan_id}/approve", response_model=PlanStatus, responses=_STATE_CHANGE)
 def approve_plan(plan_id: PlanId, svc: Svc, who: PlannerRole, response: Response,
                  if_match: IfMatch = None) -> PlanStatus:
-    """Approve a proposed plan (If-Match: the plan's ETag)."""
+    """Approve a proposed plan that replay verified (If-Match: the plan's ETag); 409 says why when it is not."""
     row = _load(svc, plan_id)
     _check_teams(who, row)
+    plan = Plan.model_validate(row.body)
+    if not plan.verified:
+        why = next((f.message for f in plan.findings if f.constraint == "verification"),
+                   "it was never verified by replay")
+        raise ApiError(409, f"plan {plan_id!r} is not verified, so it cannot be approved: {why}",
+                       errors=[FieldError(field="plan.verified", reason=why)])
     with svc.db.write() as s:
         seen = seen_version(if_match, row.state_version)
         done = transition_plan(s, plan_id, seen_version=seen, from_states=("proposed",), to_state="approved",
@@ -287,25 +320,46 @@ def approve_plan(plan_id: PlanId, svc: Svc, who: PlannerRole, response: Response
     return _status_view(done)
 
 
+def fleet_of_plan(svc: Svc, row: PlanRow) -> FleetSpec:
+    """The fleet a stored plan was made for: its planning job's snapshot, else the stored documents now."""
+    with svc.db.read() as s:
+        job = s.scalars(select(JobRow).where(JobRow.plan_id == row.id).limit(1)).first()
+        snapshot = dict(job.fleet) if job is not None else None
+        if snapshot is None:
+            pools, services, domains = all_docs(s, POOLS), all_docs(s, SERVICES), all_docs(s, POWER_DOMAINS)
+    if snapshot is not None:
+        return FleetSpec.model_validate(snapshot)
+    return checked_fleet(row.fleet, pools, services, domains, PlannerOptions())
+
+
 @router.post("/v1/plans/{plan_id}/apply", response_model=PlanStatus, responses={
-    **_STATE_CHANGE, **problem_responses(502)})
+    **_STATE_CHANGE, **problem_responses(502, 503)})
 def apply_plan(plan_id: PlanId, svc: Svc, who: PlannerRole, response: Response,
                if_match: IfMatch = None) -> PlanStatus:
-    """Hand an approved plan to the provisioner (If-Match: the plan's ETag)."""
+    """Hand an approved plan to the provisioner (If-Match: the plan's ETag); again while it is on its way."""
     row = _load(svc, plan_id)
     _check_teams(who, row)
     seen = seen_version(if_match, row.state_version)
-    if row.state != "approved":
+    if row.state not in ("approved", "apply_requested"):
         raise ApiError(409, f"plan {plan_id!r} is {row.state}; approve it first")
+    fleet = fleet_of_plan(svc, row)
+    # Nothing is recorded when the apply fails: the plan keeps its state and the apply can be repeated.
     try:
-        result = dict(svc.provisioner.apply(Plan.model_validate(row.body)))
+        outcome = svc.provisioner.apply(Plan.model_validate(row.body), fleet)
+    except ProvisionerUnavailable as exc:
+        raise ApiError(503, str(exc)) from exc
+    except ApplyRefused as exc:
+        raise ApiError(409, "the cluster refused the plan before anything was written: " + "; ".join(exc.problems),
+                       errors=[FieldError(field="cluster", reason=p) for p in exc.problems]) from exc
+    except ValueError as exc:  # RenderError: the plan cannot be rendered for its fleet
+        raise ApiError(422, f"the plan cannot be rendered: {exc}") from exc
     except Exception as exc:
-        # Nothing was recorded: the plan stays approved and the apply can be repeated.
         raise ApiError(502, f"the provisioner failed: {exc}") from exc
-    to_state = "applied" if result.get("state") == "applied" else "apply_requested"
+    to_state = "applied" if outcome.state == "applied" else "apply_requested"
     with svc.db.write() as s:
-        done = transition_plan(s, plan_id, seen_version=seen, from_states=("approved",), to_state=to_state,
-                               action="apply", who=who,
-                               values={"applied_by": who.actor, "applied_at": utcnow(), "apply_result": result})
+        done = transition_plan(s, plan_id, seen_version=seen, from_states=("approved", "apply_requested"),
+                               to_state=to_state, action="apply", who=who,
+                               values={"applied_by": who.actor, "applied_at": utcnow(),
+                                       "apply_result": outcome.model_dump(mode="json")})
     response.headers["ETag"] = etag(done.state_version)
     return _status_view(done)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from apitest_fakes import FakePlanner
+from apitest_fakes import FakePlanner, FakeVerifier
 from apitest_pg import PgCluster, pg_bin_dir, start_cluster
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
@@ -18,6 +18,7 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from api.auth import ApiRole, create_token
 from api.deps import Services
+from api.provision import RecordingProvisioner
 from api.settings import Settings
 
 
@@ -85,10 +86,13 @@ ApiFactory = Callable[..., Api]
 def _apps(default_url: str) -> Iterator[ApiFactory]:
     clients: list[TestClient] = []
 
-    def make(planner: Any = None, provisioner: Any = None, url: str | None = None, **settings: Any) -> Api:
+    def make(planner: Any = None, provisioner: Any = None, url: str | None = None, verifier: Any = None,
+             **settings: Any) -> Api:
+        """An app with fakes: planner, verifier (accepts) and provisioner (records; never a real cluster)."""
         fake = planner if planner is not None else FakePlanner()
         app = create_app(Settings(database_url=url or default_url, **settings), planner=fake,
-                         provisioner=provisioner)
+                         provisioner=provisioner if provisioner is not None else RecordingProvisioner(),
+                         verifier=verifier if verifier is not None else FakeVerifier())
         client = TestClient(app, raise_server_exceptions=False)
         client.__enter__()
         clients.append(client)

@@ -6,6 +6,7 @@ import math
 import threading
 from typing import Any
 
+from api.verify import Verification
 from planner.schema import (
     Configuration,
     Finding,
@@ -64,8 +65,20 @@ class FakePlanner:
 
 
 class FailingProvisioner:
-    def apply(self, plan: Plan) -> dict[str, Any]:
+    def apply(self, plan: Plan, fleet: FleetSpec) -> Any:
         raise RuntimeError("cluster unreachable")
+
+
+class FakeVerifier:
+    """Stands in for the replay verifier where verification is not the subject: verdicts are set by the test."""
+
+    def __init__(self, verified: bool = True) -> None:
+        self.verified = verified
+        self.calls = 0
+
+    def __call__(self, plan: Plan, fleet: FleetSpec) -> Verification:
+        self.calls += 1
+        return Verification(self.verified, "the test's verdict" if self.verified else "the test says no")
 
 
 def pool_doc(pool_id: str = "h100-a", max_nodes: int = 2) -> dict[str, Any]:

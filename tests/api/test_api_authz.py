@@ -10,10 +10,11 @@ from typing import Any
 
 import pytest
 from apitest_client import Api
-from apitest_fakes import FakePlanner, domain_doc, pool_doc, service_doc
+from apitest_fakes import FakePlanner, FakeVerifier, domain_doc, pool_doc, service_doc
 from fastapi.testclient import TestClient
 
 from api.app import create_app
+from api.provision import RecordingProvisioner
 from api.settings import Settings
 
 OWNER = "alpha"  # owns every team resource the cases act on
@@ -157,7 +158,8 @@ def allowed(access: str, role: str, own_team: bool) -> bool:
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     url = f"sqlite+pysqlite:///{Path(tmp_path_factory.mktemp('authz')) / 'm.db'}"
     planner = FakePlanner()
-    app = create_app(Settings(database_url=url, whatif_max_services=10_000), planner=planner)
+    app = create_app(Settings(database_url=url, whatif_max_services=10_000), planner=planner,
+                     provisioner=RecordingProvisioner(), verifier=FakeVerifier())
     with TestClient(app, raise_server_exceptions=False) as client:
         api = Api(app=app, client=client, planner=planner)
         admin = api.headers("platform", "admin")

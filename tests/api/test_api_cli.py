@@ -44,3 +44,34 @@ def test_default_database_is_sqlite_in_the_user_data_dir(monkeypatch: pytest.Mon
     assert url == f"sqlite+pysqlite:///{Path(user_data_dir('medley', appauthor=False)) / 'medley.db'}"
     monkeypatch.setenv("MEDLEY_DATABASE_URL", "postgresql://u:p@127.0.0.1:5432/medley")
     assert Settings().database_url == "postgresql+psycopg://u:p@127.0.0.1:5432/medley"
+
+
+def test_serve_refuses_sqlite_where_several_replicas_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The shipped Deployment sets MEDLEY_REQUIRE_SHARED_DATABASE: SQLite there is one line and exit 2."""
+    import typer
+
+    from api.cli import serve
+
+    app = typer.Typer()
+    app.command()(serve)
+    monkeypatch.setenv("MEDLEY_DATABASE_URL", f"sqlite+pysqlite:///{tmp_path / 'x.db'}")
+    monkeypatch.setenv("MEDLEY_REQUIRE_SHARED_DATABASE", "true")
+    result = CliRunner().invoke(app, [])
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("MEDLEY_DATABASE_URL: several API replicas cannot share SQLite")
+    with pytest.raises(ValueError, match="cannot share SQLite"):
+        Settings(database_url="sqlite://", require_shared_database=True)
+    assert Settings(database_url="postgresql://u@h/db", require_shared_database=True).database_url.startswith(
+        "postgresql+psycopg://")
+
+
+def test_the_shipped_api_deployment_requires_a_shared_database() -> None:
+    import yaml
+
+    docs = list(yaml.safe_load_all((Path(__file__).resolve().parents[2] / "k8s" / "api.yaml").read_text()))
+    deployment = next(d for d in docs if d and d["kind"] == "Deployment")
+    env = {e["name"]: e for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert deployment["spec"]["replicas"] > 1
+    assert env["MEDLEY_REQUIRE_SHARED_DATABASE"]["value"] == "true"
+    assert env["MEDLEY_DATABASE_URL"]["valueFrom"]["secretKeyRef"].get("optional", False) is False

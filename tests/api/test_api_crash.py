@@ -27,7 +27,7 @@ from api.app import create_app
 from api.settings import Settings
 planner = FakePlanner()
 planner.gate = threading.Event()  # never set: the job stays running until the process dies
-app = create_app(Settings(database_url={url!r}, job_heartbeat_s=0.2), planner=planner)
+app = create_app(Settings(database_url={url!r}, job_heartbeat_s=0.2, provisioner="record"), planner=planner)
 uvicorn.run(app, host="127.0.0.1", port={port}, log_level="warning")
 """
 

@@ -6,7 +6,7 @@ import threading
 from typing import Any
 
 from apitest_client import Api, ApiFactory
-from apitest_fakes import FailingProvisioner, FakePlanner, pool_doc, service_doc
+from apitest_fakes import FailingProvisioner, FakePlanner, FakeVerifier, pool_doc, service_doc
 
 
 def _seed(api: Api) -> dict[str, str]:
@@ -64,11 +64,12 @@ def test_plan_job_lineage_diff_approve_apply(api: Api) -> None:
     applied = api.client.post(f"{url}/apply", headers={**admin, "If-Match": '"2"'})
     assert applied.status_code == 200, applied.text
     status = applied.json()
-    assert status["state"] == "apply_requested" and status["apply_result"]["state"] == "apply_requested"
+    assert status["state"] == "apply_requested" and status["apply_result"]["state"] == "recorded"
     assert status["teams"] == ["assistants", "devtools"]
     listed = api.client.get("/v1/plans", headers=admin).json()
     assert [p["id"] for p in listed] == [body2["id"], body1["id"]]
     assert listed[0]["state"] == "apply_requested" and listed[1]["state"] == "proposed"
+    assert listed[0]["verified"] is None and status["verified"] is True  # listings do not load plan bodies
     actions = [e["action"] for e in api.client.get("/v1/audit", params={"resource_kind": "plan"},
                                                    headers=admin).json()]
     assert actions == ["apply", "approve"]
@@ -84,6 +85,56 @@ def test_failing_provisioner_leaves_plan_approved(make_api: ApiFactory) -> None:
     assert r.status_code == 502 and r.headers["content-type"] == "application/problem+json"
     status = api.client.get(f"{url}/status", headers=admin).json()
     assert status["state"] == "approved" and status["state_version"] == 2 and status["apply_result"] is None
+
+
+def test_an_unverified_plan_cannot_be_approved_and_says_why(make_api: ApiFactory) -> None:
+    api = make_api(verifier=FakeVerifier(verified=False))
+    admin = _seed(api)
+    plan_id = _plan(api, admin)["plan_id"]
+    body = api.client.get(f"/v1/plans/{plan_id}", headers=admin).json()
+    assert body["verified"] is False and body["findings"][-1]["message"] == "the test says no"
+    r = api.client.post(f"/v1/plans/{plan_id}/approve", headers={**admin, "If-Match": '"1"'})
+    assert r.status_code == 409 and "is not verified" in r.json()["detail"] and "the test says no" in r.json()["detail"]
+    assert api.client.get(f"/v1/plans/{plan_id}/status", headers=admin).json()["state"] == "proposed"
+
+
+def test_replay_verifies_a_plan_that_meets_its_slos_and_refuses_one_that_does_not(make_sqlite_api: ApiFactory) -> None:
+    """The real verifier: a plan with enough replicas is verified; one replica for 240 req/s is not."""
+    from api.verify import ReplayVerifier
+
+    class OneReplica(FakePlanner):
+        def __call__(self, fleet: Any, *, current: Any = None) -> Any:
+            plan = super().__call__(fleet, current=current)
+            return plan.model_copy(update={"replica_groups": [g.model_copy(update={"replicas": 1})
+                                                              for g in plan.replica_groups]})
+    for planner, verified in ((FakePlanner(), True), (OneReplica(), False)):
+        api = make_sqlite_api(planner=planner, verifier=ReplayVerifier(duration_s=20))
+        admin = api.headers("platform", "admin")
+        api.client.post("/v1/pools", json=pool_doc(max_nodes=8), headers=admin)
+        # the apps share the test's database: the second adds a service of its own
+        doc = service_doc() if verified else service_doc("big", rate_rps=240)
+        assert api.client.post("/v1/services", json=doc, headers=admin).status_code == 201
+        plan_id = _plan(api, admin)["plan_id"]
+        body = api.client.get(f"/v1/plans/{plan_id}", headers=admin).json()
+        assert body["verified"] is verified, body["findings"]
+        r = api.client.post(f"/v1/plans/{plan_id}/approve", headers={**admin, "If-Match": '"1"'})
+        assert r.status_code == (200 if verified else 409), r.text
+        if not verified:
+            assert "big meets its SLO for 0.0% of requests" in r.json()["detail"]
+
+
+def test_without_a_cluster_apply_is_503_and_the_plan_stays_approved(make_api: ApiFactory, tmp_path: Any) -> None:
+    from api.app import provisioner_for
+    from api.settings import Settings
+
+    provisioner = provisioner_for(Settings(kubeconfig=str(tmp_path / "absent.kubeconfig")))
+    api = make_api(provisioner=provisioner)
+    admin = _seed(api)
+    url = f"/v1/plans/{_plan(api, admin)['plan_id']}"
+    api.client.post(f"{url}/approve", headers={**admin, "If-Match": '"1"'})
+    r = api.client.post(f"{url}/apply", headers={**admin, "If-Match": '"2"'})
+    assert r.status_code == 503 and "no Kubernetes cluster to apply to (MEDLEY_KUBECONFIG=" in r.json()["detail"]
+    assert api.client.get(f"{url}/status", headers=admin).json()["state"] == "approved"
 
 
 def test_infeasible_and_invalid_fleets_fail_the_job_with_findings(make_api: ApiFactory) -> None:

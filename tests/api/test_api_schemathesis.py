@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 import schemathesis
-from apitest_fakes import FakePlanner, pool_doc, service_doc
+from apitest_fakes import FakePlanner, FakeVerifier, pool_doc, service_doc
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, Phase, given, settings
@@ -23,6 +23,7 @@ from schemathesis.checks import (
 
 from api.app import create_app
 from api.auth import ApiRole, create_token
+from api.provision import RecordingProvisioner
 from api.settings import Settings
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance,
@@ -42,7 +43,8 @@ def fuzzed(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
         url = f"sqlite+pysqlite:///{tmp_path_factory.mktemp('fuzz') / 'fuzz.db'}"
     else:
         url = request.getfixturevalue("pg_cluster").create_database()
-    app = create_app(Settings(database_url=url), planner=FakePlanner())
+    app = create_app(Settings(database_url=url), planner=FakePlanner(), provisioner=RecordingProvisioner(),
+                     verifier=FakeVerifier())
     with TestClient(app) as client:
         with app.state.services.db.write() as s:
             token, _ = create_token(s, "assistants", ApiRole.ADMIN)

@@ -312,3 +312,41 @@ def test_publisher_does_not_write_a_node_whose_live_intent_it_cannot_read() -> N
     pub = KubernetesCapPublisher(nodes, ["node-a"])
     report = pub.apply([act("node-a/0", 1110)])
     assert set(report.failed) == {"node-a/0"} and nodes.patches == []
+
+
+def test_agent_writes_its_node_only_when_a_value_changes() -> None:
+    nodes = FakeNodes()
+    nvml = FakeNvml()
+    clock = [100.0]
+    agent = NodeAgent("node-a", nodes, NvmlActuator(nvml), now_s=lambda: clock[0])
+    nodes.annotations["node-a"] = {INTENT_ANNOTATION: encode_targets({"0": CapTarget(1110, None)})}
+    assert agent.step().wrote and len(nodes.patches) == 1
+    first = dict(nodes.annotations["node-a"])
+    for _ in range(5):  # steady: nothing to write, not even the status's time
+        clock[0] += 2
+        assert not agent.step().wrote
+    assert len(nodes.patches) == 1 and nodes.annotations["node-a"] == first
+    nodes.annotations["node-a"][INTENT_ANNOTATION] = encode_targets({"0": CapTarget(1005, None)})
+    assert agent.step().wrote and len(nodes.patches) == 2
+    assert set(nodes.patches[-1][1]) == {APPLIED_ANNOTATION}  # the status text ("ok") did not change
+    nvml.failures["nvmlDeviceSetGpuLockedClocks"] = 10
+    nodes.annotations["node-a"][INTENT_ANNOTATION] = encode_targets({"0": CapTarget(900, None)})
+    agent.step()
+    assert nodes.annotations["node-a"][STATUS_ANNOTATION] == f"{clock[0]:.0f} 1 GPUs failed"
+
+
+def test_agent_touches_only_its_own_node_and_annotations() -> None:
+    from power.agent import NotOwnNode, OwnNodeClient
+
+    nodes = FakeNodes()
+    own = OwnNodeClient("node-a", nodes)
+    with pytest.raises(NotOwnNode, match="may not touch node 'node-b'"):
+        own.patch_node_annotations("node-b", {APPLIED_ANNOTATION: "{}"})
+    with pytest.raises(NotOwnNode, match="may not touch node 'node-b'"):
+        own.get_node_annotations("node-b")
+    with pytest.raises(NotOwnNode, match="writes only"):
+        own.patch_node_annotations("node-a", {INTENT_ANNOTATION: "{}"})  # the loop's annotation, not the agent's
+    own.patch_node_annotations("node-a", {APPLIED_ANNOTATION: "{}"})
+    assert nodes.patches == [("node-a", {APPLIED_ANNOTATION: "{}"})]
+    agent = NodeAgent("node-a", nodes, NvmlActuator(FakeNvml()))
+    assert isinstance(agent.client, OwnNodeClient) and agent.client.node == "node-a"

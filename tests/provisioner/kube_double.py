@@ -2,9 +2,11 @@
 
 kmock's ``KubernetesEmulator`` stores objects and serves discovery; on top of it this double adds what
 the applier and controller depend on: server-side apply (create or update, ``managedFields`` per field
-manager, a 409 when another manager's object would be taken over without force), label selectors on
-lists, ``resourceVersion`` with optimistic concurrency on PUT, status merge-patches, and fault injection
-(a share of calls answered 409/500, or written but answered too late: a client timeout after the write).
+manager, a 409 when another manager's object would be taken over without force; dry runs), label selectors
+on lists, ``resourceVersion`` with optimistic concurrency on PUT and on merge patches that carry one, status
+merge-patches, finalizers (a DELETE of an object with finalizers only marks it; it goes once they are
+removed), namespaces that must exist for namespaced writes, and fault injection (a share of calls answered
+409/500, or written but answered too late: a client timeout after the write).
 A small "kubelet" marks workloads Ready on demand, so tests decide when new replicas become Ready.
 """
 
@@ -76,6 +78,8 @@ class ApiDouble(kmock.KubernetesEmulator):
     rng: random.Random = attrs.field(factory=lambda: random.Random(7))
     faults: list[str] = attrs.field(factory=list)
     writes: list[tuple[str, str, str]] = attrs.field(factory=list)  # (method, kind, name) of successful writes
+    namespaces: dict[str, dict[str, Any]] = attrs.field(factory=dict)
+    refuse: set[tuple[str, str]] = attrs.field(factory=set)  # (kind, name) whose writes are refused: 422
     _rv: int = 0
     _events: list[tuple[Any, dict[str, Any]]] = attrs.field(factory=list)
 
@@ -95,6 +99,9 @@ class ApiDouble(kmock.KubernetesEmulator):
         return out
 
     async def _handle(self, request: Any) -> aiohttp.web.StreamResponse:
+        if (request.resource is None or not request.resource.plural) and request.namespace and request.name is None:
+            async with self._lock:
+                return self._serve_namespace(request)
         if request.resource is None or not request.resource.plural or request.subresource not in (None, "status"):
             return await super()._handle(request)
         if request.action == kmock.action.WATCH:
@@ -139,11 +146,22 @@ class ApiDouble(kmock.KubernetesEmulator):
             if live is None:
                 return _status(404, "NotFound", f"{kind} {request.name} not found")
             raw = live.raw
+            self.writes.append(("DELETE", kind, request.name))
+            if raw["metadata"].get("finalizers"):
+                obj = copy.deepcopy(raw)
+                obj["metadata"].setdefault("deletionTimestamp", "2026-01-01T00:00:00Z")
+                obj["metadata"]["resourceVersion"] = self._next_rv()
+                self._put(key, obj)
+                return aiohttp.web.json_response(obj)
             live.delete()
             self._events.append((request.resource, {"type": "DELETED", "object": raw}))
-            self.writes.append(("DELETE", kind, request.name))
             return aiohttp.web.json_response(raw)
         body = request.data or {}
+        if (kind, request.name or (body.get("metadata") or {}).get("name", "")) in self.refuse:
+            return _status(422, "Invalid", f"{kind} {request.name}: refused by an admission webhook (injected)")
+        namespace = request.namespace or (body.get("metadata") or {}).get("namespace")
+        if method in ("POST", "PATCH") and namespace and kind != "Namespace" and not self._namespace_exists(namespace):
+            return _status(404, "NotFound", f'namespaces "{namespace}" not found')
         if method == "POST":
             meta = body.get("metadata", {})
             key = (request.resource, request.namespace or meta.get("namespace", "") or "", meta.get("name"))
@@ -177,7 +195,49 @@ class ApiDouble(kmock.KubernetesEmulator):
             return aiohttp.web.json_response(obj)
         if method == "PATCH" and "apply-patch" in request.headers.get("Content-Type", ""):
             return self._apply(request, key, kind, live, body)
-        return _status(415, "UnsupportedMediaType", "the double speaks server-side apply and status patches")
+        if method == "PATCH" and "merge-patch" in request.headers.get("Content-Type", ""):
+            return self._merge_patch(key, kind, live, body)
+        return _status(415, "UnsupportedMediaType", "the double speaks apply, merge and status patches")
+
+    def _namespace_exists(self, name: str) -> bool:
+        return name in self.namespaces
+
+    def _serve_namespace(self, request: Any) -> aiohttp.web.Response:
+        """``/api/v1/namespaces/NAME`` (kmock reads that path as a namespace, not an object): get and apply."""
+        name = request.namespace
+        if request.method == "GET":
+            if name not in self.namespaces:
+                return _status(404, "NotFound", f'namespaces "{name}" not found')
+            return aiohttp.web.json_response(self.namespaces[name])
+        if request.method == "PATCH" and "apply-patch" in request.headers.get("Content-Type", ""):
+            if request.params.get("dryRun") == "All":
+                return aiohttp.web.json_response(request.data)
+            obj = copy.deepcopy(request.data or {})
+            obj["metadata"] = {**obj.get("metadata", {}), "uid": f"ns-{name}", "resourceVersion": self._next_rv(),
+                               "managedFields": [{"manager": request.params.get("fieldManager", ""),
+                                                  "operation": "Apply"}]}
+            self.namespaces[name] = obj
+            self.writes.append(("APPLY", "Namespace", name))
+            return aiohttp.web.json_response(obj)
+        return _status(405, "MethodNotAllowed", "the double serves GET and apply on namespaces")
+
+    def _merge_patch(self, key: Any, kind: str, live: Any, body: dict[str, Any]) -> aiohttp.web.Response:
+        if live is None:
+            return _status(404, "NotFound", f"{kind} {key[2]} not found")
+        sent_rv = (body.get("metadata") or {}).get("resourceVersion")
+        if sent_rv is not None and sent_rv != live.raw["metadata"].get("resourceVersion"):
+            return _status(409, "Conflict", "the object has been modified")
+        patch = copy.deepcopy(body)
+        (patch.get("metadata") or {}).pop("resourceVersion", None)
+        obj = _merge(live.raw, patch)
+        obj["metadata"]["resourceVersion"] = self._next_rv()
+        self.writes.append(("PATCH", kind, key[2]))
+        if obj["metadata"].get("deletionTimestamp") and not obj["metadata"].get("finalizers"):
+            live.delete()
+            self._events.append((key[0], {"type": "DELETED", "object": obj}))
+            return aiohttp.web.json_response(obj)
+        self._put(key, obj)
+        return aiohttp.web.json_response(obj)
 
     def _apply(self, request: Any, key: Any, kind: str, live: Any, body: dict[str, Any]) -> aiohttp.web.Response:
         manager = request.params.get("fieldManager", "")
@@ -241,10 +301,17 @@ class ApiDouble(kmock.KubernetesEmulator):
                 obj.create(raw)
 
 
-class DoubleServer:
-    """Runs an ApiDouble on a loopback port in a thread of its own; the official client talks to it."""
+TEAM_NAMESPACES = ("assistants", "devtools", "medley-system", "default")
 
-    def __init__(self, **options: Any) -> None:
+
+class DoubleServer:
+    """Runs an ApiDouble on a loopback port in a thread of its own; the official client talks to it.
+
+    ``namespaces`` exist from the start (the teams of ``make_fleet`` and ``medley-system``).
+    """
+
+    def __init__(self, namespaces: tuple[str, ...] = TEAM_NAMESPACES, **options: Any) -> None:
+        self.namespaces = namespaces
         self.options = options
         self.double: ApiDouble | None = None
         self.url = ""
@@ -265,6 +332,9 @@ class DoubleServer:
                     kind=k.kind, namespaced=k.namespaced, singular=k.kind.lower(),
                     verbs={"get", "list", "watch", "create", "patch", "update", "delete"},
                     subresources={"status"} if k.api_version.startswith("medley.dev") else set())
+            for ns in self.namespaces:
+                double.namespaces[ns] = {"apiVersion": "v1", "kind": "Namespace",
+                                         "metadata": {"name": ns, "uid": f"ns-{ns}", "resourceVersion": "1"}}
             self.double = double
             self.url = str(server.url).rstrip("/")
             self._ready.set()

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from kube_double import DoubleServer, group, make_fleet, make_plan
 
-from provisioner.apply import Applier
+from provisioner.apply import Applier, ApplyRefused, ObjectBackoff
+from provisioner.cluster import ObjectRef
 from provisioner.render import render_plan
 from provisioner.rollout import WORKLOAD_KINDS, ready_capacity, requirements
 
@@ -142,14 +145,92 @@ def test_objects_of_another_manager_are_neither_written_nor_pruned(api: DoubleSe
     assert api.store()[("Service", "assistants", "chat-h100-a-h100-sxm-tp1-unified")] == before
 
 
-def test_plan_provisioner_reports_state_for_the_rest_api(api: DoubleServer):
+def test_plan_provisioner_reports_a_typed_outcome_for_the_rest_api(api: DoubleServer):
     from provisioner.apply import PlanProvisioner
 
     fleet = make_fleet()
     plan = make_plan("p1", [group("chat", "h100-a", "h100-sxm", 1, 2)])
     provisioner = PlanProvisioner(api.client(), lambda p: fleet)
     first = provisioner.apply(plan)
-    assert first["state"] == "in_progress" and len(first["created"]) == 4 and first["not_ready"]
+    assert first.state == "in_progress" and len(first.created) == 4 and first.not_ready
     api.mark_ready()
     second = provisioner.apply(plan)
-    assert second["state"] == "complete" and not second["created"] and second["diff"] == "no changes\n"
+    assert second.state == "applied" and not second.created and second.diff == "no changes\n"
+
+
+def test_missing_namespace_refuses_before_anything_is_written():
+    with DoubleServer(namespaces=("assistants",)) as api:
+        fleet = make_fleet()
+        manifests = render_plan(make_plan("p1", [group("chat", "h100-a", "h100-sxm", 1, 2),
+                                                 group("code", "h100-a", "h100-sxm", 8, 1)]), fleet)
+        applier = _applier(api, on_poll=api.mark_ready)
+        dry = applier.apply(manifests, dry_run=True)
+        assert "! refused Namespace devtools: does not exist" in dry.diff
+        assert [str(f.ref) for f in dry.failed] == ["Namespace devtools"]
+        with pytest.raises(ApplyRefused, match="Namespace devtools: does not exist"):
+            applier.apply(manifests)
+        assert not api.double.writes  # not even the objects of the namespace that exists
+        applier.create_namespaces = True
+        assert "+ create Namespace devtools" in applier.apply(manifests, dry_run=True).diff
+        assert not api.double.writes
+        result = applier.apply(manifests)
+        assert result.complete and result.namespaces_created == ("devtools",)
+        assert api.double.namespaces["devtools"]["metadata"]["labels"] == {"app.kubernetes.io/managed-by": "medley"}
+        _assert_matches(api.store(), manifests)
+
+
+def test_a_refused_object_is_reported_by_the_dry_run_and_the_preflight_writes_nothing(api: DoubleServer):
+    manifests = render_plan(make_plan("p1", [group("chat", "h100-a", "h100-sxm", 1, 2)]), make_fleet())
+    api.double.refuse.add(("Service", "chat-h100-a-h100-sxm-tp1-unified"))
+    applier = _applier(api, on_poll=api.mark_ready)
+    dry = applier.apply(manifests, dry_run=True)
+    assert "! refused Service assistants/chat-h100-a-h100-sxm-tp1-unified: HTTP 422" in dry.diff
+    with pytest.raises(ApplyRefused, match="admission webhook"):
+        applier.apply(manifests)
+    assert not api.double.writes
+
+
+def test_one_failing_object_does_not_stop_the_others_and_backs_off(api: DoubleServer):
+    now = [0.0]
+    backoff = ObjectBackoff(initial_s=2.0, clock=lambda: now[0])
+    manifests = render_plan(make_plan("p1", [group("chat", "h100-a", "h100-sxm", 1, 2),
+                                             group("code", "h100-a", "h100-sxm", 8, 1)]), make_fleet())
+    bad = ObjectRef("Deployment", "assistants", "chat-h100-a-h100-sxm-tp1-unified")
+    api.double.refuse.add((bad.kind, bad.name))
+    applier = Applier(api.client(), "test-fleet", ready_timeout_s=0.0, preflight=False, backoff=backoff)
+    first = applier.apply(manifests)
+    assert [f.ref for f in first.failed] == [bad] and "HTTP 422" in first.failed[0].message
+    assert len(first.created) == 7 and not first.complete  # every other object was written (each service's entry Service too)
+    second = applier.apply(manifests)  # within its backoff: not tried again
+    assert second.backing_off == (bad,) and not second.failed
+    now[0] = 2.5
+    api.double.refuse.clear()
+    third = applier.apply(manifests)
+    assert third.created == (bad,) and not third.failed and backoff.waiting() == []
+
+
+def test_another_managers_change_is_taken_back_with_force(api: DoubleServer):
+    manifests = render_plan(make_plan("p1", [group("chat", "h100-a", "h100-sxm", 1, 2)]), make_fleet())
+    applier = _applier(api, on_poll=api.mark_ready)
+    applier.apply(manifests)
+    deployment = next(m for m in manifests if m["kind"] == "Deployment")
+    theirs = json.loads(json.dumps(deployment))
+    theirs["spec"]["template"]["spec"]["containers"][0]["image"] = "someone/else:latest"
+    other = api.client()
+    # a plain apply by another manager conflicts with Medley's fields; kubectl --force-conflicts takes them
+    query = {"fieldManager": "kubectl-set", "force": "true"}
+    other._call("PATCH", f"/apis/apps/v1/namespaces/assistants/deployments/{deployment['metadata']['name']}",
+                query=query, body=theirs, content_type="application/apply-patch+yaml")
+    result = applier.apply(manifests)
+    assert [str(r) for r in result.updated] == [f"Deployment assistants/{deployment['metadata']['name']}"]
+    _assert_matches(api.store(), manifests)
+
+
+def test_an_object_labelled_as_medleys_that_medley_never_applied_is_not_pruned(api: DoubleServer):
+    manifests = render_plan(make_plan("p1", [group("chat", "h100-a", "h100-sxm", 1, 2)]), make_fleet())
+    impostor = json.loads(json.dumps(next(m for m in manifests if m["kind"] == "Service")))
+    impostor["metadata"]["name"] = "copied-by-hand"
+    api.client().create(impostor)  # same labels, created by someone else
+    result = _applier(api, on_poll=api.mark_ready).apply(manifests)
+    assert result.complete and not result.pruned
+    assert ("Service", "assistants", "copied-by-hand") in api.store()

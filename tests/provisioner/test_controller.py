@@ -11,8 +11,11 @@ from kube_double import DoubleServer, make_plan
 
 from planner.schema import BucketLoad, Configuration, FleetSpec, Plan, ReplicaGroup, Role
 from provisioner.cluster import ObjectRef, RetryPolicy
-from provisioner.controller import ControllerLoop, Debouncer, LeaseElector, Reconciler
+from provisioner.controller import Reconciler
 from provisioner.crds import API_VERSION
+from provisioner.events import EventRecorder
+from provisioner.loop import ControllerLoop, Debouncer, LeaseElector
+from provisioner.probes import ControllerMetrics
 from provisioner.render import Owner, render_plan
 from provisioner.rollout import WORKLOAD_KINDS, ready_capacity, requirements
 
@@ -73,7 +76,7 @@ def _conditions(client) -> dict[str, tuple[str, str]]:
 
 def _expected(client, api: DoubleServer, reconciler: Reconciler):
     """The manifests the stored plan renders to (what the double must hold)."""
-    from provisioner.controller import fleet_from_resources
+    from provisioner.resources import fleet_from_resources
 
     fp = client.get(ObjectRef("FleetPlan", "", "medley"))
     plan = Plan.model_validate(fp["status"]["plan"])
@@ -182,10 +185,10 @@ def test_approve_mode_waits_for_the_plan_id_and_dry_run_only_reports(api: Double
     fp = client.get(ObjectRef("FleetPlan", "", "medley"))
     client.replace({**fp, "spec": {"mode": "dry-run"}})
     _set_rate(client, 20.0)
-    writes = [w for w in api.double.writes if w[1] != "FleetPlan"]
+    writes = [w for w in api.double.writes if w[1] != "FleetPlan" and w[0] != "PATCH-status"]
     rec.reconcile("medley")
     assert _conditions(client)["Ready"] == ("False", "DryRun")
-    assert [w for w in api.double.writes if w[1] != "FleetPlan"] == writes
+    assert [w for w in api.double.writes if w[1] != "FleetPlan" and w[0] != "PATCH-status"] == writes
 
 
 def test_bad_spec_and_infeasible_fleet_are_reported(api: DoubleServer):
@@ -343,3 +346,132 @@ def test_llmservice_status_shows_planned_and_ready_replicas(api: DoubleServer):
     rec.reconcile("medley")
     status = client.get(ObjectRef("LLMService", "assistants", "chat"))["status"]
     assert (status["replicas"], status["readyReplicas"], status["conditions"][0]["status"]) == (2, 2, "True")
+
+
+def test_an_invalid_llmservice_degrades_only_itself(api: DoubleServer):
+    """A second team's service turns invalid: the first team is still re-planned, the bad one kept as it ran."""
+    client = api.client()
+    _seed(client, "auto")
+    client.create(_cr("LLMService", "code", _service_spec(4.0), "devtools"))
+    planner = FakePlanner()
+    rec = Reconciler(client, planner=planner)
+    rec.reconcile("medley")
+    code_ref = ("Deployment", "devtools", "code-h100-a-h100-sxm-tp1-unified")
+    before = api.store()[code_ref]
+    live = client.get(ObjectRef("LLMService", "devtools", "code"))
+    client.replace({**live, "spec": {**live["spec"], "model": "no-such-model"}})
+    _set_rate(client, 20.0)  # and the other team's traffic changes: it must still be planned
+    rec.reconcile("medley")
+    cond = _conditions(client)
+    assert cond["Planned"] == ("True", "Planned") and cond["Degraded"] == ("True", "InvalidServices")
+    fp = client.get(ObjectRef("FleetPlan", "", "medley"))
+    assert "LLMService/devtools/code: spec.model: unknown model 'no-such-model'" in fp["status"]["conditions"][-1][
+        "message"]
+    planned = {g.service: g for g in Plan.model_validate(fp["status"]["plan"]).replica_groups}
+    assert planned["chat"].pool == "l4-b"  # re-planned for 20 req/s
+    assert planned["code"].configuration.device == "h100-sxm"  # kept from the last plan
+    assert api.store()[code_ref]["spec"] == before["spec"]  # its workload untouched
+    assert ("Deployment", "assistants", "chat-l4-b-l4-tp1-unified") in api.store()
+    status = client.get(ObjectRef("LLMService", "devtools", "code"))["status"]
+    ready = {c["type"]: c for c in status["conditions"]}["Ready"]
+    assert ready["reason"] == "InvalidSpec" and "unknown model" in ready["message"]
+    # the planner was given the pools less the nodes the kept service occupies
+    assert planner.calls and len(planner.calls) == 2
+
+
+def test_every_owned_kind_gets_a_status(api: DoubleServer):
+    client = api.client()
+    _seed(client, "auto")
+    client.create(_cr("PowerDomain", "row-a", {"budget_watts": 1000}))
+    live = client.get(ObjectRef("GPUPool", "", "h100-a"))
+    client.replace({**live, "spec": {**live["spec"], "power_domain": "row-a"}})
+    Reconciler(client, planner=FakePlanner()).reconcile("medley")
+    pool = client.get(ObjectRef("GPUPool", "", "h100-a"))["status"]
+    assert pool["plannedDevices"] == 2 and pool["plannedNodes"] == 1 and pool["planId"] == "plan-1"
+    assert client.get(ObjectRef("GPUPool", "", "l4-b"))["status"]["conditions"][0]["reason"] == "Unused"
+    domain = client.get(ObjectRef("PowerDomain", "", "row-a"))["status"]
+    within = {c["type"]: c for c in domain["conditions"]}["WithinBudget"]
+    assert domain["plannedWatts"] == 1400 and within["status"] == "False" and within["reason"] == "OverBudget"
+    service = client.get(ObjectRef("LLMService", "assistants", "chat"))["status"]
+    assert service["plannedReplicas"] == 2 and service["replicas"] == 2 and service["readyReplicas"] == 0
+    Reconciler(client, planner=FakePlanner()).reconcile("medley")  # the FleetPlan's diff now says "no changes"
+    writes = len(api.double.writes)
+    Reconciler(client, planner=FakePlanner()).reconcile("medley")
+    assert [w for w in api.double.writes[writes:] if w[0] == "PATCH-status"] == []  # unchanged: no writes
+
+
+def test_deleting_the_fleetplan_keeps_the_serving_workloads(api: DoubleServer):
+    client = api.client()
+    _seed(client, "auto")
+    rec = Reconciler(client, planner=FakePlanner(), events=EventRecorder(client))
+    rec.reconcile("medley")
+    fp = client.get(ObjectRef("FleetPlan", "", "medley"))
+    assert fp["metadata"]["finalizers"] == ["medley.dev/keep-workloads"]
+    workloads = set(_managed(api))
+    assert workloads and all(v["metadata"]["ownerReferences"] for v in _managed(api).values())
+    client.delete(ObjectRef("FleetPlan", "", "medley"))  # by mistake
+    assert client.get(ObjectRef("FleetPlan", "", "medley"))["metadata"]["deletionTimestamp"]
+    assert rec.reconcile("medley") is None
+    assert client.get(ObjectRef("FleetPlan", "", "medley")) is None
+    assert set(_managed(api)) == workloads  # still serving, no longer owned (garbage collection leaves them)
+    assert not any(v["metadata"].get("ownerReferences") for v in _managed(api).values())
+    events = [e for k, e in api.store().items() if k[0] == "Event" and e["reason"] == "Finalized"]
+    assert "kept 4 objects serving" in events[0]["message"]  # Deployment, PDB, group Service, entry Service
+
+    _seed_plan_only(client)  # a new FleetPlan adopts them
+    rec.reconcile("medley")
+    uid = client.get(ObjectRef("FleetPlan", "", "medley"))["metadata"]["uid"]
+    assert all(v["metadata"]["ownerReferences"][0]["uid"] == uid for v in _managed(api).values())
+    fp = client.get(ObjectRef("FleetPlan", "", "medley"))
+    client.patch(ObjectRef("FleetPlan", "", "medley"),
+                 {"metadata": {"annotations": {"medley.dev/on-delete": "delete-workloads"}}})
+    client.delete(ObjectRef("FleetPlan", "", "medley"))
+    rec.reconcile("medley")
+    assert client.get(ObjectRef("FleetPlan", "", "medley")) is None and not _managed(api)
+
+
+def _seed_plan_only(client) -> None:
+    client.create(_cr("FleetPlan", "medley", {"mode": "auto"}))
+
+
+def test_events_record_what_the_controller_did(api: DoubleServer):
+    client = api.client()
+    _seed(client, "auto")
+    rec = Reconciler(client, planner=FakePlanner(), events=EventRecorder(client), metrics=ControllerMetrics())
+    rec.reconcile("medley")
+    api.mark_ready()
+    ref = ObjectRef("Deployment", "assistants", "chat-h100-a-h100-sxm-tp1-unified")
+    live = client.get(ref)
+    client.patch(ref, {"spec": {"replicas": 0}})  # scaled to 0 by hand
+    rec.reconcile("medley")
+    rec.reconcile("medley")
+    events = [e for k, e in api.store().items() if k[0] == "Event"]
+    by_reason = {}
+    for e in events:
+        by_reason.setdefault(e["reason"], []).append(e)
+    assert {"Planned", "Applied", "Created", "DriftRepaired"} <= set(by_reason)
+    repaired = by_reason["DriftRepaired"][0]
+    assert repaired["involvedObject"]["name"] == ref.name and repaired["metadata"]["namespace"] == "assistants"
+    assert client.get(ref)["spec"]["replicas"] == live["spec"]["replicas"]
+    planned = by_reason["Planned"][0]
+    assert planned["metadata"]["namespace"] == "default" and planned["involvedObject"]["kind"] == "FleetPlan"
+    writes = sum(s.value for m in rec.metrics.registry.collect() for s in m.samples
+                 if s.name == "medley_controller_object_writes_total")
+    assert writes == 5  # 4 created (with the service's entry Service), 1 put back
+
+
+def test_a_missing_team_namespace_fails_only_that_teams_objects(api: DoubleServer):
+    from provisioner.render import RenderOptions
+
+    client = api.client()
+    _seed(client, "auto")
+    client.create(_cr("LLMService", "code", _service_spec(4.0), "devtools"))
+    # devtools renders into team-devtools, which does not exist; assistants into team-assistants, which does
+    client.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team-assistants"}})
+    outcome = Reconciler(client, planner=FakePlanner(), options=RenderOptions(namespace_prefix="team-")).reconcile(
+        "medley")
+    assert outcome is not None and outcome.result is not None
+    assert {f.ref.namespace for f in outcome.result.failed} == {"team-devtools"}
+    assert all("not found" in f.message for f in outcome.result.failed)
+    assert len(outcome.result.created) == 4 and all(r.namespace == "team-assistants" for r in outcome.result.created)
+    assert _conditions(client)["Degraded"] == ("True", "ObjectsFailing")

@@ -13,8 +13,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from provisioner.controller import fleet_from_resources
 from provisioner.crds import custom_resource_definitions, render_yaml
+from provisioner.resources import fleet_from_resources
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "k8s"

@@ -10,7 +10,8 @@ import kopf
 import pytest
 from kube_double import DoubleServer
 
-from provisioner.controller import ControllerLoop, Debouncer, LeaseElector, Reconciler
+from provisioner.controller import Reconciler
+from provisioner.loop import ControllerLoop, Debouncer, LeaseElector
 from provisioner.operator import build_registry
 
 
@@ -19,8 +20,8 @@ def test_registry_watches_custom_resources_and_managed_workloads(api: DoubleServ
     now = [0.0]
     loop = ControllerLoop(Reconciler(client), LeaseElector(client, "l", "medley-system", "me"), "medley",
                           Debouncer(quiet_s=1), clock=lambda: now[0])
-    handlers = build_registry(loop)._watching.get_all_handlers()
-    watched = {(h.selector.group, h.selector.any_name): h for h in handlers}
+    handlers = build_registry(loop, login=lambda **_: None)._watching.get_all_handlers()
+    watched = {(h.selector.group, h.selector.plural or h.selector.any_name): h for h in handlers}
     assert set(watched) == {("medley.dev", "gpupools"), ("medley.dev", "llmservices"), ("medley.dev", "powerdomains"),
                             ("medley.dev", "fleetplans"), ("apps", "deployments"), ("policy", "poddisruptionbudgets"),
                             ("", "services")}
@@ -65,3 +66,41 @@ def test_kopf_watches_against_the_double_notify_the_loop(api: DoubleServer):
     finally:
         stop.set()
         thread.join(20)
+
+
+def test_run_controller_stops_promptly_and_releases_the_lease(api: DoubleServer):
+    """The stop event (SIGTERM's handler sets it) ends the loop within a tick and gives the Lease up."""
+    from provisioner.operator import run_controller
+
+    client = api.client()
+    loop = ControllerLoop(Reconciler(client), LeaseElector(client, "medley-controller", "medley-system", "me"),
+                          "absent-plan", tick_s=0.2)
+    stop = threading.Event()
+    timer = threading.Timer(1.0, stop.set)
+    timer.start()
+    took = run_controller(loop, stop, login=None)
+    assert took < 1.0
+    assert api.store()[("Lease", "medley-system", "medley-controller")]["spec"]["holderIdentity"] == ""
+    assert loop.ready()[0] and loop.healthy()[0]
+
+
+def test_a_stuck_pass_does_not_hold_the_lease_past_the_grace(api: DoubleServer):
+    from provisioner.operator import run_controller
+
+    client = api.client()
+    entered, hold = threading.Event(), threading.Event()
+
+    class Stuck:
+        def reconcile(self, name: str) -> None:
+            entered.set()
+            hold.wait(30)  # a pass that will not finish (a long plan, a hung call)
+
+    loop = ControllerLoop(Stuck(), LeaseElector(client, "medley-controller", "medley-system", "me"), "x",
+                          tick_s=0.1)
+    stop = threading.Event()
+    threading.Thread(target=lambda: (entered.wait(10), stop.set()), daemon=True).start()
+    started = time.monotonic()
+    run_controller(loop, stop, login=None, grace_s=0.5)
+    assert time.monotonic() - started < 3.0
+    assert api.store()[("Lease", "medley-system", "medley-controller")]["spec"]["holderIdentity"] == ""
+    hold.set()
