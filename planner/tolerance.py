@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Literal
 
 from planner.catalog import Catalog, fleet_catalog
+from planner.io.profiles import fleet_perf_model
 from planner.model.capacity import MAX_BATCH
-from planner.model.perf import default_perf_model
 from planner.place import (
     DomainLoss,
     PlacementResult,
@@ -519,5 +519,5 @@ def _with_cost_note(plan: Plan, kind: str, cost_without: float, factors: Mapping
 def verify_plan(plan: Plan, fleet: FleetSpec, source: TraceSource, base_dir: Path | None = None) -> ReplayReport:
     """Replay the source's traffic against the plan with the shipped performance model."""
     catalog = fleet_catalog(fleet)
-    times = PerfStepTimes(default_perf_model(fleet.planner.perf_engine), fleet, catalog)
+    times = PerfStepTimes(fleet_perf_model(fleet), fleet, catalog)
     return replay(plan, fleet, catalog, times, build_workload(fleet, source, base_dir), PLANNER_ENGINE)
