@@ -73,6 +73,7 @@ class EngineProfile:
     collectives: EngineCollectives = field(default_factory=EngineCollectives)
     base: str | None = None  # engine whose fitted overheads apply where this one has none
     description: str = ""
+    host_overhead: str = "step"  # step: one graph launch a step (CUDA graphs); layer: launches every kernel
 
 
 @dataclass(frozen=True)
@@ -92,10 +93,10 @@ ENGINE_SEEDS: dict[str, EngineProfile] = {
     # The two 2023 engines fill each other's gaps before today's vLLM does: both ran their host work step by
     # step without CUDA graphs, several times today's cost.
     "vllm-2023": EngineProfile("vllm-2023", EngineCollectives(custom_allreduce=False), "splitwise-2023",
-                               "vLLM of mid-2023 as DistServe profiled it: no CUDA graphs, NCCL only"),
+                               "vLLM of mid-2023 as DistServe profiled it: no CUDA graphs, NCCL only", "layer"),
     "splitwise-2023": EngineProfile("splitwise-2023", EngineCollectives(custom_allreduce=False), "vllm-2023",
                                     "the engine of Splitwise's 2023 characterisation on DGX-A100/H100: NCCL only, "
-                                    "host-bound steps (flat in batch, growing with TP)"),
+                                    "host-bound steps (flat in batch, growing with TP)", "layer"),
 }
 
 # Seeds from REFERENCE §1 (Vidur operator profiles for A100/H100/A40, Helix vLLM profiles for L4/T4);

@@ -5,8 +5,8 @@ Every section is optional (a profile names only what it changes)::
 
     engine: vllm                       # the engine whose overheads and kernels apply
     source: where the values come from
-    engines:                           # engines the file defines (the shipped ones: vllm, vllm-2023)
-      sglang: {base: vllm, custom_allreduce: true, custom_max_bytes: 8388608, description: ...}
+    engines:                           # engines the file defines (shipped: vllm, vllm-2023, splitwise-2023)
+      sglang: {base: vllm, custom_allreduce: true, custom_max_bytes: 8388608, host_overhead: step, description: ...}
     devices:                           # kernel efficiencies per device
       a10g: {mfu: 0.5, mbu: 0.8, attn_mfu: 0.4, kernel_floor_us: 6, link_efficiency: 0.6, ar_base_us: 5, source: ...}
     overheads:                         # per-step host overhead per (engine, device, TP)
@@ -59,7 +59,7 @@ def _engine_to_mapping(e: EngineProfile) -> dict[str, Any]:
     c = e.collectives
     return {"base": e.base, "custom_allreduce": c.custom_allreduce, "custom_max_bytes": int(c.custom_max_bytes),
             "custom_world_sizes": list(c.custom_world_sizes), "custom_pcie_max_gpus": c.custom_pcie_max_gpus,
-            "description": e.description}
+            "host_overhead": e.host_overhead, "description": e.description}
 
 
 def calibration_to_mapping(cal: Calibration) -> dict[str, Any]:
@@ -113,14 +113,22 @@ def _link(name: str, d: Mapping[str, Any]) -> LinkProfile:
 
 
 def _engine(name: str, d: Mapping[str, Any]) -> EngineProfile:
-    seed = ENGINE_SEEDS.get(name, EngineProfile(name, base=DEFAULT_ENGINE))
+    """A shipped engine with the file's changes, or a new one that runs its base engine's kernels unless the
+    file says otherwise."""
+    base_name = d.get("base", DEFAULT_ENGINE)
+    inherited = ENGINE_SEEDS.get(str(base_name), ENGINE_SEEDS[DEFAULT_ENGINE]).collectives
+    seed = ENGINE_SEEDS.get(name, EngineProfile(name, inherited, base=DEFAULT_ENGINE))
     c = seed.collectives
     coll = EngineCollectives(bool(d.get("custom_allreduce", c.custom_allreduce)),
                              _num(f"engines.{name}.custom_max_bytes", d.get("custom_max_bytes", c.custom_max_bytes)),
                              tuple(int(x) for x in d.get("custom_world_sizes", c.custom_world_sizes)),
                              int(d.get("custom_pcie_max_gpus", c.custom_pcie_max_gpus)))
     base = d.get("base", seed.base)
-    return EngineProfile(name, coll, None if base is None else str(base), str(d.get("description", seed.description)))
+    host = str(d.get("host_overhead", seed.host_overhead))
+    if host not in ("step", "layer"):
+        raise ValueError(f"engines.{name}.host_overhead: must be step or layer (got {host!r})")
+    return EngineProfile(name, coll, None if base is None else str(base), str(d.get("description", seed.description)),
+                         host)
 
 
 def calibration_from_mapping(data: Mapping[str, Any]) -> Calibration:

@@ -188,6 +188,10 @@ class FitContext:
     links: Mapping[str, LinkProfile]
     base: Calibration | None = None  # values under the fitted ones (a user profile's shipped calibration)
 
+    def engine(self, name: str) -> EngineProfile:
+        """The engine ``name`` as the base calibration (or the shipped seeds) define it."""
+        return (self.base or Calibration()).engine_profile(name)
+
     def calibration(self, devices: Mapping[str, DeviceEfficiency],
                     overheads: Mapping[OverheadKey, StepOverhead], engine: str = DEFAULT_ENGINE) -> Calibration:
         """A calibration of ``devices`` and ``overheads`` over the base's values, with the measured fabrics."""
@@ -237,10 +241,12 @@ def _fit_kernels(seed: DeviceEfficiency, kernel: Sequence[Group], members: Seque
     return _with(seed, _KERNEL_FIELDS, np.exp(theta))
 
 
-def _overhead_index(engine: Sequence[Group]) -> tuple[list[OverheadKey], dict[tuple[str, str, int, str], int],
-                                                       set[OverheadKey]]:
+def _overhead_index(engine: Sequence[Group], ctx: FitContext) -> tuple[list[OverheadKey],
+                                                                       dict[tuple[str, str, int, str], int],
+                                                                       set[OverheadKey]]:
     """The (engine, device, TP) keys with data, one parameter slot per (key, phase) with data, and the keys
-    whose data are per-layer times (their constant is a per-step cost)."""
+    whose constant is a per-step cost: per-layer data (one layer per step shows the step's cost in full) and
+    engines whose host work is per step (CUDA graphs: one launch a step, not one a kernel)."""
     phase_of = {(g.engine, g.device, g.tp, "prefill" if g.kind == "latency" else g.phase) for g in engine}
     keys = sorted({k[:3] for k in phase_of})
     index: dict[tuple[str, str, int, str], int] = {}
@@ -248,16 +254,18 @@ def _overhead_index(engine: Sequence[Group]) -> tuple[list[OverheadKey], dict[tu
         for phase in PHASES:
             if (*key, phase) in phase_of:
                 index[(*key, phase)] = len(index)
-    per_step = {(g.engine, g.device, g.tp) for g in engine if g.kind == "layer"}
+    per_step = {(g.engine, g.device, g.tp) for g in engine
+                if g.kind == "layer" or ctx.engine(g.engine).host_overhead == "step"}
     return keys, index, per_step
 
 
 def _fit_engine(eff: DeviceEfficiency, engine: Sequence[Group], members: Sequence[str], with_kernels: bool,
-                ctx: FitContext, kernel_engines: frozenset[str] | None = None) -> Calibration:
+                ctx: FitContext, kernel_engines: frozenset[str] | None = None,
+                engine_prior: float = ENGINE_ONLY_PRIOR_WEIGHT) -> Calibration:
     """Stage 2, engine data: overheads per (engine, device, TP, phase), attention efficiency, and the kernel
     factors too when the device had no operator data. Only data of ``kernel_engines`` (all when None) move
     kernel factors: an older engine ran older kernels (DistServe's vLLM had no flash attention)."""
-    keys, index, per_step = _overhead_index(engine)
+    keys, index, per_step = _overhead_index(engine, ctx)
     efields: tuple[str, ...] = ("attn_mfu",) if with_kernels else _EFF_FIELDS
     kernel_data = [g for g in engine if kernel_engines is None or g.engine in kernel_engines]
     if not any(g.phase == "prefill" for g in kernel_data):
@@ -288,7 +296,7 @@ def _fit_engine(eff: DeviceEfficiency, engine: Sequence[Group], members: Sequenc
     # Attention is fitted on engine data only, whose quadratic terms differ between engine versions
     # (DistServe's vLLM ran without flash attention): keep it near the seed.
     weights = [ATTN_PRIOR_WEIGHT if f == "attn_mfu" else
-               (PRIOR_WEIGHT if with_kernels else ENGINE_ONLY_PRIOR_WEIGHT) for f in efields]
+               (PRIOR_WEIGHT if with_kernels else engine_prior) for f in efields]
     return build(_least_squares(engine, x0, lo, hi, build, len(efields), weights))
 
 
@@ -296,6 +304,7 @@ def fit_device(device: str, groups: Sequence[Group], reference_seeds: bool = Tru
                members: Sequence[str] = (), links: Mapping[str, LinkProfile] | None = None,
                start: DeviceEfficiency | None = None, base: Calibration | None = None,
                kernel_engines: frozenset[str] | None = frozenset({DEFAULT_ENGINE}),
+               engine_prior: float = ENGINE_ONLY_PRIOR_WEIGHT,
                ) -> tuple[DeviceEfficiency, dict[OverheadKey, StepOverhead]]:
     """Fit one device in two stages: kernel factors on operator data, then overheads on engine data.
 
@@ -318,7 +327,7 @@ def fit_device(device: str, groups: Sequence[Group], reference_seeds: bool = Tru
         eff = _fit_kernels(eff, kernel, members, ctx)
     overheads: dict[OverheadKey, StepOverhead] = {}
     if engine:
-        cal = _fit_engine(eff, engine, members, bool(kernel), ctx, kernel_engines)
+        cal = _fit_engine(eff, engine, members, bool(kernel), ctx, kernel_engines, engine_prior)
         eff = cal.devices[members[0]]
         overheads = {k: replace(v, source=f"fitted on {sources}") for k, v in cal.overheads.items()
                      if k[1] in members and v.source == "fit"}
@@ -420,7 +429,9 @@ def fit_profile(groups: Sequence[Group], base: Calibration, engine: EngineProfil
     for chip, gs in sorted(by_chip.items()):
         members = sorted({g.device for g in gs})
         start = base.efficiency(members[0], gs[0].device_type)
-        eff, ovh = fit_device(chip, gs, True, source, members, base.links, start, base, kernel_engines=None)
+        # The user's own engine on their own device: its data may move the kernel factors freely.
+        eff, ovh = fit_device(chip, gs, True, source, members, base.links, start, base, kernel_engines=None,
+                              engine_prior=PRIOR_WEIGHT)
         devices.update(dict.fromkeys(members, eff))
         overheads.update(ovh)
     return Calibration(devices=devices, overheads=overheads, engine=engine.name, source=source,

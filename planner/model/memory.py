@@ -66,9 +66,8 @@ def memory_fit(shape: ReplicaShape, gpu_memory_utilization: float = GPU_MEMORY_U
     weights_gib = weights / GIB
     if free < 0:
         return MemoryFit(weights_gib, 0, False,
-                         f"weights {weights_gib:.1f} GiB per device exceed the "
-                         f"{dev.runtime_memory_gib * gpu_memory_utilization:.1f} GiB usable on {dev.id} "
-                         f"(with {reserve / GIB:.1f} GiB reserve)", free)
+                         f"weights {weights_gib:.1f} GiB per device and a {reserve / GIB:.1f} GiB reserve exceed "
+                         f"the {dev.runtime_memory_gib * gpu_memory_utilization:.1f} GiB usable on {dev.id}", free)
     tokens = int(max(kv_free, 0.0) // kv_per_token_per_device)
     if tokens < m.max_context_tokens:
         return MemoryFit(weights_gib, tokens, False,
