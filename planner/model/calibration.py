@@ -280,12 +280,21 @@ class Calibration:
     # -- errors and overlays --------------------------------------------------------------------------------
 
     def error_band(self, device_id: str, phase: str, engine: str | None = None) -> ErrorBand | None:
-        """Held-out error of (engine, device or its chip, phase), where it was scored."""
-        for eng in ([engine] if engine else self.engine_chain()):
+        """Held-out error of (engine, device or its chip, phase) along the engine chain; for a device no source
+        scored, the widest band the engine chain has for that phase (a device without data is no better
+        known than the worst one with data), saying so; None when the chain has no band for the phase."""
+        chain = [engine] if engine else self.engine_chain()
+        for eng in chain:
             for dev in silicon_group(device_id):
                 band = self.errors.get((eng, dev, phase))
                 if band is not None:
                     return band
+        for eng in chain:
+            bands = [v for k, v in self.errors.items() if k[0] == eng and k[2] == phase]
+            if bands:
+                widest = max(bands, key=lambda b: (b.p90_pct, b.median_pct))
+                return replace(widest, scored_on=f"no held-out data for {device_id}: the widest {eng} {phase} "
+                                                 f"band ({widest.scored_on})")
         return None
 
     def overlay(self, other: Calibration) -> Calibration:

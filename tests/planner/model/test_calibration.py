@@ -136,8 +136,12 @@ def test_shipped_calibration_carries_held_out_error_bands() -> None:
             ("splitwise-2023", "h100-sxm", "decode")} <= keys
     for band in shipped.errors.values():
         assert 0 <= band.median_pct <= band.p90_pct and band.points > 0 and "leave-one-source-out" in band.scored_on
-    # A device's band is found through its chip (A100 40 GB data score the 80 GB card too).
+    # A device's band is found through its chip (A100 40 GB data score the 80 GB card too); a device no
+    # source scored gets the engine's widest band for the phase, and says so.
     assert shipped.error_band("a100-80gb", "decode", "vllm") is shipped.errors[("vllm", "a100-40gb", "decode")]
+    unknown = shipped.error_band("mi300x", "decode", "vllm")
+    assert unknown is not None and "no held-out data for mi300x" in unknown.scored_on
+    assert unknown.p90_pct == max(b.p90_pct for k, b in shipped.errors.items() if k[0] == "vllm" and k[2] == "decode")
 
 
 def test_engines_split_the_host_bound_2023_engines_from_today() -> None:
