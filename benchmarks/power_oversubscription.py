@@ -34,7 +34,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from planner.catalog import builtin_catalog  # noqa: E402
-from planner.model.perf import ReplicaShape, default_perf_model  # noqa: E402
+from planner.io.profiles import default_perf_model  # noqa: E402
+from planner.model.perf import ReplicaShape  # noqa: E402
 from planner.schema import DeviceType, ModelSpec  # noqa: E402
 from power.loop import LoopConfig  # noqa: E402
 from power.plan import Impact, impact, row_servers  # noqa: E402

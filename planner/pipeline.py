@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import cast
 
 from planner.catalog import Catalog, fleet_catalog
+from planner.io.profiles import fleet_perf_model
 from planner.model.candidates import Candidate, CandidateStats, column_key, generate_candidates
-from planner.model.perf import PerfModel, default_perf_model
+from planner.model.perf import PerfModel
 from planner.ports import Planner
 from planner.roles import SERVING_ROLES
 from planner.schema import (
@@ -87,7 +88,7 @@ def build_inputs(fleet: FleetSpec, *, catalog: Catalog | None = None, perf: Perf
                  current: Plan | None = None, base_dir: Path | None = None) -> PlanInputs:
     """Candidates, pools, demands and budgets of a fleet as a MILP problem (dominated columns pruned)."""
     cat = catalog or fleet_catalog(fleet)
-    model = perf or default_perf_model(fleet.planner.perf_engine)
+    model = perf or fleet_perf_model(fleet)
     buckets = service_buckets(fleet, base_dir)
     cands, stats = generate_candidates(fleet, cat, model, buckets)
     pools = []

@@ -50,7 +50,17 @@ class DeviceType(Sourced):
     memory_tbps: PositiveFloat = Field(description="HBM/GDDR bandwidth, TB/s")
     link_gbps: PositiveFloat = Field(description="intra-node device-to-device bandwidth per direction, GB/s")
     link_kind: Literal["nvlink", "pcie", "infinity-fabric", "ethernet"] = "pcie"
-    nic_gbitps: PositiveFloat = Field(default=100.0, description="scale-out NIC per device, Gbit/s")
+    pcie_p2p: bool = Field(default=False, description="PCIe devices of a node reach each other peer-to-peer "
+                           "(false on cloud VMs whose GPUs exchange data through host memory)")
+    nvlink_domain: int | None = Field(
+        default=None, ge=1, description="devices joined all-to-all by NVLink/NVSwitch or Infinity Fabric "
+        "(default: the node's devices for nvlink/infinity-fabric links, else 1)")
+    nic_gbitps: PositiveFloat = Field(default=100.0, description="line rate of one scale-out NIC, Gbit/s")
+    nics_per_node: int | None = Field(
+        default=None, ge=1, description="scale-out NICs per node (default: one per device; one per node on "
+        "AWS g5/g6)")
+    usable_memory_gib: PositiveFloat | None = Field(
+        default=None, description="memory the card exposes to the runtime (nvidia-smi total); default memory_gib")
     tdp_watts: PositiveFloat
     idle_watts: PositiveFloat
     prefill_watts: PositiveFloat | None = Field(default=None, description="typical draw in prefill; default TDP")
@@ -69,7 +79,28 @@ class DeviceType(Sourced):
             raise ValueError("power_cap_watts_min: must not exceed power_cap_watts_max")
         if self.idle_watts >= self.tdp_watts:
             raise ValueError("idle_watts: must be below tdp_watts")
+        if self.usable_memory_gib is not None and self.usable_memory_gib > self.memory_gib:
+            raise ValueError("usable_memory_gib: must not exceed memory_gib")
         return self
+
+    @property
+    def runtime_memory_gib(self) -> float:
+        """Memory the runtime can allocate from: ``usable_memory_gib`` where the card reports less."""
+        return self.usable_memory_gib if self.usable_memory_gib is not None else self.memory_gib
+
+    @property
+    def all_to_all_domain(self) -> int:
+        """Devices joined all-to-all by a scale-up fabric (NVLink/NVSwitch, Infinity Fabric); 1 for PCIe."""
+        if self.nvlink_domain is not None:
+            return self.nvlink_domain
+        return self.max_devices_per_node if self.link_kind in ("nvlink", "infinity-fabric") else 1
+
+    def nic_gbitps_per_device(self, devices_per_node: int | None = None) -> float:
+        """A device's share of its node's scale-out NICs (one NIC per device unless ``nics_per_node``)."""
+        if self.nics_per_node is None:
+            return self.nic_gbitps
+        per_node = devices_per_node or self.max_devices_per_node
+        return self.nic_gbitps * self.nics_per_node / per_node
 
     @property
     def prefill_power_watts(self) -> float:
@@ -331,8 +362,12 @@ class PlannerOptions(Value):
     offload_memory_devices: list[Annotated[int, Field(ge=1, le=64)]] = Field(
         default_factory=lambda: [1, 2, 4, 8], min_length=1)
     roles: list[Role] = Field(default_factory=lambda: list(Role), min_length=1)
-    perf_engine: str = Field(default="vllm", description="whose per-step overheads the performance model "
-                             "applies: vllm (current releases) or vllm-2023 (DistServe-era profiles)")
+    perf_engine: str = Field(default="vllm", description="whose per-step overheads and collective kernels the "
+                             "performance model applies: vllm (current releases), vllm-2023 (2023 releases, "
+                             "host-bound), or an engine a perf_profile defines")
+    perf_profile: str | None = Field(
+        default=None, description="engine profile YAML (medley perf calibrate writes one) whose fitted factors "
+        "replace the shipped ones; a path relative to the working directory")
 
 
 class FleetSpec(Value):

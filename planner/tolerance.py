@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Literal
 
 from planner.catalog import Catalog, fleet_catalog
+from planner.io.profiles import fleet_perf_model
 from planner.io.traces import load_trace, service_traces
 from planner.model.capacity import MAX_BATCH
-from planner.model.perf import default_perf_model
 from planner.pipeline import InfeasibleFleet, fleet_planner, plan_id, service_buckets
 from planner.place import (
     DomainLoss,
@@ -575,7 +575,7 @@ def verify_plan(plan: Plan, fleet: FleetSpec, source: TraceSource, base_dir: Pat
     """Replay the source's traffic against the plan with the shipped performance model (trace files are
     loaded here: the source's, else each trace-file service's own, relative to ``base_dir``)."""
     catalog = fleet_catalog(fleet)
-    times = PerfStepTimes(default_perf_model(fleet.planner.perf_engine), fleet, catalog)
+    times = PerfStepTimes(fleet_perf_model(fleet), fleet, catalog)
     trace = load_trace(source.path) if source.kind == "file" and source.path else None
     own = service_traces(fleet, base_dir) if trace is None else {}
     workload = build_workload(fleet, source, plan=plan, trace=trace, service_traces=own)

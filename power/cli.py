@@ -153,9 +153,9 @@ def agent(
 
     import pynvml
 
+    from planner.cli.probes import ProbeServer
     from power.actuators import KubernetesNodeClient, NvmlActuator
     from power.agent import AgentMetrics, NodeAgent, OwnNodeClient
-    from provisioner.probes import ProbeServer  # the controller's probe server: one HTTP edge for both
 
     def boot_id() -> str:
         try:

@@ -145,11 +145,12 @@ def controller_command(
 
     SIGTERM or SIGINT stops it within a few seconds, giving the leader Lease up for a standby replica.
     """
+    from planner.cli.probes import ProbeServer
     from provisioner.controller import Reconciler
     from provisioner.events import EventRecorder
     from provisioner.loop import ControllerLoop, Debouncer, LeaseElector, lease_retry
     from provisioner.operator import login_with, run_controller
-    from provisioner.probes import ControllerMetrics, ProbeServer
+    from provisioner.probes import ControllerMetrics
 
     try:
         options = load_options(options_path, None)

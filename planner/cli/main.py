@@ -145,9 +145,9 @@ def capacity(
     if fmt is OutputFormat.YAML:
         from planner.catalog import fleet_catalog
         from planner.cli.perf import capacity_rows
-        from planner.model.perf import default_perf_model
+        from planner.io.profiles import fleet_perf_model
 
-        perf = default_perf_model(fleet.planner.perf_engine)
+        perf = fleet_perf_model(fleet)
         emit(capacity_rows(fleet, fleet_catalog(fleet), perf, dict(buckets)), fmt)
     else:
         capacity_command(fleet, buckets=dict(buckets), fmt=fmt.value)

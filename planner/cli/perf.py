@@ -1,7 +1,8 @@
-"""``medley perf predict`` and the ``medley capacity`` table: the performance model from the command line.
+"""``medley perf predict``, ``medley perf calibrate`` and the ``medley capacity`` table: the performance model
+from the command line.
 
-Bad input (unknown model or device, a TP that does not divide the heads, a negative batch) exits with code
-2 and one line on stderr, without a traceback.
+Bad input (unknown model or device, a TP that does not divide the heads, a negative batch, a bad measurement
+row) exits with code 2 and one line on stderr, without a traceback.
 """
 
 from __future__ import annotations
@@ -13,18 +14,26 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from planner.catalog import Catalog, builtin_catalog
 from planner.cli.common import fail
+from planner.io.profiles import (
+    calibration_for,
+    fleet_perf_model,
+    known_engines,
+    read_calibration_points,
+    shipped_calibration,
+)
 from planner.model.candidates import configuration_capacities, serves_some_bucket
 from planner.model.configurations import fleet_configurations
-from planner.model.perf import PerfModel, ReplicaShape, check_shape, default_perf_model
+from planner.model.perf import PerfModel, ReplicaShape, check_shape
+from planner.model.roofline import RooflinePerfModel
 from planner.schema import FleetSpec, LengthBucket
 
-ENGINES = ("vllm", "vllm-2023")
 perf_app = typer.Typer(help="The performance model: prefill and decode times, memory fit.",
                        no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
 
@@ -104,13 +113,19 @@ def predict(
     context_tokens: int = typer.Option(None, "--context-tokens", help="context per request in decode"),
     fmt: str = typer.Option("table", "--format", help="table or json"),
     points: Path = typer.Option(None, "--points", help="CSV of points; one JSON object per line out"),
-    engine: str = typer.Option("vllm", "--engine", help="whose fitted per-step overheads: vllm or vllm-2023"),
+    engine: str = typer.Option(None, "--engine", help="whose overheads and collective kernels: vllm (default), "
+                               "vllm-2023, splitwise-2023, or an engine the profile defines"),
+    profile: Path = typer.Option(None, "--profile", help="engine profile YAML (medley perf calibrate writes one)"),
 ) -> None:
     """Predict prefill time, decode step time and memory fit of one replica."""
     catalog = builtin_catalog()
-    if engine not in ENGINES:
-        fail(f"--engine: must be one of {', '.join(ENGINES)} (got {engine!r})")
-    perf = default_perf_model(engine)
+    try:
+        cal = calibration_for(engine, profile)
+    except ValueError as exc:
+        fail(f"--profile: {exc}")
+    if cal.engine not in known_engines(cal):
+        fail(f"--engine: must be one of {', '.join(sorted(known_engines(cal)))} (got {cal.engine!r})")
+    perf = RooflinePerfModel(cal)
     if fmt not in ("table", "json"):
         fail(f"--format: must be table or json (got {fmt!r})")
     if points is not None:
@@ -132,6 +147,73 @@ def predict(
                 "weights_gib_per_device", "kv_capacity_tokens", "memory_note"):
         table.add_row(key, str(out[key]))
     Console().print(table)
+
+
+def _held_out_lines(held: Mapping[tuple[str, int, str], Any]) -> list[str]:
+    lines = []
+    for (device, tp, phase), e in sorted(held.items()):
+        lines.append(f"  {device:10s} tp{tp:<2d} {phase:8s} {len(e):4d} points  median {float(np.median(e)):5.1f}%  "
+                     f"p90 {float(np.percentile(e, 90)):5.1f}%")
+    return lines
+
+
+@perf_app.command("calibrate")
+def calibrate(
+    measured: Path = typer.Argument(..., help="CSV of measurements (format: planner/io/profiles.py; rows may name "
+                                    "vllm bench JSON results in a file column)"),
+    output: Path = typer.Option(..., "-o", "--output", help="engine profile YAML to write"),
+    engine: str = typer.Option("vllm", "--engine", help="name of the engine measured (the profile defines it)"),
+    base_engine: str = typer.Option("vllm", "--base-engine", help="shipped engine whose collective kernels it uses "
+                                    "and whose overheads fill the TPs and devices not measured"),
+    fleet_file: Path = typer.Option(None, "--fleet", help="fleet file whose own devices and models the CSV names"),
+    train_max_batch: int = typer.Option(5, "--train-max-batch", help="held-in points: the smallest TP of each "
+                                        "model and device, batches up to this; the rest are held out and scored"),
+) -> None:
+    """Fit an engine profile to your own measurements; print its error on the points it held out."""
+    from dataclasses import replace
+
+    from planner.catalog import fleet_catalog
+    from planner.io.fleetfile import FleetError, load_fleet
+    from planner.io.profiles import write_profile
+    from planner.model.fit import calibrate_profile
+
+    base = shipped_calibration()
+    if base_engine not in known_engines(base):
+        fail(f"--base-engine: must be one of {', '.join(sorted(known_engines(base)))} (got {base_engine!r})")
+    if train_max_batch < 1:
+        fail(f"--train-max-batch: must be at least 1 (got {train_max_batch})")
+    catalog = builtin_catalog()
+    if fleet_file is not None:
+        try:
+            catalog = fleet_catalog(load_fleet(fleet_file))
+        except FleetError as exc:
+            fail(str(exc))
+    try:
+        groups = read_calibration_points(measured, catalog, source=measured.name)
+    except ValueError as exc:
+        fail(str(exc))
+    eng = replace(base.engine_profile(base_engine), name=engine, base=None if engine == base_engine else base_engine)
+    result = calibrate_profile(groups, base, eng, f"medley perf calibrate {measured.name}", train_max_batch)
+    held = result.held_out_pct()
+    header = (f"Engine profile {engine!r} fitted by medley perf calibrate on {measured.name} "
+              f"({result.train_points + result.test_points} points).\nName it in a fleet file: "
+              f"planner: {{perf_profile: {output}}}")
+    try:
+        write_profile(result.profile, output, header)
+    except OSError as exc:
+        fail(f"--output: cannot write {output}: {exc.strerror or exc}")
+    typer.echo(f"fitted {engine!r} on {result.train_points + result.test_points} points of {measured.name} "
+               f"(base engine {base_engine})")
+    if len(held):
+        typer.echo(f"held out {result.test_points} points (fit on {result.train_points}: the smallest TP of each "
+                   f"model and device, batches ≤ {train_max_batch}):")
+        for line in _held_out_lines(result.held_out):
+            typer.echo(line)
+        typer.echo(f"held-out error: median {float(np.median(held)):.1f}%, p90 {float(np.percentile(held, 90)):.1f}%")
+    else:
+        typer.echo("held out no points: every measurement is at the smallest TP with batch "
+                   f"≤ {train_max_batch} (measure larger batches or TPs to score the fit)")
+    typer.echo(f"wrote {output}")
 
 
 def capacity_rows(fleet: FleetSpec, catalog: Catalog, perf: PerfModel,
@@ -160,7 +242,7 @@ def capacity_command(fleet: FleetSpec, catalog: Catalog | None = None, perf: Per
                      fmt: str = "table") -> list[dict[str, Any]]:
     """Print (table or JSON) and return the capacity rows of a fleet; trace-file services need ``buckets``."""
     cat = catalog or builtin_catalog().with_fleet(fleet)
-    model = perf or default_perf_model(fleet.planner.perf_engine)
+    model = perf or fleet_perf_model(fleet)
     if buckets is None:
         buckets = {s.id: s.traffic.length_buckets() for s in fleet.services}
     rows = capacity_rows(fleet, cat, model, buckets)

@@ -17,11 +17,8 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from planner.catalog import Catalog, fleet_catalog
-from planner.schema import FleetSpec, ModelSpec, Pool
-
-# vLLM's default share of device memory for weights + KV cache, and a per-device runtime reserve.
-_MEMORY_UTILISATION = 0.9
-_RESERVE_GIB_PER_DEVICE = 2.0
+from planner.model.memory import replica_free_gib
+from planner.schema import DeviceType, FleetSpec, ModelSpec, Pool
 
 
 @dataclass(frozen=True)
@@ -194,9 +191,9 @@ def load_fleet(path: str | Path) -> FleetSpec:
 # ---------------------------------------------------------------------------------------------- semantics
 
 
-def max_replica_memory_gib(model: ModelSpec, memory_gib: float, devices: int) -> float:
-    """Usable memory of ``devices`` devices for weights and KV after vLLM's share and runtime reserve."""
-    return devices * (memory_gib * _MEMORY_UTILISATION - _RESERVE_GIB_PER_DEVICE)
+def max_replica_memory_gib(model: ModelSpec, device: DeviceType, devices: int) -> float:
+    """Usable memory of ``devices`` devices for weights and KV: the performance model's memory budget."""
+    return replica_free_gib(device, devices)
 
 
 def pool_problems(pool: Pool, cat: Catalog) -> list[tuple[str, str]]:
@@ -231,12 +228,19 @@ def check_fleet(fleet: FleetSpec, catalog: Catalog | None = None) -> list[tuple[
         if pool.power_domain is not None and pool.power_domain not in domain_ids:
             out.append((("pools", i, "power_domain"), f"unknown power domain {pool.power_domain!r}"
                         + _hint(pool.power_domain, domain_ids)))
-    from planner.io.profiles import shipped_calibration
+    from planner.io.profiles import calibration_for, known_engines
 
-    engines = {engine for engine, _, _ in shipped_calibration().overheads}
-    if fleet.planner.perf_engine not in engines:
-        out.append((("planner", "perf_engine"), f"unknown engine {fleet.planner.perf_engine!r} (calibrated: "
-                    + ", ".join(sorted(engines)) + ")"))
+    try:
+        cal = calibration_for(None, Path(fleet.planner.perf_profile) if fleet.planner.perf_profile else None)
+    except ValueError as exc:
+        out.append((("planner", "perf_profile"), str(exc)))
+    else:
+        engines = known_engines(cal)
+        engine = fleet.planner.perf_engine
+        if (fleet.planner.perf_profile is None or "perf_engine" in fleet.planner.model_fields_set) \
+                and engine not in engines:
+            out.append((("planner", "perf_engine"), f"unknown engine {engine!r} (calibrated: "
+                        + ", ".join(sorted(engines)) + ")"))
     max_tp = max(fleet.planner.tp_options)
     max_pp = max(fleet.planner.pp_options)
     for i, svc in enumerate(fleet.services):
@@ -259,7 +263,7 @@ def check_fleet(fleet: FleetSpec, catalog: Catalog | None = None) -> list[tuple[
         for p in pools:
             dev = cat.devices[p.device]
             span = min(max_tp * max_pp, p.devices_per_node * max(p.max_nodes, 1))
-            best = max(best, max_replica_memory_gib(model, dev.memory_gib, span))
+            best = max(best, max_replica_memory_gib(model, dev, span))
         if pools and best < need_gib:
             out.append((("services", i, "model"),
                         f"{model.id} needs {need_gib:.0f} GiB of weights; the largest replica its pools allow "

@@ -6,7 +6,9 @@ Per compute device of a ``t·p`` replica::
     kv/token  = kv_bytes_per_token / p · max(n_kv, t) / n_kv / t      (KV heads replicated when t > n_kv)
     tokens    = ⌊free / (kv/token)⌋;  fits ⇔ free ≥ 0 and tokens ≥ max_context_tokens
 
-``u`` is the share of device memory the engine manages (vLLM's 0.9). Under attention offload the KV cache
+``M_dev`` is the memory the card reports to the runtime (``DeviceType.runtime_memory_gib``: an A10G exposes
+23,028 MiB of its 24 GiB, an L4 23,034 MiB), ``u`` the share of it the engine manages (vLLM's
+``gpu_memory_utilization``, 0.9). Under attention offload the KV cache
 lives on the ``b`` memory devices instead: ``free = M_mem·u − r`` each, ``kv/token = kv_bytes_per_token ·
 max(n_kv, b) / n_kv / b``.
 """
@@ -16,11 +18,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from planner.model.perf import ReplicaShape
+from planner.schema import DeviceType
 
 GIB = 1024**3
 GPU_MEMORY_UTILIZATION = 0.9  # vLLM default share of device memory it manages
 RESERVE_GIB_PER_DEVICE = 1.5  # CUDA context, activations of the largest step
 NCCL_RESERVE_GIB = 0.4  # NCCL buffers, only when the replica spans more than one device
+
+
+def replica_free_gib(device: DeviceType, devices: int,
+                     gpu_memory_utilization: float = GPU_MEMORY_UTILIZATION) -> float:
+    """Memory ``devices`` devices of a replica leave for weights and KV cache after the engine's share and the
+    runtime (and, across devices, NCCL) reserve, GiB."""
+    reserve = RESERVE_GIB_PER_DEVICE + (NCCL_RESERVE_GIB if devices > 1 else 0.0)
+    return devices * (device.runtime_memory_gib * gpu_memory_utilization - reserve)
 
 
 @dataclass(frozen=True)
@@ -40,14 +51,14 @@ def memory_fit(shape: ReplicaShape, gpu_memory_utilization: float = GPU_MEMORY_U
     n = shape.tp * shape.pp
     weights = m.weight_bytes_total / n
     reserve = (RESERVE_GIB_PER_DEVICE + (NCCL_RESERVE_GIB if n > 1 else 0.0)) * GIB
-    free = dev.memory_gib * GIB * gpu_memory_utilization - weights - reserve
+    free = dev.runtime_memory_gib * GIB * gpu_memory_utilization - weights - reserve
     # KV heads are replicated when TP exceeds them; the per-device share never drops below one head.
     kv_per_token_per_device = m.kv_bytes_per_token / shape.pp * max(m.num_kv_heads, shape.tp) \
         / m.num_kv_heads / shape.tp
     if shape.offload:
         assert shape.memory_device is not None
         b = shape.memory_devices
-        mfree = shape.memory_device.memory_gib * GIB * gpu_memory_utilization - RESERVE_GIB_PER_DEVICE * GIB
+        mfree = shape.memory_device.runtime_memory_gib * GIB * gpu_memory_utilization - RESERVE_GIB_PER_DEVICE * GIB
         kv_per_token_per_device = m.kv_bytes_per_token * max(m.num_kv_heads, b) / m.num_kv_heads / b
         kv_free = mfree
     else:
@@ -55,9 +66,8 @@ def memory_fit(shape: ReplicaShape, gpu_memory_utilization: float = GPU_MEMORY_U
     weights_gib = weights / GIB
     if free < 0:
         return MemoryFit(weights_gib, 0, False,
-                         f"weights {weights_gib:.1f} GiB per device exceed the "
-                         f"{dev.memory_gib * gpu_memory_utilization:.1f} GiB usable on {dev.id} "
-                         f"(with {reserve / GIB:.1f} GiB reserve)", free)
+                         f"weights {weights_gib:.1f} GiB per device and a {reserve / GIB:.1f} GiB reserve exceed "
+                         f"the {dev.runtime_memory_gib * gpu_memory_utilization:.1f} GiB usable on {dev.id}", free)
     tokens = int(max(kv_free, 0.0) // kv_per_token_per_device)
     if tokens < m.max_context_tokens:
         return MemoryFit(weights_gib, tokens, False,

@@ -2,22 +2,25 @@
 
 This module is the model's front door: what a performance model answers (:class:`PerfModel`), the replica
 shape it is asked about (:class:`ReplicaShape`, validated by :func:`check_shape`), and the model the planner
-uses unless told otherwise (:func:`default_perf_model`: the roofline with the shipped calibration). The parts:
+uses unless told otherwise (``planner.io.profiles.default_perf_model``: the roofline with the shipped
+calibration, built at the edge where files are read). The parts:
 
 * ``planner.model.roofline``: operator times and :class:`~planner.model.roofline.RooflinePerfModel`
   (prefill, decode, attention offload);
-* ``planner.model.collectives``: all-reduce, pipeline send and offload network times;
+* ``planner.model.collectives``: all-reduce, gather, pipeline send and offload network times by fabric
+  (measured curves, the engine's kernel choice);
 * ``planner.model.memory``: weights, KV cache and reserve against device memory;
-* ``planner.model.calibration``: fitted or seeded efficiencies and per-step overheads (values only);
+* ``planner.model.calibration``: fitted or seeded efficiencies, engines and their per-step overheads, measured
+  fabrics and held-out error bands (values only; ``calibration_mapping`` turns them into plain data);
 * ``planner.model.measured``: measured step tables that override the model where they cover a point;
 * ``planner.model.fit``: the least-squares fit of a calibration to measured times (``benchmarks/calibrate.py``
   runs it on public profiles and writes ``planner/data/calibration.yaml``, which ``planner.io.profiles``
-  loads).
+  loads; ``medley perf calibrate`` runs it on a user's own measurements and writes an engine profile).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
@@ -27,7 +30,6 @@ from planner.schema import DeviceKind, DeviceType, ModelSpec
 
 if TYPE_CHECKING:
     from planner.model.memory import MemoryFit
-    from planner.model.roofline import RooflinePerfModel
 
 FloatArray = npt.NDArray[np.float64]
 ArrayLike = float | FloatArray
@@ -102,13 +104,3 @@ def check_counts(batch: int, tokens: int, what: str) -> None:
         raise ValueError(f"batch: must be at least 1 (got {batch})")
     if tokens < 0 or (what == "prompt_tokens" and tokens < 1):
         raise ValueError(f"{what}: must be positive (got {tokens})")
-
-
-def default_perf_model(engine: str = DEFAULT_ENGINE) -> RooflinePerfModel:
-    """The roofline with the shipped calibration; ``engine`` picks whose per-step overheads apply."""
-    # Imported here: the roofline imports this module, and the shipped file is read by its loader.
-    from planner.io.profiles import shipped_calibration
-    from planner.model.roofline import RooflinePerfModel
-
-    cal = shipped_calibration()
-    return RooflinePerfModel(cal if cal.engine == engine else replace(cal, engine=engine))

@@ -4,14 +4,16 @@ Summed over the operators of a layer rather than one max over the step::
 
     t_op   = max(FLOPs / (t·F_peak·mfu), bytes / (t·BW·mbu), kernel_floor)
     layer  = Σ_op t_op + 2·AR(N·h·b_a, t)                 (two all-reduces per layer under TP)
-    step   = p·(L/p)·layer + lm_head + (p−1)·send(N·h·b_a) + overhead(engine, device, tp)
+    step   = p·(L/p)·layer + lm_head + gather(B·V·b_a, t) + (p−1)·send(N·h·b_a) + overhead(engine, device, tp)
 
 (the max is a smooth one, ``(c^k + m^k)^(1/k)`` with ``k = ROOF_SHARPNESS``, floored at the kernel floor;
-``AR`` and ``send`` are in ``planner.model.collectives``). Prefill attention costs ``2·h·Σs²/t`` FLOPs per
-layer (causal), decode attention reads the KV cache ``Σctx·2·n_kv·d·b_kv/t`` bytes per layer. The overhead
-(host scheduling, kernel launches, sampling) is a fitted ``ms_per_layer·L + step_ms`` per (engine, device,
-TP): measured vLLM decode steps of Llama-2-70B stay at 43–46 ms on A100 whatever the batch, which a
-constant-efficiency roofline cannot reproduce. Efficiencies and overheads come from a
+``AR``, ``gather`` and ``send`` are in ``planner.model.collectives``: measured curves by fabric and the
+engine's kernel choice; a stage boundary between nodes crosses the NICs). Prefill attention costs
+``2·h·Σs²/t`` FLOPs per layer (causal), decode attention reads the KV cache ``Σctx·2·n_kv·d·b_kv/t`` bytes
+per layer. The overhead (host scheduling, kernel launches, sampling) is a fitted ``ms_per_layer·L +
+step_ms`` per (engine, device, TP): the 2023 engines Splitwise and DistServe measured held Llama-2-70B
+decode steps at 43–46 ms on A100 whatever the batch, which a constant-efficiency roofline cannot
+reproduce; today's vLLM (CUDA graphs) leaves far less. Efficiencies and overheads come from a
 :class:`~planner.model.calibration.Calibration`.
 
 Attention offload (Lamina): ``a = tp·pp`` compute devices hold the weights and run the dense layers;
@@ -24,7 +26,7 @@ from __future__ import annotations
 import numpy as np
 
 from planner.model.calibration import Calibration, DeviceEfficiency
-from planner.model.collectives import all_reduce_ms, offload_net_ms, send_ms
+from planner.model.collectives import Collectives, offload_net_ms, pipeline_hops
 from planner.model.memory import MemoryFit, memory_fit
 from planner.model.perf import ACTIVATION_BYTES, ArrayLike, ReplicaShape, check_counts, check_shape
 from planner.schema import DeviceType, ModelSpec
@@ -51,8 +53,9 @@ def experts_touched(model: ModelSpec, tokens: ArrayLike) -> ArrayLike:
 
 
 def dense_layer_ms(model: ModelSpec, device: DeviceType, eff: DeviceEfficiency, tp: int,
-                   tokens: ArrayLike, include_comm: bool = True) -> ArrayLike:
-    """One layer's projections, MLP and element-wise kernels for ``tokens`` tokens on one of ``tp`` devices."""
+                   tokens: ArrayLike, include_comm: bool = True, coll: Collectives | None = None) -> ArrayLike:
+    """One layer's projections, MLP and element-wise kernels for ``tokens`` tokens on one of ``tp`` devices,
+    plus its two all-reduces (``coll``; the ring formula on the device's factors when not given)."""
     h, d, f = model.hidden_size, model.head_dim, model.ffn_hidden_size
     n_h, n_kv = model.num_heads, max(model.num_kv_heads, tp)  # KV heads are replicated when tp > n_kv
     bw, ba = model.weight_bytes, ACTIVATION_BYTES
@@ -73,7 +76,8 @@ def dense_layer_ms(model: ModelSpec, device: DeviceType, eff: DeviceEfficiency, 
     t = t + np.maximum(elementwise_bytes / (device.memory_tbps * 1e9 * eff.mbu),
                        ELEMENTWISE_KERNELS_PER_LAYER * eff.kernel_floor_us / 1e3)
     if tp > 1 and include_comm:
-        t = t + 2 * all_reduce_ms(n * h * ba, tp, device, eff.link_efficiency, eff.ar_base_us)
+        coll = coll or Collectives(device, eff.link_efficiency, eff.ar_base_us)
+        t = t + 2 * coll.all_reduce_ms(n * h * ba, tp)
     return t
 
 
@@ -98,10 +102,23 @@ def decode_attention_ms(model: ModelSpec, device: DeviceType, eff: DeviceEfficie
 
 
 def lm_head_ms(model: ModelSpec, device: DeviceType, eff: DeviceEfficiency, tp: int,
-               seqs: ArrayLike) -> ArrayLike:
-    """Logits of the last token of each sequence (vocabulary split over ``tp``)."""
+               seqs: ArrayLike, coll: Collectives | None = None) -> ArrayLike:
+    """Logits of the last token of each sequence (vocabulary split over ``tp``), gathered onto one device."""
     w = model.vocab_size * model.hidden_size / tp
-    return _op_ms(2 * seqs * w, w * model.weight_bytes + seqs * model.vocab_size / tp * 4, device, eff)
+    t = _op_ms(2 * seqs * w, w * model.weight_bytes + seqs * model.vocab_size / tp * 4, device, eff)
+    if tp > 1 and coll is not None:
+        t = t + coll.gather_ms(seqs * model.vocab_size * ACTIVATION_BYTES, tp)
+    return t
+
+
+def pipeline_send_ms(shape: ReplicaShape, coll: Collectives, tokens: ArrayLike) -> ArrayLike:
+    """Activations of ``tokens`` tokens handed across the stage boundaries: within a node over its link,
+    between nodes over the NICs."""
+    if shape.pp <= 1:
+        return 0.0 * tokens
+    intra, cross = pipeline_hops(shape)
+    message = tokens * shape.model.hidden_size * ACTIVATION_BYTES
+    return intra * coll.send_ms(message) + cross * coll.send_ms(message, cross_node=True)
 
 
 # ---------------------------------------------------------------------------------------------- models
@@ -117,22 +134,22 @@ class RooflinePerfModel:
 
     def prefill_ms_array(self, shape: ReplicaShape, batch: ArrayLike, prompt_tokens: ArrayLike) -> ArrayLike:
         """Prefill time of ``batch`` requests of ``prompt_tokens`` each (arrays broadcast)."""
-        m, dev, tp, pp = shape.model, shape.device, shape.tp, shape.pp
+        m, dev, tp = shape.model, shape.device, shape.tp
         eff = self.calibration.efficiency(dev.id, dev)
         ovh = self.calibration.overhead(dev.id, tp)
+        coll = self.calibration.collectives(dev)
         tokens = batch * prompt_tokens
-        layer = dense_layer_ms(m, dev, eff, tp, tokens) + prefill_attention_ms(
+        layer = dense_layer_ms(m, dev, eff, tp, tokens, coll=coll) + prefill_attention_ms(
             m, dev, eff, tp, tokens, batch * prompt_tokens * prompt_tokens)
-        t = m.num_layers * layer + lm_head_ms(m, dev, eff, tp, batch)
-        if pp > 1:
-            t = t + (pp - 1) * send_ms(tokens * m.hidden_size * ACTIVATION_BYTES, dev, eff.link_efficiency)
+        t = m.num_layers * layer + lm_head_ms(m, dev, eff, tp, batch, coll) + pipeline_send_ms(shape, coll, tokens)
         return t + ovh.prefill_step_ms + m.num_layers * ovh.prefill_ms_per_layer
 
     def decode_step_ms_array(self, shape: ReplicaShape, batch: ArrayLike, context_tokens: ArrayLike) -> ArrayLike:
         """One decode step for ``batch`` requests of ``context_tokens`` each (arrays broadcast)."""
-        m, dev, tp, pp = shape.model, shape.device, shape.tp, shape.pp
+        m, dev, tp = shape.model, shape.device, shape.tp
         eff = self.calibration.efficiency(dev.id, dev)
         ovh = self.calibration.overhead(dev.id, tp)
+        coll = self.calibration.collectives(dev)
         sum_ctx = batch * context_tokens
         if shape.offload:
             assert shape.memory_device is not None
@@ -142,17 +159,16 @@ class RooflinePerfModel:
             # Two staggered micro-batches of B/2 keep both sides busy (Lamina): the slower side sets the
             # pace, and each side runs twice per layer, so the compute devices read their weights twice.
             half = batch / 2.0
-            dense_half = dense_layer_ms(m, dev, eff, tp, half)
+            dense_half = dense_layer_ms(m, dev, eff, tp, half, coll=coll)
             attn_half = decode_attention_ms(m, mdev, meff, b, half, sum_ctx / 2.0)
-            t_dense = 2 * m.num_layers * dense_half + lm_head_ms(m, dev, eff, tp, batch)
+            t_dense = 2 * m.num_layers * dense_half + lm_head_ms(m, dev, eff, tp, batch, coll)
             t_attn = 2 * m.num_layers * attn_half
             t = np.maximum(t_dense, t_attn) + offload_net_ms(shape, batch)
         else:
-            dense = dense_layer_ms(m, dev, eff, tp, batch)
+            dense = dense_layer_ms(m, dev, eff, tp, batch, coll=coll)
             attn = decode_attention_ms(m, dev, eff, tp, batch, sum_ctx)
-            t = m.num_layers * (dense + attn) + lm_head_ms(m, dev, eff, tp, batch)
-            if pp > 1:
-                t = t + (pp - 1) * send_ms(batch * m.hidden_size * ACTIVATION_BYTES, dev, eff.link_efficiency)
+            t = (m.num_layers * (dense + attn) + lm_head_ms(m, dev, eff, tp, batch, coll)
+                 + pipeline_send_ms(shape, coll, batch))
         return t + ovh.decode_step_ms + m.num_layers * ovh.decode_ms_per_layer
 
     # -- the PerfModel protocol ------------------------------------------------------------------------

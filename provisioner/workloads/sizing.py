@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from functools import cache
 from statistics import NormalDist
 
+from planner.io.profiles import default_perf_model
 from planner.model.capacity import MAX_BATCH, capacity_table
-from planner.model.perf import PerfModel, ReplicaShape, default_perf_model
+from planner.model.perf import PerfModel, ReplicaShape
 from planner.schema import SLO, DeviceType, LengthBucket, ModelSpec, Plan, ReplicaGroup, Role, Service
 
 ROUND_TOKENS = 256

@@ -49,8 +49,9 @@ def test_melange_mixed_plan_never_costs_more_than_best_single_type() -> None:
     for r in rows:
         print(f"Mélange mixed {r['prices']} {r['rate_rps']} rps: saving {float(r['saving']):.1%} ({r['mix']})")
         assert float(r["mixed_usd_per_hour"]) <= float(r["single_usd_per_hour"]) + 1e-6
-    # At 16 req/s short requests go to small GPUs and long ones to A100s.
+    # At 16 req/s short requests go to small GPUs (A10G or L4: with its 70 TFLOPS tensor peak the A10G no
+    # longer outruns the L4 in prefill by the A10's 125) and long ones to A100s.
     mixes = [str(r["mix"]) for r in rows if r["rate_rps"] == 16]
-    assert all("a10g" in m and "a100-80gb" in m for m in mixes)
+    assert all(("a10g" in m or "l4" in m) and "a100-80gb" in m for m in mixes)
     assert max(float(r["saving"]) for r in rows) >= 0.10
 

@@ -200,7 +200,7 @@ def test_one_failing_object_does_not_stop_the_others_and_backs_off(api: DoubleSe
     applier = Applier(api.client(), "test-fleet", ready_timeout_s=0.0, preflight=False, backoff=backoff)
     first = applier.apply(manifests)
     assert [f.ref for f in first.failed] == [bad] and "HTTP 422" in first.failed[0].message
-    assert len(first.created) == 7 and not first.complete  # every other object was written (each service's entry Service too)
+    assert len(first.created) == 7 and not first.complete  # all but the refused one (entry Services too)
     second = applier.apply(manifests)  # within its backoff: not tried again
     assert second.backing_off == (bad,) and not second.failed
     now[0] = 2.5

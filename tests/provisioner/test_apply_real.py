@@ -64,7 +64,7 @@ def test_dry_run_reports_a_missing_namespace_and_the_apply_refuses_before_writin
         created = runner.invoke(app, [*args, "--create-namespaces"])
         assert created.exit_code == 3, created.output  # written; nothing Ready on a cluster without kubelets
         assert "+ create Namespace dc-nons" in created.stdout and "created 4" in created.stdout
-        assert len(_fleet_objects(medley_cluster, team)) == 4  # Deployment, PDB, the group's Service and the service's entry Service
+        assert len(_fleet_objects(medley_cluster, team)) == 4  # Deployment, PDB, two Services
         ns = core(medley_cluster).read_namespace(team)
         assert ns.metadata.labels["app.kubernetes.io/managed-by"] == "medley"
     finally:

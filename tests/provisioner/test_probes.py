@@ -5,7 +5,8 @@ from __future__ import annotations
 import urllib.error
 import urllib.request
 
-from provisioner.probes import ControllerMetrics, ProbeServer
+from planner.cli.probes import ProbeServer
+from provisioner.probes import ControllerMetrics
 
 
 def _get(port: int, path: str) -> tuple[int, str]:

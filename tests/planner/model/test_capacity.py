@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from planner.catalog import builtin_catalog
+from planner.io.profiles import default_perf_model
 from planner.model.capacity import (
     Capacity,
     capacity_table,
@@ -20,7 +21,7 @@ from planner.model.capacity import (
     replica_capacity,
     replica_power_watts,
 )
-from planner.model.perf import ReplicaShape, default_perf_model
+from planner.model.perf import ReplicaShape
 from planner.schema import SLO, LengthBucket, Role
 
 CAT = builtin_catalog()
@@ -234,16 +235,13 @@ def test_distserve_disaggregation_beats_colocation_when_tpot_is_tight() -> None:
 
 
 def test_splitwise_h100_over_a100_ratios() -> None:
-    """Splitwise: Llama-2-70B, DGX (TP8), one coding request (~1500 prompt tokens).
+    """Splitwise: Llama-2-70B, DGX (TP8), one coding request (~1500 prompt tokens), with the engine Splitwise
+    measured (``splitwise-2023``).
 
-    TTFT 185 → 95 ms (1.95×) and time between tokens 52 → 31 ms (1.68×), both within 20%. Neither ratio
-    is an independent check: Splitwise's four single-request TTFTs (coding and conversation, at its traces'
-    P50 prompt lengths) are calibration anchors, the only TP8 prefill data, which set the TP8 prefill
-    overheads (before, tied to the decode ones, the ratio came out at ~2.38); the A100/H100 decode overheads
-    come from the REFERENCE §1 vLLM measurements. With only an overhead to fit, the ratio lands at ~2.0,
-    not 1.95: Splitwise's TTFT grows less with prompt length than the operator profiles' GEMMs predict.
-    """
-    pm = default_perf_model()
+    TTFT 185 → 95 ms (1.95×) and time between tokens 52 → 31 ms (1.68×), both within 20%. Neither is an
+    independent check: Splitwise's own characterisation runs (the data behind these figures) calibrate that
+    engine. Its measured TP8 decode steps (45 / 30 ms) give 1.50×, below the paper's coding-trace 1.68×."""
+    pm = default_perf_model("splitwise-2023")
     a100, h100 = shape("llama-2-70b", "a100-80gb", 8), shape("llama-2-70b", "h100-sxm", 8)
     ttft = pm.prefill_ms(a100, 1, 1500) / pm.prefill_ms(h100, 1, 1500)
     tbt = pm.decode_step_ms(a100, 1, 1600) / pm.decode_step_ms(h100, 1, 1600)

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from planner.catalog import fleet_catalog
 from planner.cli.main import app
 from planner.io.fleetfile import load_fleet
+from planner.io.profiles import default_perf_model
 from planner.model.candidates import DROP_NO_BUCKET
 from planner.model.configurations import (
     DROP_MEMORY,
@@ -20,7 +21,7 @@ from planner.model.configurations import (
     CandidateStats,
     fleet_configurations,
 )
-from planner.model.perf import check_shape, default_perf_model
+from planner.model.perf import check_shape
 from planner.pipeline import build_inputs
 from planner.schema import Role
 
