@@ -69,9 +69,7 @@ class ComponentModel:
         unit, count = (1, g.mem * g.replicas) if mem else (g.tp, g.pp * g.replicas)
         red = self.reduction
         target, current = (self.xm, self.cur_mem) if mem else (self.x, self.cur_stage)
-        if red is not None and g.index in red.stable:  # constants: every unit stays where it runs
-            for si in self.s.by_pool[pool]:
-                self.load[si].append(unit * red.fixed.get((g.index, si, mem), 0))
+        if red is not None and g.index in red.stable:  # constants (``add_fixed``)
             return
         for si in self.s.by_pool[pool]:
             s = self.s.sites[si]
@@ -87,6 +85,14 @@ class ComponentModel:
                 self._keep(v, current.get((g.index, s.names[0]), 0), dom[1], (g.index, si, mem),
                            f"k{'m' if mem else ''}{g.index}_{si}")
         self.m.add(sum(target[(g.index, si)] for si in self.s.by_pool[pool] if (g.index, si) in target) == count)
+
+    def add_fixed(self) -> None:
+        """The devices of groups that keep exactly what they run, as constants in their sites' loads."""
+        if self.reduction is None:
+            return
+        tp = {g.index: g.tp for g in self.groups}
+        for (gi, si, mem), units in self.reduction.fixed.items():
+            self.load[si].append(units * (1 if mem else tp[gi]))
 
     def add_racks(self, g: Group, hint: Hint) -> None:
         """``rack[g,r]``: a racked group's stages and memory units come in whole replicas per rack."""
@@ -190,6 +196,7 @@ def build_model(groups: list[Group], sites: Sites, cur_stage: Mapping[tuple[int,
         model.add_units(g, mem=False)
         model.add_units(g, mem=True)
         model.add_racks(g, hint)
+    model.add_fixed()
     model.add_node_use(hint)
     model.add_hints(hint)
     return model
