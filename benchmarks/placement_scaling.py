@@ -15,7 +15,8 @@ Each placement call gets ``--time-limit-s`` for the whole call (model building i
 ``Deadline``; "wall/limit" is the slower of the row's two calls over that limit. Parts are the problems the
 components were cut into (rack blocks in large pools): "counted/CP-SAT" says how many a counted bound proved
 optimal without a solve and how many CP-SAT solved; "fallback parts" how many kept their first-fit start
-because CP-SAT had no time (first placement, re-placement).
+because CP-SAT had no time (first placement, re-placement). "fewest moves" says how it is proven: "counted"
+(the placement meets the counted bound) or "CP-SAT" (the moves-only optimum of whole components).
 
 Prints a table and ends with one JSON line: {"limit_s", "rows": [{"nodes", "case", "first_s", "replace_s",
 "wall_over_limit", "moves", "moves_bound", "fewest_moves" (null when unproven), "fewest_moves_proven",
@@ -191,11 +192,12 @@ def table(rows: list[dict[str, object]], limit_s: float) -> str:
     head = ("nodes", "re-placement", "first s", "re-place s", "wall/limit", "moves", "fewest moves", "nodes used",
             "parts counted/CP-SAT", "fallback parts")
     widths = [max(len(h), 7) for h in head]
-    widths[1], widths[6] = 24, 18
+    widths[1], widths[6] = 24, 20
     lines = [f"time limit {limit_s:g} s per placement call (first placement, then each re-placement)",
              " | ".join(h.rjust(w) for h, w in zip(head, widths, strict=True))]
     for r in rows:
-        fewest = f"{r['fewest_moves']}" if r["fewest_moves_proven"] else f"unproven (≥ {r['moves_bound']})"
+        proof = "counted" if r["fewest_moves_how"] == "counted bound met" else "CP-SAT"
+        fewest = f"{r['fewest_moves']} ({proof})" if r["fewest_moves_proven"] else f"unproven (≥ {r['moves_bound']})"
         parts, counted, cpsat, falls = r["parts"], r["counted_parts"], r["cpsat_parts"], r["fallback_parts"]
         assert isinstance(parts, list) and isinstance(counted, list) and isinstance(cpsat, list)
         assert isinstance(falls, list)
