@@ -174,15 +174,15 @@ def _carry_into(part: Part, carry: Carry, groups: Mapping[int, Group], last: boo
     return part, carry
 
 
-def _fallback_notes(prep: Prepared, fallbacks: list[Fallback]) -> list[str]:
-    """One line per component that kept its first-fit start somewhere."""
+def _fallback_notes(prep: Prepared, fallbacks: list[Fallback], parts: int) -> list[str]:
+    """One line per component that kept its first-fit start somewhere (``parts``: the parts it solved)."""
     if not fallbacks:
         return []
     reasons = ", ".join(sorted({f.reason for f in fallbacks}))
     if len(prep.parts) == 1:
         return [f"{fallbacks[0].part}: {reasons}, first-fit placement used"]
     return [f"pools {', '.join(sorted(prep.pools))}: first-fit placement used in {len(fallbacks)} of "
-            f"{len(prep.parts)} rack blocks ({reasons})"]
+            f"{parts} rack blocks ({reasons})"]
 
 
 def solve_component(prep: Prepared, inp: ComponentInput, budget: Budget) -> ComponentResult:
@@ -207,7 +207,7 @@ def solve_component(prep: Prepared, inp: ComponentInput, budget: Budget) -> Comp
         expanding = budget.deadline.now()
         carry = _place_part(out, part, res.counts, carry)
         budget.expanded(budget.deadline.now() - expanding)
-    out.explanations.extend(_fallback_notes(prep, out.fallbacks))
+    out.explanations.extend(_fallback_notes(prep, out.fallbacks, out.parts))
     out.shortfall = _shortfall(prep, carry)
     out.explanations.extend(s.reason for s in out.shortfall)
     out.status = "shortfall" if out.shortfall else "placed"
