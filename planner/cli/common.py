@@ -26,6 +26,9 @@ class OutputFormat(StrEnum):
     YAML = "yaml"
 
 
+FormatOption = typer.Option(OutputFormat.TABLE, "--format", "-f", help="table, json or yaml")
+
+
 def fail(message: str, code: int = 2) -> NoReturn:
     """Print the message's first line on stderr and exit (2: bad input; 1: a refusal from outside)."""
     typer.echo(message.splitlines()[0] if message else "error", err=True)
