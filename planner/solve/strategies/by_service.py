@@ -16,6 +16,9 @@ HiGHS runs without root restarts there.
 When the union overruns a pool, the services on it are planned again one by one within what the others leave
 (a repair: a plan, with no bound of its own). Then, or when no plan came out, the whole fleet is solved with
 the time left (strategies.whole), keeping the cheaper plan and the higher of its bound and L.
+
+A start (a fleet plan, e.g. the greedy one) gives each service its part as the plan to beat and to start from;
+a service that gets no plan of its own in time keeps its part.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from planner.clock import Deadline
 from planner.solve.backends import Backend, backend_for
 from planner.solve.formulation.pool import overrun_pools
 from planner.solve.formulation.power import overrun_domains
+from planner.solve.incumbent import restrict
 from planner.solve.problem import (
     Problem,
     Solution,
@@ -42,10 +46,10 @@ from planner.solve.problem import (
     share_variables,
 )
 from planner.solve.prune import prune_roomy_pools
-from planner.solve.strategies.base import at_least, nested
+from planner.solve.strategies.base import nested
 from planner.solve.strategies.lagrange import SERVICE_PRICING_MIN_SHARE_VARIABLES
 from planner.solve.strategies.services import ServiceRunner, service_problems
-from planner.solve.strategies.whole import MIN_SOLVE_S, WholeStrategy
+from planner.solve.strategies.whole import WholeStrategy
 
 _INF = math.inf
 # A service in the first pass may take this many even shares of the time left (most need a fraction).
@@ -94,21 +98,22 @@ class ByServiceStrategy:
         self.options = options
         self.backend = backend or backend_for(options.backend)
 
-    def solve(self, problem: Problem, deadline: Deadline) -> Solution:
+    def solve(self, problem: Problem, deadline: Deadline, start: Solution | None = None) -> Solution:
         """The services' plans when they fit and are final; else the whole fleet, keeping the better of both."""
-        start = deadline.now()
-        out = _ServicePass(problem, self.options, self.backend, deadline).run()
+        t0 = deadline.now()
+        out = _ServicePass(problem, self.options, self.backend, deadline, start).run()
         if out.solution is not None and out.final:
             return out.solution
         backup = out.solution  # the services' plans, repaired to fit together: kept if the whole does worse
-        sol = WholeStrategy(self.options, self.backend).solve(problem, at_least(deadline, MIN_SOLVE_S))
+        whole_start = backup if backup is not None else start
+        sol = WholeStrategy(self.options, self.backend).solve(problem, deadline, whole_start)
         stages = {**out.stages, **sol.backends}
-        sol = replace(sol, solve_seconds=deadline.now() - start, backends=stages)
+        sol = replace(sol, solve_seconds=deadline.now() - t0, backends=stages)
         if backup is not None and backup.objective is not None and (
                 sol.objective is None or backup.objective < sol.objective):
             proved = sol.objective is not None or sol.status == "time_limit_no_solution"
             whole_bound = sol.best_bound if proved else None
-            sol = replace(backup, best_bound=whole_bound, solve_seconds=deadline.now() - start,
+            sol = replace(backup, best_bound=whole_bound, solve_seconds=deadline.now() - t0,
                           status="feasible", objective=backup.objective, backends=stages)
         if out.lower is not None and sol.objective is not None:
             # The services' own bounds hold for the whole fleet too (the coupled model only adds rows).
@@ -122,7 +127,8 @@ class ByServiceStrategy:
 class _ServicePass:
     """One pass over the services: their plans and bounds, refined and repaired by the deadline."""
 
-    def __init__(self, problem: Problem, options: SolveOptions, backend: Backend, deadline: Deadline) -> None:
+    def __init__(self, problem: Problem, options: SolveOptions, backend: Backend, deadline: Deadline,
+                 start: Solution | None = None) -> None:
         self.problem = problem
         self.opts = options
         self.backend = backend
@@ -134,7 +140,10 @@ class _ServicePass:
         self.subs = [prune_roomy_pools(sp) for sp in self.whole_subs]
         self.k = len(self.subs)
         self.sizes = [share_variables(sp) for sp in self.subs]
-        self.best: list[Solution | None] = [None] * self.k
+        # Each service's part of the start, where its columns survived the pruning: the plan to beat.
+        self.best: list[Solution | None] = [
+            None if start is None else restrict(start, sp, whole) for sp, whole in zip(self.subs, self.whole_subs,
+                                                                                       strict=True)]
         self.bounds = [-_INF] * self.k
         self.runs = 0
         self.stages: dict[str, str] = {}
@@ -149,14 +158,14 @@ class _ServicePass:
         if pricing == "auto":
             pricing = "on" if size >= SERVICE_PRICING_MIN_SHARE_VARIABLES else "off"
         seconds = min(seconds, self.until.end - self.until.now() - 0.05)
-        opts = replace(self.opts, pricing=pricing, decompose="off", highs_restart=False,
+        opts = replace(self.opts, pricing=pricing, decompose="off", highs_restart=False, progress=None,
                        relative_gap=self.opts.relative_gap if relative_gap is None else relative_gap)
         return opts, Deadline.after(max(0.1, seconds), self.until.clock)
 
     def _solve(self, problem: Problem, size: int, seconds: float, prefix: str,
-               relative_gap: float | None = None) -> Solution:
+               relative_gap: float | None = None, start: Solution | None = None) -> Solution:
         opts, deadline = self._sub(seconds, size, relative_gap)
-        sol = WholeStrategy(opts, self.backend).solve(problem, deadline)
+        sol = WholeStrategy(opts, self.backend).solve(problem, deadline, start)
         with self.lock:
             self.stages.update(nested(prefix, sol.backends))
         return sol
@@ -165,15 +174,28 @@ class _ServicePass:
         """Solve service i again; keep the better plan and the higher bound. False: it has no plan at all."""
         with self.lock:
             self.runs += 1
-        sol = self._solve(self.subs[i], self.sizes[i], seconds, "services")
-        if sol.status == "infeasible":
+        sol = self._solve(self.subs[i], self.sizes[i], seconds, "services", start=self.best[i])
+        if sol.status == "infeasible" and self.best[i] is None:
             return False
-        if sol.best_bound is not None:
-            self.bounds[i] = max(self.bounds[i], sol.best_bound)
-        old = self.best[i]
-        if sol.objective is not None and (old is None or old.objective is None or sol.objective < old.objective):
-            self.best[i] = sol
+        with self.lock:
+            if sol.best_bound is not None:
+                self.bounds[i] = max(self.bounds[i], sol.best_bound)
+            old = self.best[i]
+            if sol.objective is not None and (old is None or old.objective is None or sol.objective < old.objective):
+                self.best[i] = sol
+            self._report()
         return True
+
+    def _report(self) -> None:
+        """The fleet's plan (when the services' plans fit together) and bound, to the progress record."""
+        progress = self.opts.progress
+        if progress is None:
+            return
+        lower = self._lower_bound()
+        plan = None
+        if all(s is not None and s.objective is not None for s in self.best) and self._fits():
+            plan = sum(s.objective for s in self.best if s is not None and s.objective is not None) + self.orphan
+        progress.report(plan, lower, "services")
 
     def _batch(self, todo: list[int], stop: Callable[[], bool] | None = None) -> list[bool | None]:
         return self.runner.run(todo, self._run_one, self.until, stop)

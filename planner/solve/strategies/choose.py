@@ -1,10 +1,18 @@
-"""The one entry: pick how to solve a fleet (``choose_strategy``) and solve it by a deadline (``solve``)."""
+"""The one entry: pick how to solve a fleet (``choose_strategy``) and solve it by a deadline (``solve``).
+
+``solve`` first builds a plan at once (``incumbent.greedy_plan``) and hands it to the strategy as its start, so
+a plan exists whatever the deadline; the answer is the better of the two, against the strategy's bound.
+"""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from planner.clock import Deadline
 from planner.solve.backends import backend_for
-from planner.solve.problem import Problem, Solution, SolveOptions, share_variables, uncovered_buckets
+from planner.solve.incumbent import greedy_plan
+from planner.solve.problem import Problem, Solution, SolveOptions, Status, share_variables, uncovered_buckets
+from planner.solve.progress import Progress
 from planner.solve.strategies.base import Strategy
 from planner.solve.strategies.by_service import ByServiceStrategy
 from planner.solve.strategies.services import decomposable, roomy
@@ -26,8 +34,41 @@ def choose_strategy(problem: Problem, options: SolveOptions) -> Strategy:
     return WholeStrategy(options, backend, share_vars)
 
 
-def solve(problem: Problem, options: SolveOptions | None = None, *, deadline: Deadline | None = None) -> Solution:
+def solve(problem: Problem, options: SolveOptions | None = None, *, deadline: Deadline | None = None,
+          start: Solution | None = None) -> Solution:
     """Solve the fleet MILP with the chosen backend by ``deadline`` (default: options.time_limit_s from now);
-    status, bound and gap as the solver reports them."""
+    status, bound and gap as the solver reports them. ``start`` is a plan to begin from; without one the
+    greedy plan is."""
     opts = options or SolveOptions()
-    return choose_strategy(problem, opts).solve(problem, deadline or Deadline.after(opts.time_limit_s))
+    until = deadline or Deadline.after(opts.time_limit_s)
+    t0 = until.now()
+    first = start if start is not None and start.objective is not None else None
+    if first is None and not uncovered_buckets(problem):
+        first = greedy_plan(problem, until)
+    if first is not None and opts.progress is not None:
+        opts.progress.report(first.objective, None, "greedy" if start is None else "start")
+    sol = _better(choose_strategy(problem, opts).solve(problem, until, first), first, opts, until.now() - t0)
+    if opts.progress is not None:
+        # The answer's own plan and bound hold for the whole problem: the record ends on them.
+        opts.progress.report(sol.objective, sol.best_bound, "answer")
+        if isinstance(opts.progress, Progress):
+            opts.progress.close("answer")
+    return sol
+
+
+def _better(sol: Solution, first: Solution | None, opts: SolveOptions, seconds: float) -> Solution:
+    """The strategy's answer, or the start where the strategy found nothing cheaper (against its bound)."""
+    if first is None or first.objective is None or (
+            sol.objective is not None and sol.objective <= first.objective + 1e-9 * max(1.0, abs(first.objective))):
+        return replace(sol, solve_seconds=seconds)
+    bound = sol.best_bound if sol.objective is not None or sol.status == "time_limit_no_solution" else None
+    gap = None
+    status: Status = "feasible"
+    if bound is not None:
+        bound = min(bound, first.objective)
+        gap = max(0.0, (first.objective - bound) / max(abs(first.objective), 1e-9))
+        status = "optimal" if gap <= opts.relative_gap + 1e-12 else "feasible"
+    return replace(first, status=status, backend=sol.backend, best_bound=bound, relative_gap=gap,
+                   solve_seconds=seconds, variables=sol.variables, constraints=sol.constraints,
+                   message=f"{first.message}; the solver found nothing cheaper ({sol.message})",
+                   backends={**sol.backends, **first.backends})
