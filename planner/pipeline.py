@@ -166,6 +166,7 @@ def plan_fleet(fleet: FleetSpec, *, current: Plan | None = None, catalog: Catalo
         raise InfeasibleFleet([Finding(kind="infeasible", constraint="time_limit",
                                        message=f"{exc}: no plan within {fleet.planner.time_limit_s:g} s; raise "
                                                "planner.time_limit_s")]) from exc
+    record.mark("candidates")
     extras = baselines or marginals
     left = until.end - until.now()
     solve_until = Deadline(until.end - EXTRAS_SHARE * left, until.clock) if extras else until

@@ -31,7 +31,7 @@ __all__ = ["DROP_NO_BUCKET", "Candidate", "CandidateStats", "CandidatesLate", "c
 
 DROP_NO_BUCKET = "meets the SLO for no bucket"
 # Candidate generation looks at the deadline once per this many configurations.
-_CHECK_EVERY = 2_000
+_CHECK_EVERY = 200
 
 
 class CandidatesLate(Exception):

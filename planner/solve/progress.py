@@ -87,6 +87,18 @@ class Progress:
         if self.sink is not None:
             self.sink(point)
 
+    def mark(self, stage: str) -> None:
+        """Record that a stage ended (e.g. the candidates), with the plan and bound as they stand."""
+        with self._lock:
+            point = ProgressPoint(round(self.clock.now() - self.start, 4), self.incumbent, self.bound, stage)
+            self.points.append(point)
+        if self.sink is not None:
+            self.sink(point)
+
+    def seconds_at(self, stage: str) -> float | None:
+        """When ``stage`` first reported or ended (None: it did not)."""
+        return next((p.seconds for p in self.points if p.stage == stage), None)
+
     def close(self, stage: str = "end") -> None:
         """Record the final state if a bound rose since the last point (so the last point is the answer's)."""
         with self._lock:
@@ -137,6 +149,8 @@ def plans_only(reporter: Reporter | None) -> Reporter | None:
 
 def format_point(p: ProgressPoint) -> str:
     """One line for stderr: time, plan cost, bound and gap."""
+    if p.incumbent is None and p.bound is None:
+        return f"[{p.seconds:6.2f} s] {p.stage} done"
     plan = "no plan" if p.incumbent is None else f"plan ${p.incumbent:,.2f}/h"
     bound = "no bound" if p.bound is None else f"bound ${p.bound:,.2f}/h"
     gap = "" if p.gap is None else f", gap {p.gap:.2%}"
