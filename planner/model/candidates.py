@@ -117,6 +117,26 @@ def _frozen(values: Any) -> Any:
     return values
 
 
+@dataclass(frozen=True)
+class _Table:
+    """A capacity table with what its columns take from it: the rates, and whether it serves any bucket."""
+
+    caps: tuple[Capacity, ...]
+    rps: tuple[float, ...]
+    serves: bool
+
+
+@dataclass(frozen=True)
+class _Config:
+    """What the services running one configuration in one pool share: the key's tail, price, watts, label."""
+
+    key_tail: str
+    usd_per_hour: float
+    idle_watts: float
+    active_watts: float
+    label: str
+
+
 class _Pass:
     """One pass of candidate generation over a fleet: what its services share, remembered."""
 
@@ -124,42 +144,53 @@ class _Pass:
         self.catalog = catalog
         # Only the roofline's own step times are remembered; another model (measured tables) is asked each time.
         self.perf: PerfModel = _StepTimes(perf) if type(perf) is RooflinePerfModel else perf
-        self.tables: dict[tuple[Any, ...], tuple[Capacity, ...]] = {}
-        self.watts: dict[tuple[Any, ...], tuple[float, float]] = {}
+        self.tables: dict[tuple[Any, ...], _Table] = {}
+        self.configs: dict[tuple[Any, ...], _Config] = {}
         self.prices: dict[str, float] = {}
-        self.labels: dict[int, str] = {}
 
-    def capacities(self, option: ServiceConfiguration, lengths: tuple[tuple[int, int], ...],
-                   buckets: Sequence[LengthBucket]) -> tuple[Capacity, ...]:
+    def table(self, option: ServiceConfiguration, lengths: tuple[tuple[int, int], ...],
+              buckets: Sequence[LengthBucket]) -> _Table:
+        """The configuration's capacity table for its service's lengths and SLO (once per shape, role, lengths
+        and SLO)."""
         slo = option.service.slo
         key = (shape_key(option.shape), option.configuration.role, lengths, slo.ttft_ms, slo.tpot_ms, slo.percentile)
-        caps = self.tables.get(key)
-        if caps is None:
-            caps = self.tables[key] = configuration_capacities(self.perf, option, buckets)
-        return caps
+        found = self.tables.get(key)
+        if found is None:
+            caps = configuration_capacities(self.perf, option, buckets)
+            rps = tuple(c.rps for c in caps)
+            found = self.tables[key] = _Table(caps, rps, any(r > 0 for r in rps))
+        return found
 
     def price(self, pool: Pool) -> float:
         if pool.id not in self.prices:
             self.prices[pool.id] = self.catalog.pool_price(pool)
         return self.prices[pool.id]
 
-    def candidate(self, option: ServiceConfiguration, caps: tuple[Capacity, ...]) -> Candidate:
+    def config(self, option: ServiceConfiguration) -> _Config:
+        """What every service running this configuration in this pool shares."""
         cfg, mpool = option.configuration, option.memory_pool
-        cost = self.price(option.pool) * cfg.devices
-        if mpool is not None:
-            cost += self.price(mpool) * cfg.memory_devices
-        wkey = (shape_key(option.shape), cfg.role)
-        if wkey not in self.watts:
-            self.watts[wkey] = replica_power_watts(option.shape, cfg.role)
-        idle_w, active_w = self.watts[wkey]
-        label = self.labels.get(id(cfg))
-        if label is None:
-            label = self.labels[id(cfg)] = cfg.label()
-        col = Column(key=option.key, service=option.service.id, role=cfg.role, pool=option.pool.id,
-                     devices=cfg.devices, memory_pool=mpool.id if mpool else None, memory_devices=cfg.memory_devices,
-                     capacity_rps=tuple(c.rps for c in caps), idle_watts=idle_w, active_watts=active_w, label=label)
+        ckey = (option.pool.id, id(cfg), mpool.id if mpool else None)
+        found = self.configs.get(ckey)
+        if found is None:
+            cost = self.price(option.pool) * cfg.devices
+            if mpool is not None:
+                cost += self.price(mpool) * cfg.memory_devices
+            idle_w, active_w = replica_power_watts(option.shape, cfg.role)
+            # column_key(service, …) is the service's id, then this tail.
+            tail = column_key("", option.pool.id, cfg, mpool.id if mpool else None)
+            found = self.configs[ckey] = _Config(tail, cost, idle_w, active_w, cfg.label())
+        return found
+
+    def candidate(self, option: ServiceConfiguration, table: _Table) -> Candidate:
+        """The candidate of one service's configuration."""
+        cfg, mpool = option.configuration, option.memory_pool
+        shared = self.config(option)
+        col = Column(key=option.service.id + shared.key_tail, service=option.service.id, role=cfg.role,
+                     pool=option.pool.id, devices=cfg.devices, memory_pool=mpool.id if mpool else None,
+                     memory_devices=cfg.memory_devices, capacity_rps=table.rps, idle_watts=shared.idle_watts,
+                     active_watts=shared.active_watts, label=shared.label)
         return Candidate(column=col, service=option.service, pool=option.pool, memory_pool=mpool, configuration=cfg,
-                         capacities=caps, usd_per_hour=cost)
+                         capacities=table.caps, usd_per_hour=shared.usd_per_hour)
 
 
 def generate_candidates(fleet: FleetSpec, catalog: Catalog, perf: PerfModel,
@@ -176,10 +207,10 @@ def generate_candidates(fleet: FleetSpec, catalog: Catalog, perf: PerfModel,
         if deadline is not None and i % _CHECK_EVERY == 0 and deadline.expired():
             raise CandidatesLate(f"candidate generation stopped at the deadline after {i} configurations")
         sid = option.service.id
-        caps = run.capacities(option, lengths[sid], buckets[sid])
-        if not serves_some_bucket(caps):
+        table = run.table(option, lengths[sid], buckets[sid])
+        if not table.serves:
             stats.drop(DROP_NO_BUCKET)
             continue
-        out.append(run.candidate(option, caps))
+        out.append(run.candidate(option, table))
         stats.kept += 1
     return out, stats

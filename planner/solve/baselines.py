@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from planner.clock import Deadline
-from planner.solve.incumbent import greedy_plan
+from planner.solve.incumbent import checked_greedy_plan
 from planner.solve.problem import Problem, SolveOptions
 from planner.solve.prune import prune_roomy_pools
 from planner.solve.strategies.services import service_problems
@@ -128,8 +128,8 @@ def _single(base: Problem, dev: str, on_dev: np.ndarray, tp_pp: np.ndarray) -> t
 
 def _solve_whole(problem: Problem, device: str, options: SolveOptions, deadline: Deadline) -> TypePlan | None:
     """One type's restriction solved as one MILP (node billing couples the services)."""
-    sol = WholeStrategy(replace(options, progress=None, decompose="off")).solve(problem, deadline,
-                                                                                 greedy_plan(problem, deadline))
+    sol = WholeStrategy(replace(options, progress=None, decompose="off")).solve(
+        problem, deadline, checked_greedy_plan(problem, deadline))
     if sol.objective is None:
         return None
     return TypePlan(device, sol.objective, sol.best_bound, dict(sol.replicas))
@@ -198,7 +198,7 @@ def _one_type(problem: Problem, device: str, options: SolveOptions, deadline: De
     replicas: dict[str, int] = {}
     for sub in subs:
         sub = prune_roomy_pools(sub)
-        start = greedy_plan(sub)
+        start = checked_greedy_plan(sub)
         if start is None or start.objective is None:
             return None
         sol = start

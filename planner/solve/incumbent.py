@@ -20,13 +20,13 @@ incumbent, handed to the solvers as a start; it proves nothing about the optimum
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from planner.clock import Deadline
 from planner.roles import DECODE_ROLES, PREFILL_ROLES, SERVING_ROLES
-from planner.solve.formulation import Built
+from planner.solve.formulation import Built, violations
 from planner.solve.formulation.churn import churn_usd_per_hour
 from planner.solve.problem import Problem, Solution, expected_watts, nodes_used, plan_cost_usd_per_hour, pool_usage
 from planner.solve.table import DECODE, PREFILL, UNIFIED, ColumnTable
@@ -221,7 +221,7 @@ def _overrun(plan: _Plan, fleet: _Fleet, cols: np.ndarray) -> tuple[np.ndarray, 
     return bad, devices
 
 
-def _plan_service(fleet: _Fleet, s: int) -> _Plan | None:
+def _plan_service(fleet: _Fleet, s: int, unified_only: bool) -> _Plan | None:
     """Service s's plan inside what the fleet has left, committed to the fleet; None where none fits."""
     t, problem = fleet.t, fleet.problem
     d = problem.demands[s]
@@ -231,7 +231,7 @@ def _plan_service(fleet: _Fleet, s: int) -> _Plan | None:
     with np.errstate(divide="ignore"):
         load = np.where(caps > 0, t.rates[s, live] / np.where(caps > 0, caps, 1.0), _INF)
     role, price, h = t.role[cols], t.price[cols], problem.headroom
-    ok = np.ones(len(cols), dtype=bool)
+    ok = (role == UNIFIED) if unified_only else np.ones(len(cols), dtype=bool)
     for _ in range(len(problem.pools) + 1):
         plans = [p for p in (_bucket_plan(load, role, price, ok, h), _alone(load, role, price, ok, h)) if p]
         if not plans:
@@ -269,9 +269,9 @@ def _size(t: ColumnTable, s: int, h: float) -> float:
     return float(np.sum(np.where(np.isfinite(best), best, 0.0))) / h
 
 
-def greedy_plan(problem: Problem, deadline: Deadline | None = None) -> Solution | None:
+def greedy_plan(problem: Problem, deadline: Deadline | None = None, unified_only: bool = False) -> Solution | None:
     """A plan that meets every row (see module docstring), or None where the greedy found none (which proves
-    nothing: the fleet may still have a plan)."""
+    nothing: the fleet may still have a plan). ``unified_only``: unified replicas alone."""
     start = deadline.now() if deadline is not None else 0.0
     t = ColumnTable.of(problem)
     if not problem.demands:
@@ -287,7 +287,7 @@ def greedy_plan(problem: Problem, deadline: Deadline | None = None) -> Solution 
         plans: dict[int, _Plan] = {}
         failed = None
         for s in order:
-            plan = _plan_service(fleet, s)
+            plan = _plan_service(fleet, s, unified_only)
             if plan is None:
                 failed = s
                 break
@@ -349,6 +349,25 @@ def start_vector(problem: Problem, built: Built, plan: Solution) -> np.ndarray:
     for key, i in built.churn_var.items():
         values[i] = abs(plan.replicas.get(key, 0) - problem.current_replicas.get(key, 0))
     return values
+
+
+def checked_greedy_plan(problem: Problem, deadline: Deadline | None = None) -> Solution | None:
+    """The greedy plan if it meets every family's rows, else the greedy plan of unified replicas alone if that
+    does (a family the greedy does not model, e.g. one on disaggregated pairs, may rule the first out)."""
+    for unified_only in (False, True):
+        plan = greedy_plan(problem, deadline, unified_only)
+        if plan is not None and not plan_violations(problem, plan):
+            return plan
+    return None
+
+
+def plan_violations(problem: Problem, plan: Solution) -> list[str]:
+    """How a plan breaks the problem's rows, family by family (empty: it is a plan), checked on the problem cut
+    down to the plan's own columns: every family's rows over the columns a plan uses are the ones it can break,
+    and the check then costs what the plan holds, not what the fleet offers."""
+    keys = set(plan.replicas) | {k for k, _ in plan.prefill_share} | {k for k, _ in plan.decode_share}
+    mine = tuple(c for c in problem.columns if c.key in keys)
+    return violations(replace(problem, columns=mine), plan)
 
 
 def covers(problem: Problem, plan: Solution) -> bool:

@@ -10,7 +10,7 @@ from dataclasses import replace
 
 from planner.clock import Deadline
 from planner.solve.backends import backend_for
-from planner.solve.incumbent import greedy_plan
+from planner.solve.incumbent import checked_greedy_plan
 from planner.solve.problem import Problem, Solution, SolveOptions, Status, share_variables, uncovered_buckets
 from planner.solve.progress import Progress
 from planner.solve.strategies.base import Strategy
@@ -44,7 +44,7 @@ def solve(problem: Problem, options: SolveOptions | None = None, *, deadline: De
     t0 = until.now()
     first = start if start is not None and start.objective is not None else None
     if first is None and not uncovered_buckets(problem):
-        first = greedy_plan(problem, until)
+        first = checked_greedy_plan(problem, until)
     if first is not None and opts.progress is not None:
         opts.progress.report(first.objective, None, "greedy" if start is None else "start")
     sol = _better(choose_strategy(problem, opts).solve(problem, until, first), first, opts, until.now() - t0)

@@ -63,7 +63,7 @@ class _Index:
 
     arr: Arrays
     n_of: np.ndarray  # column j → its replicas variable
-    own_rows: list[np.ndarray]  # column j → its capacity and link rows
+    row_owner: np.ndarray  # row → the column j whose capacity or link row it is (−1: a shared row)
     owner: np.ndarray  # variable → column j (−1: no column's)
     share_var: np.ndarray
     share_owner: np.ndarray
@@ -82,6 +82,14 @@ class _Index:
         return price
 
 
+def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """The concatenation of range(start, start + length) for each pair, as one array."""
+    total = int(lengths.sum())
+    offsets = np.repeat(np.cumsum(lengths) - lengths, lengths)
+    out: np.ndarray = np.repeat(starts, lengths) + np.arange(total, dtype=np.int64) - offsets
+    return out
+
+
 def _index(problem: Problem, built: Built) -> tuple[list[Column], _Index] | None:
     """The column index of a built model (None: nothing to price)."""
     cols = [c for c in problem.columns if c.key in built.n]
@@ -89,32 +97,33 @@ def _index(problem: Problem, built: Built) -> tuple[list[Column], _Index] | None
         return None
     arr = Arrays.of(built.m)
     owner = np.full(len(arr.cost), -1, dtype=np.int64)
-    n_of = np.asarray([built.n[c.key] for c in cols], dtype=np.int64)
+    n_of = np.fromiter((built.n[c.key] for c in cols), dtype=np.int64, count=len(cols))
     owner[n_of] = np.arange(len(cols))
     svc_id = {d.service: i for i, d in enumerate(problem.demands)}
     n_buckets = max(len(d.bucket_rates_rps) for d in problem.demands)
-    parts: list[list[np.ndarray]] = [[], [], [], [], []]
-    for j, c in enumerate(cols):
-        bk, xs = built.shares[c.key]
-        if not len(bk):
-            continue
-        idx = np.arange(xs.start, xs.stop, dtype=np.int64)
-        owner[idx] = j
-        phase = 0 if c.role is Role.UNIFIED else (1 if c.role is Role.PREFILL else 2)
-        for part, values in zip(parts, (idx, np.full(len(idx), j, dtype=np.int64), built.loads[c.key],
-                                        svc_id[c.service] * n_buckets + bk.astype(np.int64),
-                                        np.full(len(idx), phase, dtype=np.int64)), strict=True):
-            part.append(values)
-    if not parts[0]:
+    shares = [built.shares[c.key] for c in cols]
+    lengths = np.fromiter((len(xs) for _, xs in shares), dtype=np.int64, count=len(cols))
+    if not lengths.any():
         return None
+    share_var = _ranges(np.fromiter((xs.start for _, xs in shares), dtype=np.int64, count=len(cols)), lengths)
+    share_owner = np.repeat(np.arange(len(cols), dtype=np.int64), lengths)
+    owner[share_var] = share_owner
+    svc_of = np.fromiter((svc_id[c.service] for c in cols), dtype=np.int64, count=len(cols))
+    phase_of = np.fromiter((0 if c.role is Role.UNIFIED else (1 if c.role is Role.PREFILL else 2) for c in cols),
+                           dtype=np.int64, count=len(cols))
+    buckets = np.concatenate([bk for bk, _ in shares]).astype(np.int64)
+    share_load = np.concatenate([built.loads[c.key] for c in cols])
+    links = [built.link_rows[c.key] for c in cols]
+    link_len = np.fromiter((len(r) for r in links), dtype=np.int64, count=len(cols))
+    all_links = _ranges(np.fromiter((r.start for r in links), dtype=np.int64, count=len(cols)), link_len)
+    row_owner = np.full(len(arr.row_lb), -1, dtype=np.int64)
+    row_owner[np.fromiter((built.cap_row[c.key] for c in cols), dtype=np.int64, count=len(cols))] = np.arange(
+        len(cols))
+    row_owner[all_links] = np.repeat(np.arange(len(cols), dtype=np.int64), link_len)
     soft = np.asarray([i for i, name in enumerate(built.m.row_names) if name.startswith(_SOFT_ROWS)], dtype=np.int64)
-    share_var, share_owner, share_load, share_group, share_phase = (np.concatenate(p) for p in parts)
     return cols, _Index(
-        arr, n_of, [np.asarray([built.cap_row[c.key], *built.link_rows[c.key]], dtype=np.int64) for c in cols],
-        owner, share_var, share_owner, share_load, share_group, share_phase,
-        np.asarray([i for c in cols for i in built.link_rows[c.key]], dtype=np.int64),
-        soft, np.where(np.isfinite(arr.row_ub[soft]), -1.0, 1.0),
-        np.asarray([svc_id[c.service] for c in cols], dtype=np.int64))
+        arr, n_of, row_owner, owner, share_var, share_owner, share_load, svc_of[share_owner] * n_buckets + buckets,
+        phase_of[share_owner], all_links, soft, np.where(np.isfinite(arr.row_ub[soft]), -1.0, 1.0), svc_of)
 
 
 def _top_per_group(order: np.ndarray, groups: np.ndarray, count: int) -> np.ndarray:
@@ -258,9 +267,8 @@ class _PricingRun:
         keep_row = np.ones(len(ix.arr.row_lb), dtype=bool)
         if not with_links:
             keep_row[ix.all_links] = False
-        left_out = np.nonzero(~selected)[0]
-        if len(left_out):
-            keep_row[np.concatenate([ix.own_rows[j] for j in left_out])] = False
+        owned = ix.row_owner >= 0
+        keep_row[owned] &= selected[ix.row_owner[owned]]
         return keep_col, keep_row
 
     def best_gain(self, r: np.ndarray) -> np.ndarray:
