@@ -23,12 +23,13 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from planner.clock import Deadline
+from planner.solve.bounds import bucket_floor
 from planner.solve.incumbent import checked_greedy_plan
 from planner.solve.problem import Problem, SolveOptions
 from planner.solve.prune import prune_roomy_pools
 from planner.solve.strategies.services import service_problems
 from planner.solve.strategies.whole import WholeStrategy
-from planner.solve.table import DECODE, PREFILL, UNIFIED
+from planner.solve.table import UNIFIED
 
 _INF = math.inf
 
@@ -135,25 +136,6 @@ def _solve_whole(problem: Problem, device: str, options: SolveOptions, deadline:
     return TypePlan(device, sol.objective, sol.best_bound, dict(sol.replicas))
 
 
-def _lp_floor(problem: Problem, i: int, mask: np.ndarray) -> float:
-    """Service i's LP bound over the columns ``mask``: each bucket on its cheapest unified column or prefill +
-    decode pair, paying for the fraction of a replica it takes (inf where a bucket cannot be served)."""
-    t = problem.table
-    cols = t.by_service[i]
-    live = t.rates[i] > 0
-    caps = t.caps[cols][:, live]
-    with np.errstate(divide="ignore"):
-        unit = np.where(caps > 0, t.price[cols, None] * t.rates[i, live] / np.where(caps > 0, caps, 1.0), _INF)
-    unit = np.where(mask[cols, None], unit, _INF) / problem.headroom
-    role = t.role[cols]
-
-    def cheapest(which: np.ndarray) -> np.ndarray:
-        return np.where(which[:, None], unit, _INF).min(axis=0) if which.any() else np.full(unit.shape[1], _INF)
-
-    per_bucket = np.minimum(cheapest(role == UNIFIED), cheapest(role == PREFILL) + cheapest(role == DECODE))
-    return float(per_bucket.sum())
-
-
 def homogeneous(problem: Problem, shapes: Mapping[str, Shape], options: SolveOptions,
                 deadline: Deadline) -> TypePlan | None:
     """The cheapest plan on one device type with any TP/PP and role (no offload), see module docstring."""
@@ -164,7 +146,7 @@ def homogeneous(problem: Problem, shapes: Mapping[str, Shape], options: SolveOpt
     ranked: list[tuple[float, str, np.ndarray]] = []
     for dev in sorted({s.device for s in shape}):
         mask = no_offload & np.asarray([s.device == dev for s in shape], dtype=bool)
-        floor = sum(_lp_floor(base, i, mask) for i in range(len(base.demands)))
+        floor = sum(bucket_floor(base, i, mask) for i in range(len(base.demands)))
         if math.isfinite(floor):
             ranked.append((floor, dev, mask))
     ranked.sort(key=lambda r: (r[0], r[1]))

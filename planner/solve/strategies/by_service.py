@@ -18,7 +18,9 @@ When the union overruns a pool, the services on it are planned again one by one 
 the time left (strategies.whole), keeping the cheaper plan and the higher of its bound and L.
 
 A start (a fleet plan, e.g. the greedy one) gives each service its part as the plan to beat and to start from;
-a service that gets no plan of its own in time keeps its part.
+a service that gets no plan of its own in time keeps its part. When the services' plans overrun a pool and no
+repair fits in the time left, each service keeps its new plan only where that still fits beside the others
+(the start's parts fit together, so some combination always does), largest saving first.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from dataclasses import dataclass, replace
 
 from planner.clock import Deadline
 from planner.solve.backends import Backend, backend_for
+from planner.solve.bounds import bucket_floor
 from planner.solve.formulation.pool import overrun_pools
 from planner.solve.formulation.power import overrun_domains
 from planner.solve.incumbent import restrict
@@ -58,6 +61,10 @@ _SERVICE_SHARES = 4.0
 _REPAIR_GAP = 0.02
 # The services end a little before the deadline: a service's solve ends a moment after its own limit.
 _SERVICES_SHARE = 0.96
+# Where each service gets less than this many seconds (per worker) in the first pass, the first pass stops at
+# _FIRST_PASS_GAP, so every service has a plan and a bound early; the refinement then closes the widest gaps.
+_FIRST_PASS_S = 1.0
+_FIRST_PASS_GAP = 0.02
 
 Shares = dict[tuple[str, int], float]
 
@@ -139,12 +146,21 @@ class _ServicePass:
         # (not in a repair: there the pools shrink and the argument no longer holds).
         self.subs = [prune_roomy_pools(sp) for sp in self.whole_subs]
         self.k = len(self.subs)
+        # Each service's part of the start: the plan to beat. Where the start runs a column the pruning dropped
+        # (a dearer twin the fleet's tight pools needed), the service keeps all its columns.
+        self.best: list[Solution | None] = [None] * self.k
+        for i in range(self.k if start is not None else 0):
+            assert start is not None
+            part = restrict(start, self.subs[i], self.whole_subs[i])
+            if part is None:
+                self.subs[i] = self.whole_subs[i]
+                part = restrict(start, self.subs[i], self.whole_subs[i])
+            self.best[i] = part
         self.sizes = [share_variables(sp) for sp in self.subs]
-        # Each service's part of the start, where its columns survived the pruning: the plan to beat.
-        self.best: list[Solution | None] = [
-            None if start is None else restrict(start, sp, whole) for sp, whole in zip(self.subs, self.whole_subs,
-                                                                                       strict=True)]
-        self.bounds = [-_INF] * self.k
+        self.starts = list(self.best)
+        # Each service's bucket-by-bucket LP bound holds from the start; its own solves prove better ones.
+        self.bounds = [bucket_floor(sp, 0) for sp in self.subs]
+        self.pass_gap = options.relative_gap
         self.runs = 0
         self.stages: dict[str, str] = {}
         self.lock = threading.Lock()
@@ -174,7 +190,8 @@ class _ServicePass:
         """Solve service i again; keep the better plan and the higher bound. False: it has no plan at all."""
         with self.lock:
             self.runs += 1
-        sol = self._solve(self.subs[i], self.sizes[i], seconds, "services", start=self.best[i])
+        sol = self._solve(self.subs[i], self.sizes[i], seconds, "services", relative_gap=self.pass_gap,
+                          start=self.best[i])
         if sol.status == "infeasible" and self.best[i] is None:
             return False
         with self.lock:
@@ -274,7 +291,11 @@ class _ServicePass:
     def run(self) -> _Outcome:
         """First pass, refinement, then a repair where the plans overrun a pool."""
         order = sorted(range(self.k), key=lambda i: self.sizes[i])
-        for i, ok in zip(order, self._batch(order), strict=True):
+        if (self.until.end - self.until.now()) * self.runner.workers / max(1, self.k) < _FIRST_PASS_S:
+            self.pass_gap = max(self.opts.relative_gap, _FIRST_PASS_GAP)
+        first_pass = self._batch(order)
+        self.pass_gap = self.opts.relative_gap
+        for i, ok in zip(order, first_pass, strict=True):
             if ok is False:
                 return _Outcome(empty_solution("infeasible", self.opts.backend, self.until.now() - self.start, 0, 0,
                                                f"service {self.problem.demands[i].service} alone has no plan",
@@ -286,7 +307,7 @@ class _ServicePass:
         pools_over, domains_over = overused(self.problem, replicas, pre | dec)
         repaired = bool(pools_over or domains_over)
         if repaired:
-            if domains_over or not self._repair(pools_over):
+            if (domains_over or not self._repair(pools_over)) and not self._merge_fitting():
                 return _Outcome(None, self._lower_bound(), False, self.stages)
         else:
             first = list(self.best)
@@ -294,6 +315,28 @@ class _ServicePass:
             if not self._fits():
                 self.best = first  # the refined plans no longer fit together; the first ones did (bounds stay)
         return _Outcome(self._solution(repaired), self._lower_bound(), not repaired, self.stages)
+
+    def _merge_fitting(self) -> bool:
+        """Each service's new plan where it still fits beside the others, largest saving first, else its part
+        of the start (those fit together). False: there is no start to fall back on."""
+        if any(s is None or s.objective is None for s in self.starts):
+            return False
+        chosen = list(self.starts)
+
+        def saving(i: int) -> float:
+            new, old = self.best[i], self.starts[i]
+            return 0.0 if new is None or new.objective is None or old is None or old.objective is None \
+                else old.objective - new.objective
+
+        for i in sorted(range(self.k), key=lambda i: -saving(i)):
+            if saving(i) <= 0:
+                break
+            trial = [*chosen[:i], self.best[i], *chosen[i + 1:]]
+            replicas, pre, dec = union(trial)
+            if not any(overused(self.problem, replicas, pre | dec)):
+                chosen = trial
+        self.best = chosen
+        return True
 
     def _solution(self, repaired: bool) -> Solution:
         """The union of the services' plans as the fleet's, against the sum of their bounds."""

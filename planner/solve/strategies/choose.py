@@ -16,19 +16,24 @@ from planner.solve.progress import Progress
 from planner.solve.strategies.base import Strategy
 from planner.solve.strategies.by_service import ByServiceStrategy
 from planner.solve.strategies.services import decomposable, roomy
-from planner.solve.strategies.whole import WholeStrategy
+from planner.solve.strategies.whole import WholeStrategy, too_big
 
 # Fleets with at least this many share variables are solved service by service where that is exact.
 DECOMPOSE_MIN_SHARE_VARIABLES = 5_000
+# Where pools bind, the whole model (priced by the pool duals) proves far the stronger bound, but above this
+# many share variables its LPs take longer than a planning command has: such fleets go service by service too.
+WHOLE_MAX_SHARE_VARIABLES = 300_000
 
 
-def choose_strategy(problem: Problem, options: SolveOptions) -> Strategy:
-    """By service where the fleet falls apart into services (and, in auto mode, is large with roomy pools);
-    otherwise the whole model (which prices columns in on large models)."""
+def choose_strategy(problem: Problem, options: SolveOptions, deadline: Deadline | None = None) -> Strategy:
+    """By service where the fleet falls apart into services (and, in auto mode, is large with roomy pools, or
+    too large for the whole model in the time there is); otherwise the whole model (which prices columns in on
+    large models)."""
     backend = backend_for(options.backend)
     share_vars = share_variables(problem)
+    large = share_vars > WHOLE_MAX_SHARE_VARIABLES or (deadline is not None and too_big(share_vars, deadline))
     split = options.decompose == "on" or (
-        options.decompose == "auto" and share_vars >= DECOMPOSE_MIN_SHARE_VARIABLES and roomy(problem))
+        options.decompose == "auto" and share_vars >= DECOMPOSE_MIN_SHARE_VARIABLES and (large or roomy(problem)))
     if split and decomposable(problem) and not uncovered_buckets(problem):
         return ByServiceStrategy(options, backend)
     return WholeStrategy(options, backend, share_vars)
@@ -47,7 +52,8 @@ def solve(problem: Problem, options: SolveOptions | None = None, *, deadline: De
         first = checked_greedy_plan(problem, until)
     if first is not None and opts.progress is not None:
         opts.progress.report(first.objective, None, "greedy" if start is None else "start")
-    sol = _better(choose_strategy(problem, opts).solve(problem, until, first), first, opts, until.now() - t0)
+    strategy = choose_strategy(problem, opts, until)
+    sol = _better(strategy.solve(problem, until, first), first, opts, until.now() - t0)
     if opts.progress is not None:
         # The answer's own plan and bound hold for the whole problem: the record ends on them.
         opts.progress.report(sol.objective, sol.best_bound, "answer")

@@ -33,9 +33,13 @@ MIN_SOLVE_S = 0.05
 BUILD_S_PER_SHARE_VARIABLE = 3e-5
 
 
+# Below this many share variables a model is built and set up in a moment: the guard does not apply.
+SMALL_MODEL_SHARE_VARIABLES = 50_000
+
+
 def too_big(share_vars: int, deadline: Deadline) -> bool:
     """Whether building and setting up a model of this many share variables would overrun the deadline."""
-    return share_vars * BUILD_S_PER_SHARE_VARIABLE > deadline.remaining()
+    return share_vars > SMALL_MODEL_SHARE_VARIABLES and share_vars * BUILD_S_PER_SHARE_VARIABLE > deadline.remaining()
 
 
 class WholeStrategy:
