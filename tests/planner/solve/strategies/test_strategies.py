@@ -51,14 +51,14 @@ class RecordingBackend:
 
 
 def _services(n: int, columns: int = 1, buckets: int = 1, max_nodes: int | None = None,
-              billing: str = "device") -> Problem:
+              billing: str = "device", rate: float = 1.0) -> Problem:
     """n services, each with ``columns`` unified columns per pool over ``buckets`` buckets, in two pools."""
     pools = tuple(PoolSupply(f"p{z}", f"zone{z}", None, 8, max_nodes, 1.0 + z, billing)  # type: ignore[arg-type]
                   for z in range(2))
     cols = tuple(Column(f"s{s}-p{z}-{j}", f"s{s}", Role.UNIFIED, f"p{z}", 1 + j % 2,
                         tuple(2.0 + 0.01 * j + 0.001 * b for b in range(buckets)))
                  for s in range(n) for z in range(2) for j in range(columns))
-    demands = tuple(Demand(f"s{s}", tuple(1.0 + 0.1 * b for b in range(buckets)), min_replicas=1) for s in range(n))
+    demands = tuple(Demand(f"s{s}", tuple(rate + 0.1 * b for b in range(buckets)), min_replicas=1) for s in range(n))
     return Problem(pools, cols, demands)
 
 
@@ -115,15 +115,16 @@ def test_lagrange_solves_nothing_past_its_deadline() -> None:
 
 def test_by_service_refines_only_while_time_is_left() -> None:
     """With weak bounds the fleet's gap is wide, so the services are solved again while time is left; when
-    each solve takes the whole budget on the fake clock, there is one run per service and no more."""
+    each solve takes the whole budget on the fake clock, there is one run per service and no more. (Each service
+    needs 1.5 replicas' work, so its own floor, 1.5 replicas' price, is below its optimum of two.)"""
     opts = SolveOptions(relative_gap=0.0, decompose="on", threads=1)
     clock = FakeClock()
     slow = RecordingBackend(clock, takes_s=100.0, weak=True)
-    sol = ByServiceStrategy(opts, slow).solve(_services(3), Deadline.after(10.0, clock))
+    sol = ByServiceStrategy(opts, slow).solve(_services(3, rate=3.0), Deadline.after(10.0, clock))
     assert len(slow.given_s) == 3 and "(3 services, 3 runs)" in sol.message
     assert sol.status == "feasible" and sol.backends == {"services/milp": "highs"}
     fast = RecordingBackend(FakeClock(), weak=True)
-    ByServiceStrategy(opts, fast).solve(_services(3), Deadline.after(10.0, fast.clock))
+    ByServiceStrategy(opts, fast).solve(_services(3, rate=3.0), Deadline.after(10.0, fast.clock))
     assert len(fast.given_s) > 3
 
 
