@@ -444,6 +444,15 @@ class ReplicaGroup(Value):
     nodes: list[str] = Field(default_factory=list, description="placement: node per device slot, if placed")
 
 
+class SolverProgress(Value):
+    """The best plan's cost and the best proven bound at a moment of the planning command."""
+
+    seconds: NonNegFloat = Field(description="since the command started (candidate generation included)")
+    incumbent: float | None = Field(default=None, description="$/h of the best plan so far (None: none yet)")
+    bound: float | None = Field(default=None, description="best proven lower bound on the optimum so far")
+    stage: str = Field(default="", description="the stage that improved either")
+
+
 class SolverReport(Value):
     backend: str
     status: Literal["optimal", "feasible", "infeasible", "time_limit_no_solution", "error"]
@@ -457,6 +466,9 @@ class SolverReport(Value):
     candidates_pruned: int = 0
     backends: dict[str, str] = Field(default_factory=dict,
                                      description="stage → backend that ran it (some stages need HiGHS)")
+    progress: list[SolverProgress] = Field(default_factory=list,
+                                           description="each improvement of the plan or the bound over time")
+    seconds: NonNegFloat = Field(default=0.0, description="the whole command so far, candidates included")
 
 
 class Baseline(Value):
@@ -465,6 +477,8 @@ class Baseline(Value):
     cost_usd_per_hour: float | None
     feasible: bool
     devices_by_type: dict[str, int] = Field(default_factory=dict)
+    relative_gap: float | None = Field(default=None, description="how far above its own optimum the cost may be "
+                                                                  "(None: not proven)")
 
 
 class Finding(Value):

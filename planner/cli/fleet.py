@@ -95,10 +95,17 @@ def plan(
                                              help="with --place: add the spare capacity to keep every SLO "
                                                   "after losing any one node/rack/zone, and show its cost"),
     failed: list[str] = typer.Option([], "--failed", help="with --place: nodes that are lost (repeatable)"),
+    progress: bool | None = typer.Option(None, "--progress/--no-progress",
+                                         help="show the plan's cost and bound on stderr as they improve "
+                                              "(default: when stderr is a terminal)"),
 ) -> None:
     """Find the cheapest replicas, parallelism and roles that meet every SLO within pools and power."""
+    import sys
     from datetime import UTC, datetime
     from pathlib import Path
+
+    from planner.clock import SYSTEM_CLOCK
+    from planner.solve.progress import Progress, format_point
 
     if melange:
         _plan_melange(melange, solver or "highs", fmt)
@@ -119,8 +126,10 @@ def plan(
             result = _plan_and_place(fleet_file, fleet, current=cur, backend=solver, baselines=baselines,
                                      base_dir=base_dir, created_at=stamp, tolerate=tolerate.value, failed=failed)
         else:
+            shown = sys.stderr.isatty() if progress is None else progress
+            record = Progress(SYSTEM_CLOCK, sink=(lambda p: typer.echo(format_point(p), err=True)) if shown else None)
             result = plan_fleet(fleet, current=cur, backend=solver, baselines=baselines, base_dir=base_dir,
-                                created_at=stamp)
+                                created_at=stamp, progress=record)
     except InfeasibleFleet as exc:
         fail(f"{fleet_file}: infeasible: {exc.findings[0].message if exc.findings else exc}")
     except ValueError as exc:

@@ -6,12 +6,17 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from functools import cached_property
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
 from planner.roles import DECODE_ONLY_ROLES
 from planner.schema import Role, SolverName
+from planner.solve.progress import Reporter
+
+if TYPE_CHECKING:
+    from planner.solve.table import ColumnTable
 
 Billing = Literal["device", "node"]
 # The backends a caller can name: the fleet file's solvers plus HiGHS driven through PuLP (for cross-checks).
@@ -85,6 +90,18 @@ class Problem:
     current_replicas: Mapping[str, int] = field(default_factory=dict)
     churn_usd_per_replica_change: float = 0.0
 
+    @cached_property
+    def by_key(self) -> dict[str, Column]:
+        """Each column by its key."""
+        return {c.key: c for c in self.columns}
+
+    @cached_property
+    def table(self) -> ColumnTable:
+        """The columns as arrays (computed once per problem; see planner.solve.table)."""
+        from planner.solve.table import ColumnTable
+
+        return ColumnTable.of(self)
+
 
 @dataclass(frozen=True)
 class SolveOptions:
@@ -109,6 +126,8 @@ class SolveOptions:
     # service's model (few replicas, many shares) each restart costs a whole root for little bound, so solving
     # by service turns it off; on the whole fleet the restarts pay.
     highs_restart: bool = True
+    # Where improvements to the plan and the bound are reported as they come (see planner.solve.progress).
+    progress: Reporter | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -167,8 +186,11 @@ def demand_uncovered(problem: Problem, d: Demand) -> list[tuple[int, str]]:
 def pool_usage(problem: Problem, replicas: Mapping[str, int]) -> dict[str, int]:
     """Devices used per pool by a replica assignment (compute plus attention-offload memory devices)."""
     used: dict[str, int] = {p.id: 0 for p in problem.pools}
-    for c in problem.columns:
-        r = replicas.get(c.key, 0)
+    columns = problem.by_key
+    for key, r in replicas.items():
+        c = columns.get(key)
+        if c is None or not r:
+            continue
         used[c.pool] += r * c.devices
         if c.memory_pool is not None:
             used[c.memory_pool] += r * c.memory_devices
@@ -202,16 +224,22 @@ def expected_watts(
     pools = {p.id: p for p in problem.pools}
     rates = {d.service: d.bucket_rates_rps for d in problem.demands}
     out: dict[str, float] = {k.id: 0.0 for k in problem.power_budgets}
-    for c in problem.columns:
+    if not out:
+        return out
+    columns = problem.by_key
+    busy: dict[str, float] = {}
+    for (key, b), x in shares.items():
+        c = columns.get(key)
+        if c is not None and c.service in rates and c.capacity_rps[b] > 0:
+            busy[key] = busy.get(key, 0.0) + rates[c.service][b] / c.capacity_rps[b] * x
+    for key in sorted(set(replicas) | set(busy)):
+        c = columns.get(key)
+        if c is None or c.service not in rates:
+            continue
         dom = pools[c.pool].power_domain
         if dom is None or dom not in out:
             continue
-        busy = sum(
-            rates[c.service][b] / c.capacity_rps[b] * shares.get((c.key, b), 0.0)
-            for b in range(len(c.capacity_rps))
-            if c.capacity_rps[b] > 0
-        )
-        out[dom] += replicas.get(c.key, 0) * c.idle_watts + busy * (c.active_watts - c.idle_watts)
+        out[dom] += replicas.get(key, 0) * c.idle_watts + busy.get(key, 0.0) * (c.active_watts - c.idle_watts)
     for p in problem.pools:
         if p.power_domain in out:
             out[p.power_domain] += p.node_idle_watts * nodes.get(p.id, 0)
@@ -220,9 +248,8 @@ def expected_watts(
 
 def share_variables(problem: Problem) -> int:
     """How many share variables the model will have: (column, bucket) pairs with traffic and capacity."""
-    rates = {d.service: np.asarray(d.bucket_rates_rps, dtype=float) > 0 for d in problem.demands}
-    return sum(int(np.count_nonzero(rates[c.service] & (np.asarray(c.capacity_rps) > 0)))
-               for c in problem.columns if c.service in rates)
+    t = problem.table
+    return int(np.count_nonzero((t.caps > 0) & (t.rates[t.service] > 0)))
 
 
 def column_price(c: Column, pools: Mapping[str, PoolSupply]) -> float:
