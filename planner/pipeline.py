@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import cast
 
 from planner.catalog import Catalog, fleet_catalog
+from planner.diagnose import preflight
+from planner.fingerprint import fleet_digest, fleet_snapshot
 from planner.io.profiles import fleet_perf_model
 from planner.model.candidates import Candidate, CandidateStats, column_key, generate_candidates
 from planner.model.perf import PerfModel
@@ -158,7 +160,11 @@ def plan_fleet(fleet: FleetSpec, *, current: Plan | None = None, catalog: Catalo
     ``baselines`` and ``marginals`` (binding rows and marginal values) each solve the MILP again; drafts that
     are not the answer skip them."""
     cat = catalog or fleet_catalog(fleet)
-    inputs = build_inputs(fleet, catalog=cat, perf=perf, current=current, base_dir=base_dir)
+    model = perf or fleet_perf_model(fleet)
+    inputs = build_inputs(fleet, catalog=cat, perf=model, current=current, base_dir=base_dir)
+    blocked = preflight(fleet, cat, model, inputs.problem, inputs.buckets)
+    if blocked:
+        raise InfeasibleFleet(blocked)
     opts = _options(fleet, backend)
     sol = solve(inputs.problem, opts)
     if sol.status not in ("optimal", "feasible"):
@@ -336,7 +342,8 @@ def assemble_plan(fleet: FleetSpec, inputs: PlanInputs, sol: Solution, opts: Sol
         watts_by_power_domain={k: round(v, 1) for k, v in sorted(sol.expected_watts.items())},
         solver=report, baselines=baselines, findings=findings,
         demand=[ServiceDemand(service=s.id, rate_rps=s.traffic.rate_rps, buckets=inputs.buckets[s.id])
-                for s in fleet.services])
+                for s in fleet.services],
+        fleet_digest=fleet_digest(fleet), fleet_snapshot=fleet_snapshot(fleet))
 
 
 def serving_replicas(plan: Plan) -> Mapping[str, int]:

@@ -16,7 +16,7 @@ import typer
 from rich.table import Table
 
 from planner.catalog import builtin_catalog
-from planner.cli.common import OutputFormat, console, emit, fail
+from planner.cli.common import OutputFormat, console, emit, fail, run_guarded
 from planner.cli.perf import perf_app
 from planner.cli.whatif import whatif_command
 from planner.io.fleetfile import FleetError, load_fleet
@@ -45,10 +45,14 @@ def _register_plugins() -> None:
             app.command(name=ep.name)(sub)
 
 
-def main() -> None:
-    """Console-script entry point."""
-    _register_plugins()
-    app()
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: every error ends in one line and a non-zero exit (``--debug``: the trace)."""
+
+    def entry(args: list[str]) -> Any:
+        _register_plugins()
+        return app(args=args, prog_name="medley", standalone_mode=False)
+
+    run_guarded(entry, argv)
 
 
 @app.command()

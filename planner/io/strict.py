@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Hashable
 from typing import Any, TypeVar
 
@@ -51,11 +52,19 @@ class _StrictLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)  # type: ignore[no-untyped-call,no-any-return]
 
 
-# Dates stay the text written (the schema's date fields are strings); everything else resolves as usual.
+# Dates stay the text written (the schema's date fields are strings), and numbers follow YAML 1.2, so
+# ``1e3`` is a number as it is in JSON (YAML 1.1 wants ``1.0e+3`` and reads ``1e3`` as text).
+_FLOAT = "tag:yaml.org,2002:float"
 _StrictLoader.yaml_implicit_resolvers = {
-    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    first: [(tag, rx) for tag, rx in resolvers if tag not in ("tag:yaml.org,2002:timestamp", _FLOAT)]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
+_StrictLoader.add_implicit_resolver(
+    _FLOAT, re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+                        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+                        |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+                        |[-+]?\.(?:inf|Inf|INF)
+                        |\.(?:nan|NaN|NAN))$""", re.X), list("-+0123456789."))
 
 
 def load_yaml(text: str) -> tuple[Any, yaml.Node | None]:
