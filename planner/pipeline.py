@@ -154,28 +154,42 @@ def _unlimited(problem: Problem) -> Problem:
 
 def plan_fleet(fleet: FleetSpec, *, current: Plan | None = None, catalog: Catalog | None = None,
                perf: PerfModel | None = None, backend: str | None = None, baselines: bool = True,
-               marginals: bool = True, base_dir: Path | None = None, created_at: str = "") -> Plan:
+               marginals: bool = True, base_dir: Path | None = None, created_at: str = "",
+               progress: Callable[[str], None] | None = None) -> Plan:
     """The cheapest plan that meets every service's SLO inside the fleet's pools and power budgets.
 
     ``baselines`` and ``marginals`` (binding rows and marginal values) each solve the MILP again; drafts that
-    are not the answer skip them."""
+    are not the answer skip them. ``progress`` hears one line per stage."""
+    say = progress or (lambda _line: None)
     cat = catalog or fleet_catalog(fleet)
     model = perf or fleet_perf_model(fleet)
     inputs = build_inputs(fleet, catalog=cat, perf=model, current=current, base_dir=base_dir)
+    say(f"{len(inputs.candidates)} candidate configurations ({inputs.pruned} dominated pruned)")
     blocked = preflight(fleet, cat, model, inputs.problem, inputs.buckets)
     if blocked:
         raise InfeasibleFleet(blocked)
     opts = _options(fleet, backend)
     sol = solve(inputs.problem, opts)
+    say(f"solved: {sol.status} in {sol.solve_seconds:.1f} s")
     if sol.status not in ("optimal", "feasible"):
         if sol.status == "infeasible":
             raise InfeasibleFleet(explain_infeasible(inputs.problem, opts))
-        raise InfeasibleFleet([Finding(kind="infeasible", constraint="solver",
-                                       message=f"the solver found no plan within {opts.time_limit_s:g} s "
-                                               f"({sol.status}); raise planner.time_limit_s")])
+        raise InfeasibleFleet([Finding(kind="infeasible", constraint="solver", message=_no_solution(sol, opts))])
     findings = marginal_values(inputs.problem, sol, opts) if marginals else []
+    if marginals:
+        say(f"marginal values: {len(findings)} findings")
     base = _baselines(inputs, cat, opts) if baselines else []
+    if baselines:
+        say("baselines: single device types")
     return assemble_plan(fleet, inputs, sol, opts, cat, base, findings, current, created_at)
+
+
+def _no_solution(sol: Solution, opts: SolveOptions) -> str:
+    """Why the solver returned no plan: its time ran out, or it failed (with its own message)."""
+    if sol.status == "time_limit_no_solution":
+        return f"the solver found no plan within {opts.time_limit_s:g} s; raise planner.time_limit_s"
+    detail = f": {sol.message}" if sol.message else ""
+    return f"the solver stopped after {sol.solve_seconds:.1f} s without a plan ({sol.status}{detail})"
 
 
 def fleet_planner(*, catalog: Catalog | None = None, perf: PerfModel | None = None, backend: str | None = None,

@@ -16,7 +16,7 @@ import typer
 from rich.table import Table
 
 from planner.catalog import builtin_catalog
-from planner.cli.common import OutputFormat, console, emit, fail, run_guarded
+from planner.cli.common import OutputFormat, Progress, console, emit, fail, run_guarded, writable_file
 from planner.cli.perf import perf_app
 from planner.cli.whatif import whatif_command
 from planner.io.fleetfile import FleetError, load_fleet
@@ -118,12 +118,25 @@ def catalog_prices(fmt: OutputFormat = FormatOption) -> None:
 
 
 @app.command()
-def validate(fleet_file: str = typer.Argument(..., metavar="FLEET.yaml")) -> None:
-    """Check a fleet file: shapes, units, and what the catalog knows (devices, models, prices, fit)."""
+def validate(fleet_file: str = typer.Argument(..., metavar="FLEET.yaml"), fmt: OutputFormat = FormatOption) -> None:
+    """Check a fleet file: shapes, units, what the catalog knows (devices, models, prices, fit), context
+    lengths, TP against nodes and heads, SLOs against the model's best case, and its trace files."""
+    from pathlib import Path
+
+    from planner.io.semantics import trace_problems
+
     try:
         fleet = load_fleet(fleet_file)
     except FleetError as exc:
         fail(str(exc))
+    problems = trace_problems(fleet, Path(fleet_file).parent)
+    if problems:
+        fail(f"{fleet_file}: {problems[0]}")
+    summary = {"file": fleet_file, "valid": True, "pools": len(fleet.pools), "services": len(fleet.services),
+               "power_domains": len(fleet.power_domains)}
+    if fmt is not OutputFormat.TABLE:
+        emit(summary, fmt)
+        return
     typer.echo(f"{fleet_file}: ok — {len(fleet.pools)} pools, {len(fleet.services)} services, "
                f"{len(fleet.power_domains)} power domains")
 
@@ -170,12 +183,13 @@ class ToleranceChoice(StrEnum):
 def _load_plan(path: str) -> Any:
     from pydantic import ValidationError
 
+    from planner.io.files import OPEN, FileRefused
     from planner.schema import Plan
 
     try:
-        return Plan.model_validate_json(open(path, encoding="utf-8").read())
-    except OSError as exc:
-        fail(f"{path}:0: (file): cannot read: {exc.strerror or exc}")
+        return Plan.model_validate_json(OPEN.read_text(path))
+    except FileRefused as exc:
+        fail(f"{path}:1: (file): {exc.reason}")
     except ValidationError as exc:
         err = exc.errors()[0]
         loc = ".".join(str(p) for p in err["loc"]) or "(file)"
@@ -196,26 +210,40 @@ def plan(
                                              help="with --place: add the spare capacity to keep every SLO "
                                                   "after losing any one node/rack/zone, and show its cost"),
     failed: list[str] = typer.Option([], "--failed", help="with --place: nodes that are lost (repeatable)"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress lines on stderr"),
 ) -> None:
     """Find the cheapest replicas, parallelism and roles that meet every SLO within pools and power."""
     from datetime import UTC, datetime
     from pathlib import Path
 
+    if out:
+        writable_file(out, "--out")
     if melange:
         _plan_melange(melange, solver or "highs", fmt)
         return
     if not fleet_file:
         fail("FLEET.yaml: (argument): give a fleet file or --melange CASE.json")
+    from planner.fingerprint import current_plan_problem
+    from planner.io.semantics import trace_problems
     from planner.pipeline import InfeasibleFleet, plan_fleet
     from planner.tolerance import PlacementFailed, ToleranceUnreachable, plan_and_place_fleet
 
+    progress = Progress(enabled=not quiet)
     try:
         fleet = load_fleet(fleet_file)
     except FleetError as exc:
         fail(str(exc))
-    cur = _load_plan(current) if current else None
-    stamp = datetime.now(UTC).isoformat(timespec="seconds")
     base_dir = Path(fleet_file).parent
+    problems = trace_problems(fleet, base_dir)
+    if problems:
+        fail(f"{fleet_file}: {problems[0]}")
+    cur = _load_plan(current) if current else None
+    if cur is not None:
+        wrong = current_plan_problem(cur, fleet)
+        if wrong is not None:
+            fail(f"--current {current}: {wrong}")
+    stamp = datetime.now(UTC).isoformat(timespec="seconds")
+    progress(f"planning {len(fleet.services)} services over {len(fleet.pools)} pools")
     try:
         if place or failed or tolerate is not ToleranceChoice.NONE:
             # rounds of --tolerate say how they go on stderr (stdout stays the plan)
@@ -224,15 +252,18 @@ def plan(
                                           progress=lambda line: typer.echo(line, err=True))
         else:
             result = plan_fleet(fleet, current=cur, backend=solver, baselines=baselines, base_dir=base_dir,
-                                created_at=stamp)
+                                created_at=stamp, progress=progress)
     except PlacementFailed as exc:
         fail(f"{fleet_file}: placement failed: {exc}")
     except ToleranceUnreachable as exc:
         fail(f"{fleet_file}: {exc}")
     except InfeasibleFleet as exc:
         fail(f"{fleet_file}: infeasible: {exc.findings[0].message if exc.findings else exc}")
+    except KeyError as exc:
+        fail(f"--failed: {exc.args[0] if exc.args else exc}" if failed else f"{fleet_file}: {exc}")
     except ValueError as exc:
         fail(f"{fleet_file}: {exc}")
+    progress(f"planned: ${result.cost_usd_per_hour:.2f}/h")
     data = result.model_dump(mode="json")
     if out:
         Path(out).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
@@ -332,5 +363,7 @@ def verify(
     except FleetError as exc:
         fail(str(exc))
     except (ValueError, KeyError) as exc:
-        fail(f"{plan_file}: {exc}")
+        # errors that name their own file (the plan, a trace) stand as they are
+        text = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+        fail(text if text.startswith((plan_file, "--trace", trace)) else f"{plan_file}: {text}")
     raise typer.Exit(code=code)

@@ -148,3 +148,35 @@ def service_problems(fleet: FleetSpec, cat: Catalog, perf: PerfModel | None) -> 
         if perf is not None and not par:
             out += slo_problems(i, svc, model, pools, fleet, cat, perf)
     return out
+
+
+def trace_problems(fleet: FleetSpec, base_dir: Path | None = None, access: FileAccess | None = None) -> list[str]:
+    """Each service's trace read and bucketed: a bad file or row, or lengths over the model's context, as
+    ``services[ID].traffic.trace_file: FILE:LINE: COLUMN: reason``."""
+    from planner.catalog import fleet_catalog
+    from planner.io.traces import TRACE_ACCESS, bucket, load_trace, trace_path
+
+    cat = fleet_catalog(fleet)
+    out: list[str] = []
+    for svc in fleet.services:
+        if svc.traffic.trace_file is None:
+            continue
+        where = f"services[{svc.id}].traffic.trace_file"
+        path = trace_path(svc.traffic.trace_file, base_dir)
+        try:
+            trace = load_trace(path, access or TRACE_ACCESS)
+            bucket(trace)
+        except ValueError as exc:
+            out.append(f"{where}: {exc}")
+            continue
+        model = cat.models.get(svc.model)
+        if model is None:
+            continue
+        total = trace.input_tokens + trace.output_tokens
+        over = [int(i) for i in (total > model.max_context_tokens).nonzero()[0][:1]]
+        if over:
+            row = over[0]
+            out.append(f"{where}: {path}:{row + 2}: ContextTokens: {int(trace.input_tokens[row])} prompt + "
+                       f"{int(trace.output_tokens[row])} output tokens exceed {model.id}'s "
+                       f"{model.max_context_tokens}-token context")
+    return out
