@@ -20,6 +20,8 @@ from typing import cast
 
 from planner.catalog import Catalog, fleet_catalog
 from planner.clock import Deadline
+from planner.diagnose import preflight
+from planner.fingerprint import fleet_digest, fleet_snapshot
 from planner.io.profiles import fleet_perf_model
 from planner.model.candidates import Candidate, CandidatesLate, CandidateStats, column_key, generate_candidates
 from planner.model.perf import PerfModel
@@ -159,14 +161,18 @@ def plan_fleet(fleet: FleetSpec, *, current: Plan | None = None, catalog: Catalo
     until = deadline or Deadline.after(fleet.planner.time_limit_s)
     record = progress or Progress(until.clock)
     cat = catalog or fleet_catalog(fleet)
+    model = perf or fleet_perf_model(fleet)
     opts = _options(fleet, backend, record)
     try:
-        inputs = build_inputs(fleet, catalog=cat, perf=perf, current=current, base_dir=base_dir, deadline=until)
+        inputs = build_inputs(fleet, catalog=cat, perf=model, current=current, base_dir=base_dir, deadline=until)
     except CandidatesLate as exc:
         raise InfeasibleFleet([Finding(kind="infeasible", constraint="time_limit",
                                        message=f"{exc}: no plan within {fleet.planner.time_limit_s:g} s; raise "
                                                "planner.time_limit_s")]) from exc
     record.mark("candidates")
+    blocked = preflight(fleet, cat, model, inputs.problem, inputs.buckets)
+    if blocked:
+        raise InfeasibleFleet(blocked)
     extras = baselines or marginals
     left = until.end - until.now()
     solve_until = Deadline(until.end - EXTRAS_SHARE * left, until.clock) if extras else until
@@ -175,9 +181,7 @@ def plan_fleet(fleet: FleetSpec, *, current: Plan | None = None, catalog: Catalo
         if sol.status == "infeasible":
             raise InfeasibleFleet(explain_infeasible(inputs.problem, replace(opts, progress=None),
                                                      deadline=until))
-        raise InfeasibleFleet([Finding(kind="infeasible", constraint="solver",
-                                       message=f"the solver found no plan within {opts.time_limit_s:g} s "
-                                               f"({sol.status}); raise planner.time_limit_s")])
+        raise InfeasibleFleet([Finding(kind="infeasible", constraint="solver", message=_no_solution(sol, opts))])
     quiet = replace(opts, progress=None)
     findings: list[Finding] = []
     if marginals:
@@ -185,6 +189,14 @@ def plan_fleet(fleet: FleetSpec, *, current: Plan | None = None, catalog: Catalo
         findings = marginal_values(inputs.problem, sol, quiet, deadline=share)
     base = _baselines(inputs, quiet, until) if baselines else []
     return assemble_plan(fleet, inputs, sol, opts, cat, base, findings, current, created_at, record)
+
+
+def _no_solution(sol: Solution, opts: SolveOptions) -> str:
+    """Why the solver returned no plan: its time ran out, or it failed (with its own message)."""
+    if sol.status == "time_limit_no_solution":
+        return f"the solver found no plan within {opts.time_limit_s:g} s; raise planner.time_limit_s"
+    detail = f": {sol.message}" if sol.message else ""
+    return f"the solver stopped after {sol.solve_seconds:.1f} s without a plan ({sol.status}{detail})"
 
 
 def fleet_planner(*, catalog: Catalog | None = None, perf: PerfModel | None = None, backend: str | None = None,
@@ -300,7 +312,8 @@ def assemble_plan(fleet: FleetSpec, inputs: PlanInputs, sol: Solution, opts: Sol
         watts_by_power_domain={k: round(v, 1) for k, v in sorted(sol.expected_watts.items())},
         solver=report, baselines=baselines, findings=findings,
         demand=[ServiceDemand(service=s.id, rate_rps=s.traffic.rate_rps, buckets=inputs.buckets[s.id])
-                for s in fleet.services])
+                for s in fleet.services],
+        fleet_digest=fleet_digest(fleet), fleet_snapshot=fleet_snapshot(fleet))
 
 
 def serving_replicas(plan: Plan) -> Mapping[str, int]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -520,6 +520,10 @@ class Plan(Value):
     findings: list[Finding] = Field(default_factory=list)
     verified: bool = False
     demand: list[ServiceDemand] = Field(default_factory=list, description="traffic each service was sized for")
+    fleet_digest: str = Field(default="", max_length=80, description=(
+        "SHA-256 of the fleet it was made for (planner.fingerprint); verify and apply refuse another fleet"))
+    fleet_snapshot: dict[str, Any] | None = Field(default=None, description=(
+        "the fleet it was made for, as canonical JSON (what a refusal names the first difference from)"))
 
     def demand_of(self, service: str) -> ServiceDemand | None:
         """The stored demand of ``service`` (None for plans made before demand was stored)."""

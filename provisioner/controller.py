@@ -244,7 +244,7 @@ class Reconciler:
                                            generation),
         }
         if outcome.plan is not None:
-            new["plan"] = outcome.plan.model_dump(mode="json")
+            new["plan"] = outcome.plan.model_dump(mode="json", exclude={"fleet_snapshot"})  # the CRD keeps the digest
             new["planId"] = outcome.plan.id
             new["inputsDigest"] = outcome.digest
         if outcome.result is not None:

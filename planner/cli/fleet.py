@@ -14,17 +14,30 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from planner.cli.common import FormatOption, OutputFormat, console, emit, fail
+from planner.cli.common import FormatOption, OutputFormat, Progress, console, emit, fail, writable_file
 from planner.io.fleetfile import FleetError, load_fleet
 from planner.schema import SolverName
 
 
-def validate(fleet_file: str = typer.Argument(..., metavar="FLEET.yaml")) -> None:
-    """Check a fleet file: shapes, units, and what the catalog knows (devices, models, prices, fit)."""
+def validate(fleet_file: str = typer.Argument(..., metavar="FLEET.yaml"), fmt: OutputFormat = FormatOption) -> None:
+    """Check a fleet file: shapes, units, what the catalog knows (devices, models, prices, fit), context
+    lengths, TP against nodes and heads, SLOs against the model's best case, and its trace files."""
+    from pathlib import Path
+
+    from planner.io.semantics import trace_problems
+
     try:
         fleet = load_fleet(fleet_file)
     except FleetError as exc:
         fail(str(exc))
+    problems = trace_problems(fleet, Path(fleet_file).parent)
+    if problems:
+        fail(f"{fleet_file}: {problems[0]}")
+    summary = {"file": fleet_file, "valid": True, "pools": len(fleet.pools), "services": len(fleet.services),
+               "power_domains": len(fleet.power_domains)}
+    if fmt is not OutputFormat.TABLE:
+        emit(summary, fmt)
+        return
     typer.echo(f"{fleet_file}: ok — {len(fleet.pools)} pools, {len(fleet.services)} services, "
                f"{len(fleet.power_domains)} power domains")
 
@@ -70,12 +83,13 @@ class ToleranceChoice(StrEnum):
 def _load_plan(path: str) -> Any:
     from pydantic import ValidationError
 
+    from planner.io.files import OPEN, FileRefused
     from planner.schema import Plan
 
     try:
-        return Plan.model_validate_json(open(path, encoding="utf-8").read())
-    except OSError as exc:
-        fail(f"{path}:0: (file): cannot read: {exc.strerror or exc}")
+        return Plan.model_validate_json(OPEN.read_text(path))
+    except FileRefused as exc:
+        fail(f"{path}:1: (file): {exc.reason}")
     except ValidationError as exc:
         err = exc.errors()[0]
         loc = ".".join(str(p) for p in err["loc"]) or "(file)"
@@ -97,43 +111,59 @@ def plan(
     failed: list[str] = typer.Option([], "--failed", help="with --place: nodes that are lost (repeatable)"),
     progress: bool | None = typer.Option(None, "--progress/--no-progress",
                                          help="show the plan's cost and bound on stderr as they improve "
-                                              "(default: when stderr is a terminal)"),
+                                              "(default: on)"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress lines on stderr"),
 ) -> None:
     """Find the cheapest replicas, parallelism and roles that meet every SLO within pools and power."""
-    import sys
     from datetime import UTC, datetime
     from pathlib import Path
 
     from planner.clock import SYSTEM_CLOCK
-    from planner.solve.progress import Progress, format_point
+    from planner.solve.progress import Progress as SolveProgress
+    from planner.solve.progress import format_point
 
+    if out:
+        writable_file(out, "--out")
     if melange:
         _plan_melange(melange, solver or "highs", fmt)
         return
     if not fleet_file:
         fail("FLEET.yaml: (argument): give a fleet file or --melange CASE.json")
+    from planner.fingerprint import current_plan_problem
+    from planner.io.semantics import trace_problems
     from planner.pipeline import InfeasibleFleet, plan_fleet
 
+    say = Progress(enabled=not quiet and progress is not False)
     try:
         fleet = load_fleet(fleet_file)
     except FleetError as exc:
         fail(str(exc))
-    cur = _load_plan(current) if current else None
-    stamp = datetime.now(UTC).isoformat(timespec="seconds")
     base_dir = Path(fleet_file).parent
+    problems = trace_problems(fleet, base_dir)
+    if problems:
+        fail(f"{fleet_file}: {problems[0]}")
+    cur = _load_plan(current) if current else None
+    if cur is not None:
+        wrong = current_plan_problem(cur, fleet)
+        if wrong is not None:
+            fail(f"--current {current}: {wrong}")
+    stamp = datetime.now(UTC).isoformat(timespec="seconds")
+    say(f"planning {len(fleet.services)} services over {len(fleet.pools)} pools")
     try:
         if place or failed or tolerate is not ToleranceChoice.NONE:
             result = _plan_and_place(fleet_file, fleet, current=cur, backend=solver, baselines=baselines,
                                      base_dir=base_dir, created_at=stamp, tolerate=tolerate.value, failed=failed)
         else:
-            shown = sys.stderr.isatty() if progress is None else progress
-            record = Progress(SYSTEM_CLOCK, sink=(lambda p: typer.echo(format_point(p), err=True)) if shown else None)
+            record = SolveProgress(SYSTEM_CLOCK, sink=(lambda p: say(format_point(p))) if say.enabled else None)
             result = plan_fleet(fleet, current=cur, backend=solver, baselines=baselines, base_dir=base_dir,
                                 created_at=stamp, progress=record)
     except InfeasibleFleet as exc:
         fail(f"{fleet_file}: infeasible: {exc.findings[0].message if exc.findings else exc}")
+    except KeyError as exc:
+        fail(f"--failed: {exc.args[0] if exc.args else exc}" if failed else f"{fleet_file}: {exc}")
     except ValueError as exc:
         fail(f"{fleet_file}: {exc}")
+    say(f"planned: ${result.cost_usd_per_hour:.2f}/h")
     data = result.model_dump(mode="json")
     if out:
         Path(out).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
@@ -245,5 +275,7 @@ def verify(
     except FleetError as exc:
         fail(str(exc))
     except (ValueError, KeyError) as exc:
-        fail(f"{plan_file}: {exc}")
+        # errors that name their own file (the plan, a trace) stand as they are
+        text = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+        fail(text if text.startswith((plan_file, "--trace", trace)) else f"{plan_file}: {text}")
     raise typer.Exit(code=code)

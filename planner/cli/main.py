@@ -18,7 +18,7 @@ COMMANDS = {
     "plan": Lazy("planner.cli.fleet:plan",
                  "Find the cheapest replicas, parallelism and roles that meet every SLO within pools and power."),
     "validate": Lazy("planner.cli.fleet:validate",
-                     "Check a fleet file: shapes, units, and what the catalog knows (devices, models, prices, fit)."),
+                     "Check a fleet file: shapes, units, what the catalog knows (devices, models, prices, fit), context"),
     "capacity": Lazy("planner.cli.fleet:capacity",
                      "Max req/s one replica sustains under each service's SLO, per configuration and length bucket."),
     "verify": Lazy("planner.cli.fleet:verify",
@@ -53,9 +53,11 @@ def _root() -> None:
     pass
 
 
-def main() -> None:
-    """Console-script entry point."""
-    app()
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: every error ends in one line and a non-zero exit (``--debug``: the trace)."""
+    from planner.cli.common import run_guarded
+
+    run_guarded(lambda args: app(args=args, prog_name="medley", standalone_mode=False), argv)
 
 
 @app.command()

@@ -20,7 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from planner.cli.common import fail
+from planner.cli.common import fail, writable_file
 from planner.io.fleetfile import FleetError, load_fleet
 from planner.whatif import (
     Scenario,
@@ -332,6 +332,8 @@ def whatif_command(
         fail(f"--plot {plot}: plots draw a sweep; add --sweep")
     if plot and Path(plot).suffix.lower() not in (".png", ".html"):
         fail(f"--plot {plot}: write a .png or an .html file")
+    if plot:
+        writable_file(plot, f"--plot {plot}")  # before minutes of planning, not after
     try:
         fleet = load_fleet(fleet_file)
     except FleetError as exc:
