@@ -20,8 +20,10 @@ from planner.schema import SolverName
 
 
 def validate(fleet_file: str = typer.Argument(..., metavar="FLEET.yaml"), fmt: OutputFormat = FormatOption) -> None:
-    """Check a fleet file: shapes, units, what the catalog knows (devices, models, prices, fit), context
-    lengths, TP against nodes and heads, SLOs against the model's best case, and its trace files."""
+    """Check a fleet file: shapes, units, catalog, context lengths, TP, SLOs and trace files.
+
+    What the catalog knows (devices, models, prices, fit), TP against nodes and heads, SLOs against the model's
+    best case."""
     from pathlib import Path
 
     from planner.io.semantics import trace_problems
@@ -111,7 +113,7 @@ def plan(
     failed: list[str] = typer.Option([], "--failed", help="with --place: nodes that are lost (repeatable)"),
     progress: bool | None = typer.Option(None, "--progress/--no-progress",
                                          help="show the plan's cost and bound on stderr as they improve "
-                                              "(default: on)"),
+                                              "(default: once planning has run a second)"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress lines on stderr"),
 ) -> None:
     """Find the cheapest replicas, parallelism and roles that meet every SLO within pools and power."""
@@ -133,7 +135,8 @@ def plan(
     from planner.io.semantics import trace_problems
     from planner.pipeline import InfeasibleFleet, plan_fleet
 
-    say = Progress(enabled=not quiet and progress is not False)
+    # shown once planning has run a second (always with --progress), so a quick answer or error stays one line
+    say = Progress(enabled=not quiet and progress is not False, after_s=0.0 if progress else 1.0)
     try:
         fleet = load_fleet(fleet_file)
     except FleetError as exc:

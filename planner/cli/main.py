@@ -18,7 +18,7 @@ COMMANDS = {
     "plan": Lazy("planner.cli.fleet:plan",
                  "Find the cheapest replicas, parallelism and roles that meet every SLO within pools and power."),
     "validate": Lazy("planner.cli.fleet:validate",
-                     "Check a fleet file: shapes, units, what the catalog knows (devices, models, prices, fit), context"),
+                     "Check a fleet file: shapes, units, catalog, context lengths, TP, SLOs and trace files."),
     "capacity": Lazy("planner.cli.fleet:capacity",
                      "Max req/s one replica sustains under each service's SLO, per configuration and length bucket."),
     "verify": Lazy("planner.cli.fleet:verify",
