@@ -21,8 +21,17 @@ def _dominates(a: np.ndarray, b: np.ndarray, a_first: bool) -> bool:
     return a_first or bool(np.any(a < b))
 
 
+def _handoff_cost(c: Column) -> float:
+    """A column's KV hand-off rate as a cost: a prefill needs decodes at least as fast (higher is worse), a
+    decode takes prefills no faster than itself (higher is better); 0 for unified columns."""
+    if c.role is Role.PREFILL:
+        return c.handoff_gbitps
+    return -c.handoff_gbitps if c.role in DECODE_ONLY_ROLES else 0.0
+
+
 def prune_dominated(problem: Problem) -> tuple[Problem, int]:
-    """Drop columns another column of the same service, role and pools beats on every count; return how many."""
+    """Drop columns another column of the same service, role and pools beats on every count (hand-off rate
+    included); return how many."""
     groups: dict[tuple[str, Role, str, str | None], list[int]] = {}
     for i, c in enumerate(problem.columns):
         groups.setdefault((c.service, c.role, c.pool, c.memory_pool), []).append(i)
@@ -33,7 +42,7 @@ def prune_dominated(problem: Problem) -> tuple[Problem, int]:
         vec = np.asarray(
             [
                 [float(problem.columns[i].devices), float(problem.columns[i].memory_devices),
-                 problem.columns[i].idle_watts, problem.columns[i].active_watts,
+                 problem.columns[i].idle_watts, problem.columns[i].active_watts, _handoff_cost(problem.columns[i]),
                  *(-np.asarray(problem.columns[i].capacity_rps, dtype=float)).tolist()]
                 for i in members
             ]
@@ -82,7 +91,9 @@ def alone_plan_cost(problem: Problem) -> float | None:
     uni = _cheapest_alone(problem, (Role.UNIFIED,))
     pre, dec = _cheapest_alone(problem, (Role.PREFILL,)), _cheapest_alone(problem, DECODE_ONLY_ROLES)
     options = [[uni]] if uni is not None else []
-    if pre is not None and dec is not None:
+    zone = {p.id: p.zone for p in problem.pools}
+    if pre is not None and dec is not None and dec[1].handoff_gbitps >= pre[1].handoff_gbitps and (
+            d.cross_zone_handoff or zone[pre[1].pool] == zone[dec[1].pool]):  # a plan only if they can hand off
         options.append([pre, dec])
     best_cost: float | None = None
     for parts in options:
@@ -124,9 +135,13 @@ def prune_roomy_pools(problem: Problem) -> Problem:
             return True
         return p.usd_per_device_hour > 0 and upper / p.usd_per_device_hour <= p.max_nodes * p.devices_per_node
 
-    groups: dict[tuple[Role, int, int], list[int]] = {}
+    zone = {p.id: p.zone for p in problem.pools}
+    groups: dict[tuple[Role, int, int, tuple[str, float] | None, str | None], list[int]] = {}
     for i, c in enumerate(problem.columns):
-        groups.setdefault((c.role, c.devices, c.memory_devices), []).append(i)
+        # Moving replicas between pools must keep the hand-off (zone, NIC rate) and the configuration count.
+        pairing = (zone[c.pool], c.handoff_gbitps) if c.role is not Role.UNIFIED else None
+        label = c.label if problem.demands[0].max_configurations is not None else None
+        groups.setdefault((c.role, c.devices, c.memory_devices, pairing, label), []).append(i)
     keep = [True] * len(problem.columns)
     for members in groups.values():
         if len(members) < 2:

@@ -41,6 +41,7 @@ class Built:
     loads: dict[str, np.ndarray] = field(default_factory=dict)  # column key → rate/capacity per share variable
     link_rows: dict[str, range] = field(default_factory=dict)  # column key → its x ≤ n rows
     churn_var: dict[str, int] = field(default_factory=dict)  # column key → |n − current| variable
+    zone_flags: dict[tuple[str, str], int] = field(default_factory=dict)  # (service, zone) → z[s,g] (spread)
 
     def __post_init__(self) -> None:
         self.pools: dict[str, PoolSupply] = {p.id: p for p in self.problem.pools}
