@@ -315,8 +315,12 @@ def verify(
     fmt: TraceKind = typer.Option(TraceKind.TABLE, "--format", "-f", help="table or json"),
     duration_s: float = typer.Option(600.0, "--duration-s", min=1.0, help="length of a synthetic trace"),
     seed: int = typer.Option(0, "--seed", help="random seed of synthetic traces"),
+    step_times: str | None = typer.Option(
+        None, "--step-times", help="replay on these step times instead of the planner's model: a measured table "
+        "(CSV, the format of planner/io/profiles.py) or an engine profile (YAML, medley perf calibrate)"),
 ) -> None:
-    """Replay traffic against a plan; exit 0 only when every service meets its SLO (verified)."""
+    """Replay traffic against a plan; exit 0 only when every service meets its SLO (verified). On the planner's
+    own model the replay checks queueing only; --step-times with measurements also checks the step times."""
     from pathlib import Path
 
     from planner.cli.verify import verify_command
@@ -324,7 +328,7 @@ def verify(
     _load_plan(plan_file)  # a clear one-line error for a bad plan file before the replay starts
     try:
         code = verify_command(Path(plan_file), Path(fleet_file), trace, rate_scale=rate_scale, format=fmt.value,
-                              duration_s=duration_s, seed=seed)
+                              duration_s=duration_s, seed=seed, step_times=Path(step_times) if step_times else None)
     except FleetError as exc:
         fail(str(exc))
     except (ValueError, KeyError) as exc:
