@@ -293,6 +293,9 @@ class Service(Value):
         default=None, min_length=1,
         description="tensor-parallel sizes allowed for this service (default: the planner's)")
     engine: Literal["vllm", "sglang", "trtllm"] = "vllm"
+    kv_handoff: Literal["same-zone", "cross-zone"] = Field(
+        default="same-zone", description="where a prefill replica may hand a prompt's KV cache to a decode "
+        "replica: in its own zone only, or across zones (then timed with the extra hop and priced per GB)")
 
 
 # ---------------------------------------------------------------------------------------------- pools, power
@@ -368,6 +371,15 @@ class PlannerOptions(Value):
     perf_profile: str | None = Field(
         default=None, description="engine profile YAML (medley perf calibrate writes one) whose fitted factors "
         "replace the shipped ones; a path relative to the working directory")
+    max_num_seqs: int | None = Field(
+        default=None, ge=1, le=1024, description="sequences one replica runs at once (the engine's "
+        "--max-num-seqs, split over a pipeline's stages); default: the engine profile's (vLLM: 256)")
+    robustness: Literal["none", "p50", "p90"] = Field(
+        default="none", description="plan against the performance model's held-out error: p50/p90 slow every "
+        "step by the median/90th-percentile error of its device, engine and phase before sizing replicas")
+    max_configurations_per_service: int | None = Field(
+        default=4, ge=1, description="at most this many configurations (device, TP, PP, role) per service, "
+        "whatever the pools and zones they run in; null: no limit")
 
 
 class FleetSpec(Value):
@@ -431,6 +443,23 @@ class BucketLoad(Value):
     decode_share: Share
 
 
+class ModelErrorBand(Value):
+    """The performance model's held-out absolute error (%) for a group's device and engine, per phase its role
+    runs, and what it was scored on."""
+
+    prefill_median_pct: float | None = None
+    prefill_p90_pct: float | None = None
+    decode_median_pct: float | None = None
+    decode_p90_pct: float | None = None
+    scored_on: str = ""
+
+    def worst(self, which: Literal["median", "p90"]) -> float | None:
+        """The larger of the phases' errors at the median or the 90th percentile."""
+        vals = [v for v in ((self.prefill_median_pct, self.decode_median_pct) if which == "median"
+                            else (self.prefill_p90_pct, self.decode_p90_pct)) if v is not None]
+        return max(vals) if vals else None
+
+
 class ReplicaGroup(Value):
     service: str
     pool: str
@@ -442,6 +471,11 @@ class ReplicaGroup(Value):
     utilisation: Share = 0.0
     load: list[BucketLoad] = Field(default_factory=list)
     nodes: list[str] = Field(default_factory=list, description="placement: node per device slot, if placed")
+    error_band: ModelErrorBand | None = Field(
+        default=None, description="the performance model's held-out error for this device, engine and role")
+    utilisation_at_p90_error: float | None = Field(
+        default=None, ge=0, description="the group's utilisation if its steps are slower by the p90 error band "
+        "(above 1: the plan holds only if the model is that right)")
 
 
 class SolverProgress(Value):

@@ -212,15 +212,22 @@ def _plan_melange(path: str, solver: SolverName, fmt: OutputFormat) -> None:
 
 
 def print_plan(p: Any) -> None:
-    """Human summary: replica groups, totals, baselines with the saving, and findings."""
+    """Human summary: replica groups (with the model's held-out error band, median/p90, and the utilisation
+    the group would run at with steps that much slower), totals, baselines with the saving, and findings."""
     t = Table(title=f"Plan {p.id} for fleet {p.fleet}")
-    for col in ("service", "pool", "configuration", "replicas", "devices", "util", "$/h", "W"):
-        t.add_column(col, justify="right" if col in ("replicas", "devices", "util", "$/h", "W") else "left")
+    numeric = ("replicas", "devices", "util", "error", "at p90", "$/h", "W")
+    for col in ("service", "pool", "configuration", *numeric):
+        t.add_column(col, justify="right" if col in numeric else "left")
     for g in p.replica_groups:
         devs = g.replicas * g.configuration.devices + g.replicas * g.configuration.memory_devices
+        band = g.error_band
+        med, p90 = (band.worst("median"), band.worst("p90")) if band is not None else (None, None)
+        error = f"{med:.0f}/{p90:.0f}%" if med is not None and p90 is not None else "-"
+        at90 = g.utilisation_at_p90_error
         t.add_row(g.service, g.pool + (f"+{g.memory_pool}" if g.memory_pool else ""), g.configuration.label(),
-                  str(g.replicas), str(devs), f"{g.utilisation:.0%}", f"{g.cost_usd_per_hour:.2f}",
-                  f"{g.expected_watts:.0f}")
+                  str(g.replicas), str(devs), f"{g.utilisation:.0%}", error,
+                  "-" if at90 is None else ("miss" if at90 >= 9.99 else f"{at90:.0%}"),
+                  f"{g.cost_usd_per_hour:.2f}", f"{g.expected_watts:.0f}")
     console.print(t)
     per_m = f", ${p.usd_per_million_tokens:.3f} per million tokens" if p.usd_per_million_tokens else ""
     console.print(f"[bold]${p.cost_usd_per_hour:.2f}/h[/bold]{per_m}; devices: "
@@ -265,8 +272,14 @@ def verify(
     fmt: TraceKind = typer.Option(TraceKind.TABLE, "--format", "-f", help="table or json"),
     duration_s: float = typer.Option(600.0, "--duration-s", min=1.0, help="length of a synthetic trace"),
     seed: int = typer.Option(0, "--seed", help="random seed of synthetic traces"),
+    step_times: str | None = typer.Option(
+        None, "--step-times", help="replay on these step times instead of the planner's model: a measured table "
+        "(CSV, the format of planner/io/profiles.py) or an engine profile (YAML, medley perf calibrate)"),
 ) -> None:
-    """Replay traffic against a plan; exit 0 only when every service meets its SLO (verified)."""
+    """Replay traffic against a plan; exit 0 only when every service meets its SLO (verified).
+
+    On the planner's own model the replay checks queueing only; --step-times with measurements also checks the
+    step times."""
     from pathlib import Path
 
     from planner.cli.verify import verify_command
@@ -274,7 +287,7 @@ def verify(
     _load_plan(plan_file)  # a clear one-line error for a bad plan file before the replay starts
     try:
         code = verify_command(Path(plan_file), Path(fleet_file), trace, rate_scale=rate_scale, format=fmt.value,
-                              duration_s=duration_s, seed=seed)
+                              duration_s=duration_s, seed=seed, step_times=Path(step_times) if step_times else None)
     except FleetError as exc:
         fail(str(exc))
     except (ValueError, KeyError) as exc:

@@ -10,7 +10,7 @@ watts and labels between the services that run the same configuration.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,16 +18,23 @@ import numpy as np
 
 from planner.catalog import Catalog
 from planner.clock import Deadline
-from planner.model.capacity import Capacity, capacity_table, replica_power_watts
+from planner.model.calibration import Calibration
+from planner.model.capacity import Capacity, ServingLimits, capacity_table, replica_power_watts
 from planner.model.configurations import CandidateStats, ServiceConfiguration, column_key, fleet_configurations
+from planner.model.handoff import handoff_nic_gbitps
 from planner.model.memory import MemoryFit
 from planner.model.perf import PerfModel, ReplicaShape
 from planner.model.roofline import RooflinePerfModel
+from planner.roles import ROLES
 from planner.schema import Configuration, FleetSpec, LengthBucket, Pool, Service
 from planner.solve import Column
 
-__all__ = ["DROP_NO_BUCKET", "Candidate", "CandidateStats", "CandidatesLate", "column_key",
-           "configuration_capacities", "generate_candidates", "serves_some_bucket"]
+# The limits a configuration is sized under (batch cap, step-time slowdowns, cross-zone hand-off); the
+# pipeline builds it from the fleet and the calibration's error bands.
+LimitsFor = Callable[[ServiceConfiguration], ServingLimits]
+
+__all__ = ["DROP_NO_BUCKET", "Candidate", "CandidateStats", "CandidatesLate", "LimitsFor", "band_slowdown",
+           "column_key", "configuration_capacities", "fleet_limits", "generate_candidates", "serves_some_bucket"]
 
 DROP_NO_BUCKET = "meets the SLO for no bucket"
 # Candidate generation looks at the deadline once per this many configurations.
@@ -49,12 +56,14 @@ class Candidate:
     configuration: Configuration
     capacities: tuple[Capacity, ...]
     usd_per_hour: float  # one replica, compute and memory devices
+    limits: ServingLimits = ServingLimits()
 
 
-def configuration_capacities(perf: PerfModel, option: ServiceConfiguration,
-                             buckets: Sequence[LengthBucket]) -> tuple[Capacity, ...]:
+def configuration_capacities(perf: PerfModel, option: ServiceConfiguration, buckets: Sequence[LengthBucket],
+                             limits: ServingLimits | None = None) -> tuple[Capacity, ...]:
     """Capacity of one replica of the configuration for each of its service's buckets, within its SLO."""
-    return tuple(capacity_table(perf, option.shape, option.configuration.role, list(buckets), option.service.slo))
+    return tuple(capacity_table(perf, option.shape, option.configuration.role, list(buckets), option.service.slo,
+                                limits))
 
 
 def serves_some_bucket(capacities: Sequence[Capacity]) -> bool:
@@ -135,6 +144,7 @@ class _Config:
     idle_watts: float
     active_watts: float
     label: str
+    handoff_gbitps: float
 
 
 class _Pass:
@@ -149,14 +159,15 @@ class _Pass:
         self.prices: dict[str, float] = {}
 
     def table(self, option: ServiceConfiguration, lengths: tuple[tuple[int, int], ...],
-              buckets: Sequence[LengthBucket]) -> _Table:
-        """The configuration's capacity table for its service's lengths and SLO (once per shape, role, lengths
-        and SLO)."""
+              buckets: Sequence[LengthBucket], limits: ServingLimits) -> _Table:
+        """The configuration's capacity table for its service's lengths and SLO under ``limits`` (once per
+        shape, role, lengths, SLO and limits)."""
         slo = option.service.slo
-        key = (shape_key(option.shape), option.configuration.role, lengths, slo.ttft_ms, slo.tpot_ms, slo.percentile)
+        key = (shape_key(option.shape), option.configuration.role, lengths, slo.ttft_ms, slo.tpot_ms, slo.percentile,
+               limits)
         found = self.tables.get(key)
         if found is None:
-            caps = configuration_capacities(self.perf, option, buckets)
+            caps = configuration_capacities(self.perf, option, buckets, limits)
             rps = tuple(c.rps for c in caps)
             found = self.tables[key] = _Table(caps, rps, any(r > 0 for r in rps))
         return found
@@ -178,25 +189,30 @@ class _Pass:
             idle_w, active_w = replica_power_watts(option.shape, cfg.role)
             # column_key(service, …) is the service's id, then this tail.
             tail = column_key("", option.pool.id, cfg, mpool.id if mpool else None)
-            found = self.configs[ckey] = _Config(tail, cost, idle_w, active_w, cfg.label())
+            spec = ROLES[cfg.role]
+            # Prefill and decode-only replicas hand KV caches over their NICs: the hand-off family pairs them by it.
+            handoff = handoff_nic_gbitps(option.shape) if spec.prefill != spec.decode else 0.0
+            found = self.configs[ckey] = _Config(tail, cost, idle_w, active_w, cfg.label(), handoff)
         return found
 
-    def candidate(self, option: ServiceConfiguration, table: _Table) -> Candidate:
+    def candidate(self, option: ServiceConfiguration, table: _Table, limits: ServingLimits) -> Candidate:
         """The candidate of one service's configuration."""
         cfg, mpool = option.configuration, option.memory_pool
         shared = self.config(option)
         col = Column(key=option.service.id + shared.key_tail, service=option.service.id, role=cfg.role,
                      pool=option.pool.id, devices=cfg.devices, memory_pool=mpool.id if mpool else None,
                      memory_devices=cfg.memory_devices, capacity_rps=table.rps, idle_watts=shared.idle_watts,
-                     active_watts=shared.active_watts, label=shared.label)
+                     active_watts=shared.active_watts, label=shared.label, handoff_gbitps=shared.handoff_gbitps)
         return Candidate(column=col, service=option.service, pool=option.pool, memory_pool=mpool, configuration=cfg,
-                         capacities=table.caps, usd_per_hour=shared.usd_per_hour)
+                         capacities=table.caps, usd_per_hour=shared.usd_per_hour, limits=limits)
 
 
 def generate_candidates(fleet: FleetSpec, catalog: Catalog, perf: PerfModel,
                         buckets: Mapping[str, Sequence[LengthBucket]],
-                        deadline: Deadline | None = None) -> tuple[list[Candidate], CandidateStats]:
-    """All feasible candidates of every service, with capacities per bucket from the performance model.
+                        limits: LimitsFor | None = None, deadline: Deadline | None = None,
+                        ) -> tuple[list[Candidate], CandidateStats]:
+    """All feasible candidates of every service, with capacities per bucket from the performance model under
+    ``limits`` (default: vLLM's batch cap, the model's step times, same-zone hand-offs).
 
     Raises CandidatesLate when ``deadline`` passes before they are all computed."""
     stats = CandidateStats()
@@ -207,10 +223,40 @@ def generate_candidates(fleet: FleetSpec, catalog: Catalog, perf: PerfModel,
         if deadline is not None and i % _CHECK_EVERY == 0 and deadline.expired():
             raise CandidatesLate(f"candidate generation stopped at the deadline after {i} configurations")
         sid = option.service.id
-        table = run.table(option, lengths[sid], buckets[sid])
+        lim = limits(option) if limits is not None else ServingLimits()
+        table = run.table(option, lengths[sid], buckets[sid], lim)
         if not table.serves:
             stats.drop(DROP_NO_BUCKET)
             continue
-        out.append(run.candidate(option, table))
+        out.append(run.candidate(option, table, lim))
         stats.kept += 1
     return out, stats
+
+
+def band_slowdown(calibration: Calibration, device: str, phase: str, engine: str, robustness: str) -> float:
+    """Step-time factor of robust planning: ``1 + error/100`` at the band's median (``p50``) or 90th percentile
+    (``p90``) for the device, engine and phase; 1 for ``none`` or where no band is known."""
+    if robustness == "none":
+        return 1.0
+    band = calibration.error_band(device, phase, engine)
+    if band is None:
+        return 1.0
+    return 1.0 + (band.median_pct if robustness == "p50" else band.p90_pct) / 100.0
+
+
+def fleet_limits(fleet: FleetSpec, calibration: Calibration) -> LimitsFor:
+    """The limits every configuration of the fleet is sized under: the batch cap (the planner's
+    ``max_num_seqs``, else the engine profile's), the robustness slowdown of its device's error band, and the
+    service's hand-off policy."""
+    opts = fleet.planner
+    engine = calibration.engine
+    cap = opts.max_num_seqs or calibration.engine_profile(engine).max_num_seqs
+
+    def limits(option: ServiceConfiguration) -> ServingLimits:
+        dev = option.configuration.device
+        return ServingLimits(max_num_seqs=cap,
+                             prefill_slowdown=band_slowdown(calibration, dev, "prefill", engine, opts.robustness),
+                             decode_slowdown=band_slowdown(calibration, dev, "decode", engine, opts.robustness),
+                             cross_zone_handoff=option.service.kv_handoff == "cross-zone")
+
+    return limits

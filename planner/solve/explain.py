@@ -7,7 +7,7 @@ from __future__ import annotations
 from planner.clock import Deadline
 from planner.schema import Finding
 from planner.solve.backends import backend_for
-from planner.solve.formulation import FAMILIES, build, cover, min_replicas, spread
+from planner.solve.formulation import FAMILIES, build, cover, handoff, min_replicas, spread
 from planner.solve.problem import Problem, Solution, SolveOptions
 from planner.solve.strategies.choose import solve
 
@@ -33,10 +33,10 @@ def power_structural(problem: Problem) -> list[Finding]:
 
 
 def structural_findings(problem: Problem) -> list[Finding]:
-    """Rows no plan can meet whatever the pools hold: power domains that host nothing, uncovered buckets,
-    then each service's floors."""
+    """Rows no plan can meet whatever the pools hold: power domains that host nothing, uncovered buckets and
+    hand-offs, then each service's floors."""
     out = power_structural(problem)
-    out += [f for d in problem.demands for f in cover.structural(problem, d)]
+    out += [f for d in problem.demands for f in (*cover.structural(problem, d), *handoff.structural(problem, d))]
     for d in problem.demands:
         out += [*min_replicas.structural(problem, d), *spread.structural(problem, d)]
     return out
@@ -48,7 +48,7 @@ def explain_infeasible(problem: Problem, options: SolveOptions | None = None, *,
     backend asked for, by ``deadline``: default options.time_limit_s from now)."""
     opts = options or SolveOptions()
     findings = structural_findings(problem)
-    if any(f.constraint.startswith("cover_") for f in findings):
+    if any(f.constraint.startswith(("cover_", "handoff[")) for f in findings):
         return findings
     built = build(problem, elastic=True)
     backend = backend_for(opts.backend)

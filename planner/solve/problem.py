@@ -53,7 +53,8 @@ class Column:
     active_watts: float = 0.0  # per replica at full load
     memory_pool: str | None = None
     memory_devices: int = 0
-    label: str = ""
+    label: str = ""  # the configuration (device, TP, PP, role, memory devices): what the simplicity limit counts
+    handoff_gbitps: float = 0.0  # prefill and decode-only columns: line rate at which a replica moves KV caches
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,10 @@ class Demand:
     min_replicas: int = 1
     spread_zones: int = 1
     tokens_per_s: float = 0.0
+    max_configurations: int | None = None  # at most this many configurations (column labels); None: no limit
+    cross_zone_handoff: bool = False  # a prefill may hand its KV caches to a decode in another zone
+    # $/hour of moving bucket b's KV caches across zones if all of them crossed (0: free or not allowed)
+    handoff_usd_per_hour: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)
