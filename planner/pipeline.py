@@ -45,6 +45,7 @@ from planner.solve import (
     prune_dominated,
     solve,
 )
+from planner.tiers import TierError, with_billing, with_tiers
 
 _SERVING = SERVING_ROLES
 
@@ -122,6 +123,10 @@ def build_inputs(fleet: FleetSpec, *, catalog: Catalog | None = None, perf: Perf
                       current_replicas=current_replicas,
                       churn_usd_per_replica_change=fleet.planner.churn_usd_per_replica_change)
     pruned_problem, pruned = prune_dominated(problem)
+    try:
+        pruned_problem = with_tiers(pruned_problem, fleet, cat)
+    except TierError as exc:
+        raise InfeasibleFleet([Finding(kind="infeasible", constraint="tiers", message=str(exc))]) from None
     return PlanInputs(problem=pruned_problem, candidates={c.column.key: c for c in cands}, buckets=buckets,
                       stats=stats, pruned=pruned)
 
@@ -169,7 +174,8 @@ def plan_fleet(fleet: FleetSpec, *, current: Plan | None = None, catalog: Catalo
                                                f"({sol.status}); raise planner.time_limit_s")])
     findings = marginal_values(inputs.problem, sol, opts) if marginals else []
     base = _baselines(inputs, cat, opts) if baselines else []
-    return assemble_plan(fleet, inputs, sol, opts, cat, base, findings, current, created_at)
+    plan = assemble_plan(fleet, inputs, sol, opts, cat, base, findings, current, created_at)
+    return with_billing(plan, inputs.problem, sol.replicas, fleet, cat)
 
 
 def fleet_planner(*, catalog: Catalog | None = None, perf: PerfModel | None = None, backend: str | None = None,

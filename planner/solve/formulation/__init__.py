@@ -22,6 +22,8 @@ Variables (names as in the code)
   N[p]      ∈ Z, 0..M_p    nodes used in pool p (only where a pool row is needed)             (pool)
   z[s,g]    ∈ {0,1}        service s has a serving replica in zone g (only when spread_s > 1) (spread)
   δ[c]      ≥ 0            |n[c] − current_c| (only for columns with current_c > 0 and churn cost χ > 0) (churn)
+  w[p], v[p] ≥ 0           devices of p paid by reservation (w ≤ R_p) and by the commitment (tiered fleets) (tiers)
+  y[ℓ,c,b]  ∈ [0,1]        share of bucket b on c after the spot loss ℓ (services that must survive ℓ)  (tiers)
 
 Constraints (family module in brackets)
   cover_prefill[s,b]:  Σ_{c∈U_s} x[c,b] + Σ_{c∈Pf_s} x[c,b] = 1           ∀ s, b ∈ B_s^+          [cover]
@@ -45,14 +47,21 @@ Constraints (family module in brackets)
                        is integer its mixed-integer rounding is valid too and cuts fractional replicas off
                        (a service needing 1.3 replicas' work of its best column pays for two). See work_cuts.
                                                                                                    [work]
+  tier_use[p]:         w[p] + v[p] ≤ U_p   (U_p: p's devices; D_p N[p] when node-billed)          [tiers]
+  commitment:          Σ_p r_p v[p] ≤ C        (v[p]: devices the commitment C pays, r_p $ each per hour)
+  spot_share[s]:       devices of s on spot pools ≤ σ_s × all devices of s                    (σ_s < 1)
+  spot_cover[ℓ,b,φ], spot_capacity[ℓ,c]: cover and capacity rows again, with their own shares, on the
+                       columns of s outside the spot pools L of each loss ℓ = (s, L) it must survive
 
 Objective (USD per hour)                                                                       [objective]
   min Σ_{p device-billed} π_p (Σ_{c: p_c=p} d_c n[c] + Σ_{c: q_c=p} m_c n[c]) + Σ_{p node-billed} π_p D_p N[p]
       + χ (Σ_{c: current_c=0} n[c] + Σ_{c: current_c>0} δ[c] + Σ_{current keys without a column} current)
+      − Σ_p π_p (w[p] + v[p])        (reserved and committed devices are paid already: planner.solve.tiers)
 
 Elastic mode (explanations): min_replicas[s] and spread[s] get a slack variable, a node limit leaves N[p]'s
 bound for the row pool_nodes[p]: N[p] − slack ≤ M_p, and each power row gets a slack in kW (−1000·slack on its
-left side); every slack costs 1000 × the dearest node per unit, so it is used only where nothing else fits.
+left side), and each spot_cover row a slack; every slack costs 1000 × the dearest node per unit, so it is
+used only where nothing else fits.
 
 The pool row counts devices, not packing: a replica's placement on whole nodes is the placer's job. A
 decode+offload column's watts are booked to its compute pool's power domain.

@@ -12,6 +12,7 @@ from planner.solve.formulation import (
     pool,
     power,
     spread,
+    tiers,
     work,
 )
 from planner.solve.formulation.base import Built, Family
@@ -19,7 +20,8 @@ from planner.solve.problem import Problem, Solution
 
 # Every constraint family, in the order build adds them.
 FAMILIES: tuple[Family, ...] = (objective.FAMILY, churn.FAMILY, capacity.FAMILY, cover.FAMILY, buckets.FAMILY,
-                                min_replicas.FAMILY, spread.FAMILY, work.FAMILY, pool.FAMILY, power.FAMILY)
+                                min_replicas.FAMILY, spread.FAMILY, work.FAMILY, pool.FAMILY, power.FAMILY,
+                                tiers.FAMILY)
 
 
 def build(problem: Problem, elastic: bool = False, link: bool = True, bucket_rows: bool = False,
@@ -28,7 +30,7 @@ def build(problem: Problem, elastic: bool = False, link: bool = True, bucket_row
 
     Per column: n[c] (objective), δ[c] and its rows (churn), x[c,·] with capacity[c] and link[c,·] (capacity);
     per demand and bucket: cover rows, then bucket rows; per demand: min_replicas, then spread; then the work
-    rows, the pool rows with N[p], and the power rows.
+    rows, the pool rows with N[p], the power rows, and the tier rows (credits, spot shares, spot losses).
     """
     f = Built(problem, elastic=elastic, link=link, bucket_rows=bucket_rows, work_rows=work_rows)
     for c in f.columns:
@@ -50,6 +52,7 @@ def build(problem: Problem, elastic: bool = False, link: bool = True, bucket_row
     work.add_work_rows(f)
     pool.add_pools(f)
     power.add_power(f)
+    tiers.add_tiers(f)
     return f
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from planner.clock import Deadline
 from planner.solve.backends import backend_for
 from planner.solve.problem import Problem, Solution, SolveOptions, share_variables, uncovered_buckets
@@ -16,9 +18,11 @@ DECOMPOSE_MIN_SHARE_VARIABLES = 5_000
 
 def choose_strategy(problem: Problem, options: SolveOptions) -> Strategy:
     """By service where the fleet falls apart into services (and, in auto mode, is large with roomy pools);
-    otherwise the whole model (which prices columns in on large models)."""
+    otherwise the whole model (which prices columns in on large models; never with tier rows)."""
     backend = backend_for(options.backend)
     share_vars = share_variables(problem)
+    if problem.tiers is not None:  # the tier rows tie services together and own variables pricing does not know
+        return WholeStrategy(replace(options, pricing="off"), backend, share_vars)
     split = options.decompose == "on" or (
         options.decompose == "auto" and share_vars >= DECOMPOSE_MIN_SHARE_VARIABLES and roomy(problem))
     if split and decomposable(problem) and not uncovered_buckets(problem):
