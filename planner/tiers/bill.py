@@ -34,6 +34,16 @@ def spot_risks(problem: Problem, replicas: Mapping[str, int]) -> dict[str, float
     return {s: residual(t.spot_pools, pools, covered[s]) for s, pools in sorted(used.items()) if pools}
 
 
+def reserved_usd_per_hour(fleet: FleetSpec, catalog: Catalog) -> float:
+    """What every reserved node of the fleet costs per hour, used or not (sunk)."""
+    out = 0.0
+    for pool in fleet.pools:
+        if pool.tiers is not None and pool.tiers.reserved_nodes:
+            rate = tier_prices(pool, catalog, False).reserved_rate or 0.0
+            out += rate * pool.tiers.reserved_nodes * pool.devices_per_node
+    return out
+
+
 def billing(problem: Problem, replicas: Mapping[str, int], fleet: FleetSpec, catalog: Catalog,
             marginal_usd_per_hour: float) -> PlanBilling:
     """The bill of a replica assignment on a tiered problem (see module)."""
@@ -42,11 +52,7 @@ def billing(problem: Problem, replicas: Mapping[str, int], fleet: FleetSpec, cat
     prices = {p.id: p.usd_per_device_hour for p in problem.pools}
     billed = billed_devices(problem, pool_usage(problem, replicas))
     split = credit_split(t, prices, billed)
-    sunk = 0.0
-    for pool in fleet.pools:
-        if pool.tiers is not None and pool.tiers.reserved_nodes:
-            rate = tier_prices(pool, catalog, False).reserved_rate or 0.0
-            sunk += rate * pool.tiers.reserved_nodes * pool.devices_per_node
+    sunk = reserved_usd_per_hour(fleet, catalog)
     reserved = sum(split.reserved.values())
     committed = sum(split.committed.values())
     on_spot = float(sum(n for p, n in billed.items() if p in t.spot_pools))

@@ -19,21 +19,31 @@ class TierError(ValueError):
     """A fleet's tiers cannot be planned as given; the message names the service or pool and why."""
 
 
+def pool_credits(fleet: FleetSpec, catalog: Catalog, commitment: bool = True) -> tuple[PoolCredit, ...]:
+    """Each on-demand pool's reserved devices and committed rate (``commitment``: whether one is held)."""
+    out = []
+    for pool in fleet.pools:
+        if pool.is_spot:
+            continue
+        prices = tier_prices(pool, catalog, commitment)
+        reserved = pool.tiers.reserved_nodes * pool.devices_per_node if pool.tiers is not None else 0
+        if reserved or prices.committed_rate is not None:
+            out.append(PoolCredit(pool.id, reserved, prices.committed_rate))
+    return tuple(out)
+
+
 def fleet_tiers(fleet: FleetSpec, catalog: Catalog, problem: Problem) -> Tiers:
     """Credits, spot pools and caps, and the losses each service must survive (over the problem's columns)."""
     commitment = fleet.planner.commitment_usd_per_hour
-    credits = []
+    credits = pool_credits(fleet, catalog, commitment > 0)
     spot: dict[str, float] = {}
     for pool in fleet.pools:
-        prices = tier_prices(pool, catalog, commitment > 0)
-        if pool.is_spot:
-            if prices.interruption is None:
-                raise TierError(f"pool {pool.id}: tiers.spot needs an interruption_probability")
-            spot[pool.id] = window_probability(prices.interruption, fleet.planner.spot_recovery_hours)
+        if not pool.is_spot:
             continue
-        reserved = pool.tiers.reserved_nodes * pool.devices_per_node if pool.tiers is not None else 0
-        if reserved or prices.committed_rate is not None:
-            credits.append(PoolCredit(pool.id, reserved, prices.committed_rate))
+        q = tier_prices(pool, catalog).interruption
+        if q is None:
+            raise TierError(f"pool {pool.id}: tiers.spot needs an interruption_probability")
+        spot[pool.id] = window_probability(q, fleet.planner.spot_recovery_hours)
     caps = {s.id: s.max_spot_share for s in fleet.services if 0 < s.max_spot_share < 1}
     losses: list[SpotLoss] = []
     for svc in fleet.services:
@@ -44,7 +54,7 @@ def fleet_tiers(fleet: FleetSpec, catalog: Catalog, problem: Problem) -> Tiers:
             raise TierError(f"service {svc.id}: spot_risk {svc.spot_risk:g}: {exc}; raise spot_risk, lower "
                             "max_spot_share or allow fewer spot pools") from None
         losses += [SpotLoss(svc.id, pools) for pools in sets]
-    return Tiers(credits=tuple(credits), commitment_usd_per_hour=commitment, spot_pools=spot,
+    return Tiers(credits=credits, commitment_usd_per_hour=commitment, spot_pools=spot,
                  spot_caps={s: c for s, c in caps.items()}, losses=tuple(losses))
 
 
