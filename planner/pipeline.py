@@ -68,6 +68,7 @@ from planner.solve import (
 from planner.solve.baselines import Shape, TypePlan, homogeneous, single_type
 from planner.solve.formulation.handoff import cross_zone_usd_per_hour
 from planner.solve.progress import Progress
+from planner.tiers import TierError, with_billing, with_tiers
 
 _SERVING = SERVING_ROLES
 # With baselines or marginal values asked for, the solve leaves them at least this share of the time after the
@@ -161,6 +162,10 @@ def build_inputs(fleet: FleetSpec, *, catalog: Catalog | None = None, perf: Perf
                       current_replicas=current_replicas,
                       churn_usd_per_replica_change=fleet.planner.churn_usd_per_replica_change)
     pruned_problem, pruned = prune_dominated(problem)
+    try:
+        pruned_problem = with_tiers(pruned_problem, fleet, cat)
+    except TierError as exc:
+        raise InfeasibleFleet([Finding(kind="infeasible", constraint="tiers", message=str(exc))]) from None
     return PlanInputs(problem=pruned_problem, candidates={c.column.key: c for c in cands}, buckets=buckets,
                       stats=stats, pruned=pruned, perf=model, calibration=cal)
 
@@ -211,7 +216,8 @@ def plan_fleet(fleet: FleetSpec, *, current: Plan | None = None, catalog: Catalo
         share = until.share(0.5) if baselines else until
         findings += marginal_values(inputs.problem, sol, quiet, deadline=share)
     base = _baselines(inputs, quiet, until) if baselines else []
-    return assemble_plan(fleet, inputs, sol, opts, cat, base, findings, current, created_at, record)
+    plan = assemble_plan(fleet, inputs, sol, opts, cat, base, findings, current, created_at, record)
+    return with_billing(plan, inputs.problem, sol.replicas, fleet, cat)
 
 
 def _no_solution(sol: Solution, opts: SolveOptions) -> str:

@@ -53,6 +53,7 @@ KINDS: dict[str, Kind] = {k.kind: k for k in (
     Kind("policy/v1", "PodDisruptionBudget", "poddisruptionbudgets", True, ("policy/v1beta1",)),
     Kind("v1", "Service", "services", True),
     Kind("v1", "Namespace", "namespaces", False),
+    Kind("v1", "Node", "nodes", False),
     Kind("v1", "Event", "events", True),
     Kind("coordination.k8s.io/v1", "Lease", "leases", True),
     Kind("medley.dev/v1alpha1", "GPUPool", "gpupools", False),

@@ -37,6 +37,7 @@ from provisioner.apply import Applier, ApplyResult, ObjectBackoff
 from provisioner.cluster import ClusterClient, ConflictError, ObjectRef
 from provisioner.crds import API_VERSION
 from provisioner.events import EventRecorder
+from provisioner.interruptions import plan_around, reclaim_digest, spot_reclaim
 from provisioner.probes import ControllerMetrics
 from provisioner.render import (
     MANAGED_BY,
@@ -142,6 +143,8 @@ class Reconciler:
             return Outcome((Condition("Planned", False, "InvalidSpec", str(exc)),
                             Condition("Degraded", True, "InvalidSpec", str(exc))), problem=(exc.where, str(exc)))
         fleet = inputs.fleet
+        lost = spot_reclaim(self.client, fleet)  # reclaimed spot nodes: planned around once (provisioner.interruptions)
+        digest = reclaim_digest(digest, lost)
         current = Plan.model_validate(status["plan"]) if status.get("plan") else None
         frozen = frozen_groups(current, inputs.invalid)
         replanned = False
@@ -150,7 +153,10 @@ class Reconciler:
             plan = current
         else:
             try:
-                plan = self.planner(reserve_pools(fleet, frozen), current=current)
+                if lost:
+                    plan = plan_around(reserve_pools(fleet, frozen), current, lost, self.planner)
+                else:
+                    plan = self.planner(reserve_pools(fleet, frozen), current=current)
             except Exception as exc:  # the planner's InfeasibleFleet carries findings
                 findings = getattr(exc, "findings", None)
                 reason = "Infeasible" if findings is not None else "PlannerError"

@@ -48,10 +48,18 @@ def catalog_models(fmt: OutputFormat = FormatOption) -> None:
 def catalog_prices(fmt: OutputFormat = FormatOption) -> None:
     """Price books: $ per device-hour by device, with provider and date."""
     books = list(builtin_catalog().price_books.values())
-    t = Table(title="Price books ($ per device-hour)")
-    for col in ("book", "provider", "as of", "device", "$/h"):
-        t.add_column(col, justify="right" if col == "$/h" else "left")
+    t = Table(title="Price books ($ per device-hour by tier; sources and dates: --format yaml)")
+    tiers = ("reserved", "committed", "spot")
+    for col in ("book", "provider", "as of", "device", "$/h", *tiers):
+        t.add_column(col, justify="right" if col in ("$/h", *tiers) else "left")
     for b in books:
         for dev, price in b.usd_per_device_hour.items():
-            t.add_row(b.id, b.provider, b.as_of, dev, f"{price:.3f}")
+            off = []
+            for name in tiers:
+                tier = b.tier(name)
+                rate = tier.usd_per_device_hour.get(dev) if tier is not None else None
+                if rate is None and tier is not None and dev in tier.discount:
+                    rate = price * (1 - tier.discount[dev])
+                off.append("" if rate is None else f"{rate:.3f}")
+            t.add_row(b.id, b.provider, b.as_of, dev, f"{price:.3f}", *off)
     emit([b.model_dump(mode="json") for b in books], fmt, t)

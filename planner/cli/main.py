@@ -24,8 +24,8 @@ COMMANDS = {
     "verify": Lazy("planner.cli.fleet:verify",
                    "Replay traffic against a plan; exit 0 only when every service meets its SLO (verified)."),
     "whatif": Lazy("planner.cli.whatif:whatif_command",
-                   "Plan what-if scenarios (traffic, prices, pools, SLOs, services, power) side by side with the "
-                   "baseline."),
+                   "Plan what-if scenarios side by side with the baseline, or find the best commitment "
+                   "(--commitment)."),
     "catalog": Lazy("planner.cli.catalog:catalog_app", "The shipped catalog: devices, models, price books."),
     "perf": Lazy("planner.cli.perf:perf_app", "The performance model: prefill and decode times, memory fit."),
 }
