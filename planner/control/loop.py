@@ -12,8 +12,8 @@ is on that menu, and the horizon model stays small enough to solve in a second o
 horizon model finds no plan (a forecast beyond every menu column's reach), the loop solves one period on
 every column at period 0's demand instead, and says so in the decision.
 
-Before forecasting, the loop moves each service's SLO margin by the attainment it observed over the last
-period (``planner.control.feedback``): the planned rate is the carried upper quantile times that margin.
+Before forecasting, the loop corrects the capacity of each running configuration by the attainment its
+replica group was observed to give over the last period (``planner.control.feedback``).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 
 from planner.catalog import fleet_catalog
 from planner.clock import SYSTEM_CLOCK, Clock, Deadline
-from planner.control.feedback import Feedback, update_margin
+from planner.control.feedback import Feedback, update_factor
 from planner.forecast import Forecast, SeasonalForecaster
 from planner.observe.source import TrafficSource
 from planner.pipeline import PlanInputs, assemble_plan
@@ -45,7 +45,7 @@ class LoopSettings:
     solve: SolveOptions = field(default_factory=lambda: SolveOptions(time_limit_s=5.0, relative_gap=0.01))
     history_days: int = 4
     menu_scales: tuple[float, ...] = MENU_SCALES
-    feedback: Feedback | None = field(default_factory=Feedback)  # None: plan for the forecast alone
+    feedback: Feedback | None = field(default_factory=Feedback)  # None: trust the capacity model as it is
 
     @property
     def season_steps(self) -> int:
@@ -64,10 +64,10 @@ class Decision:
     solution: Solution
     horizon: HorizonSolution | None
     forecasts: dict[str, Forecast]
-    planned_rps: dict[str, float]  # the rate period 0 is sized for (carried upper quantile × margin)
+    planned_rps: dict[str, float]  # the rate period 0 is sized for (carried upper quantile)
     moved: frozenset[str]
     fallback: str = ""
-    margins: dict[str, float] = field(default_factory=dict)
+    factors: dict[str, float] = field(default_factory=dict)  # capacity factors below 1 (SLO feedback)
 
 
 def quantile_of(service: Service, settings: LoopSettings) -> float:
@@ -113,7 +113,7 @@ class ControlLoop:
     clock: Clock = SYSTEM_CLOCK
     step: int = 0
     forecasters: dict[str, SeasonalForecaster] = field(default_factory=dict)
-    margins: dict[str, float] = field(default_factory=dict)  # SLO feedback per service (planner.control.feedback)
+    factors: dict[str, float] = field(default_factory=dict)  # column key → capacity factor (SLO feedback)
 
     def __post_init__(self) -> None:
         if not self.menu:
@@ -121,21 +121,31 @@ class ControlLoop:
                                      self.settings.solve, self.clock)
         for s in self.fleet.services:
             self.forecasters.setdefault(s.id, SeasonalForecaster(self.settings.season_steps))
-            self.margins.setdefault(s.id, 1.0)
 
     def observe(self, source: TrafficSource, now_s: float) -> dict[str, float]:
-        """Move each service's margin by the attainment observed over the last period."""
+        """Correct each running column's capacity by the attainment its group showed over the last period;
+        the factors below 1."""
         rule = self.settings.feedback
         if rule is not None:
             since = now_s - self.settings.transition.period_s
-            for s in self.fleet.services:
-                seen = source.attainment(s.id, since, now_s, s.slo)
-                self.margins[s.id] = update_margin(self.margins[s.id], seen, s.slo.percentile, rule)
-        return dict(self.margins)
+            columns = {c.key: c for c in self.inputs.problem.columns}
+            slos = {s.id: s.slo for s in self.fleet.services}
+            for key in self.current:
+                c = columns.get(key)
+                if c is None:
+                    continue
+                seen = source.attainment(c.service, since, now_s, slos[c.service], group=key)
+                old = self.factors.get(key, 1.0)
+                self.factors[key] = update_factor(old, c.role, seen, slos[c.service].percentile, rule)
+        return {k: f for k, f in self.factors.items() if f < 1.0}
 
     def problem_at(self, rates: Mapping[str, float], restrict: bool = True) -> Problem:
         """The single-period MILP at ``rates`` (on the menu plus what runs, when ``restrict``)."""
         problem = scaled_problem(self.inputs.problem, self.fleet, rates)
+        if any(f < 1.0 for f in self.factors.values()):
+            problem = replace(problem, columns=tuple(
+                replace(c, capacity_rps=tuple(x * self.factors.get(c.key, 1.0) for x in c.capacity_rps))
+                for c in problem.columns))
         if not restrict:
             return problem
         keep = self.menu | {k for k, n in self.current.items() if n > 0}
@@ -156,10 +166,10 @@ class ControlLoop:
     def decide(self, source: TrafficSource, now_s: float) -> Decision:
         """Plan the next periods from what ``source`` observed up to ``now_s``; apply period 0."""
         tr = self.settings.transition
-        margins = self.observe(source, now_s)
+        factors = self.observe(source, now_s)
         forecasts = self.forecast(source, now_s)
-        carried = {svc: [r * margins[svc] for r in carried_rates(f.upper_rps.tolist(), tr.lookahead())]
-                   [: self.settings.horizon_periods] for svc, f in forecasts.items()}
+        carried = {svc: carried_rates(f.upper_rps.tolist(), tr.lookahead())[: self.settings.horizon_periods]
+                   for svc, f in forecasts.items()}
         periods = tuple(self.problem_at({svc: rates[t] for svc, rates in carried.items()})
                         for t in range(self.settings.horizon_periods))
         ages = {svc: self.step - at for svc, at in self.last_move.items()}
@@ -182,7 +192,7 @@ class ControlLoop:
         for svc in moved:
             self.last_move[svc] = self.step
         decision = Decision(self.step, now_s, before, after, solution, horizon, forecasts, planned, moved, fallback,
-                            margins)
+                            factors)
         self.current = after
         self.step += 1
         return decision

@@ -34,8 +34,8 @@ class StepRow(Value):
     actual_rps: dict[str, float] = Field(default_factory=dict)  # the day's true mean rate over the period
     forecast_rps: dict[str, float] = Field(default_factory=dict)  # the forecast's median for the period
     upper_rps: dict[str, float] = Field(default_factory=dict)  # the forecast's upper quantile
-    planned_rps: dict[str, float] = Field(default_factory=dict)  # what the plan is sized for (carried × margin)
-    margins: dict[str, float] = Field(default_factory=dict)  # the SLO feedback margins
+    planned_rps: dict[str, float] = Field(default_factory=dict)  # what the plan is sized for (carried)
+    factors: dict[str, float] = Field(default_factory=dict)  # capacity factors below 1 (SLO feedback)
     loop_counts: dict[str, Counts] = Field(default_factory=dict)
     static_counts: dict[str, Counts] = Field(default_factory=dict)
 

@@ -31,7 +31,9 @@ from planner.io.traces import Trace
 from planner.observe import RateSeries, ServiceRequests, TraceTraffic
 from planner.pipeline import InfeasibleFleet, PlanInputs, assemble_plan, build_inputs
 from planner.replay import Arrivals, PerfStepTimes
+from planner.model.candidates import column_key
 from planner.replay.engine import Sim
+from planner.replay.state import Replica
 from planner.schema import FleetSpec, Plan, Traffic
 from planner.solve import Problem, SolveOptions, explain_infeasible, solve
 from planner.solve.formulation.transition import Transition
@@ -104,6 +106,24 @@ def planning_fleet(fleet: FleetSpec, source: TraceTraffic, traces: Mapping[str, 
     return fleet.model_copy(update={"services": services})
 
 
+class _TracedSim(Sim):
+    """The replay, also noting which replica group prefilled and which decoded each request (the labels a
+    replica group's metrics carry in a cluster)."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.decoded_by: dict[int, int] = {}
+        self.prefilled_by: dict[int, int] = {}
+
+    def _leave(self, rep: Replica, rid: int) -> None:
+        self.decoded_by[rid] = rep.group
+        super()._leave(rep, rid)
+
+    def _to_decode(self, rid: int, src: Replica, now: float) -> None:
+        self.prefilled_by[rid] = src.group
+        super()._to_decode(rid, src, now)
+
+
 @dataclass
 class _Replayer:
     """Replays windows of the day's requests against plans, counting requests and those within the SLO."""
@@ -129,7 +149,7 @@ class _Replayer:
                                          reqs.output_tokens[sel])
         if not workload:
             return {}
-        sim = Sim(plan, self.fleet, self.catalog, self.times, workload, PLANNER_ENGINE)
+        sim = _TracedSim(plan, self.fleet, self.catalog, self.times, workload, PLANNER_ENGINE)
         sim.run()
         r = sim.req
         svc_of = np.asarray(r.service, dtype=np.int64)
@@ -139,6 +159,11 @@ class _Replayer:
         ttft = np.where(done, (first - arrival) * 1e3, np.inf)
         tpot = np.where(done, np.where(out_tokens > 1, (finish - first) * 1e3 / np.maximum(out_tokens - 1, 1), 0.0),
                         np.inf)
+        keys = [column_key(g.service, g.pool, g.configuration, g.memory_pool) for g in sim.groups]
+        decoded = np.asarray([keys[sim.decoded_by[i]] if i in sim.decoded_by else "" for i in range(len(finish))],
+                             dtype=object)
+        prefilled = np.asarray([keys[sim.prefilled_by[i]] if i in sim.prefilled_by else decoded[i]
+                                for i in range(len(finish))], dtype=object)
         out: dict[str, tuple[int, int]] = {}
         slos = {s.id: s.slo for s in self.fleet.services}
         for si, svc_obj in enumerate(sim.services):
@@ -147,7 +172,8 @@ class _Replayer:
             ok = (ttft[mine] <= slo.ttft_ms) & (tpot[mine] <= slo.tpot_ms)
             out[svc_obj.id] = (int(mine.sum()), int(ok.sum()))
             if record:
-                self.source.record(svc_obj.id, spans[svc_obj.id], ttft[mine], tpot[mine])
+                self.source.record(svc_obj.id, spans[svc_obj.id], ttft[mine], tpot[mine], list(decoded[mine]),
+                                   list(prefilled[mine]))
         return out
 
 
@@ -234,7 +260,7 @@ class _Day:
             actual_rps={svc: float(a[k]) for svc, a in self.actual.items()},
             forecast_rps={svc: float(f.median_rps[0]) for svc, f in decision.forecasts.items()},
             upper_rps={svc: float(f.upper_rps[0]) for svc, f in decision.forecasts.items()},
-            planned_rps=dict(decision.planned_rps), margins=dict(decision.margins),
+            planned_rps=dict(decision.planned_rps), factors=dict(decision.factors),
             loop_counts={svc: (c[0], c[1]) for svc, c in counts_loop.items()},
             static_counts={svc: (c[0], c[1]) for svc, c in counts_static.items()})
 
@@ -242,7 +268,7 @@ class _Day:
 def simulate_day(inputs: DayInputs, progress: Callable[[str], None] | None = None) -> DayReport:
     """Run the loop and the static peak plan through the day; the report holds both side by side.
 
-    The loop starts an hour before the day (the warm hour: what it learns then — margins, what runs — it
+    The loop starts an hour before the day (the warm hour: what it learns then — capacity factors, what runs — it
     keeps, as a loop running since yesterday would); only the day itself is counted."""
     day = inputs.day
     settings = loop_settings(day)

@@ -17,7 +17,7 @@ import numpy.typing as npt
 
 from planner.io.traces import Trace, bucket
 from planner.observe.source import Attainment, RateSeries, Window
-from planner.schema import SLO
+from planner.schema import SLO, LengthBucket
 
 COARSE_INPUT_EDGES = (0, 256, 1024, 4096, 32768)
 COARSE_OUTPUT_EDGES = (0, 64, 256, 1024, 4096)
@@ -35,7 +35,8 @@ class ServiceRequests:
     output_tokens: IntArray
     ttft_ms: FloatArray = field(default_factory=lambda: np.zeros(0))
     tpot_ms: FloatArray = field(default_factory=lambda: np.zeros(0))
-    group: npt.NDArray[np.str_] = field(default_factory=lambda: np.zeros(0, dtype=str))
+    group: npt.NDArray[np.object_] = field(default_factory=lambda: np.zeros(0, dtype=object))  # decoded on
+    first_group: npt.NDArray[np.object_] = field(default_factory=lambda: np.zeros(0, dtype=object))  # prefilled on
 
     def __post_init__(self) -> None:
         n = self.arrival_s.shape[0]
@@ -45,6 +46,8 @@ class ServiceRequests:
             self.tpot_ms = np.full(n, np.nan)
         if self.group.shape[0] != n:
             self.group = np.full(n, "", dtype=object)
+        if self.first_group.shape[0] != n:
+            self.first_group = np.full(n, "", dtype=object)
         if n > 1 and np.any(np.diff(self.arrival_s) < 0):
             raise ValueError("arrival_s: requests must be in arrival order")
 
@@ -53,6 +56,32 @@ class ServiceRequests:
         lo = int(np.searchsorted(self.arrival_s, start_s, side="left"))
         hi = int(np.searchsorted(self.arrival_s, end_s, side="left"))
         return slice(lo, hi)
+
+
+def nearest_buckets(input_tokens: IntArray, output_tokens: IntArray, seeds: Sequence[LengthBucket],
+                    rounds: int = 4) -> list[LengthBucket]:
+    """Buckets whose shares are the requests nearest to each (in log lengths, L1), as the replay's router
+    assigns them, with lengths at the median of their requests (a few Lloyd rounds from ``seeds``).
+
+    Cell buckets put a request in the cell its lengths fall in, with the cell's mean lengths; the router
+    sends it to the nearest bucket instead, and the two disagree near cell edges. Planning on these keeps
+    the plan's split per bucket the split its requests meet."""
+    x = np.log(np.maximum(np.stack([input_tokens, output_tokens], axis=1).astype(np.float64), 1.0))
+    centres = np.log(np.asarray([[b.input_tokens, b.output_tokens] for b in seeds], dtype=np.float64))
+    which = np.zeros(x.shape[0], dtype=np.int64)
+    for _ in range(rounds):
+        which = np.argmin(np.abs(x[:, None, :] - centres[None, :, :]).sum(axis=2), axis=1)
+        for k in range(centres.shape[0]):
+            mine = which == k
+            if mine.any():
+                centres[k] = np.median(x[mine], axis=0)
+    counts = np.bincount(which, minlength=centres.shape[0])
+    out = []
+    for k in np.nonzero(counts)[0]:
+        i, o = np.exp(centres[k])
+        out.append(LengthBucket(input_tokens=max(1, math.ceil(i - 1e-9)), output_tokens=max(1, math.ceil(o - 1e-9)),
+                                share=float(counts[k]) / float(x.shape[0])))
+    return out
 
 
 @dataclass
@@ -97,33 +126,38 @@ class TraceTraffic:
         sel = reqs.span(start_s, end_s)
         n = sel.stop - sel.start
         span = max(end_s - start_s, 1e-9)
-        buckets: tuple = ()
+        buckets: tuple[LengthBucket, ...] = ()
         if n:
             trace = Trace(arrival_s=reqs.arrival_s[sel], input_tokens=reqs.input_tokens[sel],
                           output_tokens=reqs.output_tokens[sel], source=f"observed {service}")
-            buckets = tuple(bucket(trace, self.input_edges, self.output_edges).buckets)
+            cells = bucket(trace, self.input_edges, self.output_edges).buckets
+            buckets = tuple(nearest_buckets(reqs.input_tokens[sel], reqs.output_tokens[sel], cells))
         return Window(service=service, start_s=start_s, end_s=end_s, requests=n, rate_rps=n / span, buckets=buckets)
 
     def attainment(self, service: str, start_s: float, end_s: float, slo: SLO,
                    group: str | None = None) -> Attainment:
-        """Shares of the window's requests with a known latency that met each target."""
+        """Shares of the window's requests with a known latency that met each target; of one replica group
+        when named (TTFT over the requests it prefilled, TPOT over those it decoded)."""
         reqs = self._service(service)
         sel = reqs.span(start_s, end_s)
         ttft, tpot = reqs.ttft_ms[sel], reqs.tpot_ms[sel]
         known = ~np.isnan(ttft)
-        if group is not None:
-            known &= reqs.group[sel] == group
-        n = int(known.sum())
+        first = known & (reqs.first_group[sel] == group) if group is not None else known
+        last = known & (reqs.group[sel] == group) if group is not None else known
+        n = int((first | last).sum())
         if n == 0:
             return Attainment(None, None, 0.0)
-        return Attainment(float(np.mean(ttft[known] <= slo.ttft_ms)), float(np.mean(tpot[known] <= slo.tpot_ms)),
-                          float(n))
+        share_ttft = float(np.mean(ttft[first] <= slo.ttft_ms)) if first.any() else None
+        share_tpot = float(np.mean(tpot[last] <= slo.tpot_ms)) if last.any() else None
+        return Attainment(share_ttft, share_tpot, float(n))
 
     def record(self, service: str, index: slice | IntArray, ttft_ms: FloatArray, tpot_ms: FloatArray,
-               group: Sequence[str] | None = None) -> None:
-        """Store the latencies the requests at ``index`` saw (and the replica group that served each)."""
+               group: Sequence[str] | None = None, first_group: Sequence[str] | None = None) -> None:
+        """Store the latencies the requests at ``index`` saw, and the replica groups that decoded and
+        prefilled each (the same group for a unified replica)."""
         reqs = self._service(service)
         reqs.ttft_ms[index] = ttft_ms
         reqs.tpot_ms[index] = tpot_ms
         if group is not None:
             reqs.group[index] = np.asarray(group, dtype=object)
+            reqs.first_group[index] = np.asarray(first_group if first_group is not None else group, dtype=object)
