@@ -27,7 +27,7 @@ class StepRow(Value):
     stopped: int
     waves: int
     blocked: str = ""
-    short_waves: int = 0  # rollout steps whose Ready replicas did not carry min(old, new) plan's demand
+    short_waves: int = 0  # stop waves after which the Ready replicas did not carry the new plan's demand
     moved: list[str] = Field(default_factory=list)
     fallback: str = ""
     solve_s: float = 0.0

@@ -190,12 +190,11 @@ def _paid_usd(problem: Problem, replicas: Mapping[str, int], seconds: float) -> 
     return sum(column_price(cols[k], pools) * n for k, n in replicas.items() if k in cols) * seconds / 3600.0
 
 
-def _short_waves(loop: ControlLoop, rollout: Rollout, old: Mapping[str, float], new: Mapping[str, float]) -> int:
-    """Waves whose Ready set does not carry the smaller of the old and the new plan's demand."""
-    low = {svc: min(old.get(svc, new[svc]), new[svc]) for svc in new}
-    need = loop.problem_at(low, restrict=False)
-    ready_sets = [rollout.before] + [w.ready for w in rollout.waves]
-    return sum(1 for ready in ready_sets if ready and not serves(need, ready))
+def _short_waves(loop: ControlLoop, rollout: Rollout, need_rps: Mapping[str, float]) -> int:
+    """Stop waves after which the Ready replicas do not carry the new plan's demand (0 when make-before-break
+    held: ``order_moves`` stops only what the Ready set can spare; checked here on its own)."""
+    need = loop.problem_at(need_rps, restrict=False)
+    return sum(1 for w in rollout.waves if w.kind == "stop" and not serves(need, w.ready))
 
 
 def static_peak_plan(fleet: FleetSpec, inputs: PlanInputs) -> Plan:
@@ -244,7 +243,6 @@ class _Day:
             _add(counts_loop, self.replayer.window(plan, now + seg.start_s, now + end, record=True))
             if count:
                 _add(counts_static, self.replayer.window(self.static, now + seg.start_s, now + end))
-        prev = self.prev
         self.prev, self.prev_plan = decision, plan_after
         if not count:
             return None
@@ -254,7 +252,7 @@ class _Day:
             step=k, start_s=now, loop_usd=usd, static_usd=self.static.cost_usd_per_hour * period / 3600.0,
             loop_usd_per_hour=decision.solution.cost_usd_per_hour or 0.0, started=rollout.started,
             stopped=rollout.stopped, waves=len(rollout.waves), blocked=rollout.blocked,
-            short_waves=_short_waves(loop, rollout, prev.planned_rps, decision.planned_rps),
+            short_waves=_short_waves(loop, rollout, decision.planned_rps),
             moved=sorted(decision.moved), fallback=decision.fallback,
             solve_s=decision.horizon.seconds if decision.horizon else 0.0,
             actual_rps={svc: float(a[k]) for svc, a in self.actual.items()},
