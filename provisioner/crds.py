@@ -223,6 +223,9 @@ def custom_resource_definitions() -> dict[str, dict[str, Any]]:
                 "appliedPlanId": {"type": "string"},
                 "inputsDigest": {"type": "string", "description": "digest of the specs the plan was made from"},
                 "diff": {"type": "string", "description": "what applying the plan would change"},
+                "canary": {"type": "object", "x-kubernetes-preserve-unknown-fields": True,
+                           "description": "a device-mix change on trial: state (Running, Promoted, RolledBack), "
+                                          "targetPlanId, services, reason, basePlan"},
             }),
             [{"name": "Mode", "type": "string", "jsonPath": ".spec.mode"},
              {"name": "Plan", "type": "string", "jsonPath": ".status.planId"},
