@@ -118,6 +118,7 @@ class Reconciler:
     metrics: ControllerMetrics | None = None
     backoff: ObjectBackoff = field(default_factory=ObjectBackoff)
     canary: Canary | None = None  # canary device-mix changes in auto mode (provisioner.canary)
+    drain_s: float = 0.0  # a dropped workload leaves the Services this long before it is deleted
 
     def reconcile(self, name: str) -> Outcome | None:
         """Bring the cluster towards FleetPlan ``name``'s plan and record the outcome in its status."""
@@ -189,7 +190,7 @@ class Reconciler:
                            replanned=replanned, inputs=inputs)
         apply_now = mode == "auto" or (mode == "approve" and spec.get("approvedPlanId") == plan.id)
         applier = Applier(self.client, fleet.name, ready_timeout_s=0.0, preflight=False, backoff=self.backoff,
-                          keep=self._keeper(inputs))
+                          keep=self._keeper(inputs), drain_s=self.drain_s)
         started = time.monotonic()
         try:
             result = applier.apply(manifests, dry_run=not apply_now)

@@ -223,9 +223,13 @@ def custom_resource_definitions() -> dict[str, dict[str, Any]]:
                 "appliedPlanId": {"type": "string"},
                 "inputsDigest": {"type": "string", "description": "digest of the specs the plan was made from"},
                 "diff": {"type": "string", "description": "what applying the plan would change"},
-                "canary": {"type": "object", "x-kubernetes-preserve-unknown-fields": True,
-                           "description": "a device-mix change on trial: state (Running, Promoted, RolledBack), "
-                                          "targetPlanId, services, reason, basePlan"},
+                "canary": {"type": "object", "description": "a device-mix change on trial (provisioner.canary)",
+                           "properties": {
+                               "state": {"type": "string", "enum": ["Running", "Promoted", "RolledBack"]},
+                               "targetPlanId": {"type": "string"}, "canaryPlanId": {"type": "string"},
+                               "services": {"type": "array", "items": {"type": "string"}},
+                               "startedAt": {"type": "number"}, "decidedAt": {"type": "number"},
+                               "reason": {"type": "string"}, "basePlan": openapi_schema(Plan)}},
             }),
             [{"name": "Mode", "type": "string", "jsonPath": ".spec.mode"},
              {"name": "Plan", "type": "string", "jsonPath": ".status.planId"},
