@@ -11,6 +11,9 @@ What the replay checks: queueing under bursts, the forecast's misses, the loop's
 What it does not: step times — the replay steps replicas with the planner's own performance model, so a
 model error moves both plans alike.
 
+``python benchmarks/control_day.py examples/days/quickstart-day-poisson.yaml`` runs the same day with
+Poisson arrivals and the buckets' lengths (the capacity model's own assumption) instead of the traces.
+
 Prints the hour-by-hour table side by side and ends with one JSON line (``static_usd``, ``loop_usd``,
 ``static_attainment``, ``loop_attainment``, ``loop_worst_hour_attainment`` and more). Run time on two
 cores: about ten minutes.
@@ -33,7 +36,8 @@ DAY = ROOT / "examples" / "days" / "quickstart-day.yaml"
 
 
 def main() -> None:
-    inputs = load_day(DAY)
+    day = Path(sys.argv[1]) if len(sys.argv) > 1 else DAY
+    inputs = load_day(day)
     started = time.perf_counter()
     report = simulate_day(inputs, progress=lambda line: print(line, file=sys.stderr, flush=True))
     seconds = time.perf_counter() - started

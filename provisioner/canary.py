@@ -159,10 +159,11 @@ class Canary:
         if not changed:
             return target, state or None, None
         plan = canary_plan(base, target, changed, self.policy.slice)
-        new_state = {"state": "Running", "targetPlanId": target.id, "canaryPlanId": plan.id,
-                     "services": changed, "startedAt": now, "basePlan": base.model_dump(mode="json"),
-                     "reason": f"new mix of {', '.join(changed)} takes a {100 * self.policy.slice:g}% slice"}
-        return plan, new_state, ("Normal", "CanaryStarted", new_state["reason"])
+        reason = f"new mix of {', '.join(changed)} takes a {100 * self.policy.slice:g}% slice"
+        new_state: dict[str, Any] = {"state": "Running", "targetPlanId": target.id, "canaryPlanId": plan.id,
+                                     "services": changed, "startedAt": now, "basePlan": base.model_dump(mode="json"),
+                                     "reason": reason}
+        return plan, new_state, ("Normal", "CanaryStarted", reason)
 
     def _judge(self, state: dict[str, Any], target: Plan, fleet: FleetSpec,
                now: float) -> tuple[Plan, dict[str, Any], tuple[str, str, str] | None]:

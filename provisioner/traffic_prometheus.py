@@ -13,7 +13,8 @@ Queries (``SEL`` the service's matcher, ``W`` the window):
   rate        sum(rate(vllm:request_success_total{SEL}[step]))            (query_range)
   lengths     sum by (le) (increase(vllm:request_{prompt,generation}_tokens_bucket{SEL}[W]))
   latency     sum by (le) (increase(vllm:time_{to_first_token,per_output_token}_seconds_bucket{SEL}[W]))
-  queue, KV   sum(avg_over_time(vllm:num_requests_waiting{SEL}[W])), avg(avg_over_time(vllm:kv_cache_usage_perc{SEL}[W]))
+  queue       sum(avg_over_time(vllm:num_requests_waiting{SEL}[W]))
+  KV          avg(avg_over_time(vllm:kv_cache_usage_perc{SEL}[W]))
 Times are Unix seconds. Finished requests stand for arrivals (equal in steady state; they lag by a request's
 duration). Shares under a target interpolate inside a histogram bucket (``planner.observe.histograms``).
 """

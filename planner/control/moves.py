@@ -75,7 +75,8 @@ def within_limits(problem: Problem, replicas: Mapping[str, int]) -> list[str]:
     for k in problem.power_budgets:
         watts = sum(p.nameplate_watts_per_node * nodes[p.id] for p in problem.pools if p.power_domain == k.id)
         if watts > k.oversubscription_ratio * k.budget_watts + 1e-6:
-            out.append(f"power domain {k.id}: nameplate {watts:.0f} W > {k.oversubscription_ratio * k.budget_watts:.0f} W")
+            limit = k.oversubscription_ratio * k.budget_watts
+            out.append(f"power domain {k.id}: nameplate {watts:.0f} W > {limit:.0f} W")
     return out
 
 
@@ -131,7 +132,7 @@ def order_moves(limits: Problem, need: Problem, before: Mapping[str, int], after
             break
         started: dict[str, int] = {}
         for k in sorted(to_start, key=lambda k: (service.get(k, ""), k)):
-            def fits(i: int, k: str = k) -> bool:
+            def fits(i: int, k: str = k, ready: dict[str, int] = ready, started: dict[str, int] = started) -> bool:
                 return not within_limits(limits, _plus(ready, _plus(started, {k: i})))
             n = _largest(fits, to_start[k])
             if n:
@@ -141,7 +142,8 @@ def order_moves(limits: Problem, need: Problem, before: Mapping[str, int], after
             ready = _plus(ready, started)
         stopped: dict[str, int] = {}
         for k in sorted(to_stop, key=lambda k: (-prices.get(k, 0.0), k)):
-            def still_serves(i: int, k: str = k) -> bool:
+            def still_serves(i: int, k: str = k, ready: dict[str, int] = ready,
+                             stopped: dict[str, int] = stopped) -> bool:
                 return serves(need, _plus(ready, _plus(stopped, {k: i}), -1))
             n = _largest(still_serves, to_stop[k])
             if n:

@@ -28,10 +28,10 @@ from planner.control.moves import Rollout, drain_usd, order_moves, routed, serve
 from planner.control.report import DayReport, HourRow, StepRow, summarise
 from planner.io.profiles import fleet_perf_model
 from planner.io.traces import Trace
+from planner.model.candidates import column_key
 from planner.observe import RateSeries, ServiceRequests, TraceTraffic
 from planner.pipeline import InfeasibleFleet, PlanInputs, assemble_plan, build_inputs
 from planner.replay import Arrivals, PerfStepTimes
-from planner.model.candidates import column_key
 from planner.replay.engine import Sim
 from planner.replay.state import Replica
 from planner.schema import FleetSpec, Plan, Traffic

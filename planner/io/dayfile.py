@@ -54,7 +54,8 @@ def load_day(path: str | Path) -> DayInputs:
     traces = {}
     for svc, src in day.services.items():
         if svc not in known:
-            raise DayError(f"{path}: services.{svc}: no such service in {day.fleet} (known: {', '.join(sorted(known))})")
+            names = ", ".join(sorted(known))
+            raise DayError(f"{path}: services.{svc}: no such service in {day.fleet} (known: {names})")
         if src.trace is not None:
             try:
                 traces[svc] = load_trace(base / src.trace)

@@ -77,7 +77,7 @@ def nearest_buckets(input_tokens: IntArray, output_tokens: IntArray, seeds: Sequ
                 centres[k] = np.median(x[mine], axis=0)
     counts = np.bincount(which, minlength=centres.shape[0])
     out = []
-    for k in np.nonzero(counts)[0]:
+    for k in np.nonzero(counts)[0].tolist():
         i, o = np.exp(centres[k])
         out.append(LengthBucket(input_tokens=max(1, math.ceil(i - 1e-9)), output_tokens=max(1, math.ceil(o - 1e-9)),
                                 share=float(counts[k]) / float(x.shape[0])))

@@ -70,8 +70,8 @@ def test_a_move_keeps_ready_capacity_and_drains_before_it_deletes(medley_cluster
             live_old = client.get(old)
             if live_old is not None and DRAINING_ANNOTATION in live_old["metadata"].get("annotations", {}):
                 drained_at = drained_at or time.monotonic()
-                pods = admin(medley_cluster).list("Pod", f"medley.dev/group={live_old['metadata']['labels']['medley.dev/group']}",
-                                                  namespace=ns)
+                group = live_old["metadata"]["labels"]["medley.dev/group"]
+                pods = admin(medley_cluster).list("Pod", f"medley.dev/group={group}", namespace=ns)
                 unlabelled_before_delete = bool(pods) and all(SERVING_LABEL not in p["metadata"].get("labels", {})
                                                                for p in pods)
             if live_old is None:

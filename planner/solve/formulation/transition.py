@@ -45,7 +45,6 @@ from planner.solve.formulation.work import phase_members
 from planner.solve.problem import Column, Problem, column_price
 
 
-
 @dataclass(frozen=True)
 class Transition:
     """What a move costs and how often a service may move (periods of ``period_s`` seconds)."""
