@@ -8,7 +8,8 @@ for a decode group, the worse of both for a unified one (``TrafficSource.attainm
 the last period and keeps a factor d_c ∈ [d_min, 1] on the column's capacity in every later plan:
 
     target = p + g          (p the SLO percentile as a share, g the guard)
-    short  = (target − w) / (1 − p)     (the miss, in units of the miss the SLO allows)
+    short  = (target − w⁺) / (1 − p)    (the miss, in units of the miss the SLO allows; w⁺ = w + z·√(w(1−w)/n),
+                                         so a miss a sample of n requests can show by chance does not count)
     short > 0:             d_c ← max(d_min, d_c / (1 + k · min(short, 2)))      derate at once
     w > target + g:        d_c ← min(1, d_c / r)                                 recover slowly (r < 1)
     fewer than n_min requests observed: d_c unchanged
@@ -19,6 +20,7 @@ the correction stays with the configuration, not the hour, so what the loop lear
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from planner.observe.source import Attainment
@@ -35,6 +37,7 @@ class Feedback:
     recover: float = 0.97
     min_factor: float = 0.25
     min_requests: int = 30
+    z: float = 1.64  # one-sided 95%: derate only on a miss the sample shows beyond chance
 
 
 def answered_share(role: Role, observed: Attainment) -> float | None:
@@ -52,7 +55,8 @@ def update_factor(factor: float, role: Role, observed: Attainment, percentile: f
         return factor
     p = percentile / 100.0
     target = min(p + rule.guard, 0.999)
-    short = (target - share) / max(1.0 - p, 1e-3)
+    upper = share + rule.z * math.sqrt(max(share * (1.0 - share), 1e-4) / observed.requests)
+    short = (target - upper) / max(1.0 - p, 1e-3)
     if short > 0:
         return max(rule.min_factor, factor / (1.0 + rule.gain * min(short, 2.0)))
     if share > target + rule.guard:
