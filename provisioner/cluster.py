@@ -52,6 +52,7 @@ KINDS: dict[str, Kind] = {k.kind: k for k in (
     Kind("leaderworkerset.x-k8s.io/v1", "LeaderWorkerSet", "leaderworkersets", True),
     Kind("policy/v1", "PodDisruptionBudget", "poddisruptionbudgets", True, ("policy/v1beta1",)),
     Kind("v1", "Service", "services", True),
+    Kind("v1", "Pod", "pods", True),
     Kind("v1", "Namespace", "namespaces", False),
     Kind("v1", "Node", "nodes", False),
     Kind("v1", "Event", "events", True),

@@ -1,7 +1,7 @@
 """The ``medley`` command line: the root of the commands, each imported only when it runs.
 
 The planning commands live in ``fleet`` (``validate``, ``capacity``, ``plan``, ``verify``), ``catalog``,
-``perf`` and ``whatif``; other packages (power, provisioner, api) plug in through the ``medley.cli`` entry
+``perf``, ``whatif`` and ``simulate``; other packages (power, provisioner, api) plug in through the ``medley.cli`` entry
 points. ``medley --help`` lists them all from ``COMMANDS`` and the entry points without importing any (see
 ``plugins``), so a command pays only for the modules it uses: ``medley plan`` imports no web, database or
 Kubernetes library.
@@ -26,6 +26,9 @@ COMMANDS = {
     "whatif": Lazy("planner.cli.whatif:whatif_command",
                    "Plan what-if scenarios side by side with the baseline, or find the best commitment "
                    "(--commitment)."),
+    "simulate": Lazy("planner.cli.simulate:simulate_command",
+                     "Replay a day of traffic through observe → forecast → plan → rollout → replay, beside the "
+                     "static plan."),
     "catalog": Lazy("planner.cli.catalog:catalog_app", "The shipped catalog: devices, models, price books."),
     "perf": Lazy("planner.cli.perf:perf_app", "The performance model: prefill and decode times, memory fit."),
 }

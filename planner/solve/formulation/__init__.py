@@ -77,6 +77,11 @@ limit leaves N[p]'s bound for the row pool_nodes[p]: N[p] − slack ≤ M_p, and
 (−1000·slack on its left side), and each spot_cover row a slack; every slack costs 1000 × the dearest node per
 unit, so it is used only where nothing else fits.
 
+Horizon (``planner.solve.horizon``): one copy of this model per period t, its objective weighted by the period's
+hours, linked by the transition family (``transition``: up[c,t], dn[c,t] ≥ |n[c,t] − n[c,t−1]| paid for
+start-up and drain, one move per service per dwell window, hysteresis on shrinking, pools holding old and new
+replicas while they swap). It is not in ``FAMILIES``: its rows link periods, and ``horizon_violations`` checks them.
+
 The pool row counts devices, not packing: a replica's placement on whole nodes is the placer's job. A
 decode+offload column's watts are booked to its compute pool's power domain.
 """
