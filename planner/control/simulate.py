@@ -31,14 +31,14 @@ from planner.io.traces import Trace
 from planner.model.candidates import column_key
 from planner.observe import RateSeries, ServiceRequests, TraceTraffic
 from planner.pipeline import InfeasibleFleet, PlanInputs, assemble_plan, build_inputs
-from planner.replay import Arrivals, PerfStepTimes
+from planner.replay import Arrivals, PerfStepTimes, ReplayOptions
 from planner.replay.engine import Sim
 from planner.replay.state import Replica
 from planner.schema import FleetSpec, Plan, Traffic
 from planner.solve import Problem, SolveOptions, explain_infeasible, solve
 from planner.solve.formulation.transition import Transition
 from planner.solve.problem import column_price
-from planner.tolerance import PLANNER_ENGINE
+from planner.tolerance import planner_engine
 
 WARM_S = 3600.0  # the hour before the day whose requests give the length mix the loop plans for
 
@@ -131,10 +131,12 @@ class _Replayer:
     fleet: FleetSpec
     source: TraceTraffic
     times: PerfStepTimes = field(init=False)
+    engine: ReplayOptions = field(init=False)
 
     def __post_init__(self) -> None:
         self.catalog = fleet_catalog(self.fleet)
         self.times = PerfStepTimes(fleet_perf_model(self.fleet), self.fleet, self.catalog)
+        self.engine = planner_engine(self.fleet)
 
     def window(self, plan: Plan, start_s: float, end_s: float, record: bool = False) -> dict[str, tuple[int, int]]:
         """Per service: (requests, requests within both targets) of ``[start_s, end_s)`` against ``plan``;
@@ -149,7 +151,7 @@ class _Replayer:
                                          reqs.output_tokens[sel])
         if not workload:
             return {}
-        sim = _TracedSim(plan, self.fleet, self.catalog, self.times, workload, PLANNER_ENGINE)
+        sim = _TracedSim(plan, self.fleet, self.catalog, self.times, workload, self.engine)
         sim.run()
         r = sim.req
         svc_of = np.asarray(r.service, dtype=np.int64)

@@ -33,7 +33,7 @@ from planner.solve.formulation.transition import (
 )
 from planner.solve.formulation.work import phase_members
 from planner.solve.problem import Problem, Solution, SolveOptions, Status, pool_usage
-from planner.solve.strategies.base import at_least, solution_of
+from planner.solve.strategies.base import solution_of
 
 MIN_SOLVE_S = 0.5
 
@@ -93,13 +93,13 @@ def build_horizon(hp: HorizonProblem, options: SolveOptions) -> Stack:
         stack.row_offsets.append(roff)
         m.col_lb += f.m.col_lb
         m.col_ub += f.m.col_ub
-        m.cost += [c * hours for c in f.m.cost]
+        m.cost.extend(c * hours for c in f.m.cost)
         m.integer += f.m.integer
         m.row_lb += f.m.row_lb
         m.row_ub += f.m.row_ub
         m.row_names += [f"{name}@{len(stack.periods) - 1}" for name in f.m.row_names]
-        m.nz_row += [r + roff for r in f.m.nz_row]
-        m.nz_col += [c + off for c in f.m.nz_col]
+        m.nz_row.extend(r + roff for r in f.m.nz_row)
+        m.nz_col.extend(c + off for c in f.m.nz_col)
         m.nz_val += f.m.nz_val
         m.offset += f.m.offset * hours
     add_moves(stack, hp.current, tr)
@@ -124,7 +124,8 @@ def solve_horizon(hp: HorizonProblem, options: SolveOptions, deadline: Deadline)
         raise ValueError("periods: a horizon needs at least one period")
     start = deadline.now()
     stack = build_horizon(hp, options)
-    raw = backend_for(options.backend).solve(stack.m, options, at_least(deadline, MIN_SOLVE_S))
+    floor = Deadline(max(deadline.end, deadline.now() + MIN_SOLVE_S), deadline.clock)  # the move must be decided
+    raw = backend_for(options.backend).solve(stack.m, options, floor)
     seconds = deadline.now() - start
     nvars, nrows = len(stack.m.cost), len(stack.m.row_lb)
     if raw.values is None:
