@@ -1,21 +1,25 @@
-r"""SLO feedback: each running configuration's capacity, corrected by the attainment it is observed to give.
+r"""SLO feedback: a service's capacity per replica, corrected by the attainment it is observed to give.
 
 The capacity model sizes a replica for Poisson arrivals of each bucket's representative lengths and mixes
 buckets linearly; real traffic comes in bursts (the Azure code trace sends dozens of prompts within a
-second) and some configurations hold a mix worse than the model says. The loop watches, per replica group
-(column c), the share of its requests that met the target it answers for — TTFT for a prefill group, TPOT
-for a decode group, the worse of both for a unified one (``TrafficSource.attainment(..., group=c)``) — over
-the last period and keeps a factor d_c ∈ [d_min, 1] on the column's capacity in every later plan:
+second) and some configurations hold a mix worse than the model says. The loop watches, per service and
+role of its running groups, the share of the service's requests that met the target that role answers for —
+TTFT for prefill groups, TPOT for decode groups, the worse of both for unified ones — over the last period,
+and keeps a factor d ∈ [d_min, 1] on the capacity of every configuration of that service and role in later
+plans (a configuration the loop has not run yet starts from it too):
 
-    target = p + g          (p the SLO percentile as a share, g the guard)
-    short  = (target − w⁺) / (1 − p)    (the miss, in units of the miss the SLO allows; w⁺ = w + z·√(w(1−w)/n),
-                                         so a miss a sample of n requests can show by chance does not count)
-    short > 0:             d_c ← max(d_min, d_c / (1 + k · min(short, 2)))      derate at once
-    w > target + g:        d_c ← min(1, d_c / r)                                 recover slowly (r < 1)
-    fewer than n_min requests observed: d_c unchanged
+    short  = (p − w⁺) / (1 − p)    (p the SLO percentile as a share; the miss in units of the miss the SLO
+                                    allows; w⁺ = w + z·√(w(1−w)/n), so a miss a sample of n requests can show
+                                    by chance does not count)
+    short > 0:             d ← max(d_min, d / (1 + k · min(short, 2)))      derate at once
+    w > p + g:             d ← min(1, d / r)                                 recover slowly (r < 1)
+    p ≤ w ≤ p + g, or fewer than n_min requests observed: d unchanged (g the guard: a dead band)
+
+Only a miss of the SLO itself derates: a period that meets the percentile needs no more capacity than the
+model gives, and paying for more is what the static plan does.
 
 A derated column carries less load per replica, so the next plan adds replicas or moves load elsewhere;
-the correction stays with the configuration, not the hour, so what the loop learns at night holds by day.
+the correction stays with the service's traffic, not the hour, so what the loop learns at night holds by day.
 """
 
 from __future__ import annotations
@@ -54,11 +58,10 @@ def update_factor(factor: float, role: Role, observed: Attainment, percentile: f
     if share is None or observed.requests < rule.min_requests:
         return factor
     p = percentile / 100.0
-    target = min(p + rule.guard, 0.999)
     upper = share + rule.z * math.sqrt(max(share * (1.0 - share), 1e-4) / observed.requests)
-    short = (target - upper) / max(1.0 - p, 1e-3)
+    short = (p - upper) / max(1.0 - p, 1e-3)
     if short > 0:
         return max(rule.min_factor, factor / (1.0 + rule.gain * min(short, 2.0)))
-    if share > target + rule.guard:
+    if share > min(p + rule.guard, 0.999):
         return min(1.0, factor / rule.recover)
     return factor

@@ -12,8 +12,9 @@ is on that menu, and the horizon model stays small enough to solve in a second o
 horizon model finds no plan (a forecast beyond every menu column's reach), the loop solves one period on
 every column at period 0's demand instead, and says so in the decision.
 
-Before forecasting, the loop corrects the capacity of each running configuration by the attainment its
-replica group was observed to give over the last period (``planner.control.feedback``).
+Before forecasting, the loop corrects the capacity of every configuration of each (service, role) that runs
+by the attainment the service was observed to give over the last period (``planner.control.feedback``): the
+correction belongs to the service's traffic, so a configuration the loop has not run yet starts from it too.
 """
 
 from __future__ import annotations
@@ -70,6 +71,12 @@ class Decision:
     factors: dict[str, float] = field(default_factory=dict)  # capacity factors below 1 (SLO feedback)
 
 
+def factor_key(service: str, role: str) -> str:
+    """The key of a capacity factor: the service's traffic (its bursts) is what the model misses, so every
+    configuration of one role of the service shares the correction."""
+    return f"{service}/{role}"
+
+
 def quantile_of(service: Service, settings: LoopSettings) -> float:
     """The forecast quantile a service is planned for."""
     q = settings.quantile if settings.quantile is not None else service.slo.percentile / 100.0
@@ -113,7 +120,7 @@ class ControlLoop:
     clock: Clock = SYSTEM_CLOCK
     step: int = 0
     forecasters: dict[str, SeasonalForecaster] = field(default_factory=dict)
-    factors: dict[str, float] = field(default_factory=dict)  # column key → capacity factor (SLO feedback)
+    factors: dict[str, float] = field(default_factory=dict)  # service/role → capacity factor (SLO feedback)
 
     def __post_init__(self) -> None:
         if not self.menu:
@@ -123,20 +130,20 @@ class ControlLoop:
             self.forecasters.setdefault(s.id, SeasonalForecaster(self.settings.season_steps))
 
     def observe(self, source: TrafficSource, now_s: float) -> dict[str, float]:
-        """Correct each running column's capacity by the attainment its group showed over the last period;
-        the factors below 1."""
+        """Correct the capacity of each (service, role) that runs by the attainment the service showed over the
+        last period; the factors below 1, keyed ``service/role``."""
         rule = self.settings.feedback
         if rule is not None:
             since = now_s - self.settings.transition.period_s
             columns = {c.key: c for c in self.inputs.problem.columns}
             slos = {s.id: s.slo for s in self.fleet.services}
-            for key in self.current:
-                c = columns.get(key)
-                if c is None:
-                    continue
-                seen = source.attainment(c.service, since, now_s, slos[c.service], group=key)
+            running = {(columns[k].service, columns[k].role) for k, n in self.current.items()
+                       if n > 0 and k in columns}
+            seen = {svc: source.attainment(svc, since, now_s, slos[svc]) for svc in {svc for svc, _ in running}}
+            for svc, role in sorted(running):
+                key = factor_key(svc, role)
                 old = self.factors.get(key, 1.0)
-                self.factors[key] = update_factor(old, c.role, seen, slos[c.service].percentile, rule)
+                self.factors[key] = update_factor(old, role, seen[svc], slos[svc].percentile, rule)
         return {k: f for k, f in self.factors.items() if f < 1.0}
 
     def problem_at(self, rates: Mapping[str, float], restrict: bool = True) -> Problem:
@@ -144,7 +151,8 @@ class ControlLoop:
         problem = scaled_problem(self.inputs.problem, self.fleet, rates)
         if any(f < 1.0 for f in self.factors.values()):
             problem = replace(problem, columns=tuple(
-                replace(c, capacity_rps=tuple(x * self.factors.get(c.key, 1.0) for x in c.capacity_rps))
+                replace(c, capacity_rps=tuple(x * self.factors.get(factor_key(c.service, c.role), 1.0)
+                                              for x in c.capacity_rps))
                 for c in problem.columns))
         if not restrict:
             return problem
