@@ -36,6 +36,7 @@ from planner.solve.problem import Problem, Solution, SolveOptions, Status, pool_
 from planner.solve.strategies.base import solution_of
 
 MIN_SOLVE_S = 0.5
+HORIZON_GAP = 1e-4  # the stacked objective carries dwell prices; see solve_horizon
 
 
 @dataclass(frozen=True)
@@ -125,7 +126,11 @@ def solve_horizon(hp: HorizonProblem, options: SolveOptions, deadline: Deadline)
     start = deadline.now()
     stack = build_horizon(hp, options)
     floor = Deadline(max(deadline.end, deadline.now() + MIN_SOLVE_S), deadline.clock)  # the move must be decided
-    raw = backend_for(options.backend).solve(stack.m, options, floor)
+    # A relative gap on an objective that carries dwell prices ($1000 a move by default) lets plans through that
+    # pay far more per hour than the gap says; the horizon model is small, so it is solved to (near) optimality
+    # and the deadline bounds the time.
+    exact = replace(options, relative_gap=min(options.relative_gap, HORIZON_GAP))
+    raw = backend_for(options.backend).solve(stack.m, exact, floor)
     seconds = deadline.now() - start
     nvars, nrows = len(stack.m.cost), len(stack.m.row_lb)
     if raw.values is None:
