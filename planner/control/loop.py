@@ -25,6 +25,7 @@ from dataclasses import dataclass, field, replace
 from planner.catalog import fleet_catalog
 from planner.clock import SYSTEM_CLOCK, Clock, Deadline
 from planner.control.feedback import Feedback, update_factor
+from planner.control.moves import routed
 from planner.forecast import Forecast, SeasonalForecaster
 from planner.observe.source import TrafficSource
 from planner.pipeline import PlanInputs, assemble_plan
@@ -121,6 +122,7 @@ class ControlLoop:
     step: int = 0
     forecasters: dict[str, SeasonalForecaster] = field(default_factory=dict)
     factors: dict[str, float] = field(default_factory=dict)  # service/role → capacity factor (SLO feedback)
+    last: Solution | None = None  # the plan in force (its replicas are ``current``)
 
     def __post_init__(self) -> None:
         if not self.menu:
@@ -193,7 +195,7 @@ class ControlLoop:
                              deadline=Deadline.after(self.settings.solve.time_limit_s, self.clock))
             if solution.status not in ("optimal", "feasible"):
                 fallback = f"no plan for the forecast ({solution.status}); kept what runs"
-                solution = replace(solution, replicas=dict(self.current))
+                solution = self.kept(planned)
         before = dict(self.current)
         after = {k: n for k, n in solution.replicas.items() if n > 0}
         moved = frozenset(moved_services(periods[0], before, after))
@@ -202,8 +204,22 @@ class ControlLoop:
         decision = Decision(self.step, now_s, before, after, solution, horizon, forecasts, planned, moved, fallback,
                             factors)
         self.current = after
+        self.last = solution
         self.step += 1
         return decision
+
+    def kept(self, rates: Mapping[str, float]) -> Solution:
+        """What runs, with the load split that carries the most of ``rates`` it can (a plan's routing is part
+        of the plan: replicas kept without one would send requests where the failed solve left them)."""
+        scaled = dict(rates)
+        for _ in range(12):
+            sol = routed(self.problem_at(scaled, restrict=False), self.current)
+            if sol is not None:
+                return sol
+            scaled = {svc: 0.8 * r for svc, r in scaled.items()}
+        if self.last is not None:
+            return self.last
+        raise RuntimeError("no routing for the replicas that run")
 
     def boot(self, source: TrafficSource, now_s: float) -> Decision:
         """Start from what a loop running until ``now_s`` would run: decide once, then forget it as a move."""
