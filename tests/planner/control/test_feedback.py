@@ -57,3 +57,4 @@ def test_the_correction_is_shared_by_every_configuration_of_a_service_role() -> 
         touched += want < 1.0
         assert derated[c.key].capacity_rps == pytest.approx(tuple(x * want for x in c.capacity_rps))
     assert touched > 1  # more than the one configuration that ran
+
