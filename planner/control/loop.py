@@ -34,6 +34,7 @@ from planner.solve import Problem, Solution, SolveOptions, solve
 from planner.solve.formulation.transition import Transition
 from planner.solve.horizon import HorizonProblem, HorizonSolution, carried_rates, moved_services, solve_horizon
 
+SPREAD_MAX = 2.0  # the highest scale of the planned rates at which a plan's load split is sought
 MENU_SCALES = (0.12, 0.2, 0.3, 0.45, 0.6, 0.8, 1.0, 1.25)
 
 
@@ -228,8 +229,26 @@ class ControlLoop:
         self.step = 0
         return decision
 
+    def spread(self, solution: Solution, rates: Mapping[str, float]) -> Solution:
+        """The solution's replicas with the load split they carry at the highest common scale of ``rates`` (up to
+        ``SPREAD_MAX``): a split found at the planned rate fills the cheapest groups to their capacity and leaves
+        the rest idle, so a burst above the plan overflows them while spare replicas wait; the split at the
+        replicas' own limit gives every group its share of the spare."""
+        replicas = {k: n for k, n in solution.replicas.items() if n > 0}
+        best, lo, hi = solution, 1.0, SPREAD_MAX
+        for _ in range(6):
+            mid = 0.5 * (lo + hi)
+            sol = routed(self.problem_at({svc: r * mid for svc, r in rates.items()}, restrict=False), replicas)
+            if sol is None:
+                hi = mid
+            else:
+                lo, best = mid, sol
+        return best
+
     def plan_of(self, solution: Solution, rates: Mapping[str, float], restrict: bool = False) -> Plan:
-        """A ``Plan`` of a solution sized for ``rates`` (the replay and the provisioner read plans)."""
+        """A ``Plan`` of a solution sized for ``rates``, its load split spread over the replicas' spare (the
+        replay and the provisioner read plans)."""
+        solution = self.spread(solution, rates)
         problem = self.problem_at(rates, restrict=restrict)
         fleet = self.fleet.model_copy(update={"services": [
             s.model_copy(update={"traffic": s.traffic.model_copy(update={"rate_rps": float(rates.get(s.id, 0.0))})})
