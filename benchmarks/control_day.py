@@ -18,11 +18,11 @@ Poisson arrivals and the buckets' lengths (the capacity model's own assumption) 
 Beside them, the hindsight bound: each hour planned on every configuration at its true mean rate (no forecast,
 no margin, moves free) — what no loop can beat on this fleet and day; with the quickstart's large replicas
 (code and summarise need at least one 4-GPU replica each at any rate, chat two across zones) the night costs
-nearly half the peak, so the bound itself is about 30% below the static plan.
+nearly half the peak, so the bound itself is only 27–30% below the static plan.
 
 Prints the hour-by-hour table side by side and ends with one JSON line (``static_usd``, ``loop_usd``,
 ``static_attainment``, ``loop_attainment``, ``loop_worst_hour_attainment``, ``hindsight_usd`` and more). Run
-time on two busy cores: ten to twenty minutes.
+time on two busy cores: five to ten minutes a day.
 """
 
 from __future__ import annotations
