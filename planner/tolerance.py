@@ -19,7 +19,7 @@ from planner.io.traces import load_trace, service_traces
 from planner.model.measured import TablePerfModel
 from planner.model.perf import PerfModel
 from planner.model.roofline import RooflinePerfModel
-from planner.pipeline import InfeasibleFleet, fleet_planner, plan_id, service_buckets
+from planner.pipeline import InfeasibleFleet, build_inputs, fleet_planner, plan_id, service_buckets
 from planner.place import (
     DomainLoss,
     PlacementResult,
@@ -600,6 +600,17 @@ def verify_plan(plan: Plan, fleet: FleetSpec, source: TraceSource, base_dir: Pat
     own = service_traces(fleet, base_dir) if trace is None else {}
     workload = build_workload(fleet, source, plan=plan, trace=trace, service_traces=own)
     return replay(plan, fleet, catalog, times, workload, planner_engine(fleet))
+
+
+def verify_spot_reclaims(plan: Plan, fleet: FleetSpec, source: TraceSource,
+                         base_dir: Path | None = None) -> dict[str, ReplayReport]:
+    """N−1 over spot domains: the replay of the plan right after each spot pool it uses is reclaimed (the others
+    up), each service's load re-routed over the replicas left (``planner.tiers.reclaim``), per pool."""
+    from planner.tiers.reclaim import after_reclaim, spot_pools_used
+
+    inputs = build_inputs(fleet, base_dir=base_dir)
+    return {pool: verify_plan(after_reclaim(plan, inputs, [pool])[0], fleet, source, base_dir)
+            for pool in spot_pools_used(plan, fleet)}
 
 
 def trace_source(trace: str, *, rate_scale: float = 1.0, duration_s: float = 600.0, seed: int = 0) -> TraceSource:

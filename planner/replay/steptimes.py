@@ -18,7 +18,7 @@ from planner.catalog import Catalog
 from planner.model.handoff import handoff_bytes, handoff_ms, handoff_nic_gbitps
 from planner.model.measured import TablePerfModel
 from planner.model.perf import PerfModel, ReplicaShape
-from planner.schema import FleetSpec, ReplicaGroup
+from planner.schema import Configuration, FleetSpec, ReplicaGroup
 
 PLANNER_MODEL = "the planner's performance model"
 QUEUEING_ONLY = ("queueing only (batching, prefill/decode interference, KV admission and hand-offs): the step "
@@ -133,6 +133,9 @@ class FittedStepTimes:
         return tokens * self.kv_bytes_per_token / (self.kv_transfer_gbps * 1e9 / 8) * 1e3
 
 
+GroupKey = tuple[str, Configuration]
+
+
 class PerfStepTimes:
     """The performance model behind the replay: ``PerfModel`` answers cached per (group, batch, context).
 
@@ -146,9 +149,11 @@ class PerfStepTimes:
         self.perf, self.catalog, self.quantum, self.source = perf, catalog, ctx_quantum_tokens, source
         self.models = {s.id: s.model for s in fleet.services}
         self.zones = {p.id: p.zone for p in fleet.pools}
-        self._shapes: dict[int, ReplicaShape] = {}
-        self._decode: dict[tuple[int, int, int], float] = {}
-        self._prefill: dict[tuple[int, int, int], float] = {}
+        # Keyed by what a group is (service, configuration), not by id(): one StepTimes serves many plans, and
+        # a finished plan's group ids are reused by the next plan's objects.
+        self._shapes: dict[GroupKey, ReplicaShape] = {}
+        self._decode: dict[tuple[GroupKey, int, int], float] = {}
+        self._prefill: dict[tuple[GroupKey, int, int], float] = {}
 
     @property
     def description(self) -> str:
@@ -172,7 +177,7 @@ class PerfStepTimes:
 
     def shape(self, group: ReplicaGroup) -> ReplicaShape:
         """The replica shape of a group (model from its service)."""
-        key = id(group)
+        key = (group.service, group.configuration)
         got = self._shapes.get(key)
         if got is None:
             c = group.configuration
@@ -189,7 +194,7 @@ class PerfStepTimes:
         """Prefill of ``len(prompt_lens)`` prompts of their mean length."""
         n = len(prompt_lens)
         mean = max(1, round(sum(prompt_lens) / n))
-        key = (id(group), n, mean)
+        key = ((group.service, group.configuration), n, mean)
         got = self._prefill.get(key)
         if got is None:
             got = self.perf.prefill_ms(self.shape(group), n, mean)
@@ -202,7 +207,7 @@ class PerfStepTimes:
             return 0.0  # no overhead credit for a mixed step: the model does not expose its intercept
         q = self.quantum
         ctx = max(1, -(-sum_ctx_tokens // (batch * q))) * q
-        key = (id(group), batch, ctx)
+        key = ((group.service, group.configuration), batch, ctx)
         got = self._decode.get(key)
         if got is None:
             got = self.perf.decode_step_ms(self.shape(group), batch, ctx)

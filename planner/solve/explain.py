@@ -12,9 +12,31 @@ from planner.solve.problem import Problem, Solution, SolveOptions
 from planner.solve.strategies.choose import solve
 
 
+def power_structural(problem: Problem) -> list[Finding]:
+    """Power domains whose budget cannot host a single node of any of their pools (so those pools are lost)."""
+    out = []
+    for k in problem.power_budgets:
+        members = [p for p in problem.pools if p.power_domain == k.id and (p.max_nodes is None or p.max_nodes > 0)]
+        plate_limit = k.oversubscription_ratio * k.budget_watts
+        idle_limit = k.expected_share * k.budget_watts
+        if not members or any(p.nameplate_watts_per_node <= plate_limit and p.node_idle_watts <= idle_limit
+                              for p in members):
+            continue
+        smallest = min(members, key=lambda p: p.nameplate_watts_per_node)
+        out.append(Finding(
+            kind="infeasible", constraint=f"power_nameplate[{k.id}]", value=smallest.nameplate_watts_per_node,
+            message=(f"power domain {k.id}: its {k.budget_watts:g} W budget cannot host one node of any of its "
+                     f"pools ({', '.join(p.id for p in members)}): the smallest, {smallest.id}, has "
+                     f"{smallest.nameplate_watts_per_node:.0f} W of nameplate against {plate_limit:.0f} W allowed "
+                     f"({k.oversubscription_ratio:g}× the budget)")))
+    return out
+
+
 def structural_findings(problem: Problem) -> list[Finding]:
-    """Rows no plan can meet whatever the pools hold: uncovered buckets first, then each service's floors."""
-    out = [f for d in problem.demands for f in (*cover.structural(problem, d), *handoff.structural(problem, d))]
+    """Rows no plan can meet whatever the pools hold: power domains that host nothing, uncovered buckets and
+    hand-offs, then each service's floors."""
+    out = power_structural(problem)
+    out += [f for d in problem.demands for f in (*cover.structural(problem, d), *handoff.structural(problem, d))]
     for d in problem.demands:
         out += [*min_replicas.structural(problem, d), *spread.structural(problem, d)]
     return out
@@ -51,20 +73,31 @@ def explain_infeasible(problem: Problem, options: SolveOptions | None = None, *,
     return findings
 
 
-def marginal_values(problem: Problem, solution: Solution, options: SolveOptions | None = None) -> list[Finding]:
-    """Binding pools and power budgets, each with what one more node or kilowatt would save per hour."""
+def marginal_values(problem: Problem, solution: Solution, options: SolveOptions | None = None, *,
+                    deadline: Deadline | None = None) -> list[Finding]:
+    """Binding pools and power budgets, each with what one more node or kilowatt would save per hour.
+
+    Each loosened problem is solved from the plan (which still fits it) in an even share of what is left of
+    ``deadline`` (default: options.time_limit_s from now); a probe without time left says so."""
     opts = options or SolveOptions()
     if solution.objective is None:
         return []
+    until = deadline or Deadline.after(opts.time_limit_s)
     base = solution.objective
+    probes = [probe for family in FAMILIES for probe in (family.probes(problem, solution) if family.probes else [])]
     out: list[Finding] = []
-    for family in FAMILIES:
-        for probe in family.probes(problem, solution) if family.probes is not None else []:
-            out.append(probe.binding)
-            alt = solve(probe.relaxed, opts)
-            if alt.objective is not None:
-                saving = max(0.0, base - alt.objective)
-                words = f"saves ${saving:.2f}/h" if saving >= 0.005 else "would not lower the cost"
-                out.append(Finding(kind="marginal", constraint=probe.constraint, message=f"{probe.unit} {words}",
-                                   value=saving))
+    for k, probe in enumerate(probes):
+        out.append(probe.binding)
+        if until.remaining() <= 0:
+            out.append(Finding(kind="note", constraint=probe.constraint,
+                               message=f"{probe.unit}: not valued (no time left)"))
+            continue
+        alt = solve(probe.relaxed, opts, deadline=until.share(1.0 / (len(probes) - k)), start=solution)
+        if alt.objective is not None:
+            saving = max(0.0, base - alt.objective)
+            words = f"saves ${saving:.2f}/h" if saving >= 0.005 else "would not lower the cost"
+            if alt.relative_gap is None or alt.relative_gap > opts.relative_gap + 1e-12:
+                words += " (found in its time share, not proven)"
+            out.append(Finding(kind="marginal", constraint=probe.constraint, message=f"{probe.unit} {words}",
+                               value=saving))
     return out

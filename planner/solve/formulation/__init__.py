@@ -28,6 +28,8 @@ Variables (names as in the code)
   e[s,b,g]  ≥ 0            share of bucket b's KV caches leaving zone g (cross-zone services only)  (handoff)
   u[s,r]    ∈ {0,1}        role class r of s carries traffic (spread_s > 1, ≥ 2 classes)       (zone_roles)
   y[s,ℓ]    ∈ {0,1}        s runs configuration ℓ (only when s has more labels than K_s)       (simplicity)
+  w[p], v[p] ≥ 0           devices of p paid by reservation (w ≤ R_p) and by the commitment (tiered fleets) (tiers)
+  y[ℓ,c,b]  ∈ [0,1]        share of bucket b on c after the spot loss ℓ (services that must survive ℓ)  (tiers)
 
 Constraints (family module in brackets)
   cover_prefill[s,b]:  Σ_{c∈U_s} x[c,b] + Σ_{c∈Pf_s} x[c,b] = 1           ∀ s, b ∈ B_s^+          [cover]
@@ -58,16 +60,27 @@ Constraints (family module in brackets)
                        is integer its mixed-integer rounding is valid too and cuts fractional replicas off
                        (a service needing 1.3 replicas' work of its best column pays for two). See work_cuts.
                                                                                                    [work]
+  tier_use[p]:         w[p] + v[p] ≤ U_p   (U_p: p's devices; D_p N[p] when node-billed)          [tiers]
+  commitment:          Σ_p r_p v[p] ≤ C        (v[p]: devices the commitment C pays, r_p $ each per hour)
+  spot_share[s]:       devices of s on spot pools ≤ σ_s × all devices of s                    (σ_s < 1)
+  spot_cover[ℓ,b,φ], spot_capacity[ℓ,c]: cover and capacity rows again, with their own shares, on the
+                       columns of s outside the spot pools L of each loss ℓ = (s, L) it must survive
 
 Objective (USD per hour)                                                                       [objective]
   min Σ_{p device-billed} π_p (Σ_{c: p_c=p} d_c n[c] + Σ_{c: q_c=p} m_c n[c]) + Σ_{p node-billed} π_p D_p N[p]
       + χ (Σ_{c: current_c=0} n[c] + Σ_{c: current_c>0} δ[c] + Σ_{current keys without a column} current)
       + Σ_{s,b,g} κ_{s,b} e[s,b,g]      (κ: $/h of bucket b's KV bytes crossing zones, Demand.handoff_usd_per_hour)
+      − Σ_p π_p (w[p] + v[p])        (reserved and committed devices are paid already: planner.solve.tiers)
 
 Elastic mode (explanations): min_replicas[s], spread[s] and configurations[s] get a slack variable, a node
 limit leaves N[p]'s bound for the row pool_nodes[p]: N[p] − slack ≤ M_p, and each power row gets a slack in kW
-(−1000·slack on its left side); every slack costs 1000 × the dearest node per unit, so it is used only where
-nothing else fits.
+(−1000·slack on its left side), and each spot_cover row a slack; every slack costs 1000 × the dearest node per
+unit, so it is used only where nothing else fits.
+
+Horizon (``planner.solve.horizon``): one copy of this model per period t, its objective weighted by the period's
+hours, linked by the transition family (``transition``: up[c,t], dn[c,t] ≥ |n[c,t] − n[c,t−1]| paid for
+start-up and drain, one move per service per dwell window, hysteresis on shrinking, pools holding old and new
+replicas while they swap). It is not in ``FAMILIES``: its rows link periods, and ``horizon_violations`` checks them.
 
 The pool row counts devices, not packing: a replica's placement on whole nodes is the placer's job. A
 decode+offload column's watts are booked to its compute pool's power domain.

@@ -14,6 +14,7 @@ from planner.solve.formulation import (
     power,
     simplicity,
     spread,
+    tiers,
     work,
     zone_roles,
 )
@@ -23,7 +24,7 @@ from planner.solve.problem import Problem, Solution
 # Every constraint family, in the order build adds them.
 FAMILIES: tuple[Family, ...] = (objective.FAMILY, churn.FAMILY, capacity.FAMILY, cover.FAMILY, handoff.FAMILY,
                                 buckets.FAMILY, min_replicas.FAMILY, spread.FAMILY, zone_roles.FAMILY,
-                                simplicity.FAMILY, work.FAMILY, pool.FAMILY, power.FAMILY)
+                                simplicity.FAMILY, work.FAMILY, pool.FAMILY, power.FAMILY, tiers.FAMILY)
 
 
 def build(problem: Problem, elastic: bool = False, link: bool = True, bucket_rows: bool = False,
@@ -32,7 +33,8 @@ def build(problem: Problem, elastic: bool = False, link: bool = True, bucket_row
 
     Per column: n[c] (objective), δ[c] and its rows (churn), x[c,·] with capacity[c] and link[c,·] (capacity);
     per demand and bucket: cover rows, hand-off rows, then bucket rows; per demand: min_replicas, spread,
-    zone roles, then simplicity; then the work rows, the pool rows with N[p], and the power rows.
+    zone roles, then simplicity; then the work rows, the pool rows with N[p], the power rows, and the tier rows
+    (credits, spot shares, spot losses).
     """
     f = Built(problem, elastic=elastic, link=link, bucket_rows=bucket_rows, work_rows=work_rows)
     for c in f.columns:
@@ -57,6 +59,7 @@ def build(problem: Problem, elastic: bool = False, link: bool = True, bucket_row
     work.add_work_rows(f)
     pool.add_pools(f)
     power.add_power(f)
+    tiers.add_tiers(f)
     return f
 
 

@@ -75,6 +75,7 @@ def add_handoff(f: Built, d: Demand, b: int) -> None:
     for g in sorted(set(pre) | set(dec)):
         p, q = pre.get(g, []), dec.get(g, [])
         ev = f.m.var(0.0, INF, price, False)
+        f.crossing[(d.service, b, g)] = ev
         f.m.row(f"handoff_cross[{key},{g}]", [ev, *(x for x, _ in p), *(x for x, _ in q)],
                 [1.0] + [-1.0] * len(p) + [1.0] * len(q), 0.0, INF)
 

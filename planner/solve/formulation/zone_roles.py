@@ -35,10 +35,11 @@ def add_zone_roles(f: Built, d: Demand) -> None:
     classes = [r for r in ROLE_CLASSES if any(role_class(c) == r for c in cols)]
     if len(classes) < 2:
         return
-    zones = sorted({g for (s, g) in f.zone_flags if s == d.service})
+    zones = sorted({g for (s, g) in f.zones if s == d.service})
     for r in classes:
         members = [c for c in cols if role_class(c) == r]
         uv = f.m.var(0.0, 1.0, 0.0, True)
+        f.role_flags[(d.service, r)] = uv
         for b, rate in enumerate(d.bucket_rates_rps):
             xs = [xv for c in members for bb, xv in zip(f.shares[c.key][0].tolist(), f.shares[c.key][1], strict=True)
                   if bb == b]
@@ -46,7 +47,7 @@ def add_zone_roles(f: Built, d: Demand) -> None:
                 f.m.row(f"role_used[{d.service},{r},{b}]", [uv, *xs], [1.0] + [-1.0] * len(xs), 0.0, INF)
         for g in zones:
             ns = [f.n[c.key] for c in members if f.pools[c.pool].zone == g]
-            f.m.row(f"zone_role[{d.service},{r},{g}]", [*ns, f.zone_flags[(d.service, g)], uv],
+            f.m.row(f"zone_role[{d.service},{r},{g}]", [*ns, f.zones[(d.service, g)], uv],
                     [1.0] * len(ns) + [-1.0, -1.0], -1.0, INF)
 
 
@@ -60,9 +61,10 @@ def violations(problem: Problem, solution: Solution) -> list[str]:
         if d.spread_zones <= 1:
             continue
         cols = [c for c in problem.columns if c.service == d.service]
-        used = {role_class(c) for c in cols if any(v > 1e-9 for (k, _), v in shares.items() if k == c.key)}
-        if len(used) < 2:
+        if len({role_class(c) for c in cols}) < 2:  # the rows exist only then (add_zone_roles)
             continue
+        busy = {k for (k, _), v in shares.items() if v > 1e-9}
+        used = {role_class(c) for c in cols if c.key in busy}
         present: dict[str, set[str]] = {}
         for c in cols:
             if solution.replicas.get(c.key, 0) > 0:

@@ -223,7 +223,7 @@ def test_verify_command_prints_json_and_exit_code(tmp_path: Path, capsys: pytest
     fleet_path = tmp_path / "fleet.yaml"
     fleet_path.write_text(yaml.safe_dump(f.model_dump(mode="json", by_alias=True, exclude_defaults=True)))
     plan_path = tmp_path / "plan.json"
-    plan_path.write_text(plan((Role.UNIFIED, 2)).model_dump_json())
+    plan_path.write_text(plan((Role.UNIFIED, 2)).model_copy(update={"fleet": f.name}).model_dump_json())
     code = verify_command(plan_path, fleet_path, "poisson", 1.0, "json", duration_s=120)
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert code == 0 and out["verified"] and out["services"][0]["service"] == "chat"

@@ -57,7 +57,7 @@ def test_a_solved_plan_breaks_no_family() -> None:
     assert violations(problem, sol) == []
     assert [f.name for f in FAMILIES] == ["objective", "churn", "capacity", "cover", "handoff", "buckets",
                                           "min_replicas", "spread", "zone_roles", "simplicity", "work", "pool",
-                                          "power"]
+                                          "power", "tiers"]
 
 
 def test_cover_catches_a_bucket_not_shared_out() -> None:
