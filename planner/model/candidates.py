@@ -3,9 +3,10 @@ one of its length buckets within its SLO, each with its capacity per bucket, pri
 columns.
 
 A fleet repeats itself: services share models, SLOs and length buckets, and a shape's step times do not
-depend on the SLO or the role. So one pass over the fleet computes each capacity table once per (shape, role,
-bucket lengths, SLO) and each step-time table once per (shape, lengths) (``_StepTimes``), and shares prices,
-watts and labels between the services that run the same configuration.
+depend on the SLO or the role. So one pass over the fleet first lists every configuration, then computes each
+capacity table once per (shape, role, bucket lengths, SLO), the SLOs that share a shape, role, lengths and
+percentile together (``capacity_tables``), and each step-time table once per (shape, lengths)
+(``_StepTimes``), and shares prices, watts and labels between the services that run the same configuration.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import numpy as np
 
 from planner.catalog import Catalog
 from planner.clock import Deadline
-from planner.model.capacity import Capacity, capacity_table, replica_power_watts
+from planner.model.capacity import Capacity, capacity_table, capacity_tables, replica_power_watts
 from planner.model.configurations import CandidateStats, ServiceConfiguration, column_key, fleet_configurations
 from planner.model.memory import MemoryFit
 from planner.model.perf import PerfModel, ReplicaShape
@@ -148,18 +149,35 @@ class _Pass:
         self.configs: dict[tuple[Any, ...], _Config] = {}
         self.prices: dict[str, float] = {}
 
-    def table(self, option: ServiceConfiguration, lengths: tuple[tuple[int, int], ...],
-              buckets: Sequence[LengthBucket]) -> _Table:
-        """The configuration's capacity table for its service's lengths and SLO (once per shape, role, lengths
-        and SLO)."""
+    @staticmethod
+    def key(option: ServiceConfiguration, lengths: tuple[tuple[int, int], ...]) -> tuple[Any, ...]:
+        """What a capacity table depends on: shape, role, bucket lengths, then the SLO's percentile and targets."""
         slo = option.service.slo
-        key = (shape_key(option.shape), option.configuration.role, lengths, slo.ttft_ms, slo.tpot_ms, slo.percentile)
-        found = self.tables.get(key)
-        if found is None:
-            caps = configuration_capacities(self.perf, option, buckets)
-            rps = tuple(c.rps for c in caps)
-            found = self.tables[key] = _Table(caps, rps, any(r > 0 for r in rps))
-        return found
+        return (shape_key(option.shape), option.configuration.role, lengths, slo.percentile, slo.ttft_ms,
+                slo.tpot_ms)
+
+    def fill(self, options: Sequence[ServiceConfiguration], lengths: Mapping[str, tuple[tuple[int, int], ...]],
+             buckets: Mapping[str, Sequence[LengthBucket]], deadline: Deadline | None) -> None:
+        """Every capacity table the options need, the SLOs that share a shape, role, lengths and percentile
+        computed together (``capacity_tables``). Raises CandidatesLate when ``deadline`` passes first."""
+        groups: dict[tuple[Any, ...], dict[tuple[Any, ...], ServiceConfiguration]] = {}
+        for option in options:
+            key = self.key(option, lengths[option.service.id])
+            if key not in self.tables:
+                groups.setdefault(key[:4], {}).setdefault(key, option)
+        done = 0
+        for members in groups.values():
+            if deadline is not None and deadline.expired():
+                raise CandidatesLate(f"candidate generation stopped at the deadline after {done} of "
+                                     f"{len(options)} configurations")
+            first = next(iter(members.values()))
+            slos = [o.service.slo for o in members.values()]
+            tables = capacity_tables(self.perf, first.shape, first.configuration.role,
+                                     buckets[first.service.id], slos)
+            for key, caps in zip(members, tables, strict=True):
+                rps = tuple(c.rps for c in caps)
+                self.tables[key] = _Table(tuple(caps), rps, any(r > 0 for r in rps))
+            done += len(members)
 
     def price(self, pool: Pool) -> float:
         if pool.id not in self.prices:
@@ -203,11 +221,14 @@ def generate_candidates(fleet: FleetSpec, catalog: Catalog, perf: PerfModel,
     out: list[Candidate] = []
     run = _Pass(catalog, perf)
     lengths = {s: tuple((b.input_tokens, b.output_tokens) for b in bs) for s, bs in buckets.items()}
+    options = []
     for i, option in enumerate(fleet_configurations(fleet, catalog, run.perf, stats)):
         if deadline is not None and i % _CHECK_EVERY == 0 and deadline.expired():
             raise CandidatesLate(f"candidate generation stopped at the deadline after {i} configurations")
-        sid = option.service.id
-        table = run.table(option, lengths[sid], buckets[sid])
+        options.append(option)
+    run.fill(options, lengths, buckets, deadline)
+    for option in options:
+        table = run.tables[run.key(option, lengths[option.service.id])]
         if not table.serves:
             stats.drop(DROP_NO_BUCKET)
             continue

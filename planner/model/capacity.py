@@ -24,17 +24,17 @@ conservative for short prompts); the M/D/1 slack is capped at 12 prefill times, 
 still precise (conservative beyond); decode with PP runs one batch through the stages (no micro-batches).
 
 Pure functions of values; :func:`capacity_table` evaluates all buckets of one configuration at once
-(vectorised; results memoised per (model, shape, role, buckets, SLO)).
+(vectorised; results memoised per (model, shape, role, buckets, SLO)); :func:`capacity_tables` does so for
+several SLOs at once, rows SLO by SLO, sharing what does not depend on the SLO's targets.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Hashable, Sequence
-from dataclasses import dataclass
 from functools import lru_cache
 from statistics import NormalDist
-from typing import cast
+from typing import NamedTuple, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -53,9 +53,9 @@ MD1_SERIES_MAX = 30.0  # md1_wait_cdf evaluates at most this many service times 
 MD1_MAX_SLACK = 12.0  # the alternating exact series loses precision beyond ~12 service times: cap (conservative)
 
 
-@dataclass(frozen=True)
-class Capacity:
-    """Largest sustainable request rate of one replica for one bucket, and what limits it."""
+class Capacity(NamedTuple):
+    """Largest sustainable request rate of one replica for one bucket, and what limits it (a named tuple: a
+    fleet's candidates hold hundreds of thousands of them)."""
 
     rps: float
     limited_by: str
@@ -127,7 +127,7 @@ def md1_max_load_array(slack_over_service: FloatArray, percentile: float) -> Flo
     table = _md1_load_table(int(round(percentile * 1000)))
     x = np.asarray(slack_over_service, dtype=float)
     idx = np.searchsorted(_SLACK_GRID, np.minimum(x, MD1_MAX_SLACK), side="right") - 1
-    return np.asarray(np.where(x < 0, 0.0, table[np.clip(idx, 0, len(table) - 1)]), dtype=float)
+    return np.asarray(np.where(x < 0, 0.0, table[np.minimum(np.maximum(idx, 0), len(table) - 1)]), dtype=float)
 
 
 def md1_max_load(slack_over_service: float, percentile: float) -> float:
@@ -168,26 +168,28 @@ _BATCH_GRID = np.unique(np.round(np.geomspace(1, MAX_BATCH, 72))).astype(float)
 
 def _interp_rows(grid: FloatArray, table: FloatArray, b: FloatArray) -> FloatArray:
     """Row-wise linear interpolation of ``table[i, :]`` (over ``grid``) at ``b[i]``."""
-    idx = np.clip(np.searchsorted(grid, b) - 1, 0, len(grid) - 2)
+    idx = np.minimum(np.maximum(np.searchsorted(grid, b) - 1, 0), len(grid) - 2)
     x0, x1 = grid[idx], grid[idx + 1]
     rows = np.arange(len(b))
     y0, y1 = table[rows, idx], table[rows, idx + 1]
-    w = np.clip((b - x0) / (x1 - x0), 0.0, None)
+    w = np.maximum((b - x0) / (x1 - x0), 0.0)
     return np.asarray(y0 + w * (y1 - y0), dtype=float)
 
 
-def _largest_batch(grid: FloatArray, times: FloatArray, limit_ms: float, z: float) -> FloatArray:
-    """Largest mean batch per row whose percentile batch ``B + z√B`` has a step time within ``limit_ms``."""
+def _largest_batch(grid: FloatArray, times: FloatArray, limit_ms: float | FloatArray, z: float) -> FloatArray:
+    """Largest mean batch per row whose percentile batch ``B + z√B`` has a step time within ``limit_ms`` (one
+    limit, or one per row)."""
     n = len(grid)
-    ok = times <= limit_ms
+    ok = times <= (limit_ms[:, None] if isinstance(limit_ms, np.ndarray) else limit_ms)
     # Step time rises with the batch: the feasible points are a prefix of each row.
     count = np.where(ok.all(axis=1), n, np.where(ok.any(axis=1), (~ok).argmax(axis=1), 0))
-    j = np.clip(count - 1, 0, n - 1)
-    jn = np.clip(count, 0, n - 1)
+    # (np.minimum/np.maximum rather than np.clip: the same values without its per-call cost.)
+    j = np.minimum(np.maximum(count - 1, 0), n - 1)
+    jn = np.minimum(np.maximum(count, 0), n - 1)
     rows = np.arange(times.shape[0])
     t0, t1 = times[rows, j], times[rows, jn]
     frac = np.where((count < n) & (t1 > t0), (limit_ms - t0) / np.where(t1 > t0, t1 - t0, 1.0), 0.0)
-    bp = grid[j] + (grid[jn] - grid[j]) * np.clip(frac, 0.0, 1.0)
+    bp = grid[j] + (grid[jn] - grid[j]) * np.minimum(np.maximum(frac, 0.0), 1.0)
     return np.where(count > 0, _mean_from_percentile_batch(bp, z), 0.0)
 
 
@@ -205,33 +207,43 @@ def _pct_batch(mean: FloatArray | float, z: float) -> FloatArray:
 # ---------------------------------------------------------------------------------------------- roles
 
 
+def _split(caps: list[Capacity], n: int) -> list[list[Capacity]]:
+    """Rows ordered SLO by SLO, ``n`` buckets each, as one list per SLO."""
+    return [caps[i:i + n] for i in range(0, len(caps), n)]
+
+
 def _prefill_caps(perf: PerfModel, shape: ReplicaShape, buckets: Sequence[LengthBucket],
-                  slo: SLO) -> list[Capacity]:
+                  slos: Sequence[SLO]) -> list[list[Capacity]]:
     prompt = np.array([b.input_tokens for b in buckets], dtype=float)
-    d = _prefill_ms(perf, shape, prompt)
+    d = np.tile(_prefill_ms(perf, shape, prompt), len(slos))  # rows: SLO by SLO, bucket by bucket
+    ttft = np.repeat(np.array([s.ttft_ms for s in slos], dtype=float), len(buckets))
     svc = d / shape.pp  # a pipeline takes a new prompt every stage time
-    load = md1_max_load_array((slo.ttft_ms - d) / svc, slo.percentile)
-    rps = np.where(d < slo.ttft_ms, load / svc * 1000.0, 0.0)
-    return [Capacity(float(rps[i]), "ttft" if d[i] < slo.ttft_ms else "prefill alone exceeds the TTFT SLO",
-                     1, float(d[i]), 0.0) for i in range(len(buckets))]
+    load = md1_max_load_array((ttft - d) / svc, slos[0].percentile)
+    rps = np.where(d < ttft, load / svc * 1000.0, 0.0)
+    return _split([Capacity(r, "ttft" if ok else "prefill alone exceeds the TTFT SLO", 1, di, 0.0)
+                   for r, ok, di in zip(rps.tolist(), (d < ttft).tolist(), d.tolist(), strict=True)], len(buckets))
 
 
-def _decode_caps(perf: PerfModel, shape: ReplicaShape, buckets: Sequence[LengthBucket], slo: SLO,
-                 with_transfer: bool) -> list[Capacity]:
+def _decode_caps(perf: PerfModel, shape: ReplicaShape, buckets: Sequence[LengthBucket], slos: Sequence[SLO],
+                 with_transfer: bool) -> list[list[Capacity]]:
     m = shape.model
-    z = _z(slo.percentile)
-    s_in = np.array([b.input_tokens for b in buckets], dtype=float)
-    s_out = np.array([b.output_tokens for b in buckets], dtype=float)
-    ctx = s_in + s_out / 2  # mean context over a request's decode
+    z = _z(slos[0].percentile)
+    k = len(slos)
+    s_in1 = np.array([b.input_tokens for b in buckets], dtype=float)
+    s_out1 = np.array([b.output_tokens for b in buckets], dtype=float)
+    ctx = s_in1 + s_out1 / 2  # mean context over a request's decode
     kv_tokens = float(perf.memory(shape).kv_capacity_tokens)
-    times = _decode_ms(perf, shape, _BATCH_GRID, ctx)
-    b_tpot = _largest_batch(_BATCH_GRID, times, slo.tpot_ms, z)
+    # Rows: SLO by SLO, bucket by bucket (the step times are the same for every SLO).
+    times = np.tile(_decode_ms(perf, shape, _BATCH_GRID, ctx), (k, 1))
+    s_in, s_out = np.tile(s_in1, k), np.tile(s_out1, k)
+    tpot_ms = np.repeat(np.array([s.tpot_ms for s in slos], dtype=float), len(buckets))
+    b_tpot = _largest_batch(_BATCH_GRID, times, tpot_ms, z)
     b_kv = _mean_from_percentile_batch(kv_tokens / (s_in + s_out), z)
     batch = np.minimum(b_tpot, b_kv)
     limited = np.where(b_kv < b_tpot, "kv-capacity", "tpot")
     t_step = _interp_rows(_BATCH_GRID, times, np.maximum(batch, 1.0))
     rps = np.where(batch > 0, batch / (s_out * t_step / 1000.0), 0.0)
-    kv_gbps = np.zeros(len(buckets))
+    kv_gbps = np.zeros(len(rps))
     if with_transfer:
         nic_gbps = shape.devices * shape.device.nic_gbitps * NET_EFFICIENCY
         bits_per_request = s_in * m.kv_bytes_per_token * 8 / 1e9
@@ -249,25 +261,23 @@ def _decode_caps(perf: PerfModel, shape: ReplicaShape, buckets: Sequence[LengthB
         scale = np.where(over, link_gbytes / np.maximum(need, 1e-12), 1.0)
         limited = np.where(over, "offload-link", limited)
         rps = rps * scale
-    caps = []
-    for i in range(len(buckets)):
-        if batch[i] <= 0 or t_step[i] > slo.tpot_ms:
-            caps.append(Capacity(0.0, "decode step alone exceeds the TPOT SLO" if kv_tokens > 0
-                                 else "no KV capacity", 0, 0.0, float(times[i, 0])))
-            continue
-        caps.append(Capacity(float(rps[i]), str(limited[i]), float(batch[i]), 0.0, float(t_step[i]),
-                             float(kv_gbps[i])))
-    return caps
+    empty = "decode step alone exceeds the TPOT SLO" if kv_tokens > 0 else "no KV capacity"
+    return _split([Capacity(0.0, empty, 0, 0.0, t0) if b <= 0 or t > lim else Capacity(r, why, b, 0.0, t, kv)
+                   for r, why, b, t, kv, t0, lim in zip(rps.tolist(), limited.tolist(), batch.tolist(),
+                                                        t_step.tolist(), kv_gbps.tolist(), times[:, 0].tolist(),
+                                                        tpot_ms.tolist(), strict=True)], len(buckets))
 
 
 _UNIFIED_GRID = np.geomspace(0.02, MAX_BATCH, 96)  # ≤ 3% from a 400-point grid, median 0.05%
 
 
 def _unified_caps(perf: PerfModel, shape: ReplicaShape, buckets: Sequence[LengthBucket],
-                  slo: SLO) -> list[Capacity]:
+                  slos: Sequence[SLO]) -> list[list[Capacity]]:
     """Parametrise by the mean decode batch B: Little's law with prefill stalls gives the rate explicitly,
-    ``λ = B / (s_out·T(B) + B·D)``, so every constraint is checked on a grid of B at once."""
-    z = _z(slo.percentile)
+    ``λ = B / (s_out·T(B) + B·D)``, so every constraint is checked on a grid of B at once (and for every SLO
+    at once: rows are SLO by SLO, bucket by bucket; only the margins depend on the SLO's targets)."""
+    z = _z(slos[0].percentile)
+    k, nb = len(slos), len(buckets)
     s_in = np.array([b.input_tokens for b in buckets], dtype=float)[:, None]
     s_out = np.array([b.output_tokens for b in buckets], dtype=float)[:, None]
     d = _prefill_ms(perf, shape, s_in[:, 0])[:, None]
@@ -282,12 +292,15 @@ def _unified_caps(perf: PerfModel, shape: ReplicaShape, buckets: Sequence[Length
     rho = lam * d / 1000.0
     t_eff = t_mean / np.maximum(1 - rho, 1e-9)
     interrupts = lam * s_out * t_eff / 1000.0
-    tpot = t_pct + poisson_quantile(interrupts, slo.percentile) * d / s_out
+    tpot = t_pct + poisson_quantile(interrupts, slos[0].percentile) * d / s_out
     ttft = d + t_pct
-    slack = (slo.ttft_ms - ttft) / d
-    m_ttft = md1_max_load_array(slack, slo.percentile) - rho
-    m_tpot = (slo.tpot_ms - tpot) / slo.tpot_ms
     m_kv = (kv_tokens - b_pct * (s_in + s_out)) / max(kv_tokens, 1.0)
+    ttft_slo = np.repeat(np.array([s.ttft_ms for s in slos], dtype=float), nb)[:, None]
+    tpot_slo = np.repeat(np.array([s.tpot_ms for s in slos], dtype=float), nb)[:, None]
+    d, times, lam, rho, tpot, ttft, m_kv = (np.tile(a, (k, 1)) for a in (d, times, lam, rho, tpot, ttft, m_kv))
+    slack = (ttft_slo - ttft) / d
+    m_ttft = md1_max_load_array(slack, slos[0].percentile) - rho
+    m_tpot = (tpot_slo - tpot) / tpot_slo
     margins = np.stack([m_ttft, m_tpot, m_kv])
     margin = margins.min(axis=0)
     # λ(B) rises with B and the margins fall: take the last point before the first infeasible one and
@@ -296,31 +309,28 @@ def _unified_caps(perf: PerfModel, shape: ReplicaShape, buckets: Sequence[Length
     infeasible = margin < 0
     first_bad = np.where(infeasible.any(axis=1), infeasible.argmax(axis=1), n)
     j = first_bad - 1
-    rows = np.arange(len(buckets))
-    jc = np.clip(j, 0, n - 1)
-    jn = np.clip(j + 1, 0, n - 1)
+    rows = np.arange(k * nb)
+    jc = np.minimum(np.maximum(j, 0), n - 1)
+    jn = np.minimum(np.maximum(j + 1, 0), n - 1)
     m0, m1 = margin[rows, jc], margin[rows, jn]
     w = np.where((j + 1 < n) & (m0 > m1), m0 / np.where(m0 > m1, m0 - m1, 1.0), 0.0)
     lam_star = lam[rows, jc] + w * (lam[rows, jn] - lam[rows, jc])
     b_star = grid[jc] + w * (grid[jn] - grid[jc])
     names = ("ttft", "tpot", "kv-capacity")
-    caps = []
-    for i in range(len(buckets)):
-        if j[i] < 0:
-            why = names[int(margins[:, i, 0].argmin())]
-            caps.append(Capacity(0.0, why, 0, float(d[i, 0]), float(times[i, 0])))
-            continue
-        why = names[int(margins[:, i, jn[i]].argmin())] if j[i] + 1 < n else "max-batch"
-        caps.append(Capacity(float(lam_star[i]), why, float(b_star[i]), float(ttft[i, jc[i]]),
-                             float(tpot[i, jc[i]])))
-    return caps
+    first = margins[:, :, 0].argmin(axis=0).tolist()  # what binds at the smallest batch, and past the last point
+    after = margins[:, rows, jn].argmin(axis=0).tolist()
+    return _split([Capacity(0.0, names[f], 0, d0, t0) if jj < 0
+                   else Capacity(lam_i, names[a] if jj + 1 < n else "max-batch", b_i, ttft_i, tpot_i)
+                   for jj, f, a, d0, t0, lam_i, b_i, ttft_i, tpot_i in zip(
+                       j.tolist(), first, after, d[:, 0].tolist(), times[:, 0].tolist(), lam_star.tolist(),
+                       b_star.tolist(), ttft[rows, jc].tolist(), tpot[rows, jc].tolist(), strict=True)], nb)
 
 
 def _interp_grid(times: FloatArray, b: FloatArray) -> FloatArray:
     """Step times (rows: buckets, over ``_BATCH_GRID``) at the batches ``b`` (same for every row)."""
-    idx = np.clip(np.searchsorted(_BATCH_GRID, b) - 1, 0, len(_BATCH_GRID) - 2)
+    idx = np.minimum(np.maximum(np.searchsorted(_BATCH_GRID, b) - 1, 0), len(_BATCH_GRID) - 2)
     x0, x1 = _BATCH_GRID[idx], _BATCH_GRID[idx + 1]
-    w = np.clip((b - x0) / (x1 - x0), 0.0, None)
+    w = np.maximum((b - x0) / (x1 - x0), 0.0)
     return np.asarray(times[:, idx] + w * (times[:, idx + 1] - times[:, idx]), dtype=float)
 
 
@@ -334,33 +344,44 @@ def capacity_table(perf: PerfModel, shape: ReplicaShape, role: Role, buckets: Se
         key = cast(Hashable, perf)
         return list(_capacity_table_cached(key, shape, role, tuple(buckets), slo))
     except TypeError:  # an unhashable performance model: compute without the memo
-        return _capacity_table(perf, shape, role, buckets, slo)
+        return capacity_tables(perf, shape, role, buckets, [slo])[0]
 
 
 @lru_cache(maxsize=200_000)
 def _capacity_table_cached(perf: Hashable, shape: ReplicaShape, role: Role, buckets: tuple[LengthBucket, ...],
                            slo: SLO) -> tuple[Capacity, ...]:
     assert isinstance(perf, PerfModel)
-    return tuple(_capacity_table(perf, shape, role, buckets, slo))
+    return tuple(capacity_tables(perf, shape, role, buckets, [slo])[0])
 
 
-def _capacity_table(perf: PerfModel, shape: ReplicaShape, role: Role, buckets: Sequence[LengthBucket],
-                    slo: SLO) -> list[Capacity]:
+def capacity_tables(perf: PerfModel, shape: ReplicaShape, role: Role, buckets: Sequence[LengthBucket],
+                    slos: Sequence[SLO]) -> list[list[Capacity]]:
+    """``capacity_table`` for several SLOs at once (one list per SLO, in order; not memoised): what does not
+    depend on the SLO's targets is computed once per percentile."""
     check_shape(shape)
     if not buckets:
-        return []
+        return [[] for _ in slos]
     spec = ROLES[role]
     if spec.memory_devices and not shape.offload:
         raise ValueError(f"memory_devices: the {role.value} role needs memory devices")
     if not spec.memory_devices and shape.offload:
         raise ValueError(f"memory_devices: role {role.value} does not use memory devices")
     if not perf.memory(shape).fits:
-        return [Capacity(0.0, "memory: " + perf.memory(shape).reason, 0, 0.0, 0.0) for _ in buckets]
-    if not spec.decode:
-        return _prefill_caps(perf, shape, buckets, slo)
-    if not spec.prefill:  # a decode replica receives each request's KV cache over its NICs
-        return _decode_caps(perf, shape, buckets, slo, with_transfer=True)
-    return _unified_caps(perf, shape, buckets, slo)
+        return [[Capacity(0.0, "memory: " + perf.memory(shape).reason, 0, 0.0, 0.0) for _ in buckets]
+                for _ in slos]
+    out: list[list[Capacity]] = [[] for _ in slos]
+    for pct in dict.fromkeys(s.percentile for s in slos):
+        at = [i for i, s in enumerate(slos) if s.percentile == pct]
+        group = [slos[i] for i in at]
+        if not spec.decode:
+            tables = _prefill_caps(perf, shape, buckets, group)
+        elif not spec.prefill:  # a decode replica receives each request's KV cache over its NICs
+            tables = _decode_caps(perf, shape, buckets, group, with_transfer=True)
+        else:
+            tables = _unified_caps(perf, shape, buckets, group)
+        for i, table in zip(at, tables, strict=True):
+            out[i] = table
+    return out
 
 
 def replica_capacity(perf: PerfModel, shape: ReplicaShape, role: Role, bucket: LengthBucket,
