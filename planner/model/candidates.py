@@ -4,8 +4,8 @@ columns.
 
 A fleet repeats itself: services share models, SLOs and length buckets, and a shape's step times do not
 depend on the SLO or the role. So one pass over the fleet first lists every configuration, then computes each
-capacity table once per (shape, role, bucket lengths, SLO), the SLOs that share a shape, role, lengths and
-percentile together (``capacity_tables``), and each step-time table once per (shape, lengths)
+capacity table once per (shape, role, bucket lengths, SLO), the shapes and SLOs that share a model, role,
+lengths and percentile together (``shapes_capacity_tables``), and each step-time table once per (shape, lengths)
 (``_StepTimes``), and shares prices, watts and labels between the services that run the same configuration.
 """
 
@@ -19,12 +19,12 @@ import numpy as np
 
 from planner.catalog import Catalog
 from planner.clock import Deadline
-from planner.model.capacity import Capacity, capacity_table, capacity_tables, replica_power_watts
+from planner.model.capacity import Capacity, TableRef, capacity_table, replica_power_watts, shapes_capacity_tables
 from planner.model.configurations import CandidateStats, ServiceConfiguration, column_key, fleet_configurations
 from planner.model.memory import MemoryFit
 from planner.model.perf import PerfModel, ReplicaShape
 from planner.model.roofline import RooflinePerfModel
-from planner.schema import Configuration, FleetSpec, LengthBucket, Pool, Service
+from planner.schema import SLO, Configuration, FleetSpec, LengthBucket, Pool, Service
 from planner.solve import Column
 
 __all__ = ["DROP_NO_BUCKET", "Candidate", "CandidateStats", "CandidatesLate", "column_key",
@@ -33,6 +33,8 @@ __all__ = ["DROP_NO_BUCKET", "Candidate", "CandidateStats", "CandidatesLate", "c
 DROP_NO_BUCKET = "meets the SLO for no bucket"
 # Candidate generation looks at the deadline once per this many configurations.
 _CHECK_EVERY = 200
+# Capacity tables computed together: at most about this many (shape, SLO, bucket) rows at a time.
+_ROWS_PER_BATCH = 4096
 
 
 class CandidatesLate(Exception):
@@ -48,8 +50,13 @@ class Candidate:
     pool: Pool
     memory_pool: Pool | None
     configuration: Configuration
-    capacities: tuple[Capacity, ...]
+    table: _Table
     usd_per_hour: float  # one replica, compute and memory devices
+
+    @property
+    def capacities(self) -> tuple[Capacity, ...]:
+        """Capacity of one replica per bucket of its service, within its SLO."""
+        return self.table.capacities()
 
 
 def configuration_capacities(perf: PerfModel, option: ServiceConfiguration,
@@ -120,11 +127,16 @@ def _frozen(values: Any) -> Any:
 
 @dataclass(frozen=True)
 class _Table:
-    """A capacity table with what its columns take from it: the rates, and whether it serves any bucket."""
+    """A capacity table with what its columns take from it: the rates, and whether it serves any bucket; its
+    Capacity rows are built when asked."""
 
-    caps: tuple[Capacity, ...]
+    ref: TableRef
     rps: tuple[float, ...]
     serves: bool
+
+    def capacities(self) -> tuple[Capacity, ...]:
+        """The table's Capacity per bucket."""
+        return tuple(self.ref.capacities())
 
 
 @dataclass(frozen=True)
@@ -158,26 +170,45 @@ class _Pass:
 
     def fill(self, options: Sequence[ServiceConfiguration], lengths: Mapping[str, tuple[tuple[int, int], ...]],
              buckets: Mapping[str, Sequence[LengthBucket]], deadline: Deadline | None) -> None:
-        """Every capacity table the options need, the SLOs that share a shape, role, lengths and percentile
-        computed together (``capacity_tables``). Raises CandidatesLate when ``deadline`` passes first."""
-        groups: dict[tuple[Any, ...], dict[tuple[Any, ...], ServiceConfiguration]] = {}
+        """Every capacity table the options need: the tables of one model, role, bucket lengths and SLO
+        percentile, every shape and SLO of them, computed together (``shapes_capacity_tables``), at most
+        ``_ROWS_PER_BATCH`` rows at a time. Raises CandidatesLate when ``deadline`` passes first."""
+        # (model, role, lengths, percentile) → shape → (an option of that shape, its keys, their SLOs)
+        groups: dict[tuple[Any, ...], dict[tuple[Any, ...], tuple[ServiceConfiguration, dict[tuple[Any, ...], SLO]]]]
+        groups = {}
         for option in options:
             key = self.key(option, lengths[option.service.id])
             if key not in self.tables:
-                groups.setdefault(key[:4], {}).setdefault(key, option)
+                shapes = groups.setdefault((key[0][0], *key[1:4]), {})
+                shapes.setdefault(key[0], (option, {}))[1].setdefault(key, option.service.slo)
         done = 0
-        for members in groups.values():
-            if deadline is not None and deadline.expired():
-                raise CandidatesLate(f"candidate generation stopped at the deadline after {done} of "
-                                     f"{len(options)} configurations")
-            first = next(iter(members.values()))
-            slos = [o.service.slo for o in members.values()]
-            tables = capacity_tables(self.perf, first.shape, first.configuration.role,
-                                     buckets[first.service.id], slos)
-            for key, caps in zip(members, tables, strict=True):
-                rps = tuple(c.rps for c in caps)
-                self.tables[key] = _Table(tuple(caps), rps, any(r > 0 for r in rps))
-            done += len(members)
+        for shapes in groups.values():
+            batch: list[tuple[ServiceConfiguration, dict[tuple[Any, ...], SLO]]] = []
+            rows = 0
+            for entry in shapes.values():
+                batch.append(entry)
+                rows += len(entry[1]) * len(buckets[entry[0].service.id])
+                if rows >= _ROWS_PER_BATCH:
+                    done += self._compute(batch, buckets, deadline, done, len(options))
+                    batch, rows = [], 0
+            if batch:
+                done += self._compute(batch, buckets, deadline, done, len(options))
+
+    def _compute(self, batch: Sequence[tuple[ServiceConfiguration, dict[tuple[Any, ...], SLO]]],
+                 buckets: Mapping[str, Sequence[LengthBucket]], deadline: Deadline | None, done: int,
+                 total: int) -> int:
+        """The tables of one batch of shapes (same model, role, lengths and percentile); how many."""
+        if deadline is not None and deadline.expired():
+            raise CandidatesLate(f"candidate generation stopped at the deadline after {done} of {total} "
+                                 "capacity tables")
+        first = batch[0][0]
+        tables = shapes_capacity_tables(self.perf, first.configuration.role, buckets[first.service.id],
+                                        [(option.shape, list(slos.values())) for option, slos in batch])
+        for (_, slos), per_slo in zip(batch, tables, strict=True):
+            for key, ref in zip(slos, per_slo, strict=True):
+                rps = ref.rates()
+                self.tables[key] = _Table(ref, rps, any(r > 0 for r in rps))
+        return sum(len(slos) for _, slos in batch)
 
     def price(self, pool: Pool) -> float:
         if pool.id not in self.prices:
@@ -208,7 +239,7 @@ class _Pass:
                      memory_devices=cfg.memory_devices, capacity_rps=table.rps, idle_watts=shared.idle_watts,
                      active_watts=shared.active_watts, label=shared.label)
         return Candidate(column=col, service=option.service, pool=option.pool, memory_pool=mpool, configuration=cfg,
-                         capacities=table.caps, usd_per_hour=shared.usd_per_hour)
+                         table=table, usd_per_hour=shared.usd_per_hour)
 
 
 def generate_candidates(fleet: FleetSpec, catalog: Catalog, perf: PerfModel,

@@ -31,7 +31,8 @@ several SLOs at once, rows SLO by SLO, sharing what does not depend on the SLO's
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 from statistics import NormalDist
 from typing import NamedTuple, cast
@@ -207,37 +208,99 @@ def _pct_batch(mean: FloatArray | float, z: float) -> FloatArray:
 # ---------------------------------------------------------------------------------------------- roles
 
 
-def _split(caps: list[Capacity], n: int) -> list[list[Capacity]]:
-    """Rows ordered SLO by SLO, ``n`` buckets each, as one list per SLO."""
-    return [caps[i:i + n] for i in range(0, len(caps), n)]
+class RowTables:
+    """Capacity tables computed together: every row's rate in one array, a row's ``Capacity`` (what limits it)
+    built only when asked (a large fleet has millions of rows and looks at the chosen few)."""
+
+    def __init__(self, rps: FloatArray, build: Callable[[int, int], list[Capacity]]) -> None:
+        self.rps = rps
+        self._build = build
+
+    def rates(self, lo: int, hi: int) -> tuple[float, ...]:
+        """The rates of rows lo..hi (each the ``rps`` of that row's Capacity)."""
+        return tuple(self.rps[lo:hi].tolist())
+
+    def capacities(self, lo: int, hi: int) -> list[Capacity]:
+        """The Capacity of rows lo..hi."""
+        return self._build(lo, hi)
 
 
-def _prefill_caps(perf: PerfModel, shape: ReplicaShape, buckets: Sequence[LengthBucket],
-                  slos: Sequence[SLO]) -> list[list[Capacity]]:
-    prompt = np.array([b.input_tokens for b in buckets], dtype=float)
-    d = np.tile(_prefill_ms(perf, shape, prompt), len(slos))  # rows: SLO by SLO, bucket by bucket
-    ttft = np.repeat(np.array([s.ttft_ms for s in slos], dtype=float), len(buckets))
-    svc = d / shape.pp  # a pipeline takes a new prompt every stage time
-    load = md1_max_load_array((ttft - d) / svc, slos[0].percentile)
-    rps = np.where(d < ttft, load / svc * 1000.0, 0.0)
-    return _split([Capacity(r, "ttft" if ok else "prefill alone exceeds the TTFT SLO", 1, di, 0.0)
-                   for r, ok, di in zip(rps.tolist(), (d < ttft).tolist(), d.tolist(), strict=True)], len(buckets))
+@dataclass(frozen=True)
+class _Rows:
+    """Capacity tables computed together, one row per (shape, SLO, bucket): shape by shape, SLO by SLO, bucket
+    by bucket, with what each row's shape and SLO give it."""
+
+    s_in: FloatArray
+    s_out: FloatArray
+    ttft_slo: FloatArray
+    tpot_slo: FloatArray
+    prefill_ms: FloatArray  # one prompt alone (rows of decode-only tables: unused)
+    pp: FloatArray
+    kv_tokens: FloatArray
+    kv_bytes_per_token: FloatArray
+    nic_gbps: FloatArray  # the replica's NICs for inbound KV transfers
+    offload_bytes_per_token: FloatArray
+    link_gbytes: FloatArray  # compute-to-memory link of an offload shape, inf elsewhere
+    times: FloatArray  # decode step times over _BATCH_GRID (prefill-only tables: unused)
 
 
-def _decode_caps(perf: PerfModel, shape: ReplicaShape, buckets: Sequence[LengthBucket], slos: Sequence[SLO],
-                 with_transfer: bool) -> list[list[Capacity]]:
-    m = shape.model
-    z = _z(slos[0].percentile)
-    k = len(slos)
+def _rows(perf: PerfModel, wanted: Sequence[tuple[ReplicaShape, Sequence[SLO]]], buckets: Sequence[LengthBucket],
+          prefill: bool, decode: bool) -> _Rows:
+    """The rows of several shapes' tables for their SLOs (each shape's step times computed once)."""
     s_in1 = np.array([b.input_tokens for b in buckets], dtype=float)
     s_out1 = np.array([b.output_tokens for b in buckets], dtype=float)
-    ctx = s_in1 + s_out1 / 2  # mean context over a request's decode
-    kv_tokens = float(perf.memory(shape).kv_capacity_tokens)
-    # Rows: SLO by SLO, bucket by bucket (the step times are the same for every SLO).
-    times = np.tile(_decode_ms(perf, shape, _BATCH_GRID, ctx), (k, 1))
-    s_in, s_out = np.tile(s_in1, k), np.tile(s_out1, k)
-    tpot_ms = np.repeat(np.array([s.tpot_ms for s in slos], dtype=float), len(buckets))
-    b_tpot = _largest_batch(_BATCH_GRID, times, tpot_ms, z)
+    nb = len(buckets)
+    ks = np.array([len(slos) for _, slos in wanted])
+    per_table = np.repeat(np.arange(len(wanted)), ks)  # each (shape, SLO) table's shape
+    per_row = np.repeat(per_table, nb)  # each row's shape
+
+    def scalar(values: Sequence[float]) -> FloatArray:
+        return np.asarray(np.array(values, dtype=float)[per_row], dtype=float)
+
+    def links(shape: ReplicaShape) -> float:
+        if not shape.offload:
+            return math.inf
+        assert shape.memory_device is not None
+        return min(shape.devices * shape.device.nic_gbitps,
+                   shape.memory_devices * shape.memory_device.nic_gbitps) / 8 * NET_EFFICIENCY
+
+    shapes = [shape for shape, _ in wanted]
+    slos = [x for _, group in wanted for x in group]
+    grid = len(_BATCH_GRID)
+    d = (np.stack([_prefill_ms(perf, sh, s_in1) for sh in shapes])[per_table].reshape(-1) if prefill
+         else np.zeros(len(per_row)))
+    times = (np.stack([_decode_ms(perf, sh, _BATCH_GRID, s_in1 + s_out1 / 2) for sh in shapes])[per_table]
+             .reshape(-1, grid) if decode else np.zeros((len(per_row), grid)))
+    return _Rows(
+        s_in=np.tile(s_in1, len(per_table)), s_out=np.tile(s_out1, len(per_table)),
+        ttft_slo=np.repeat(np.array([x.ttft_ms for x in slos], dtype=float), nb),
+        tpot_slo=np.repeat(np.array([x.tpot_ms for x in slos], dtype=float), nb),
+        prefill_ms=d, pp=scalar([float(sh.pp) for sh in shapes]),
+        kv_tokens=scalar([float(perf.memory(sh).kv_capacity_tokens) for sh in shapes]),
+        kv_bytes_per_token=scalar([float(sh.model.kv_bytes_per_token) for sh in shapes]),
+        nic_gbps=scalar([sh.devices * sh.device.nic_gbitps * NET_EFFICIENCY for sh in shapes]),
+        offload_bytes_per_token=scalar([offload_bytes_per_token(sh.model) for sh in shapes]),
+        link_gbytes=scalar([links(sh) for sh in shapes]), times=times)
+
+
+def _prefill_caps(r: _Rows, percentile: float) -> RowTables:
+    d, ttft = r.prefill_ms, r.ttft_slo
+    svc = d / r.pp  # a pipeline takes a new prompt every stage time
+    load = md1_max_load_array((ttft - d) / svc, percentile)
+    rps = np.where(d < ttft, load / svc * 1000.0, 0.0)
+    ok = d < ttft
+
+    def build(lo: int, hi: int) -> list[Capacity]:
+        return [Capacity(x, "ttft" if fine else "prefill alone exceeds the TTFT SLO", 1, di, 0.0)
+                for x, fine, di in zip(rps[lo:hi].tolist(), ok[lo:hi].tolist(), d[lo:hi].tolist(), strict=True)]
+
+    return RowTables(rps, build)
+
+
+def _decode_caps(r: _Rows, percentile: float, with_transfer: bool) -> RowTables:
+    z = _z(percentile)
+    s_in, s_out, times, kv_tokens = r.s_in, r.s_out, r.times, r.kv_tokens
+    b_tpot = _largest_batch(_BATCH_GRID, times, r.tpot_slo, z)
     b_kv = _mean_from_percentile_batch(kv_tokens / (s_in + s_out), z)
     batch = np.minimum(b_tpot, b_kv)
     limited = np.where(b_kv < b_tpot, "kv-capacity", "tpot")
@@ -245,62 +308,56 @@ def _decode_caps(perf: PerfModel, shape: ReplicaShape, buckets: Sequence[LengthB
     rps = np.where(batch > 0, batch / (s_out * t_step / 1000.0), 0.0)
     kv_gbps = np.zeros(len(rps))
     if with_transfer:
-        nic_gbps = shape.devices * shape.device.nic_gbitps * NET_EFFICIENCY
-        bits_per_request = s_in * m.kv_bytes_per_token * 8 / 1e9
-        cap_nic = nic_gbps / bits_per_request
+        bits_per_request = s_in * r.kv_bytes_per_token * 8 / 1e9
+        cap_nic = r.nic_gbps / bits_per_request
         limited = np.where(cap_nic < rps, "kv-transfer", limited)
         rps = np.minimum(rps, cap_nic)
         kv_gbps = rps * bits_per_request
-    if shape.offload:
-        # Lamina link check: per-step traffic over the share α of the step it may use.
-        assert shape.memory_device is not None
-        link_gbytes = min(shape.devices * shape.device.nic_gbitps,
-                          shape.memory_devices * shape.memory_device.nic_gbitps) / 8 * NET_EFFICIENCY
-        need = offload_bytes_per_token(m) * _pct_batch(batch, z) / (OFFLOAD_ALPHA * t_step / 1000.0) / 1e9
-        over = need > link_gbytes
-        scale = np.where(over, link_gbytes / np.maximum(need, 1e-12), 1.0)
+    if np.isfinite(r.link_gbytes).any():
+        # Lamina link check (offload shapes): per-step traffic over the share α of the step it may use.
+        need = r.offload_bytes_per_token * _pct_batch(batch, z) / (OFFLOAD_ALPHA * t_step / 1000.0) / 1e9
+        over = need > r.link_gbytes
+        scale = np.where(over, r.link_gbytes / np.maximum(need, 1e-12), 1.0)
         limited = np.where(over, "offload-link", limited)
         rps = rps * scale
-    empty = "decode step alone exceeds the TPOT SLO" if kv_tokens > 0 else "no KV capacity"
-    return _split([Capacity(0.0, empty, 0, 0.0, t0) if b <= 0 or t > lim else Capacity(r, why, b, 0.0, t, kv)
-                   for r, why, b, t, kv, t0, lim in zip(rps.tolist(), limited.tolist(), batch.tolist(),
-                                                        t_step.tolist(), kv_gbps.tolist(), times[:, 0].tolist(),
-                                                        tpot_ms.tolist(), strict=True)], len(buckets))
+    t0s, lims = times[:, 0].copy(), r.tpot_slo
+
+    def build(lo: int, hi: int) -> list[Capacity]:
+        return [Capacity(0.0, "decode step alone exceeds the TPOT SLO" if kv > 0 else "no KV capacity", 0, 0.0, t0)
+                if b <= 0 or t > lim else Capacity(x, why, b, 0.0, t, g)
+                for x, why, b, t, g, t0, lim, kv in zip(
+                    rps[lo:hi].tolist(), limited[lo:hi].tolist(), batch[lo:hi].tolist(), t_step[lo:hi].tolist(),
+                    kv_gbps[lo:hi].tolist(), t0s[lo:hi].tolist(), lims[lo:hi].tolist(), kv_tokens[lo:hi].tolist(),
+                    strict=True)]
+
+    return RowTables(np.where((batch <= 0) | (t_step > lims), 0.0, rps), build)
 
 
 _UNIFIED_GRID = np.geomspace(0.02, MAX_BATCH, 96)  # ≤ 3% from a 400-point grid, median 0.05%
 
 
-def _unified_caps(perf: PerfModel, shape: ReplicaShape, buckets: Sequence[LengthBucket],
-                  slos: Sequence[SLO]) -> list[list[Capacity]]:
+def _unified_caps(r: _Rows, percentile: float) -> RowTables:
     """Parametrise by the mean decode batch B: Little's law with prefill stalls gives the rate explicitly,
-    ``λ = B / (s_out·T(B) + B·D)``, so every constraint is checked on a grid of B at once (and for every SLO
-    at once: rows are SLO by SLO, bucket by bucket; only the margins depend on the SLO's targets)."""
-    z = _z(slos[0].percentile)
-    k, nb = len(slos), len(buckets)
-    s_in = np.array([b.input_tokens for b in buckets], dtype=float)[:, None]
-    s_out = np.array([b.output_tokens for b in buckets], dtype=float)[:, None]
-    d = _prefill_ms(perf, shape, s_in[:, 0])[:, None]
+    ``λ = B / (s_out·T(B) + B·D)``, so every constraint is checked on a grid of B at once (every row at once)."""
+    z = _z(percentile)
+    s_in, s_out, times = r.s_in[:, None], r.s_out[:, None], r.times
+    d = r.prefill_ms[:, None]
+    kv_tokens = r.kv_tokens[:, None]
     grid = _UNIFIED_GRID
     step_grid = np.maximum(grid, 1.0)
-    times = _decode_ms(perf, shape, _BATCH_GRID, (s_in + s_out / 2)[:, 0])
     t_mean = _interp_grid(times, step_grid)
     b_pct = _pct_batch(grid, z)[None, :]
     t_pct = _interp_grid(times, np.maximum(b_pct[0], 1.0))
-    kv_tokens = float(perf.memory(shape).kv_capacity_tokens)
     lam = grid[None, :] * 1000.0 / (s_out * t_mean + grid[None, :] * d)  # req/s
     rho = lam * d / 1000.0
     t_eff = t_mean / np.maximum(1 - rho, 1e-9)
     interrupts = lam * s_out * t_eff / 1000.0
-    tpot = t_pct + poisson_quantile(interrupts, slos[0].percentile) * d / s_out
+    tpot = t_pct + poisson_quantile(interrupts, percentile) * d / s_out
     ttft = d + t_pct
-    m_kv = (kv_tokens - b_pct * (s_in + s_out)) / max(kv_tokens, 1.0)
-    ttft_slo = np.repeat(np.array([s.ttft_ms for s in slos], dtype=float), nb)[:, None]
-    tpot_slo = np.repeat(np.array([s.tpot_ms for s in slos], dtype=float), nb)[:, None]
-    d, times, lam, rho, tpot, ttft, m_kv = (np.tile(a, (k, 1)) for a in (d, times, lam, rho, tpot, ttft, m_kv))
-    slack = (ttft_slo - ttft) / d
-    m_ttft = md1_max_load_array(slack, slos[0].percentile) - rho
-    m_tpot = (tpot_slo - tpot) / tpot_slo
+    slack = (r.ttft_slo[:, None] - ttft) / d
+    m_ttft = md1_max_load_array(slack, percentile) - rho
+    m_tpot = (r.tpot_slo[:, None] - tpot) / r.tpot_slo[:, None]
+    m_kv = (kv_tokens - b_pct * (s_in + s_out)) / np.maximum(kv_tokens, 1.0)
     margins = np.stack([m_ttft, m_tpot, m_kv])
     margin = margins.min(axis=0)
     # λ(B) rises with B and the margins fall: take the last point before the first infeasible one and
@@ -309,7 +366,7 @@ def _unified_caps(perf: PerfModel, shape: ReplicaShape, buckets: Sequence[Length
     infeasible = margin < 0
     first_bad = np.where(infeasible.any(axis=1), infeasible.argmax(axis=1), n)
     j = first_bad - 1
-    rows = np.arange(k * nb)
+    rows = np.arange(len(j))
     jc = np.minimum(np.maximum(j, 0), n - 1)
     jn = np.minimum(np.maximum(j + 1, 0), n - 1)
     m0, m1 = margin[rows, jc], margin[rows, jn]
@@ -317,13 +374,19 @@ def _unified_caps(perf: PerfModel, shape: ReplicaShape, buckets: Sequence[Length
     lam_star = lam[rows, jc] + w * (lam[rows, jn] - lam[rows, jc])
     b_star = grid[jc] + w * (grid[jn] - grid[jc])
     names = ("ttft", "tpot", "kv-capacity")
-    first = margins[:, :, 0].argmin(axis=0).tolist()  # what binds at the smallest batch, and past the last point
-    after = margins[:, rows, jn].argmin(axis=0).tolist()
-    return _split([Capacity(0.0, names[f], 0, d0, t0) if jj < 0
-                   else Capacity(lam_i, names[a] if jj + 1 < n else "max-batch", b_i, ttft_i, tpot_i)
-                   for jj, f, a, d0, t0, lam_i, b_i, ttft_i, tpot_i in zip(
-                       j.tolist(), first, after, d[:, 0].tolist(), times[:, 0].tolist(), lam_star.tolist(),
-                       b_star.tolist(), ttft[rows, jc].tolist(), tpot[rows, jc].tolist(), strict=True)], nb)
+    first = margins[:, :, 0].argmin(axis=0)  # what binds at the smallest batch, and past the last point
+    after = margins[:, rows, jn].argmin(axis=0)
+    d0s, t0s, ttft_j, tpot_j = d[:, 0], times[:, 0].copy(), ttft[rows, jc], tpot[rows, jc]
+
+    def build(lo: int, hi: int) -> list[Capacity]:
+        return [Capacity(0.0, names[f], 0, d0, t0) if jj < 0
+                else Capacity(lam_i, names[a] if jj + 1 < n else "max-batch", b_i, ttft_i, tpot_i)
+                for jj, f, a, d0, t0, lam_i, b_i, ttft_i, tpot_i in zip(
+                    j[lo:hi].tolist(), first[lo:hi].tolist(), after[lo:hi].tolist(), d0s[lo:hi].tolist(),
+                    t0s[lo:hi].tolist(), lam_star[lo:hi].tolist(), b_star[lo:hi].tolist(), ttft_j[lo:hi].tolist(),
+                    tpot_j[lo:hi].tolist(), strict=True)]
+
+    return RowTables(np.where(j < 0, 0.0, lam_star), build)
 
 
 def _interp_grid(times: FloatArray, b: FloatArray) -> FloatArray:
@@ -356,31 +419,70 @@ def _capacity_table_cached(perf: Hashable, shape: ReplicaShape, role: Role, buck
 
 def capacity_tables(perf: PerfModel, shape: ReplicaShape, role: Role, buckets: Sequence[LengthBucket],
                     slos: Sequence[SLO]) -> list[list[Capacity]]:
-    """``capacity_table`` for several SLOs at once (one list per SLO, in order; not memoised): what does not
-    depend on the SLO's targets is computed once per percentile."""
-    check_shape(shape)
-    if not buckets:
-        return [[] for _ in slos]
+    """``capacity_table`` for several SLOs at once (one list per SLO, in order; not memoised)."""
+    return [t.capacities() for t in shapes_capacity_tables(perf, role, buckets, [(shape, slos)])[0]]
+
+
+@dataclass(frozen=True)
+class TableRef:
+    """One capacity table inside rows computed together."""
+
+    rows: RowTables
+    lo: int
+    hi: int
+
+    def rates(self) -> tuple[float, ...]:
+        """Its rate per bucket."""
+        return self.rows.rates(self.lo, self.hi)
+
+    def capacities(self) -> list[Capacity]:
+        """Its Capacity per bucket."""
+        return self.rows.capacities(self.lo, self.hi)
+
+
+def shapes_capacity_tables(perf: PerfModel, role: Role, buckets: Sequence[LengthBucket],
+                           wanted: Sequence[tuple[ReplicaShape, Sequence[SLO]]]) -> list[list[TableRef]]:
+    """``capacity_table`` of several shapes, each for several SLOs (per shape, one table per SLO, in order; not
+    memoised): all of them in one pass of array arithmetic per SLO percentile."""
     spec = ROLES[role]
-    if spec.memory_devices and not shape.offload:
-        raise ValueError(f"memory_devices: the {role.value} role needs memory devices")
-    if not spec.memory_devices and shape.offload:
-        raise ValueError(f"memory_devices: role {role.value} does not use memory devices")
-    if not perf.memory(shape).fits:
-        return [[Capacity(0.0, "memory: " + perf.memory(shape).reason, 0, 0.0, 0.0) for _ in buckets]
-                for _ in slos]
-    out: list[list[Capacity]] = [[] for _ in slos]
-    for pct in dict.fromkeys(s.percentile for s in slos):
-        at = [i for i, s in enumerate(slos) if s.percentile == pct]
-        group = [slos[i] for i in at]
+    nb = len(buckets)
+    none = RowTables(np.zeros(0), lambda lo, hi: [])
+    out: list[list[TableRef]] = [[TableRef(none, 0, 0) for _ in slos] for _, slos in wanted]
+    if not buckets:
+        return out
+    live: list[tuple[int, int, ReplicaShape, SLO]] = []  # (shape's index, SLO's index, shape, SLO)
+    for i, (shape, slos) in enumerate(wanted):
+        check_shape(shape)
+        if spec.memory_devices and not shape.offload:
+            raise ValueError(f"memory_devices: the {role.value} role needs memory devices")
+        if not spec.memory_devices and shape.offload:
+            raise ValueError(f"memory_devices: role {role.value} does not use memory devices")
+        fit = perf.memory(shape)
+        if not fit.fits:
+            why = "memory: " + fit.reason
+            unfit = RowTables(np.zeros(nb), lambda lo, hi, why=why: [  # type: ignore[misc]
+                Capacity(0.0, why, 0, 0.0, 0.0) for _ in range(hi - lo)])
+            out[i] = [TableRef(unfit, 0, nb) for _ in slos]
+            continue
+        live.extend((i, j, shape, slo) for j, slo in enumerate(slos))
+    for pct in dict.fromkeys(x[3].percentile for x in live):
+        by_shape: dict[int, list[tuple[int, int, ReplicaShape, SLO]]] = {}
+        for x in live:
+            if x[3].percentile == pct:
+                by_shape.setdefault(x[0], []).append(x)
+        group = list(by_shape.values())
+        rows = _rows(perf, [(g[0][2], [x[3] for x in g]) for g in group], buckets, spec.prefill, spec.decode)
         if not spec.decode:
-            tables = _prefill_caps(perf, shape, buckets, group)
+            tables = _prefill_caps(rows, pct)
         elif not spec.prefill:  # a decode replica receives each request's KV cache over its NICs
-            tables = _decode_caps(perf, shape, buckets, group, with_transfer=True)
+            tables = _decode_caps(rows, pct, with_transfer=True)
         else:
-            tables = _unified_caps(perf, shape, buckets, group)
-        for i, table in zip(at, tables, strict=True):
-            out[i] = table
+            tables = _unified_caps(rows, pct)
+        at = 0
+        for g in group:
+            for i, j, _, _ in g:
+                out[i][j] = TableRef(tables, at, at + nb)
+                at += nb
     return out
 
 
