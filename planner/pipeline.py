@@ -4,8 +4,9 @@
 its options into the :class:`planner.ports.Planner` that what-if and N-1 planning call in their loops.
 
 One deadline, ``planner.time_limit_s`` from the start of candidate generation, covers the whole command: the
-candidates, the solve (which always has the greedy plan to hand back), and then, in the time the solve left or
-at least ``EXTRAS_SHARE`` of it, the marginal values and the baselines, each of which stops at its share.
+candidates (pricing stops at ``PRICING_SHARE`` of it where what is priced serves every bucket), the solve
+(which always has the greedy plan to hand back), and then, in the time the solve left or at least
+``EXTRAS_SHARE`` of it, the marginal values and the baselines, each of which stops at its share.
 """
 
 from __future__ import annotations
@@ -21,7 +22,14 @@ from typing import cast
 from planner.catalog import Catalog, fleet_catalog
 from planner.clock import Deadline
 from planner.io.profiles import fleet_perf_model
-from planner.model.candidates import Candidate, CandidatesLate, CandidateStats, column_key, generate_candidates
+from planner.model.candidates import (
+    DROP_UNPRICED,
+    Candidate,
+    CandidatesLate,
+    CandidateStats,
+    column_key,
+    generate_candidates,
+)
 from planner.model.perf import PerfModel
 from planner.ports import Planner
 from planner.roles import SERVING_ROLES
@@ -58,6 +66,9 @@ _SERVING = SERVING_ROLES
 # With baselines or marginal values asked for, the solve leaves them at least this share of the time after the
 # candidates (they get whatever it leaves), the marginal values first and at most half of it.
 EXTRAS_SHARE = 0.2
+# Pricing the candidates may take this share of the time limit; then the configurations not priced yet are left
+# out where the priced ones serve every bucket (unified replicas are priced first), so the solve has time left.
+PRICING_SHARE = 0.6
 
 
 class InfeasibleFleet(Exception):
@@ -97,14 +108,15 @@ def service_buckets(fleet: FleetSpec, base_dir: Path | None = None) -> dict[str,
 
 def build_inputs(fleet: FleetSpec, *, catalog: Catalog | None = None, perf: PerfModel | None = None,
                  current: Plan | None = None, base_dir: Path | None = None,
-                 deadline: Deadline | None = None) -> PlanInputs:
+                 deadline: Deadline | None = None, price_by: Deadline | None = None) -> PlanInputs:
     """Candidates, pools, demands and budgets of a fleet as a MILP problem (dominated columns pruned).
 
-    Raises CandidatesLate when ``deadline`` passes before the candidates are computed."""
+    Raises CandidatesLate when ``deadline`` passes before the candidates are computed; configurations not
+    priced by ``price_by`` are left out where the others serve every bucket (``generate_candidates``)."""
     cat = catalog or fleet_catalog(fleet)
     model = perf or fleet_perf_model(fleet)
     buckets = service_buckets(fleet, base_dir)
-    cands, stats = generate_candidates(fleet, cat, model, buckets, deadline)
+    cands, stats = generate_candidates(fleet, cat, model, buckets, deadline, price_by)
     pools = []
     for p in fleet.pools:
         dev = cat.device(p.device)
@@ -161,7 +173,8 @@ def plan_fleet(fleet: FleetSpec, *, current: Plan | None = None, catalog: Catalo
     cat = catalog or fleet_catalog(fleet)
     opts = _options(fleet, backend, record)
     try:
-        inputs = build_inputs(fleet, catalog=cat, perf=perf, current=current, base_dir=base_dir, deadline=until)
+        inputs = build_inputs(fleet, catalog=cat, perf=perf, current=current, base_dir=base_dir, deadline=until,
+                              price_by=until.share(PRICING_SHARE))
     except CandidatesLate as exc:
         raise InfeasibleFleet([Finding(kind="infeasible", constraint="time_limit",
                                        message=f"{exc}: no plan within {fleet.planner.time_limit_s:g} s; raise "
@@ -180,6 +193,12 @@ def plan_fleet(fleet: FleetSpec, *, current: Plan | None = None, catalog: Catalo
                                                f"({sol.status}); raise planner.time_limit_s")])
     quiet = replace(opts, progress=None)
     findings: list[Finding] = []
+    unpriced = inputs.stats.dropped.get(DROP_UNPRICED, 0)
+    if unpriced:
+        findings.append(Finding(
+            kind="note", constraint="time_limit", value=float(unpriced),
+            message=f"{unpriced} configurations were not priced within {PRICING_SHARE:.0%} of the time limit "
+                    "(unified replicas were, first): a plan with them may cost less; raise planner.time_limit_s"))
     if marginals:
         share = until.share(0.5) if baselines else until
         findings = marginal_values(inputs.problem, sol, quiet, deadline=share)

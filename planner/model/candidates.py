@@ -24,13 +24,14 @@ from planner.model.configurations import CandidateStats, ServiceConfiguration, c
 from planner.model.memory import MemoryFit
 from planner.model.perf import PerfModel, ReplicaShape
 from planner.model.roofline import RooflinePerfModel
-from planner.schema import SLO, Configuration, FleetSpec, LengthBucket, Pool, Service
+from planner.schema import SLO, Configuration, FleetSpec, LengthBucket, Pool, Role, Service
 from planner.solve import Column
 
-__all__ = ["DROP_NO_BUCKET", "Candidate", "CandidateStats", "CandidatesLate", "column_key",
+__all__ = ["DROP_NO_BUCKET", "DROP_UNPRICED", "Candidate", "CandidateStats", "CandidatesLate", "column_key",
            "configuration_capacities", "generate_candidates", "serves_some_bucket"]
 
 DROP_NO_BUCKET = "meets the SLO for no bucket"
+DROP_UNPRICED = "not priced by the deadline"
 # Candidate generation looks at the deadline once per this many configurations.
 _CHECK_EVERY = 200
 # Capacity tables computed together: at most about this many (shape, SLO, bucket) rows at a time.
@@ -169,10 +170,12 @@ class _Pass:
                 slo.tpot_ms)
 
     def fill(self, options: Sequence[ServiceConfiguration], lengths: Mapping[str, tuple[tuple[int, int], ...]],
-             buckets: Mapping[str, Sequence[LengthBucket]], deadline: Deadline | None) -> None:
+             buckets: Mapping[str, Sequence[LengthBucket]], deadline: Deadline | None,
+             price_by: Deadline | None = None) -> None:
         """Every capacity table the options need: the tables of one model, role, bucket lengths and SLO
         percentile, every shape and SLO of them, computed together (``shapes_capacity_tables``), at most
-        ``_ROWS_PER_BATCH`` rows at a time. Raises CandidatesLate when ``deadline`` passes first."""
+        ``_ROWS_PER_BATCH`` rows at a time, unified replicas first (they serve a service alone). Raises
+        CandidatesLate when ``deadline`` passes first; past ``price_by`` it leaves the other roles unpriced."""
         # (model, role, lengths, percentile) → shape → (an option of that shape, its keys, their SLOs)
         groups: dict[tuple[Any, ...], dict[tuple[Any, ...], tuple[ServiceConfiguration, dict[tuple[Any, ...], SLO]]]]
         groups = {}
@@ -182,16 +185,21 @@ class _Pass:
                 shapes = groups.setdefault((key[0][0], *key[1:4]), {})
                 shapes.setdefault(key[0], (option, {}))[1].setdefault(key, option.service.slo)
         done = 0
-        for shapes in groups.values():
+        for group, shapes in sorted(groups.items(), key=lambda g: g[0][1] != Role.UNIFIED):
+            cut = price_by if group[1] != Role.UNIFIED else None
             batch: list[tuple[ServiceConfiguration, dict[tuple[Any, ...], SLO]]] = []
             rows = 0
             for entry in shapes.values():
                 batch.append(entry)
                 rows += len(entry[1]) * len(buckets[entry[0].service.id])
                 if rows >= _ROWS_PER_BATCH:
+                    if cut is not None and cut.expired():
+                        return
                     done += self._compute(batch, buckets, deadline, done, len(options))
                     batch, rows = [], 0
             if batch:
+                if cut is not None and cut.expired():
+                    return
                 done += self._compute(batch, buckets, deadline, done, len(options))
 
     def _compute(self, batch: Sequence[tuple[ServiceConfiguration, dict[tuple[Any, ...], SLO]]],
@@ -243,11 +251,13 @@ class _Pass:
 
 
 def generate_candidates(fleet: FleetSpec, catalog: Catalog, perf: PerfModel,
-                        buckets: Mapping[str, Sequence[LengthBucket]],
-                        deadline: Deadline | None = None) -> tuple[list[Candidate], CandidateStats]:
+                        buckets: Mapping[str, Sequence[LengthBucket]], deadline: Deadline | None = None,
+                        price_by: Deadline | None = None) -> tuple[list[Candidate], CandidateStats]:
     """All feasible candidates of every service, with capacities per bucket from the performance model.
 
-    Raises CandidatesLate when ``deadline`` passes before they are all computed."""
+    Raises CandidatesLate when ``deadline`` passes before they are all computed. Unified configurations are
+    priced first; past ``price_by`` the others not priced yet are left out (counted as ``DROP_UNPRICED``) where
+    every bucket of every service is already served, else pricing goes on to ``deadline``."""
     stats = CandidateStats()
     out: list[Candidate] = []
     run = _Pass(catalog, perf)
@@ -257,12 +267,31 @@ def generate_candidates(fleet: FleetSpec, catalog: Catalog, perf: PerfModel,
         if deadline is not None and i % _CHECK_EVERY == 0 and deadline.expired():
             raise CandidatesLate(f"candidate generation stopped at the deadline after {i} configurations")
         options.append(option)
-    run.fill(options, lengths, buckets, deadline)
+    run.fill(options, lengths, buckets, deadline, price_by)
+    if any(run.key(o, lengths[o.service.id]) not in run.tables for o in options) and not _served(
+            options, run, lengths, buckets):
+        run.fill(options, lengths, buckets, deadline)  # not every bucket is served yet: price the rest
     for option in options:
-        table = run.tables[run.key(option, lengths[option.service.id])]
+        table = run.tables.get(run.key(option, lengths[option.service.id]))
+        if table is None:
+            stats.drop(DROP_UNPRICED)
+            continue
         if not table.serves:
             stats.drop(DROP_NO_BUCKET)
             continue
         out.append(run.candidate(option, table))
         stats.kept += 1
     return out, stats
+
+
+def _served(options: Sequence[ServiceConfiguration], run: _Pass, lengths: Mapping[str, tuple[tuple[int, int], ...]],
+            buckets: Mapping[str, Sequence[LengthBucket]]) -> bool:
+    """Whether the tables priced so far serve every bucket of every service (some configuration each)."""
+    keys: dict[str, set[tuple[Any, ...]]] = {sid: set() for sid in buckets}
+    for option in options:
+        keys[option.service.id].add(run.key(option, lengths[option.service.id]))
+    for sid, bs in buckets.items():
+        rates = [t.rps for k in keys[sid] for t in [run.tables.get(k)] if t is not None and t.serves]
+        if bs and (not rates or not bool((np.array(rates) > 0).any(axis=0).all())):
+            return False
+    return True

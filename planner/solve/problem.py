@@ -4,7 +4,7 @@ the plain arithmetic every stage shares (devices a plan uses, its $/h, its expec
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Literal
@@ -163,13 +163,20 @@ def empty_solution(status: Status, backend: str, seconds: float, variables: int,
 
 def uncovered_buckets(problem: Problem) -> list[tuple[str, int, str]]:
     """(service, bucket, phase) with positive rate that no column can serve within the SLO."""
-    return [(d.service, b, phase) for d in problem.demands for b, phase in demand_uncovered(problem, d)]
+    by_service: dict[str, list[Column]] = {d.service: [] for d in problem.demands}
+    for c in problem.columns:
+        if c.service in by_service:
+            by_service[c.service].append(c)
+    return [(d.service, b, phase) for d in problem.demands for b, phase in _uncovered(d, by_service[d.service])]
 
 
 def demand_uncovered(problem: Problem, d: Demand) -> list[tuple[int, str]]:
     """(bucket, phase) of one demand with positive rate that no column can serve within the SLO."""
+    return _uncovered(d, [c for c in problem.columns if c.service == d.service])
+
+
+def _uncovered(d: Demand, cols: Sequence[Column]) -> list[tuple[int, str]]:
     out = []
-    cols = [c for c in problem.columns if c.service == d.service]
     for b, rate in enumerate(d.bucket_rates_rps):
         if rate <= 0:
             continue
