@@ -68,7 +68,7 @@ _SERVING = SERVING_ROLES
 EXTRAS_SHARE = 0.2
 # Pricing the candidates may take this share of the time limit; then the configurations not priced yet are left
 # out where the priced ones serve every bucket (unified replicas are priced first), so the solve has time left.
-PRICING_SHARE = 0.6
+PRICING_SHARE = 0.4
 
 
 class InfeasibleFleet(Exception):
@@ -195,13 +195,17 @@ def plan_fleet(fleet: FleetSpec, *, current: Plan | None = None, catalog: Catalo
     findings: list[Finding] = []
     unpriced = inputs.stats.dropped.get(DROP_UNPRICED, 0)
     if unpriced:
+        # The solver's bound holds for the configurations it was given, not for the fleet: none is reported.
+        sol = replace(sol, best_bound=None, relative_gap=None, status="feasible",
+                      message=f"{sol.message}; {unpriced} configurations unpriced, so no bound for the fleet")
         findings.append(Finding(
             kind="note", constraint="time_limit", value=float(unpriced),
             message=f"{unpriced} configurations were not priced within {PRICING_SHARE:.0%} of the time limit "
-                    "(unified replicas were, first): a plan with them may cost less; raise planner.time_limit_s"))
+                    "(unified replicas were, first): a plan with them may cost less, and the plan has no proven "
+                    "gap; raise planner.time_limit_s"))
     if marginals:
         share = until.share(0.5) if baselines else until
-        findings = marginal_values(inputs.problem, sol, quiet, deadline=share)
+        findings += marginal_values(inputs.problem, sol, quiet, deadline=share)
     base = _baselines(inputs, quiet, until) if baselines else []
     return assemble_plan(fleet, inputs, sol, opts, cat, base, findings, current, created_at, record)
 
