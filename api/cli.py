@@ -13,7 +13,7 @@ token_app = typer.Typer(help="API tokens: create and revoke bearer tokens.", no_
 
 
 def serve(host: str = typer.Option("127.0.0.1", help="address to listen on"),
-          port: int = typer.Option(8080, help="TCP port"),
+          port: int = typer.Option(8080, min=1, max=65535, help="TCP port (1 to 65535)"),
           access_log: bool = typer.Option(True, help="log one line per request (method, path, status)")) -> None:
     """Start the REST API (settings from MEDLEY_* variables; SQLite in the user's data dir by default)."""
     import uvicorn

@@ -13,24 +13,32 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import cast
 
 from planner.catalog import Catalog, fleet_catalog
 from planner.clock import Deadline
-from planner.io.profiles import fleet_perf_model
+from planner.diagnose import preflight
+from planner.fingerprint import fleet_digest, fleet_snapshot
+from planner.io.profiles import fleet_calibration, fleet_perf_model
+from planner.model.calibration import Calibration
 from planner.model.candidates import (
     DROP_UNPRICED,
     Candidate,
     CandidatesLate,
     CandidateStats,
     column_key,
+    fleet_limits,
     generate_candidates,
 )
+from planner.model.handoff import INTER_ZONE_USD_PER_GB
 from planner.model.perf import PerfModel
+from planner.model.roofline import RooflinePerfModel
+from planner.plan_notes import group_notes, pipeline_finding, plan_findings
 from planner.ports import Planner
 from planner.roles import SERVING_ROLES
 from planner.schema import (
@@ -60,7 +68,9 @@ from planner.solve import (
     solve,
 )
 from planner.solve.baselines import Shape, TypePlan, homogeneous, single_type
+from planner.solve.formulation.handoff import cross_zone_usd_per_hour
 from planner.solve.progress import Progress
+from planner.tiers import TierError, with_billing, with_tiers
 
 _SERVING = SERVING_ROLES
 # With baselines or marginal values asked for, the solve leaves them at least this share of the time after the
@@ -81,13 +91,16 @@ class InfeasibleFleet(Exception):
 
 @dataclass(frozen=True)
 class PlanInputs:
-    """Everything the MILP needs, with the candidates that give its columns meaning."""
+    """Everything the MILP needs, with the candidates that give its columns meaning, and the performance
+    model and calibration they were sized with."""
 
     problem: Problem
     candidates: dict[str, Candidate]
     buckets: dict[str, list[LengthBucket]]
     stats: CandidateStats
     pruned: int
+    perf: PerfModel | None = None
+    calibration: Calibration | None = None
 
 
 def service_buckets(fleet: FleetSpec, base_dir: Path | None = None) -> dict[str, list[LengthBucket]]:
@@ -115,8 +128,9 @@ def build_inputs(fleet: FleetSpec, *, catalog: Catalog | None = None, perf: Perf
     priced by ``price_by`` are left out where the others serve every bucket (``generate_candidates``)."""
     cat = catalog or fleet_catalog(fleet)
     model = perf or fleet_perf_model(fleet)
+    cal = model.calibration if isinstance(model, RooflinePerfModel) else fleet_calibration(fleet)
     buckets = service_buckets(fleet, base_dir)
-    cands, stats = generate_candidates(fleet, cat, model, buckets, deadline, price_by)
+    cands, stats = generate_candidates(fleet, cat, model, buckets, fleet_limits(fleet, cal), deadline, price_by)
     pools = []
     for p in fleet.pools:
         dev = cat.device(p.device)
@@ -130,10 +144,16 @@ def build_inputs(fleet: FleetSpec, *, catalog: Catalog | None = None, perf: Perf
         bs = buckets[svc.id]
         rates = tuple(svc.traffic.rate_rps * b.share for b in bs)
         tokens = sum(r * (b.input_tokens + b.output_tokens) for r, b in zip(rates, bs, strict=True))
+        cross = svc.kv_handoff == "cross-zone"
+        kv_per_token = cat.model(svc.model).kv_bytes_per_token
+        # $/h if every hand-off of the bucket crossed zones: λ · KV GB per request · $/GB · 3600 s.
+        crossing = tuple(r * b.input_tokens * kv_per_token / 1e9 * INTER_ZONE_USD_PER_GB * 3600.0
+                         for r, b in zip(rates, bs, strict=True)) if cross else ()
         demands.append(Demand(service=svc.id, bucket_rates_rps=rates,
                               bucket_labels=tuple(f"{b.input_tokens}/{b.output_tokens}" for b in bs),
                               min_replicas=svc.min_replicas, spread_zones=svc.spread_zones,
-                              tokens_per_s=tokens))
+                              tokens_per_s=tokens, max_configurations=fleet.planner.max_configurations_per_service,
+                              cross_zone_handoff=cross, handoff_usd_per_hour=crossing))
     budgets = [PowerBudget(id=d.id, budget_watts=d.budget_watts,
                            oversubscription_ratio=d.oversubscription_ratio,
                            expected_share=d.thresholds.t1_share)
@@ -148,8 +168,12 @@ def build_inputs(fleet: FleetSpec, *, catalog: Catalog | None = None, perf: Perf
                       current_replicas=current_replicas,
                       churn_usd_per_replica_change=fleet.planner.churn_usd_per_replica_change)
     pruned_problem, pruned = prune_dominated(problem)
+    try:
+        pruned_problem = with_tiers(pruned_problem, fleet, cat)
+    except TierError as exc:
+        raise InfeasibleFleet([Finding(kind="infeasible", constraint="tiers", message=str(exc))]) from None
     return PlanInputs(problem=pruned_problem, candidates={c.column.key: c for c in cands}, buckets=buckets,
-                      stats=stats, pruned=pruned)
+                      stats=stats, pruned=pruned, perf=model, calibration=cal)
 
 
 def _options(fleet: FleetSpec, backend: str | None, progress: Progress | None = None) -> SolveOptions:
@@ -171,15 +195,19 @@ def plan_fleet(fleet: FleetSpec, *, current: Plan | None = None, catalog: Catalo
     until = deadline or Deadline.after(fleet.planner.time_limit_s)
     record = progress or Progress(until.clock)
     cat = catalog or fleet_catalog(fleet)
+    model = perf or fleet_perf_model(fleet)
     opts = _options(fleet, backend, record)
     try:
-        inputs = build_inputs(fleet, catalog=cat, perf=perf, current=current, base_dir=base_dir, deadline=until,
+        inputs = build_inputs(fleet, catalog=cat, perf=model, current=current, base_dir=base_dir, deadline=until,
                               price_by=until.share(PRICING_SHARE))
     except CandidatesLate as exc:
         raise InfeasibleFleet([Finding(kind="infeasible", constraint="time_limit",
                                        message=f"{exc}: no plan within {fleet.planner.time_limit_s:g} s; raise "
                                                "planner.time_limit_s")]) from exc
     record.mark("candidates")
+    blocked = preflight(fleet, cat, model, inputs.problem, inputs.buckets)
+    if blocked:
+        raise InfeasibleFleet(blocked)
     extras = baselines or marginals
     left = until.end - until.now()
     solve_until = Deadline(until.end - EXTRAS_SHARE * left, until.clock) if extras else until
@@ -188,11 +216,9 @@ def plan_fleet(fleet: FleetSpec, *, current: Plan | None = None, catalog: Catalo
         if sol.status == "infeasible":
             raise InfeasibleFleet(explain_infeasible(inputs.problem, replace(opts, progress=None),
                                                      deadline=until))
-        raise InfeasibleFleet([Finding(kind="infeasible", constraint="solver",
-                                       message=f"the solver found no plan within {opts.time_limit_s:g} s "
-                                               f"({sol.status}); raise planner.time_limit_s")])
+        raise InfeasibleFleet([Finding(kind="infeasible", constraint="solver", message=_no_solution(sol, opts))])
     quiet = replace(opts, progress=None)
-    findings: list[Finding] = []
+    inputs, sol, findings = _prefer_no_pipelines(inputs, sol, quiet, until.share(0.5))
     unpriced = inputs.stats.dropped.get(DROP_UNPRICED, 0)
     if unpriced:
         # The solver's bound holds for the configurations it was given, not for the fleet: none is reported.
@@ -207,7 +233,59 @@ def plan_fleet(fleet: FleetSpec, *, current: Plan | None = None, catalog: Catalo
         share = until.share(0.5) if baselines else until
         findings += marginal_values(inputs.problem, sol, quiet, deadline=share)
     base = _baselines(inputs, quiet, until) if baselines else []
-    return assemble_plan(fleet, inputs, sol, opts, cat, base, findings, current, created_at, record)
+    plan = assemble_plan(fleet, inputs, sol, opts, cat, base, findings, current, created_at, record)
+    return with_billing(plan, inputs.problem, sol.replicas, fleet, cat)
+
+
+def _no_solution(sol: Solution, opts: SolveOptions) -> str:
+    """Why the solver returned no plan: its time ran out, or it failed (with its own message)."""
+    if sol.status == "time_limit_no_solution":
+        return f"the solver found no plan within {opts.time_limit_s:g} s; raise planner.time_limit_s"
+    detail = f": {sol.message}" if sol.message else ""
+    return f"the solver stopped after {sol.solve_seconds:.1f} s without a plan ({sol.status}{detail})"
+
+
+def _solved_cost(sol: Solution) -> float | None:
+    """The plan's $/h when the solver found one, else None."""
+    if sol.status in ("optimal", "feasible") and sol.cost_usd_per_hour is not None:
+        return sol.cost_usd_per_hour
+    return None
+
+
+def _needless_pipelines(inputs: PlanInputs, keys: Collection[str]) -> set[str]:
+    """Pipeline columns among ``keys`` whose model has a candidate of the same device, TP and role without a
+    pipeline (it fits and meets the SLO without one)."""
+    flat = {(c.service.id, c.configuration.device, c.configuration.tp, c.configuration.role)
+            for c in inputs.candidates.values() if c.configuration.pp == 1}
+    out = set()
+    for k in keys:
+        c = inputs.candidates[k]
+        if c.configuration.pp > 1 and (c.service.id, c.configuration.device, c.configuration.tp,
+                                       c.configuration.role) in flat:
+            out.add(k)
+    return out
+
+
+def _prefer_no_pipelines(inputs: PlanInputs, sol: Solution, opts: SolveOptions,
+                         deadline: Deadline) -> tuple[PlanInputs, Solution, list[Finding]]:
+    """A pipeline where the model fits without one stays only when it is cheaper: the plan is solved again
+    without such pipelines and that plan is taken unless it costs more than the gap; otherwise a finding says
+    what the pipelines save."""
+    used = _needless_pipelines(inputs, [k for k, n in sol.replicas.items() if n > 0])
+    if not used:
+        return inputs, sol, []
+    drop = _needless_pipelines(inputs, [c.key for c in inputs.problem.columns])
+    flat = replace(inputs.problem, columns=tuple(c for c in inputs.problem.columns if c.key not in drop))
+    alt = solve(flat, opts, deadline=deadline)
+    cost, alt_cost = _solved_cost(sol), _solved_cost(alt)
+    if alt_cost is not None and cost is not None and alt_cost <= cost * (1 + opts.relative_gap) + 1e-9:
+        return replace(inputs, problem=flat), alt, []
+    saving = math.inf if alt_cost is None or cost is None else alt_cost - cost
+    out: list[Finding] = []
+    for k in sorted(used):
+        c = inputs.candidates[k]
+        out.append(pipeline_finding(c.service.id, c.configuration.label(), saving, cost or 0.0))
+    return inputs, sol, out
 
 
 def fleet_planner(*, catalog: Catalog | None = None, perf: PerfModel | None = None, backend: str | None = None,
@@ -293,11 +371,14 @@ def assemble_plan(fleet: FleetSpec, inputs: PlanInputs, sol: Solution, opts: Sol
                 share = ps if c.configuration.role is Role.PREFILL else ds
                 busy += rates[c.service.id][b_idx] * share / cap
         util = min(busy / n, 1.0)
+        band, util90 = (None, None)
+        if inputs.perf is not None and inputs.calibration is not None:
+            band, util90 = group_notes(inputs.perf, cat, inputs.calibration, c, bs, rates[c.service.id], load, n)
         groups.append(ReplicaGroup(
             service=c.service.id, pool=c.pool.id, memory_pool=c.memory_pool.id if c.memory_pool else None,
             configuration=c.configuration, replicas=n, cost_usd_per_hour=round(c.usd_per_hour * n, 4),
             expected_watts=round(n * (c.column.idle_watts + util * (c.column.active_watts - c.column.idle_watts)), 1),
-            utilisation=round(util, 4), load=load))
+            utilisation=round(util, 4), load=load, error_band=band, utilisation_at_p90_error=util90))
     devices_by_pool: dict[str, int] = defaultdict(int)
     for g in groups:
         devices_by_pool[g.pool] += g.replicas * g.configuration.devices
@@ -321,9 +402,13 @@ def assemble_plan(fleet: FleetSpec, inputs: PlanInputs, sol: Solution, opts: Sol
         devices_by_type=_devices_by_type(inputs, sol.replicas), devices_by_pool=dict(sorted(devices_by_pool.items())),
         nodes_by_pool={k: v for k, v in sorted(sol.nodes.items()) if v > 0},
         watts_by_power_domain={k: round(v, 1) for k, v in sorted(sol.expected_watts.items())},
-        solver=report, baselines=baselines, findings=findings,
+        solver=report, baselines=baselines, findings=[*findings, *plan_findings(
+            fleet.planner, inputs.problem.headroom,
+            {f"{g.service} {g.pool} {g.configuration.label()}": g.utilisation_at_p90_error for g in groups},
+            cross_zone_usd_per_hour(inputs.problem, sol))],
         demand=[ServiceDemand(service=s.id, rate_rps=s.traffic.rate_rps, buckets=inputs.buckets[s.id])
-                for s in fleet.services])
+                for s in fleet.services],
+        fleet_digest=fleet_digest(fleet), fleet_snapshot=fleet_snapshot(fleet))
 
 
 def serving_replicas(plan: Plan) -> Mapping[str, int]:

@@ -30,6 +30,17 @@ class ActuatorKind(StrEnum):
     DRY_RUN = "dry-run"
 
 
+def _node_client() -> Any:
+    """The Kubernetes node client, or one line saying why there is none (exit 2)."""
+    from power.actuators import KubernetesNodeClient
+
+    try:
+        return KubernetesNodeClient()
+    except Exception as exc:  # noqa: BLE001 - ConfigException, an unreadable or invalid kubeconfig
+        fail(f"kubeconfig: no Kubernetes cluster to talk to (not in a cluster, and KUBECONFIG or ~/.kube/config "
+             f"gives none: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__})")
+
+
 def _positive(name: str, value: float) -> None:
     if not value > 0:
         fail(f"{name}: must be positive (got {value})")
@@ -97,7 +108,7 @@ def _run_live(spec: Any, servers: Any, telemetry: TelemetryKind, actuator: Actua
               max_steps: int | None) -> None:
     from prometheus_client import REGISTRY, start_http_server
 
-    from power.actuators import Actuator, ApplyReport, KubernetesCapPublisher, KubernetesNodeClient
+    from power.actuators import Actuator, ApplyReport, KubernetesCapPublisher
     from power.loop import ControlLoop, LoopMetrics, WallClock
     from power.policy import Policy
     from power.telemetry import PduTelemetry, PowerEnvelope, PrometheusTelemetry, Telemetry
@@ -125,7 +136,7 @@ def _run_live(spec: Any, servers: Any, telemetry: TelemetryKind, actuator: Actua
 
     sink: Actuator
     if actuator is ActuatorKind.KUBERNETES:
-        sink = KubernetesCapPublisher(KubernetesNodeClient(), sorted({s.node for s in servers}))
+        sink = KubernetesCapPublisher(_node_client(), sorted({s.node for s in servers}))
     else:
         sink = DryRun()
     gpus = spec.gpus()
@@ -154,7 +165,7 @@ def agent(
     import pynvml
 
     from planner.cli.probes import ProbeServer
-    from power.actuators import KubernetesNodeClient, NvmlActuator
+    from power.actuators import NvmlActuator
     from power.agent import AgentMetrics, NodeAgent, OwnNodeClient
 
     def boot_id() -> str:
@@ -164,7 +175,7 @@ def agent(
             return ""
 
     metrics = AgentMetrics()
-    node_agent = NodeAgent(node, OwnNodeClient(node, KubernetesNodeClient()), NvmlActuator(pynvml, boot_id=boot_id),
+    node_agent = NodeAgent(node, OwnNodeClient(node, _node_client()), NvmlActuator(pynvml, boot_id=boot_id),
                            metrics=metrics)
     if once:
         report = node_agent.step()

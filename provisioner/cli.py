@@ -21,7 +21,10 @@ import yaml
 from pydantic import ValidationError
 
 from planner.cli.common import fail
+from planner.fingerprint import plan_fleet_problem
+from planner.io.files import OPEN, FileRefused
 from planner.io.fleetfile import FleetError, load_fleet
+from planner.io.strict import YamlProblem, load_yaml
 from planner.schema import FleetSpec, Plan
 from provisioner.apply import Applier, ApplyRefused
 from provisioner.cluster import KubeClusterClient, RetryPolicy, error_line, kube_client
@@ -42,17 +45,26 @@ def cluster_error(exc: BaseException) -> str:
 def load_plan(path: Path) -> Plan:
     """Read a plan (JSON or YAML); raises ValueError with ``file: field: reason``."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ValueError(f"{path}: (file): cannot read: {exc.strerror}") from None
+        text = OPEN.read_text(path)
+    except FileRefused as exc:
+        raise ValueError(f"{path}: (file): {exc.reason}") from None
     try:
-        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise ValueError(f"{path}: (file): not valid JSON/YAML: {exc}") from None
+        data = json.loads(text) if path.suffix == ".json" else load_yaml(text)[0]
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}:{exc.lineno}: (file): not valid JSON: {exc.msg}") from None
+    except YamlProblem as exc:
+        raise ValueError(f"{path}:{exc.line}: {exc.field}: {exc.reason}") from None
     try:
         return Plan.model_validate(data)
     except ValidationError as exc:
         raise ValueError(_validation_line(str(path), exc)) from None
+
+
+def check_plan_fleet(plan_path: Path, plan: Plan, fleet: FleetSpec) -> None:
+    """ValueError naming the plan file when the plan was made for another fleet (planner.fingerprint)."""
+    mismatch = plan_fleet_problem(plan, fleet)
+    if mismatch is not None:
+        raise ValueError(f"{plan_path}: {mismatch}")
 
 
 def load_options(path: Path | None, image: str | None) -> RenderOptions:
@@ -60,9 +72,13 @@ def load_options(path: Path | None, image: str | None) -> RenderOptions:
     data: dict[str, Any] = {}
     if path is not None:
         try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise ValueError(f"{path}: (file): {exc}") from None
+            data = load_yaml(OPEN.read_text(path))[0] or {}
+        except FileRefused as exc:
+            raise ValueError(f"{path}: (file): {exc.reason}") from None
+        except YamlProblem as exc:
+            raise ValueError(f"{path}:{exc.line}: {exc.field}: {exc.reason}") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}:1: (file): render options are a YAML mapping")
     try:
         options = RenderOptions.model_validate(data)
     except ValidationError as exc:
@@ -93,6 +109,7 @@ def apply_command(
     try:
         plan = load_plan(plan_path)
         fleet: FleetSpec = load_fleet(fleet_path)
+        check_plan_fleet(plan_path, plan, fleet)
         options = load_options(options_path, image)
         manifests = render_plan(plan, fleet, options)
     except FleetError as exc:
@@ -159,14 +176,18 @@ def controller_command(
     if debounce_s < 0 or resync_s <= 0 or tick_s <= 0:
         fail("--debounce/--resync/--tick: must be positive")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("kopf", "aiohttp", "urllib3"):
+    for noisy in ("kopf", "aiohttp"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # each retry is not news: the start-up check and the elector say once that the API server does not answer
+    logging.getLogger("urllib3").setLevel(logging.ERROR)
+    logging.getLogger("kopf._core.reactor.observation").setLevel(logging.CRITICAL)
     # kopf runs in a thread of its own on purpose: SIGTERM is handled here, not by kopf
     logging.getLogger("kopf._core.reactor.running").setLevel(logging.ERROR)
     try:
         client = kube_client(kubeconfig, RetryPolicy(attempts=5, initial_s=0.2, max_s=2.0, request_timeout_s=20))
     except Exception as exc:  # noqa: BLE001 - no kubeconfig, no service account
         fail(f"--kubeconfig: {exc}")
+    _say_reachability(client)
     who = identity or f"{socket.gethostname()}-{os.getpid()}"
     metrics = ControllerMetrics()
     loop = ControllerLoop(
@@ -194,6 +215,20 @@ def controller_command(
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(0)
+
+
+def _say_reachability(client: KubeClusterClient) -> None:
+    """One line at start: the API server the controller talks to, and whether it answers (within 5 s)."""
+    host = client.api.configuration.host
+    from kubernetes import client as k8s
+
+    try:
+        k8s.VersionApi(client.api).get_code(_request_timeout=5)
+    except Exception as exc:  # noqa: BLE001 - whatever the reason, the controller keeps trying
+        logging.getLogger(__name__).warning("API server %s does not answer (%s); the controller keeps trying and "
+                                            "reports not ready until it does", host, cluster_error(exc)[:300])
+    else:
+        logging.getLogger(__name__).info("API server %s answers", host)
 
 
 class _NoAliases(yaml.SafeDumper):
@@ -242,6 +277,7 @@ def render_command(
     try:
         plan = load_plan(plan_path)
         fleet: FleetSpec = load_fleet(fleet_path)
+        check_plan_fleet(plan_path, plan, fleet)
         options = load_options(options_path, image)
         if kube_version is not None:
             from provisioner.inventory import pdb_version_for

@@ -94,9 +94,9 @@ def openapi_schema(model: type[BaseModel], *, drop: tuple[str, ...] = ()) -> dic
     """Structural OpenAPI v3 schema of a planner model, without the fields in ``drop``."""
     raw = model.model_json_schema(mode="validation", by_alias=True)
     resolved = _resolve({k: v for k, v in raw.items() if k != "$defs"}, raw.get("$defs", {}))
-    schema = _structural(resolved)
     for name in drop:
-        schema["properties"].pop(name, None)
+        resolved.get("properties", {}).pop(name, None)
+    schema = _structural(resolved)
     if "required" in schema:
         schema["required"] = [r for r in schema["required"] if r not in drop]
         if not schema["required"]:
@@ -218,11 +218,19 @@ def custom_resource_definitions() -> dict[str, dict[str, Any]]:
         "fleetplans.yaml": _crd(
             "FleetPlan", "fleetplans", "Cluster", fleetplan_spec_schema(),
             _status({
-                "plan": openapi_schema(Plan),
+                "plan": openapi_schema(Plan, drop=("fleet_snapshot",)),
                 "planId": {"type": "string"},
                 "appliedPlanId": {"type": "string"},
                 "inputsDigest": {"type": "string", "description": "digest of the specs the plan was made from"},
                 "diff": {"type": "string", "description": "what applying the plan would change"},
+                "canary": {"type": "object", "description": "a device-mix change on trial (provisioner.canary)",
+                           "properties": {
+                               "state": {"type": "string", "enum": ["Running", "Promoted", "RolledBack"]},
+                               "targetPlanId": {"type": "string"}, "canaryPlanId": {"type": "string"},
+                               "services": {"type": "array", "items": {"type": "string"}},
+                               "startedAt": {"type": "number"}, "decidedAt": {"type": "number"},
+                               "reason": {"type": "string"},
+                               "basePlan": openapi_schema(Plan, drop=("fleet_snapshot",))}},
             }),
             [{"name": "Mode", "type": "string", "jsonPath": ".spec.mode"},
              {"name": "Plan", "type": "string", "jsonPath": ".status.planId"},

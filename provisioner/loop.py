@@ -8,7 +8,9 @@ its next tick instead of after the Lease expires. It is written against ``Cluste
 and does not release on shutdown.
 
 ``ControllerLoop.run`` ticks every ``tick_s`` (waiting on the stop event, so a stop is seen at once):
-renew the Lease; reconcile when a change settled (``Debouncer``) or the resync is due. Its ``healthy`` and
+renew the Lease; reconcile when a change settled (``Debouncer``) or the resync is due. While a pass runs, a
+keeper thread renews the Lease beside it (every third of its duration), so a slow pass never lets a standby
+in while it still writes; a pass stuck past ``max_pass_s`` stops being renewed. Its ``healthy`` and
 ``ready`` answer the liveness and readiness probes.
 """
 
@@ -22,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from provisioner.cluster import ClusterClient, ConflictError, ObjectRef, RetryPolicy
+from provisioner.cluster import ClusterClient, ConflictError, ObjectRef, RetryPolicy, error_line
 from provisioner.probes import ControllerMetrics
 
 log = logging.getLogger(__name__)
@@ -39,6 +41,7 @@ class LeaseElector:
     duration_s: int = 15
     clock: Callable[[], float] = time.time
     last_contact: float | None = None  # ``clock()`` of the last answer from the API server
+    unreachable: bool = False  # the last attempt got no answer (said once per outage in the log)
 
     @staticmethod
     def _stamp(t: float) -> str:
@@ -48,8 +51,10 @@ class LeaseElector:
     def _parse(text: str | None) -> float:
         if not text:
             return 0.0
-        return datetime.strptime(text.replace("Z", "").split(".")[0], "%Y-%m-%dT%H:%M:%S").replace(
-            tzinfo=UTC).timestamp()
+        whole, _, fraction = text.replace("Z", "").partition(".")
+        seconds = datetime.strptime(whole, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC).timestamp()
+        digits = "".join(ch for ch in fraction if ch.isdigit())[:6]
+        return seconds + (int(digits) / 10 ** len(digits) if digits else 0.0)
 
     def _ref(self) -> ObjectRef:
         return ObjectRef("Lease", self.namespace, self.name)
@@ -80,9 +85,22 @@ class LeaseElector:
             self.client.replace({**lease, "spec": spec})
             return True
         except ConflictError:
+            self._answered()
             return False  # another replica wrote first; it leads this round
-        except Exception:  # noqa: BLE001 - the API is unreachable: without a renewed lease, acting is unsafe
+        except Exception as exc:  # noqa: BLE001 - the API is unreachable: without a renewed lease, acting is unsafe
+            if not self.unreachable:
+                log.warning("no answer from the API server for Lease %s/%s (%s); not acting until it answers, "
+                            "retrying every tick", self.namespace, self.name, error_line(exc))
+            self.unreachable = True
             return False
+        finally:
+            if self.last_contact == now:
+                self._answered()
+
+    def _answered(self) -> None:
+        if self.unreachable:
+            log.info("the API server answers again")
+        self.unreachable = False
 
     def release(self) -> bool:
         """Give the lease up (on shutdown) so another replica takes over at once; True when it was released."""
@@ -143,7 +161,11 @@ class ControllerLoop:
     last_tick: float | None = None
     leading: bool = False
     stale_after_s: float = 300.0  # no tick for this long (a pass stuck): not healthy
+    renew_s: float | None = None  # Lease renewals while a pass runs (default: a third of its duration, ≤ tick)
+    max_pass_s: float = 300.0  # a pass running longer stops renewing: a standby may take the Lease over
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _lease_lock: threading.Lock = field(default_factory=threading.Lock)  # one elector call at a time
+    _stopping: threading.Event = field(default_factory=threading.Event)
 
     def note_change(self) -> None:
         """A watched object changed (thread-safe: kopf's handlers call it)."""
@@ -153,7 +175,8 @@ class ControllerLoop:
     def step(self) -> Any:
         """One tick: renew the lease; reconcile when a change settled or the resync is due."""
         self.last_tick = self.clock()
-        self.leading = self.elector.try_acquire()
+        with self._lease_lock:
+            self.leading = not self._stopping.is_set() and self.elector.try_acquire()
         if self.metrics is not None:
             self.metrics.lease_holder.labels(self.elector.identity).set(1 if self.leading else 0)
         if not self.leading:
@@ -166,7 +189,34 @@ class ControllerLoop:
         if not due:
             return None
         self.last_pass = now
-        return self.reconciler.reconcile(self.fleetplan)
+        return self._reconcile_holding()
+
+    def _reconcile_holding(self) -> Any:
+        """One pass, with the Lease renewed beside it so a slow pass never outlives it (up to ``max_pass_s``)."""
+        done = threading.Event()
+        started = self.clock()
+        every = self.renew_s or max(0.05, min(self.tick_s, self.elector.duration_s / 3))
+
+        def keep() -> None:
+            while not done.wait(every):
+                if self.clock() - started > self.max_pass_s:
+                    log.warning("a pass has run %.0f s; no longer renewing the Lease for it", self.max_pass_s)
+                    return
+                with self._lease_lock:
+                    if self._stopping.is_set() or done.is_set():
+                        return
+                    renewed = self.elector.try_acquire()
+                if not renewed:
+                    self.leading = False
+                    log.warning("lost the Lease while a pass was running")
+                    return
+
+        keeper = threading.Thread(target=keep, name="medley-lease-keeper", daemon=True)
+        keeper.start()
+        try:
+            return self.reconciler.reconcile(self.fleetplan)
+        finally:
+            done.set()
 
     def run(self, stop: threading.Event, max_steps: int | None = None) -> None:
         """Step until ``stop`` is set (or ``max_steps``); releases the lease on the way out."""
@@ -188,9 +238,11 @@ class ControllerLoop:
             self.stop()
 
     def stop(self) -> None:
-        """Give the Lease up if this replica holds it (idempotent)."""
-        if self.leading:
-            self.leading = not self.elector.release()
+        """Give the Lease up if this replica holds it (idempotent); no renewal follows."""
+        self._stopping.set()
+        with self._lease_lock:
+            if self.leading:
+                self.leading = not self.elector.release()
             if self.metrics is not None:
                 self.metrics.lease_holder.labels(self.elector.identity).set(0)
 

@@ -7,9 +7,10 @@ Two passes: pydantic validates shapes and units; :func:`check_fleet` then checks
 from __future__ import annotations
 
 import difflib
+import json
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +18,13 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from planner.catalog import Catalog, fleet_catalog
+from planner.io.files import OPEN, FileAccess, FileRefused
+from planner.io.semantics import file_problems, option_problems, service_problems
+from planner.io.strict import YamlProblem, load_yaml, validate_strict
 from planner.model.memory import replica_free_gib
+from planner.model.roofline import RooflinePerfModel
 from planner.schema import DeviceType, FleetSpec, ModelSpec, Pool
+from planner.tiers.prices import tier_problems
 
 
 @dataclass(frozen=True)
@@ -129,6 +135,16 @@ def _reason(err: dict[str, Any]) -> str:
         return "unknown field" + (f" (did you mean {close[0]!r}?)" if close else "")
     if kind == "missing":
         return "required field is missing"
+    if kind in ("int_type", "float_type", "string_type", "bool_type") and isinstance(value, (bool, int, float, str)):
+        want = {"int_type": "an integer", "float_type": "a number", "string_type": "text",
+                "bool_type": "true or false"}[kind]
+        shown = json.dumps(value)
+        m = _UNIT_RE.match(value) if isinstance(value, str) else None
+        if m and kind != "string_type":
+            name = str(loc[-1]) if loc else ""
+            unit = name.rsplit("_", 1)[-1] if "_" in name else "the unit in the field name"
+            return f"expected a plain number in {unit}, got {value!r} (the unit is in the field name)"
+        return f"expected {want}, got {shown}"
     if kind in ("float_parsing", "int_parsing", "float_type", "int_type") and isinstance(value, str):
         m = _UNIT_RE.match(value)
         if m:
@@ -143,20 +159,18 @@ def _reason(err: dict[str, Any]) -> str:
 # ---------------------------------------------------------------------------------------------- loading
 
 
-def parse_fleet(text: str, file: str = "<fleet>") -> FleetSpec:
-    """Parse and validate fleet YAML text; raises :class:`FleetError` with file and line."""
+def parse_fleet(text: str, file: str = "<fleet>", *, access: FileAccess = OPEN,
+                base_dir: Path | None = None) -> FleetSpec:
+    """Parse and validate fleet YAML text (strict: no duplicate keys, types as written); raises
+    :class:`FleetError` with file and line. ``access`` governs the files the fleet names."""
     try:
-        root = yaml.compose(text)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else 1
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise FleetError([FleetIssue(file, line, "(yaml)", f"not valid YAML: {problem}")]) from None
+        data, root = load_yaml(text)
+    except YamlProblem as exc:
+        raise FleetError([FleetIssue(file, exc.line, exc.field, exc.reason)]) from None
     if not isinstance(data, dict):
         raise FleetError([FleetIssue(file, 1, "(file)", "a fleet file is a YAML mapping with pools and services")])
     try:
-        fleet = FleetSpec.model_validate(data)
+        fleet = validate_strict(FleetSpec, data)
     except ValidationError as exc:
         issues = []
         # An unknown field usually explains the "missing" error beside it, so it goes first.
@@ -171,21 +185,22 @@ def parse_fleet(text: str, file: str = "<fleet>") -> FleetSpec:
                 reason = m.group(2)
             issues.append(FleetIssue(file, _line_of(root, loc), _field_name(data, loc), reason))
         raise FleetError(issues) from None
-    problems = check_fleet(fleet)
+    problems = check_fleet(fleet, access=access, base_dir=base_dir)
     if problems:
         raise FleetError([FleetIssue(file, _line_of(root, loc), _field_name(data, loc), why)
                           for loc, why in problems])
     return fleet
 
 
-def load_fleet(path: str | Path) -> FleetSpec:
-    """Read a fleet file; raises :class:`FleetError` (unreadable files included)."""
-    p = Path(path)
+def load_fleet(path: str | Path, *, access: FileAccess = OPEN) -> FleetSpec:
+    """Read a fleet file (UTF-8, a regular file, bounded); raises :class:`FleetError` (unreadable files too).
+
+    Trace files the fleet names are checked relative to the fleet file's folder."""
     try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise FleetError([FleetIssue(str(path), 0, "(file)", f"cannot read: {exc.strerror or exc}")]) from None
-    return parse_fleet(text, str(path))
+        text = OPEN.read_text(path)
+    except FileRefused as exc:
+        raise FleetError([FleetIssue(str(path), 1, "(file)", exc.reason)]) from None
+    return parse_fleet(text, str(path), access=access, base_dir=Path(path).parent)
 
 
 # ---------------------------------------------------------------------------------------------- semantics
@@ -214,11 +229,17 @@ def pool_problems(pool: Pool, cat: Catalog) -> list[tuple[str, str]]:
                                                                                        cat.price_books)))
         elif pool.device not in cat.price_books[pool.price_book].usd_per_device_hour:
             out.append(("price_book", f"price book {pool.price_book!r} has no price for {pool.device!r}"))
+    if not out:
+        out.extend(tier_problems(pool, cat))
     return out
 
 
-def check_fleet(fleet: FleetSpec, catalog: Catalog | None = None) -> list[tuple[tuple[str | int, ...], str]]:
-    """Problems only the catalog reveals, each as (location in the file, reason)."""
+def check_fleet(fleet: FleetSpec, catalog: Catalog | None = None, *, access: FileAccess = OPEN,
+                base_dir: Path | None = None) -> list[tuple[tuple[str | int, ...], str]]:
+    """Problems only the catalog and the performance model reveal, each as (location in the file, reason).
+
+    ``access`` says which files the fleet may name (:mod:`planner.io.files`); the semantic checks are in
+    :mod:`planner.io.semantics`."""
     cat = catalog or fleet_catalog(fleet)
     out: list[tuple[tuple[str | int, ...], str]] = []
     pool_ids = {p.id for p in fleet.pools}
@@ -228,19 +249,12 @@ def check_fleet(fleet: FleetSpec, catalog: Catalog | None = None) -> list[tuple[
         if pool.power_domain is not None and pool.power_domain not in domain_ids:
             out.append((("pools", i, "power_domain"), f"unknown power domain {pool.power_domain!r}"
                         + _hint(pool.power_domain, domain_ids)))
-    from planner.io.profiles import calibration_for, known_engines
-
-    try:
-        cal = calibration_for(None, Path(fleet.planner.perf_profile) if fleet.planner.perf_profile else None)
-    except ValueError as exc:
-        out.append((("planner", "perf_profile"), str(exc)))
-    else:
-        engines = known_engines(cal)
-        engine = fleet.planner.perf_engine
-        if (fleet.planner.perf_profile is None or "perf_engine" in fleet.planner.model_fields_set) \
-                and engine not in engines:
-            out.append((("planner", "perf_engine"), f"unknown engine {engine!r} (calibrated: "
-                        + ", ".join(sorted(engines)) + ")"))
+    out += option_problems(fleet)
+    files = file_problems(fleet, access, base_dir)
+    out += files
+    perf = None
+    if not any(loc == ("planner", "perf_profile") for loc, _ in files):
+        perf = _perf_model(fleet, out)
     max_tp = max(fleet.planner.tp_options)
     max_pp = max(fleet.planner.pp_options)
     for i, svc in enumerate(fleet.services):
@@ -251,11 +265,6 @@ def check_fleet(fleet: FleetSpec, catalog: Catalog | None = None) -> list[tuple[
         for name in svc.allowed_pools or []:
             if name not in pool_ids:
                 out.append((("services", i, "allowed_pools"), f"unknown pool {name!r}" + _hint(name, pool_ids)))
-        for tp in svc.tp_options or []:
-            if model.num_heads % tp or (tp <= model.num_kv_heads and model.num_kv_heads % tp):
-                out.append((("services", i, "tp_options"),
-                            f"tp {tp} does not divide {model.id}'s {model.num_heads} heads / "
-                            f"{model.num_kv_heads} KV heads"))
         pools = [p for p in fleet.pools if (svc.allowed_pools is None or p.id in svc.allowed_pools)
                  and p.device in cat.devices and cat.devices[p.device].kind == "accelerator"]
         need_gib = model.weight_bytes_total / 2**30
@@ -275,7 +284,28 @@ def check_fleet(fleet: FleetSpec, catalog: Catalog | None = None) -> list[tuple[
             if len(zones) < svc.spread_zones:
                 out.append((("services", i, "spread_zones"),
                             f"asks for {svc.spread_zones} zones but its pools span {len(zones)}"))
+    out += service_problems(fleet, cat, perf)
     return out
+
+
+def _perf_model(fleet: FleetSpec, out: list[tuple[tuple[str | int, ...], str]]) -> RooflinePerfModel | None:
+    """The fleet's performance model (its engine profile read), or None with the reason added to ``out``."""
+    from planner.io.profiles import calibration_for, known_engines
+
+    try:
+        cal = calibration_for(None, Path(fleet.planner.perf_profile) if fleet.planner.perf_profile else None)
+    except ValueError as exc:
+        out.append((("planner", "perf_profile"), str(exc)))
+        return None
+    engines = known_engines(cal)
+    engine = fleet.planner.perf_engine
+    if (fleet.planner.perf_profile is None or "perf_engine" in fleet.planner.model_fields_set) \
+            and engine not in engines:
+        out.append((("planner", "perf_engine"), f"unknown engine {engine!r} (calibrated: "
+                    + ", ".join(sorted(engines)) + ")"))
+        return None
+    explicit = fleet.planner.perf_profile is None or "perf_engine" in fleet.planner.model_fields_set
+    return RooflinePerfModel(replace(cal, engine=engine) if explicit else cal)
 
 
 def _hint(name: str, known: Any) -> str:

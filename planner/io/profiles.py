@@ -46,7 +46,7 @@ from dataclasses import dataclass, replace
 from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import yaml
@@ -204,12 +204,15 @@ def shipped_calibration() -> Calibration:
 
 def load_profile(path: Path) -> Calibration:
     """An engine profile file (only the values it names); ``ValueError('FILE: field: reason')``."""
+    from planner.io.files import OPEN, FileRefused
+    from planner.io.strict import YamlProblem, load_yaml
+
     try:
-        data: Any = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ValueError(f"{path}: (file): cannot read: {exc.strerror or exc}") from None
-    except yaml.YAMLError as exc:
-        raise ValueError(f"{path}: (file): not YAML ({exc})") from None
+        data, _ = load_yaml(OPEN.read_text(path))
+    except FileRefused as exc:
+        raise ValueError(f"{path}: (file): {exc.reason}") from None
+    except YamlProblem as exc:
+        raise ValueError(f"{path}:{exc.line}: {exc.field}: {exc.reason}") from None
     if not isinstance(data, dict):
         raise ValueError(f"{path}: (file): an engine profile is a mapping (engine, devices, overheads, ...)")
     try:

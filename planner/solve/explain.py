@@ -7,14 +7,36 @@ from __future__ import annotations
 from planner.clock import Deadline
 from planner.schema import Finding
 from planner.solve.backends import backend_for
-from planner.solve.formulation import FAMILIES, build, cover, min_replicas, spread
+from planner.solve.formulation import FAMILIES, build, cover, handoff, min_replicas, spread
 from planner.solve.problem import Problem, Solution, SolveOptions
 from planner.solve.strategies.choose import solve
 
 
+def power_structural(problem: Problem) -> list[Finding]:
+    """Power domains whose budget cannot host a single node of any of their pools (so those pools are lost)."""
+    out = []
+    for k in problem.power_budgets:
+        members = [p for p in problem.pools if p.power_domain == k.id and (p.max_nodes is None or p.max_nodes > 0)]
+        plate_limit = k.oversubscription_ratio * k.budget_watts
+        idle_limit = k.expected_share * k.budget_watts
+        if not members or any(p.nameplate_watts_per_node <= plate_limit and p.node_idle_watts <= idle_limit
+                              for p in members):
+            continue
+        smallest = min(members, key=lambda p: p.nameplate_watts_per_node)
+        out.append(Finding(
+            kind="infeasible", constraint=f"power_nameplate[{k.id}]", value=smallest.nameplate_watts_per_node,
+            message=(f"power domain {k.id}: its {k.budget_watts:g} W budget cannot host one node of any of its "
+                     f"pools ({', '.join(p.id for p in members)}): the smallest, {smallest.id}, has "
+                     f"{smallest.nameplate_watts_per_node:.0f} W of nameplate against {plate_limit:.0f} W allowed "
+                     f"({k.oversubscription_ratio:g}× the budget)")))
+    return out
+
+
 def structural_findings(problem: Problem) -> list[Finding]:
-    """Rows no plan can meet whatever the pools hold: uncovered buckets first, then each service's floors."""
-    out = [f for d in problem.demands for f in cover.structural(problem, d)]
+    """Rows no plan can meet whatever the pools hold: power domains that host nothing, uncovered buckets and
+    hand-offs, then each service's floors."""
+    out = power_structural(problem)
+    out += [f for d in problem.demands for f in (*cover.structural(problem, d), *handoff.structural(problem, d))]
     for d in problem.demands:
         out += [*min_replicas.structural(problem, d), *spread.structural(problem, d)]
     return out
@@ -26,7 +48,7 @@ def explain_infeasible(problem: Problem, options: SolveOptions | None = None, *,
     backend asked for, by ``deadline``: default options.time_limit_s from now)."""
     opts = options or SolveOptions()
     findings = structural_findings(problem)
-    if any(f.constraint.startswith("cover_") for f in findings):
+    if any(f.constraint.startswith(("cover_", "handoff[")) for f in findings):
         return findings
     built = build(problem, elastic=True)
     backend = backend_for(opts.backend)

@@ -28,6 +28,8 @@ from planner.clock import Deadline
 from planner.roles import DECODE_ROLES, PREFILL_ROLES, SERVING_ROLES
 from planner.solve.formulation import Built, violations
 from planner.solve.formulation.churn import churn_usd_per_hour
+from planner.solve.formulation.handoff import cross_zone_usd_per_hour, zone_shares
+from planner.solve.formulation.zone_roles import role_class
 from planner.solve.problem import Problem, Solution, expected_watts, nodes_used, plan_cost_usd_per_hour, pool_usage
 from planner.solve.table import DECODE, PREFILL, UNIFIED, ColumnTable
 
@@ -317,12 +319,18 @@ def _solution(problem: Problem, t: ColumnTable, plans: dict[int, _Plan], seconds
             dec[(cd.key, b)] = 1.0
     nodes = nodes_used(problem, pool_usage(problem, replicas))
     cost = plan_cost_usd_per_hour(problem, replicas)
-    return Solution(
+    return _with_handoffs(problem, Solution(
         status="feasible", backend="greedy", objective=cost + churn_usd_per_hour(problem, replicas), best_bound=None,
         relative_gap=None, solve_seconds=seconds, variables=0, constraints=0, replicas=replicas,
         prefill_share=pre, decode_share=dec, nodes={k: v for k, v in nodes.items() if v > 0},
         expected_watts=expected_watts(problem, replicas, pre | dec, nodes), cost_usd_per_hour=cost,
-        message="greedy plan", backends={"incumbent": "greedy"})
+        message="greedy plan", backends={"incumbent": "greedy"}))
+
+
+def _with_handoffs(problem: Problem, plan: Solution) -> Solution:
+    """The plan with the cross-zone KV hand-offs it pays for in its objective (as the MILP's objective has)."""
+    extra = sum(cross_zone_usd_per_hour(problem, plan).values())
+    return replace(plan, objective=plan.objective + extra) if extra > 0 and plan.objective is not None else plan
 
 
 def start_vector(problem: Problem, built: Built, plan: Solution) -> np.ndarray:
@@ -348,6 +356,15 @@ def start_vector(problem: Problem, built: Built, plan: Solution) -> np.ndarray:
         values[i] = 1.0 if sz in served else 0.0
     for key, i in built.churn_var.items():
         values[i] = abs(plan.replicas.get(key, 0) - problem.current_replicas.get(key, 0))
+    shares = plan.prefill_share | plan.decode_share
+    busy = {k for (k, _), v in shares.items() if v > _EPS}
+    carried = {(c.service, role_class(c)) for c in problem.columns if c.key in busy}
+    for sr, i in built.role_flags.items():
+        values[i] = 1.0 if sr in carried else 0.0
+    demands = {d.service: d for d in problem.demands}
+    for (s, b, g), i in built.crossing.items():
+        pre, dec = zone_shares(problem, plan, demands[s], b).get(g, (0.0, 0.0))
+        values[i] = max(0.0, pre - dec)
     return values
 
 
@@ -389,9 +406,9 @@ def restrict(plan: Solution, part: Problem, whole: Problem) -> Solution | None:
     dec = {kb: v for kb, v in plan.decode_share.items() if kb[0] in mine}
     nodes = nodes_used(part, pool_usage(part, replicas))
     cost = plan_cost_usd_per_hour(part, replicas)
-    return Solution(
+    return _with_handoffs(part, Solution(
         status="feasible", backend=plan.backend, objective=cost + churn_usd_per_hour(part, replicas), best_bound=None,
         relative_gap=None, solve_seconds=0.0, variables=0, constraints=0, replicas=replicas, prefill_share=pre,
         decode_share=dec, nodes={k: v for k, v in nodes.items() if v > 0},
         expected_watts=expected_watts(part, replicas, pre | dec, nodes), cost_usd_per_hour=cost,
-        message=plan.message, backends=dict(plan.backends))
+        message=plan.message, backends=dict(plan.backends)))

@@ -17,6 +17,7 @@ from planner.solve.progress import Reporter
 
 if TYPE_CHECKING:
     from planner.solve.table import ColumnTable
+from planner.solve.tiers import Tiers, credit_split
 
 Billing = Literal["device", "node"]
 # The backends a caller can name: the fleet file's solvers plus HiGHS driven through PuLP (for cross-checks).
@@ -53,7 +54,8 @@ class Column:
     active_watts: float = 0.0  # per replica at full load
     memory_pool: str | None = None
     memory_devices: int = 0
-    label: str = ""
+    label: str = ""  # the configuration (device, TP, PP, role, memory devices): what the simplicity limit counts
+    handoff_gbitps: float = 0.0  # prefill and decode-only columns: line rate at which a replica moves KV caches
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,10 @@ class Demand:
     min_replicas: int = 1
     spread_zones: int = 1
     tokens_per_s: float = 0.0
+    max_configurations: int | None = None  # at most this many configurations (column labels); None: no limit
+    cross_zone_handoff: bool = False  # a prefill may hand its KV caches to a decode in another zone
+    # $/hour of moving bucket b's KV caches across zones if all of them crossed (0: free or not allowed)
+    handoff_usd_per_hour: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -89,6 +95,7 @@ class Problem:
     headroom: float = 1.0
     current_replicas: Mapping[str, int] = field(default_factory=dict)
     churn_usd_per_replica_change: float = 0.0
+    tiers: Tiers | None = None  # reserved devices, commitment, spot losses (planner.solve.tiers)
 
     @cached_property
     def by_key(self) -> dict[str, Column]:
@@ -210,15 +217,20 @@ def nodes_used(problem: Problem, used: Mapping[str, int]) -> dict[str, int]:
     return {p.id: math.ceil(used[p.id] / p.devices_per_node - 1e-9) for p in problem.pools}
 
 
+def billed_devices(problem: Problem, used: Mapping[str, int]) -> dict[str, int]:
+    """Devices each pool bills: those used (device billing) or its whole nodes' (node billing)."""
+    return {p.id: used[p.id] if p.billing == "device" else
+            p.devices_per_node * math.ceil(used[p.id] / p.devices_per_node) for p in problem.pools}
+
+
 def plan_cost_usd_per_hour(problem: Problem, replicas: Mapping[str, int]) -> float:
-    """$/hour of a replica assignment: devices for device billing, whole nodes for node billing."""
-    used = pool_usage(problem, replicas)
-    total = 0.0
-    for p in problem.pools:
-        if p.billing == "device":
-            total += p.usd_per_device_hour * used[p.id]
-        else:
-            total += p.usd_per_device_hour * p.devices_per_node * math.ceil(used[p.id] / p.devices_per_node)
+    """$/hour of a replica assignment: devices for device billing, whole nodes for node billing, less what
+    reserved devices and the commitment already pay (planner.solve.tiers)."""
+    billed = billed_devices(problem, pool_usage(problem, replicas))
+    prices = {p.id: p.usd_per_device_hour for p in problem.pools}
+    total = sum(prices[p] * n for p, n in billed.items())
+    if problem.tiers is not None:
+        total -= credit_split(problem.tiers, prices, billed).usd_per_hour(prices)
     return total
 
 

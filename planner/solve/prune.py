@@ -14,7 +14,7 @@ import numpy as np
 
 from planner.roles import DECODE_ONLY_ROLES, SERVING_ROLES
 from planner.schema import Role
-from planner.solve.problem import Problem, plan_cost_usd_per_hour, pool_usage
+from planner.solve.problem import Column, Problem, plan_cost_usd_per_hour, pool_usage
 from planner.solve.table import DECODE, PREFILL, UNIFIED, with_columns
 
 
@@ -51,8 +51,17 @@ def dominated(groups: np.ndarray, key: np.ndarray, worse: np.ndarray, can_win: n
     return out
 
 
+def _handoff_cost(c: Column) -> float:
+    """A column's KV hand-off rate as a cost: a prefill needs decodes at least as fast (higher is worse), a
+    decode takes prefills no faster than itself (higher is better); 0 for unified columns."""
+    if c.role is Role.PREFILL:
+        return c.handoff_gbitps
+    return -c.handoff_gbitps if c.role in DECODE_ONLY_ROLES else 0.0
+
+
 def prune_dominated(problem: Problem) -> tuple[Problem, int]:
-    """Drop columns another column of the same service, role and pools beats on every count; return how many."""
+    """Drop columns another column of the same service, role and pools beats on every count (hand-off rate
+    included); return how many."""
     t = problem.table
     cols = t.columns
     if len(cols) < 2:
@@ -61,7 +70,8 @@ def prune_dominated(problem: Problem) -> tuple[Problem, int]:
     roles = np.fromiter((role_of[c.role] for c in cols), dtype=np.int64, count=len(cols))
     groups = ((t.service * 4 + roles) * (len(problem.pools) + 1) + t.pool) * (len(problem.pools) + 1) + (
         t.memory_pool + 1)
-    worse = np.column_stack([t.devices, t.memory_devices, t.idle_watts, t.active_watts, -t.caps])
+    handoff = np.fromiter((_handoff_cost(c) for c in cols), dtype=float, count=len(cols))
+    worse = np.column_stack([t.devices, t.memory_devices, t.idle_watts, t.active_watts, handoff, -t.caps])
     scale = np.maximum(np.abs(worse).max(axis=0), 1e-12)
     # Columns in the running plan stay, so the churn term sees them; a column drawing less busy than idle breaks
     # the power argument behind dominance, so it stays too.
@@ -105,7 +115,11 @@ def alone_plan_cost(problem: Problem) -> float | None:
     uni = _cheapest_alone(problem, (UNIFIED,))
     pre, dec = _cheapest_alone(problem, (PREFILL,)), _cheapest_alone(problem, (DECODE,))
     options = [[uni]] if uni is not None else []
-    if pre is not None and dec is not None:
+    zone = {p.id: p.zone for p in problem.pools}
+    pc, dc = (t.columns[pre[1]], t.columns[dec[1]]) if pre is not None and dec is not None else (None, None)
+    if pre is not None and dec is not None and pc is not None and dc is not None and (
+            dc.handoff_gbitps >= pc.handoff_gbitps
+            and (d.cross_zone_handoff or zone[pc.pool] == zone[dc.pool])):  # a plan only if they can hand off
         options.append([pre, dec])
     best_cost: float | None = None
     for parts in options:
@@ -144,9 +158,15 @@ def prune_roomy_pools(problem: Problem) -> Problem:
                                                <= p.max_nodes * p.devices_per_node) for p in problem.pools]
                       + [True])  # the last entry: no memory pool
     roomy = room[t.pool] & room[t.memory_pool]
-    role_of = {Role.UNIFIED: 0, Role.PREFILL: 1, Role.DECODE: 2, Role.DECODE_OFFLOAD: 3}
-    roles = np.fromiter((role_of[c.role] for c in t.columns), dtype=np.int64, count=len(t.columns))
-    groups = (roles * 1_000 + t.devices.astype(np.int64)) * 1_000 + t.memory_devices.astype(np.int64)
+    zone = {p.id: p.zone for p in problem.pools}
+    by_label = problem.demands[0].max_configurations is not None
+    ids: dict[tuple[object, ...], int] = {}
+    # Moving replicas between pools must keep the hand-off (zone, NIC rate) and the configuration count.
+    groups = np.fromiter(
+        (ids.setdefault((c.role, c.devices, c.memory_devices,
+                         (zone[c.pool], c.handoff_gbitps) if c.role is not Role.UNIFIED else None,
+                         c.label if by_label else None), len(ids)) for c in t.columns),
+        dtype=np.int64, count=len(t.columns))
     worse = np.column_stack([t.price, -t.caps])
     drop = dominated(groups, t.price, worse, can_win=roomy)
     if not drop.any():

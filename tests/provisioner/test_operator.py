@@ -104,3 +104,31 @@ def test_a_stuck_pass_does_not_hold_the_lease_past_the_grace(api: DoubleServer):
     assert time.monotonic() - started < 3.0
     assert api.store()[("Lease", "medley-system", "medley-controller")]["spec"]["holderIdentity"] == ""
     hold.set()
+
+
+def test_a_slow_pass_keeps_the_lease_renewed_so_the_standby_never_overlaps(api: DoubleServer):
+    client = api.client()
+    entered, release = threading.Event(), threading.Event()
+
+    class Slow:
+        def reconcile(self, name: str) -> None:
+            entered.set()
+            release.wait(10)  # longer than the Lease lasts
+
+    leader = ControllerLoop(Slow(), LeaseElector(client, "medley-controller", "medley-system", "a", duration_s=2),
+                            "x", tick_s=0.2)
+    standby = LeaseElector(api.client(), "medley-controller", "medley-system", "b", duration_s=2)
+    worker = threading.Thread(target=leader.step, daemon=True)
+    worker.start()
+    assert entered.wait(5)
+    took = []
+    deadline = time.monotonic() + 5.0  # more than two Lease durations while the pass runs
+    while time.monotonic() < deadline:
+        took.append(standby.try_acquire())
+        time.sleep(0.2)
+    release.set()
+    worker.join(5)
+    assert not any(took)
+    assert api.store()[("Lease", "medley-system", "medley-controller")]["spec"]["holderIdentity"] == "a"
+    leader.stop()
+    assert standby.try_acquire()

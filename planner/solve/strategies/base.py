@@ -22,6 +22,11 @@ class Strategy(Protocol):
         ...
 
 
+def at_least(deadline: Deadline, seconds: float) -> Deadline:
+    """The deadline, or ``seconds`` from now where that is later: a stage that must run gets a minimum."""
+    return Deadline(max(deadline.end, deadline.now() + seconds), deadline.clock)
+
+
 def nested(prefix: str, stages: Mapping[str, str]) -> dict[str, str]:
     """A sub-solve's stage → backend record, under ``prefix``."""
     return {f"{prefix}/{stage}": name for stage, name in stages.items()}

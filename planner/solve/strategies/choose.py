@@ -28,9 +28,11 @@ WHOLE_MAX_SHARE_VARIABLES = 300_000
 def choose_strategy(problem: Problem, options: SolveOptions, deadline: Deadline | None = None) -> Strategy:
     """By service where the fleet falls apart into services (and, in auto mode, is large with roomy pools, or
     too large for the whole model in the time there is); otherwise the whole model (which prices columns in on
-    large models)."""
+    large models; never with tier rows)."""
     backend = backend_for(options.backend)
     share_vars = share_variables(problem)
+    if problem.tiers is not None:  # the tier rows tie services together and own variables pricing does not know
+        return WholeStrategy(replace(options, pricing="off"), backend, share_vars)
     large = share_vars > WHOLE_MAX_SHARE_VARIABLES or (deadline is not None and too_big(share_vars, deadline))
     split = options.decompose == "on" or (
         options.decompose == "auto" and share_vars >= DECOMPOSE_MIN_SHARE_VARIABLES and (large or roomy(problem)))

@@ -84,3 +84,22 @@ def test_service_traces_resolve_relative_paths_against_the_fleet_folder(tmp_path
     loaded = service_traces(fleet, tmp_path)
     assert list(loaded) == ["chat"] and len(loaded["chat"]) == 4
     assert trace_path("/abs/t.csv", tmp_path) == Path("/abs/t.csv")
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("", "t.csv:1: \\(file\\): empty"),
+    ("TIMESTAMP,ContextTokens,GeneratedTokens\n", "t.csv:2: \\(file\\): no requests after the header"),
+    ("ContextTokens,GeneratedTokens\n5,6\n-3,8\n", "t.csv:3: ContextTokens: must not be negative"),
+    ("ContextTokens,GeneratedTokens\n5,99999999999\n", "t.csv:2: GeneratedTokens: 99999999999 tokens is more than"),
+    ("ContextTokens,GeneratedTokens\n5\n", "t.csv:2: GeneratedTokens: not an integer"),
+])
+def test_empty_negative_and_huge_rows_are_refused(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        load_trace(write(tmp_path, text))
+
+
+def test_a_trace_over_the_row_limit_is_refused(tmp_path: Path) -> None:
+    from planner.io.traces import parse_trace
+
+    with pytest.raises(ValueError, match="t.csv:4: \\(file\\): more than 2 requests"):
+        parse_trace("ContextTokens,GeneratedTokens\n1,1\n1,1\n1,1\n", "t.csv", max_rows=2)

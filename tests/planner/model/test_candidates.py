@@ -9,8 +9,8 @@ from planner.catalog import fleet_catalog
 from planner.clock import Deadline, FakeClock
 from planner.io.fleetfile import load_fleet
 from planner.io.profiles import default_perf_model, fleet_perf_model
-from planner.model.candidates import DROP_UNPRICED, generate_candidates
-from planner.model.capacity import capacity_table, shapes_capacity_tables
+from planner.model.candidates import DROP_UNPRICED, fleet_limits, generate_candidates
+from planner.model.capacity import ServingLimits, capacity_table, shapes_capacity_tables
 from planner.model.configurations import CandidateStats, fleet_configurations
 from planner.pipeline import service_buckets
 from planner.schema import SLO, Role
@@ -19,7 +19,8 @@ QUICKSTART = Path(__file__).resolve().parents[3] / "examples" / "quickstart.yaml
 
 
 def test_tables_computed_together_equal_tables_one_by_one() -> None:
-    """Every role, several shapes and SLOs (two percentiles) in one call: each table as capacity_table gives it."""
+    """Every role, several shapes, limits and SLOs (two percentiles) in one call: each table as capacity_table
+    gives it."""
     fleet = load_fleet(QUICKSTART)
     perf = default_perf_model()
     buckets = service_buckets(fleet)
@@ -29,11 +30,14 @@ def test_tables_computed_together_equal_tables_one_by_one() -> None:
         mine = [o for o in options if o.configuration.role is role and o.service.id == "chat"][:12]
         assert mine, role
         shapes = list({id(o.shape): o.shape for o in mine}.values())
-        together = shapes_capacity_tables(perf, role, buckets["chat"], [(s, slos) for s in shapes])
+        limits = [ServingLimits(), ServingLimits(max_num_seqs=32, prefill_slowdown=1.2, decode_slowdown=1.3,
+                                                 cross_zone_handoff=True), ServingLimits(handoff_in_ttft=False)]
+        wanted = [(s, lim, slos) for s in shapes for lim in limits]
+        together = shapes_capacity_tables(perf, role, buckets["chat"], wanted)
         served = 0
-        for shape, tables in zip(shapes, together, strict=True):
+        for (shape, lim, _), tables in zip(wanted, together, strict=True):
             for slo, table in zip(slos, tables, strict=True):
-                alone = capacity_table(perf, shape, role, buckets["chat"], slo)
+                alone = capacity_table(perf, shape, role, buckets["chat"], slo, lim)
                 assert table.capacities() == alone
                 assert table.rates() == tuple(c.rps for c in alone)
                 served += any(c.rps > 0 for c in alone)
@@ -43,9 +47,10 @@ def test_tables_computed_together_equal_tables_one_by_one() -> None:
 def test_pricing_cut_at_its_deadline_keeps_unified_replicas_for_every_bucket() -> None:
     fleet = load_fleet(QUICKSTART)
     cat, perf, buckets = fleet_catalog(fleet), fleet_perf_model(fleet), service_buckets(fleet)
-    full, full_stats = generate_candidates(fleet, cat, perf, buckets)
+    limits = fleet_limits(fleet, perf.calibration)
+    full, full_stats = generate_candidates(fleet, cat, perf, buckets, limits)
     clock = FakeClock()
-    cut, stats = generate_candidates(fleet, cat, perf, buckets, Deadline.after(60.0, clock),
+    cut, stats = generate_candidates(fleet, cat, perf, buckets, limits, Deadline.after(60.0, clock),
                                      price_by=Deadline.after(0.0, clock))
     assert DROP_UNPRICED not in full_stats.dropped
     assert stats.dropped[DROP_UNPRICED] > 0
