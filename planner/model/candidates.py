@@ -8,7 +8,8 @@ capacity table once per (shape, role, bucket lengths, SLO, limits), the shapes a
 role, lengths and percentile together (``shapes_capacity_tables``, unified replicas first), and each step-time
 table once per (shape, lengths) (``_StepTimes``), and shares prices, watts and labels between the services that
 run the same configuration. Past ``price_by`` the roles other than unified are left unpriced where unified
-replicas already serve every bucket (an anytime answer for fleets too large for their time limit).
+replicas already serve every bucket and pricing at its pace would not end soon (an anytime answer for fleets
+too large for their time limit).
 """
 
 from __future__ import annotations
@@ -53,6 +54,9 @@ DROP_UNPRICED = "not priced by the deadline"
 _CHECK_EVERY = 200
 # Capacity tables computed together: at most about this many (shape, SLO, bucket) rows at a time.
 _ROWS_PER_BATCH = 4096
+# Past ``price_by``, pricing goes on where at its pace it ends within this share of the time from ``price_by``
+# to the deadline.
+_FINISH_SHARE = 0.5
 
 
 class CandidatesLate(Exception):
@@ -197,7 +201,8 @@ class _Pass:
         """Every capacity table the configurations need: those of one model, role, bucket lengths and SLO
         percentile, every shape, limits and SLO of them, computed together (``shapes_capacity_tables``), at
         most ``_ROWS_PER_BATCH`` rows at a time, unified replicas first. Raises CandidatesLate when
-        ``deadline`` passes first; past ``price_by`` it leaves the other roles unpriced."""
+        ``deadline`` passes first; past ``price_by`` it leaves the other roles unpriced unless at its pace it
+        ends soon after (``_stop``)."""
         # (model, role, lengths, percentile) → (shape, limits) → (an option of that shape, limits, keys → SLOs)
         Entry = tuple[ServiceConfiguration, ServingLimits, dict[tuple[Any, ...], SLO]]
         groups: dict[tuple[Any, ...], dict[tuple[Any, ...], Entry]] = {}
@@ -207,6 +212,8 @@ class _Pass:
                 shapes = groups.setdefault((key[0][0], *key[1:4]), {})
                 shapes.setdefault((key[0], lim), (option, lim, {}))[2].setdefault(key, option.service.slo)
         done = 0
+        total = sum(len(e[2]) for shapes in groups.values() for e in shapes.values())
+        start = price_by.now() if price_by is not None else 0.0
         for group, shapes in sorted(groups.items(), key=lambda g: g[0][1] != Role.UNIFIED):
             cut = price_by if group[1] != Role.UNIFIED else None
             batch: list[Entry] = []
@@ -216,10 +223,22 @@ class _Pass:
                 batch.append(entry)
                 rows += len(entry[2]) * len(buckets[entry[0].service.id])
                 if rows >= _ROWS_PER_BATCH or n == last:
-                    if cut is not None and cut.expired():
+                    if cut is not None and self._stop(cut, deadline, start, done, total):
                         return
                     done += self._compute(batch, buckets, deadline, done, len(todo))
                     batch, rows = [], 0
+
+    @staticmethod
+    def _stop(price_by: Deadline, deadline: Deadline | None, start: float, done: int, total: int) -> bool:
+        """Past ``price_by``, pricing stops unless at its pace so far it ends before halfway from ``price_by``
+        to ``deadline``."""
+        now = price_by.now()
+        if now < price_by.end:
+            return False
+        if deadline is None or done <= 0:
+            return True
+        finish = now + (now - start) / done * (total - done)
+        return finish > price_by.end + _FINISH_SHARE * (deadline.end - price_by.end)
 
     def _compute(self, batch: Sequence[tuple[ServiceConfiguration, ServingLimits, dict[tuple[Any, ...], SLO]]],
                  buckets: Mapping[str, Sequence[LengthBucket]], deadline: Deadline | None, done: int,
@@ -281,7 +300,8 @@ def generate_candidates(fleet: FleetSpec, catalog: Catalog, perf: PerfModel,
 
     Raises CandidatesLate when ``deadline`` passes before they are all computed. Unified configurations are
     priced first; past ``price_by`` the others not priced yet are left out (counted as ``DROP_UNPRICED``) where
-    every bucket of every service is already served, else pricing goes on to ``deadline``."""
+    pricing at its pace would not end soon after and every bucket of every service is already served, else
+    pricing goes on to ``deadline``."""
     stats = CandidateStats()
     out: list[Candidate] = []
     run = _Pass(catalog, perf)

@@ -50,8 +50,12 @@ def test_pricing_cut_at_its_deadline_keeps_unified_replicas_for_every_bucket() -
     limits = fleet_limits(fleet, perf.calibration)
     full, full_stats = generate_candidates(fleet, cat, perf, buckets, limits)
     clock = FakeClock()
-    cut, stats = generate_candidates(fleet, cat, perf, buckets, limits, Deadline.after(60.0, clock),
-                                     price_by=Deadline.after(0.0, clock))
+    # Past its share with no deadline to finish by, pricing stops after the unified replicas.
+    cut, stats = generate_candidates(fleet, cat, perf, buckets, limits, None, price_by=Deadline.after(0.0, clock))
+    # With a deadline far off and pricing that takes no time on this clock, it goes on to the end.
+    whole, whole_stats = generate_candidates(fleet, cat, perf, buckets, limits, Deadline.after(60.0, clock),
+                                             price_by=Deadline.after(0.0, clock))
+    assert len(whole) == len(full) and DROP_UNPRICED not in whole_stats.dropped
     assert DROP_UNPRICED not in full_stats.dropped
     assert stats.dropped[DROP_UNPRICED] > 0
     roles = {c.configuration.role for c in cut}
