@@ -103,6 +103,15 @@ class Problem:
         return {c.key: c for c in self.columns}
 
     @cached_property
+    def by_service(self) -> dict[str, tuple[Column, ...]]:
+        """Each service's columns, in column order (the checks that look at one service at a time read these
+        rather than scan every column per service)."""
+        out: dict[str, list[Column]] = {}
+        for c in self.columns:
+            out.setdefault(c.service, []).append(c)
+        return {s: tuple(cols) for s, cols in out.items()}
+
+    @cached_property
     def table(self) -> ColumnTable:
         """The columns as arrays (computed once per problem; see planner.solve.table)."""
         from planner.solve.table import ColumnTable
@@ -180,7 +189,7 @@ def uncovered_buckets(problem: Problem) -> list[tuple[str, int, str]]:
 
 def demand_uncovered(problem: Problem, d: Demand) -> list[tuple[int, str]]:
     """(bucket, phase) of one demand with positive rate that no column can serve within the SLO."""
-    return _uncovered(d, [c for c in problem.columns if c.service == d.service])
+    return _uncovered(d, problem.by_service.get(d.service, ()))
 
 
 def _uncovered(d: Demand, cols: Sequence[Column]) -> list[tuple[int, str]]:
