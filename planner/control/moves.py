@@ -15,6 +15,7 @@ yet Ready), a stop wave takes its replicas out of service at once and pays them 
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Literal
@@ -87,7 +88,7 @@ def _fixed(problem: Problem, replicas: Mapping[str, int]) -> tuple[Problem, Buil
     f = build(sub, link=False)
     for key, var in f.n.items():
         f.m.col_lb[var] = f.m.col_ub[var] = float(replicas.get(key, 0))
-    f.m.integer = [False] * len(f.m.integer)
+    f.m.integer = array("b", bytes(len(f.m.integer)))
     return sub, f, backend_for("highs").solve(f.m, SolveOptions(time_limit_s=10.0))
 
 
