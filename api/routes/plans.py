@@ -35,7 +35,7 @@ from api.problems import (
     with_headers,
 )
 from api.provision import ApplyOutcome, ApplyRefused, ProvisionerUnavailable
-from api.routes._documents import Limit, Offset
+from api.routes._documents import Limit, Offset, strict_body
 from api.store import (
     POOLS,
     POWER_DOMAINS,
@@ -183,7 +183,8 @@ def build_fleet(svc: Svc, req: PlanRequest, who: Principal) -> Built:
 
 
 @router.post("/v1/plans", status_code=202, response_model=Job,
-             responses={**problem_responses(413), **with_headers(202, "job accepted", location=LOCATION_HEADER)})
+             responses={**problem_responses(413, 429), **with_headers(202, "job accepted", location=LOCATION_HEADER)},
+             dependencies=[strict_body(PlanRequest)])
 def request_plan(req: PlanRequest, svc: Svc, who: PlannerRole) -> JSONResponse:
     """Start a planning job over the caller's services (an admin's: all); 202 with the job's URL in Location."""
     built = build_fleet(svc, req, who)
@@ -202,7 +203,8 @@ async def get_job(job_id: JobId, svc: Svc, _: Viewer) -> Job:
 
 
 @router.post("/v1/plan-jobs/{job_id}/retry", status_code=202, response_model=Job,
-             responses={**problem_responses(404, 409), **with_headers(202, "job accepted", location=LOCATION_HEADER)})
+             responses={**problem_responses(404, 409, 429),
+                        **with_headers(202, "job accepted", location=LOCATION_HEADER)})
 def retry_job(job_id: JobId, svc: Svc, who: PlannerRole) -> JSONResponse:
     """Plan a failed job's fleet snapshot again as a new job (202); only a caller who may change every service
     of the snapshot (of a snapshot without services: the job's team) may retry it."""

@@ -17,6 +17,7 @@ from api.fleets import checked_fleet
 from api.isolation import PlannerFailure, TimeLimitExceeded
 from api.jobs import run_planner
 from api.problems import ApiError, field_error, problem_responses
+from api.routes._documents import strict_body
 from api.routes.plans import PlanRequest, build_fleet
 from api.store import SERVICES, all_docs, fleet_teams, latest_plan
 from planner.pipeline import InfeasibleFleet
@@ -74,7 +75,7 @@ def _check_upserts(req: WhatIfRequest, stored: list[Service], who: Principal) ->
             raise forbid_team(who, team_of[sid], f"service {sid!r} (body.remove_services.{i})")
 
 
-@router.post("", response_model=Plan, responses=problem_responses(429))
+@router.post("", response_model=Plan, responses=problem_responses(429), dependencies=[strict_body(WhatIfRequest)])
 def what_if(req: WhatIfRequest, svc: Svc, who: PlannerRole) -> Plan:
     """Plan the caller's services (an admin's: all) with these changes applied; 422 with findings if it is
     infeasible, 429 while the team already runs its share of what-ifs."""
@@ -108,7 +109,8 @@ def what_if(req: WhatIfRequest, svc: Svc, who: PlannerRole) -> Plan:
             raise ApiError(422, exc.message, extra={"findings": exc.findings}) from exc
 
 
-@router.post("/scenarios", response_model=WhatIfReport, responses=problem_responses(429))
+@router.post("/scenarios", response_model=WhatIfReport, responses=problem_responses(429),
+             dependencies=[strict_body(WhatIfScenariosRequest)])
 def what_if_scenarios(req: WhatIfScenariosRequest, svc: Svc, who: PlannerRole) -> WhatIfReport:
     """Plan the caller's services (an admin's: all) and every scenario side by side: the same implementation
     as ``medley whatif``."""

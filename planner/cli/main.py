@@ -35,9 +35,16 @@ app.add_typer(perf_app, name="perf")
 app.command("whatif")(whatif_command)
 
 
+_registered: set[str] = set()
+
+
 def _register_plugins() -> None:
-    """Mount sub-commands that other packages (power, provisioner, api) declare under ``medley.cli``."""
+    """Mount sub-commands that other packages (power, provisioner, api) declare under ``medley.cli`` (once, so
+    a process that runs several command lines does not mount them again)."""
     for ep in entry_points(group="medley.cli"):
+        if ep.name in _registered:
+            continue
+        _registered.add(ep.name)
         sub = ep.load()
         if isinstance(sub, typer.Typer):
             app.add_typer(sub, name=ep.name)
@@ -292,7 +299,9 @@ def _plan_melange(path: str, solver: SolverName, fmt: OutputFormat) -> None:
     for dev, n in answer["allocation"].items():
         t.add_row(dev, str(n))
     console.print(t)
-    console.print(f"cost ${answer['cost_per_hour']:.2f}/h, {answer['status']}, {answer['solve_seconds']:.3f} s")
+    cost = answer["cost_per_hour"]
+    shown = f"cost ${cost:.2f}/h" if cost is not None else "no allocation"
+    console.print(f"{shown}, {answer['status']}, {answer['solve_seconds']:.3f} s")
 
 
 def print_plan(p: Any) -> None:
