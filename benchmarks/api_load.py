@@ -2,7 +2,11 @@
 
 Starts ``medley``'s API in a subprocess on 127.0.0.1 (a fresh SQLite database, or ``--database-url``), seeds
 services and plans, then runs N asyncio clients with httpx, each looping GET → think → GET until the request
-budget or the time budget is spent. Prints p50/p90/p99/max latency and throughput. Loopback only; bounded.
+budget or the time budget is spent. Prints p50/p90/p99/max latency and throughput, and ends with one JSON line
+of the same figures: {"clients", "think_ms", "services", "plans", "db", "cpus", "requests_ok", "errors",
+"elapsed_s", "req_per_s", "latency_ms": {"p50", "p90", "p99", "max", "mean"}, "server_cpu_s",
+"server_cpu_ms_per_request", "client_cpu_s", "client_cpu_ms_per_request", "p99_target_ms", "p99_target_met"}.
+Loopback only; bounded.
 
     .venv/bin/python benchmarks/api_load.py --clients 200 --requests 6000 --think-ms 1000
 """
@@ -11,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import random
 import shutil
@@ -186,8 +191,9 @@ def main() -> int:
         print("no successful requests", file=sys.stderr)
         return 1
     p99 = pct(latencies, 99)
+    db = url.split(':', 1)[0]
     print(f"clients {args.clients}, think {args.think_ms:.0f} ms, {args.services} services, {args.plans} plans, "
-          f"db {url.split(':', 1)[0]}, {os.cpu_count()} cpus (client and server share them)")
+          f"db {db}, {os.cpu_count()} cpus (client and server share them)")
     print(f"requests {len(latencies)} ok, {len(errors)} errors in {elapsed:.1f} s "
           f"-> {len(latencies) / elapsed:.0f} req/s")
     print(f"latency ms: p50 {pct(latencies, 50):.1f}  p90 {pct(latencies, 90):.1f}  p99 {p99:.1f}  "
@@ -197,6 +203,17 @@ def main() -> int:
     print(f"p99 target {P99_TARGET_MS:.0f} ms: {'met' if p99 <= P99_TARGET_MS else 'MISSED'}")
     if errors:
         print("first errors:", errors[:5])
+    print(json.dumps({
+        "clients": args.clients, "think_ms": args.think_ms, "services": args.services, "plans": args.plans,
+        "db": db, "cpus": os.cpu_count(), "requests_ok": len(latencies), "errors": len(errors),
+        "elapsed_s": round(elapsed, 2), "req_per_s": round(len(latencies) / elapsed, 1),
+        "latency_ms": {"p50": round(pct(latencies, 50), 1), "p90": round(pct(latencies, 90), 1),
+                       "p99": round(p99, 1), "max": round(max(latencies) * 1000, 1),
+                       "mean": round(statistics.fmean(latencies) * 1000, 1)},
+        "server_cpu_s": round(server_cpu, 1), "server_cpu_ms_per_request": round(server_cpu / len(latencies) * 1000, 2),
+        "client_cpu_s": round(client_cpu, 1), "client_cpu_ms_per_request": round(client_cpu / len(latencies) * 1000, 2),
+        "p99_target_ms": P99_TARGET_MS, "p99_target_met": p99 <= P99_TARGET_MS,
+    }))
     return 0
 
 

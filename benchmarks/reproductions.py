@@ -2,7 +2,9 @@
 
 1. DistServe (OPT-13B, A100, 512 in / 64 out): disaggregation against colocation, per-GPU rate and the
    prefill:decode GPU ratio, at Figure 1's SLOs (TTFT 0.4 s / TPOT 0.04 s) and at the chatbot SLOs
-   (TTFT 0.2 s / TPOT 0.1 s).
+   (TTFT 0.2 s / TPOT 0.1 s). Then where the gap to the paper's per-GPU rates comes from: the capacity
+   model with TTFT counted as DistServe counts it (its prefill instance returns the first token), a replay of
+   DistServe's own fitted step times through the same queues, and the model with those steps 12% slower.
 2. Lamina (LLaMA3-70B long context, H100 + H20): attention offload against H100-only decode, decode
    throughput per dollar.
 3. Mélange (Llama-2-7B, L4/A10G/A100/H100, mixed workload): the mixed plan against the best single type
@@ -21,9 +23,36 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import numpy as np  # noqa: E402
+
+from planner.catalog import builtin_catalog  # noqa: E402
+from planner.io.distserve import load_distserve  # noqa: E402
 from planner.io.fleetfile import load_fleet  # noqa: E402
+from planner.io.profiles import default_perf_model  # noqa: E402
+from planner.model.capacity import ServingLimits, capacity_table  # noqa: E402
+from planner.model.perf import ReplicaShape  # noqa: E402
 from planner.pipeline import plan_fleet  # noqa: E402
-from planner.schema import FleetSpec, Plan, Role, Service  # noqa: E402
+from planner.replay import Arrivals, ReplayOptions, StepTimes, max_rate_meeting_slo, replay  # noqa: E402
+from planner.schema import (  # noqa: E402
+    SLO,
+    Configuration,
+    FleetSpec,
+    LengthBucket,
+    Plan,
+    Pool,
+    ReplicaGroup,
+    Role,
+    Service,
+    SolverReport,
+    Traffic,
+)
+
+# DistServe's Figure 1 (its real system, one A100 each): per-GPU rates at P90 TTFT 0.4 s / TPOT 0.04 s.
+DISTSERVE_PAPER = {"prefill": 5.6, "decode": 10.0, "colocated": 1.6, "disaggregated": 3.3}
+DISTSERVE_FITS = ROOT / "benchmarks/data/profiles/distserve"
+FIG1 = SLO(ttft_ms=400, tpot_ms=40, percentile=90)
+# A step slowdown of DistServe's fits under which the model meets all four of the paper's rates.
+DISTSERVE_STEP_SLOWDOWN = 1.12
 
 
 def with_service(fleet: FleetSpec, **updates: object) -> FleetSpec:
@@ -52,6 +81,58 @@ def distserve(ttft_ms: float, tpot_ms: float) -> dict[str, float]:
             "colocated_per_gpu_rps": rate / gpus(colo), "ratio": gpus(colo) / gpus(best),
             "prefill_gpus": gpus(best, Role.PREFILL), "decode_gpus": gpus(best, Role.DECODE),
             "unified_gpus": gpus(best, Role.UNIFIED)}
+
+
+def _rates(prefill: float, decode: float, colocated: float) -> dict[str, float]:
+    """Per-GPU rates, with DistServe's 2 prefill + 1 decode GPUs for the disaggregated one."""
+    return {"prefill": prefill, "decode": decode, "colocated": colocated,
+            "disaggregated": min(2 * prefill, decode) / 3}
+
+
+def distserve_model(slowdown: float = 1.0) -> dict[str, float]:
+    """The capacity model (engine ``vllm-2023``) at Figure 1's SLOs with TTFT counted at the prefill."""
+    cat = builtin_catalog()
+    shape = ReplicaShape(model=cat.model("opt-13b"), device=cat.device("a100-80gb"), tp=1)
+    lim = ServingLimits(handoff_in_ttft=False, prefill_slowdown=slowdown, decode_slowdown=slowdown)
+    b = [LengthBucket(input_tokens=512, output_tokens=64, share=1.0)]
+    p, d, u = (capacity_table(default_perf_model("vllm-2023"), shape, r, b, FIG1, lim)[0].rps
+               for r in (Role.PREFILL, Role.DECODE, Role.UNIFIED))
+    return _rates(p, d, u)
+
+
+def _one_gpu_plan(*groups: tuple[Role, int]) -> Plan:
+    return Plan(fleet="distserve", cost_usd_per_hour=0.0, solver=SolverReport(backend="-", status="optimal"),
+                replica_groups=[ReplicaGroup(service="chat", pool="a100", replicas=n, expected_watts=0.0,
+                                             cost_usd_per_hour=0.0,
+                                             configuration=Configuration(device="a100-80gb", tp=1, role=role))
+                                for role, n in groups])
+
+
+def distserve_replay(fit: str = "vllm") -> dict[str, float]:
+    """Largest rates a replay of DistServe's own fitted step times (``profiler-a100-80g.<fit>.json``) sustains
+    with 90% of requests meeting both targets, first token at the prefill, vLLM's 2023 batch limits."""
+    times: StepTimes = load_distserve(DISTSERVE_FITS / f"profiler-a100-80g.{fit}.json",
+                                      DISTSERVE_FITS / "max_num_tokens.csv", "facebook/opt-13b")
+    opts = ReplayOptions(chunked_prefill=False, max_batched_tokens=2560, max_batch=256,
+                         first_token_from_prefill=True)
+    cat = builtin_catalog()
+
+    def fleet(ttft: float, tpot: float) -> FleetSpec:
+        return FleetSpec(pools=[Pool(id="a100", device="a100-80gb", max_nodes=100, price_usd_per_device_hour=1.0)],
+                         services=[Service(id="chat", model="opt-13b", slo=SLO(ttft_ms=ttft, tpot_ms=tpot),
+                                           traffic=Traffic(rate_rps=1.0, buckets=[
+                                               LengthBucket(input_tokens=512, output_tokens=64, share=1.0)]))])
+
+    def goodput(p: Plan, f: FleetSpec) -> float:
+        def ok(rate: float) -> bool:
+            rng = np.random.default_rng(0)
+            arr = {"chat": Arrivals(np.cumsum(rng.exponential(1 / rate, 1500)), np.full(1500, 512), np.full(1500, 64))}
+            return replay(p, f, cat, times, arr, opts).services[0].attainment >= FIG1.percentile / 100
+        return max_rate_meeting_slo(ok, 0.1, 60.0, tolerance_rps=0.05)
+
+    return _rates(goodput(_one_gpu_plan((Role.PREFILL, 1), (Role.DECODE, 8)), fleet(FIG1.ttft_ms, 1e9)),
+                  goodput(_one_gpu_plan((Role.PREFILL, 12), (Role.DECODE, 1)), fleet(1e9, FIG1.tpot_ms)),
+                  goodput(_one_gpu_plan((Role.UNIFIED, 1)), fleet(FIG1.ttft_ms, FIG1.tpot_ms)))
 
 
 def lamina() -> dict[str, float | str]:
@@ -96,6 +177,15 @@ def main() -> None:
         print(f"{r['ttft_ms']:>8.0f} {r['tpot_ms']:>8.0f} {r['per_gpu_rps']:>13.2f} "
               f"{r['colocated_per_gpu_rps']:>10.2f} {r['ratio']:>6.2f} "
               f"{r['prefill_gpus']:>7.0f}:{r['decode_gpus']:<7.0f}")
+    print("\nWhere the gap comes from (req/s per GPU at Figure 1's SLOs; disaggregated = 2 prefill + 1 decode GPU)")
+    rows = {"paper (its real system)": DISTSERVE_PAPER,
+            "model, TTFT at the prefill": distserve_model(),
+            "replay of DistServe's vLLM fit": distserve_replay("vllm"),
+            "replay of DistServe's own fit": distserve_replay("distserve"),
+            f"model, steps x{DISTSERVE_STEP_SLOWDOWN}": distserve_model(DISTSERVE_STEP_SLOWDOWN)}
+    print(f"{'':<34} {'prefill':>8} {'decode':>8} {'colocated':>10} {'disagg.':>8}")
+    for name, r in rows.items():
+        print(f"{name:<34} {r['prefill']:>8.2f} {r['decode']:>8.2f} {r['colocated']:>10.2f} {r['disaggregated']:>8.2f}")
     print("\nLamina LLaMA3-70B, 8k context (paper: +16-90% throughput per dollar with 2xH100 + 4xH20)")
     la = lamina()
     print(f"decode $/h with H20 {la['decode_usd_per_hour_offload']:.2f} ({la['offload_configuration']}), "
@@ -111,6 +201,9 @@ def main() -> None:
         "distserve_fig1_ratio": round(ds[0]["ratio"], 3),
         "distserve_fig1_prefill_decode": [ds[0]["prefill_gpus"], ds[0]["decode_gpus"]],
         "distserve_chatbot_ratio": round(ds[1]["ratio"], 3),
+        "distserve_fig1_per_gpu_rps": round(ds[0]["per_gpu_rps"], 3),
+        "distserve_fig1_colocated_per_gpu_rps": round(ds[0]["colocated_per_gpu_rps"], 3),
+        "distserve_gap": {k: {m: round(v, 3) for m, v in r.items()} for k, r in rows.items()},
         "lamina_throughput_per_usd_ratio": round(float(la["throughput_per_usd_ratio"]), 3),
         "melange_max_saving": round(max(float(r["saving"]) for r in me), 3),
         "melange_savings": [round(float(r["saving"]), 3) for r in me],

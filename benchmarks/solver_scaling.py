@@ -1,316 +1,126 @@
-"""How the fleet MILP scales: variables, constraints, solve time and gap for growing fleets.
+"""How planning scales: time to a first plan, the gap at a 10 s and a 30 s limit, wall time against the limit,
+and peak memory, for real fleets from 20 to 500 services (`scaling_fleets.real_fleet`).
 
-Fleets are synthetic but shaped like real ones: 12 device types (memory, bandwidth, compute, watts, prices of
-their class), services with 7B–70B models, TTFT/TPOT SLOs and length histograms, every TP {1,2,4,8} × PP
-{1,2,4} × role (unified, prefill, decode, decode+offload on a memory pool), capacity from a small roofline
-(prefill compute-bound, decode bandwidth-bound with the batch limited by KV memory and the TPOT target).
-`columns_for` is a parameter, so the real candidate generator can be measured the same way.
-Second part: Mélange-format random instances (one service, one device per replica) of 400 buckets × 16 types.
+Each run is the planning command without baselines or marginal values (`plan_fleet`): one deadline from the
+start of candidate generation, so the times include the candidates. Every run is its own process, so its peak
+RSS is that fleet's. Fleets: 20/50/100/200/500 services × 12 device types × 30 buckets with pools grown with
+the services, 50/100/200 with the 20-service fleet's pools ("fixed"), and 100 × 24 × 60; the 20-service fleet
+runs five times at 10 s. Then `medley plan` itself: CPU seconds on the 20-service fleet (baselines and marginal
+values included) and on the quickstart.
 
-`--real`: fleets from the planner's own catalogue and performance model instead (`real_fleet`: the catalogue's
-first device types in two zones, 7B–72B models, every TP/PP/role the candidate generator allows, up to 30
-length buckets), built by `planner.pipeline.build_inputs`; candidate generation is timed apart from the solve.
+`--quick`: the 20-service fleet once at 10 s (a smoke run). `--synthetic`: the synthetic fleets whose pools
+bind and Mélange-format instances (400 buckets × 16 types), solved from their problems.
 """
 
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
-import math
-import random
+import os
+import resource
+import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
-from planner.catalog import builtin_catalog  # noqa: E402
+from benchmarks.scaling_fleets import random_melange_case, real_fleet, synthetic_fleet  # noqa: E402
+from planner.clock import SYSTEM_CLOCK, Deadline  # noqa: E402
 from planner.melange import problem_from_case  # noqa: E402
-from planner.pipeline import build_inputs  # noqa: E402
-from planner.schema import SLO, FleetSpec, LengthBucket, PlannerOptions, Pool, Role, Service, Traffic  # noqa: E402
-from planner.solve import (  # noqa: E402
-    Column,
-    Demand,
-    PoolSupply,
-    PowerBudget,
-    Problem,
-    SolveOptions,
-    prune_dominated,
-    solve,
-)
+from planner.pipeline import InfeasibleFleet, plan_fleet  # noqa: E402
+from planner.solve import SolveOptions, prune_dominated, solve  # noqa: E402
+from planner.solve.progress import Progress  # noqa: E402
 
-TPS = (1, 2, 4, 8)
-PPS = (1, 2, 4)
-GB = 1e9
-
-
-@dataclass(frozen=True)
-class DeviceSpec:
-    """Just enough of a device for a roofline."""
-
-    name: str
-    memory_gb: float
-    memory_tbps: float
-    tflops: float
-    tdp_watts: float
-    usd_per_hour: float
-    memory_kind: bool = False
+# name → (services, device types, buckets, fixed pools)
+FLEETS: dict[str, tuple[int, int, int, bool]] = {
+    "20x12x30": (20, 12, 30, False),
+    "50x12x30": (50, 12, 30, False),
+    "100x12x30": (100, 12, 30, False),
+    "200x12x30": (200, 12, 30, False),
+    "500x12x30": (500, 12, 30, False),
+    "50x12x30-fixed": (50, 12, 30, True),
+    "100x12x30-fixed": (100, 12, 30, True),
+    "200x12x30-fixed": (200, 12, 30, True),
+    "100x24x60": (100, 24, 60, False),
+}
+LIMITS = (10.0, 30.0)
+REPEATS_20 = 5
+GOAL_FIRST_PLAN_S = 2.0
+GOAL_GAP_30S = 0.01
+GOAL_GAP_20_AT_10S = 0.005
+GOAL_OVERRUN = 0.10
+GOAL_PLAN_CPU_S = 15.0
+GOAL_QUICKSTART_CPU_S = 1.0
 
 
-@dataclass(frozen=True)
-class ServiceSpec:
-    """A synthetic service: model size, SLO and a length histogram with per-bucket rates."""
-
-    name: str
-    params_b: float
-    layers: int
-    heads: int
-    kv_bytes_per_token: float
-    ttft_s: float
-    tpot_s: float
-    buckets: tuple[tuple[int, int], ...]  # (input tokens, output tokens)
-    rates_rps: tuple[float, ...]
-
-
-DEVICES = (
-    DeviceSpec("l4", 24, 0.30, 121, 72, 0.70),
-    DeviceSpec("a10g", 24, 0.60, 125, 300, 1.01),
-    DeviceSpec("l40s", 48, 0.86, 362, 350, 1.60),
-    DeviceSpec("a100-40", 40, 1.55, 312, 400, 2.90),
-    DeviceSpec("a100-80", 80, 2.04, 312, 400, 3.67),
-    DeviceSpec("h100-pcie", 80, 2.00, 756, 350, 4.50),
-    DeviceSpec("h100-sxm", 80, 3.35, 989, 700, 7.52),
-    DeviceSpec("h200", 141, 4.80, 989, 700, 9.80),
-    DeviceSpec("h20", 96, 4.00, 148, 400, 2.10, memory_kind=True),
-    DeviceSpec("mi300x", 192, 5.30, 1307, 750, 6.00),
-    DeviceSpec("b200", 180, 8.00, 2250, 1000, 12.00),
-    DeviceSpec("gaudi2", 96, 2.45, 432, 600, 3.20),
-)
-MODELS = (  # (params B, layers, heads, KV bytes per token)
-    (7.0, 32, 32, 32 * 2 * 8 * 128 * 2),
-    (8.0, 32, 32, 32 * 2 * 8 * 128 * 2),
-    (13.0, 40, 40, 40 * 2 * 40 * 128 * 2),
-    (34.0, 48, 64, 48 * 2 * 8 * 128 * 2),
-    (70.0, 80, 64, 80 * 2 * 8 * 128 * 2),
-)
-INPUTS = (128, 512, 1024, 2048, 4096, 8192, 16384, 32768)
-OUTPUTS = (64, 128, 256, 512, 1024)
+def run_one(name: str, limit_s: float, seed: int = 0) -> dict[str, Any]:
+    """One planning command on a fleet under ``limit_s``: what it found and what it took."""
+    n_s, n_d, n_b, fixed = FLEETS[name]
+    fleet = real_fleet(n_s, n_d, n_b, seed=seed, fixed_pools=fixed, time_limit_s=limit_s)
+    record = Progress(SYSTEM_CLOCK)
+    wall0, cpu0 = time.perf_counter(), time.process_time()
+    until = Deadline.after(limit_s)
+    row: dict[str, Any] = {"fleet": name, "limit_s": limit_s, "seed": seed}
+    try:
+        plan = plan_fleet(fleet, baselines=False, marginals=False, deadline=until, progress=record)
+        rep = plan.solver
+        row.update(status=rep.status, objective=rep.objective, bound=rep.best_bound, gap=rep.relative_gap,
+                   variables=rep.variables, constraints=rep.constraints, candidates=rep.candidates,
+                   pruned=rep.candidates_pruned, backends=rep.backends)
+    except InfeasibleFleet as exc:
+        row.update(status="no plan", objective=None, bound=None, gap=None, error=exc.findings[0].message)
+    wall = time.perf_counter() - wall0
+    row.update(wall_s=round(wall, 3), cpu_s=round(time.process_time() - cpu0, 3),
+               wall_over_limit=round(wall / limit_s - 1.0, 4),
+               candidates_s=record.seconds_at("candidates"), first_plan_s=record.first_plan_seconds(),
+               peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+               progress=[[p.seconds, p.incumbent, p.bound, p.stage] for p in record.points])
+    return row
 
 
-def synthetic_service(index: int, n_buckets: int, rng: random.Random) -> ServiceSpec:
-    """A service with a random model, SLO and a skewed length histogram over n_buckets buckets."""
-    params, layers, heads, kv = MODELS[index % len(MODELS)]
-    grid = [(i, o) for i in INPUTS for o in OUTPUTS]
-    buckets = tuple(sorted(rng.sample(grid, n_buckets)))
-    weights = [rng.paretovariate(1.2) for _ in buckets]
-    total = rng.uniform(2.0, 40.0)
-    rates = tuple(total * w / sum(weights) for w in weights)
-    return ServiceSpec(f"svc{index:02d}", params, layers, heads, kv, ttft_s=rng.choice([0.5, 1.0, 2.0, 4.0]),
-                       tpot_s=rng.choice([0.03, 0.05, 0.1]), buckets=buckets, rates_rps=rates)
+def _child(name: str, limit_s: float, seed: int) -> dict[str, Any]:
+    """run_one in its own process (its own peak RSS); a run that dies or hangs is reported as such."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", name, "--limit", str(limit_s),
+           "--seed", str(seed)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=3 * limit_s + 300, env=env, check=False)
+    except subprocess.TimeoutExpired:
+        return {"fleet": name, "limit_s": limit_s, "seed": seed, "status": "killed (hung)", "gap": None}
+    lines = [ln for ln in done.stdout.splitlines() if ln.startswith("{")]
+    if done.returncode != 0 or not lines:
+        tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        return {"fleet": name, "limit_s": limit_s, "seed": seed, "status": f"failed: {tail}", "gap": None}
+    row: dict[str, Any] = json.loads(lines[-1])
+    return row
 
 
-def _decode_rps(svc: ServiceSpec, dev: DeviceSpec, tp: int, pp: int, inp: int, out: int,
-                mem_dev: DeviceSpec | None, mem_n: int) -> float:
-    """Decode req/s of one replica: batch limited by KV memory and by the TPOT target."""
-    weights = 2.0 * svc.params_b * GB
-    ctx = inp + out / 2
-    kv_req = svc.kv_bytes_per_token * (inp + out)
-    eff = 0.75
-    step_weights = weights / (dev.memory_tbps * 1e12 * tp * pp * eff) * pp  # one token passes every stage
-    if mem_dev is None:
-        free = dev.memory_gb * GB * tp * pp * 0.9 - weights
-        kv_bw = dev.memory_tbps * 1e12 * tp * pp * eff
-    else:
-        free = mem_dev.memory_gb * GB * mem_n * 0.9
-        kv_bw = mem_dev.memory_tbps * 1e12 * mem_n * eff
-        step_weights *= 1.08  # activations cross to the memory devices and back every layer
-    if free <= 0:
-        return 0.0
-    batch_mem = free / kv_req
-    spare = svc.tpot_s - step_weights
-    if spare <= 0:
-        return 0.0
-    batch_tpot = spare * kv_bw / (svc.kv_bytes_per_token * ctx)
-    batch = min(batch_mem, batch_tpot, 256.0) * pp  # micro-batches keep every stage busy
-    if batch < 1.0:
-        return 0.0
-    step = step_weights + batch / pp * svc.kv_bytes_per_token * ctx / kv_bw
-    return batch / (step * out)
+def _cpu_of(cmd: list[str]) -> tuple[float, int]:
+    """CPU seconds (user + system) a child command took, and its exit code."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                          check=False)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return round(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime, 2), done.returncode
 
 
-def _prefill_rps(svc: ServiceSpec, dev: DeviceSpec, tp: int, pp: int, inp: int) -> float:
-    """Prefill req/s of one replica within the TTFT target (compute-bound, TP scales sub-linearly)."""
-    flops = 2.0 * svc.params_b * 1e9 * inp
-    eff = 0.55 * (0.92 ** math.log2(tp)) * (0.95 ** math.log2(pp))
-    latency = flops / (dev.tflops * 1e12 * tp * eff) * (1.0 + 0.1 * (pp - 1))
-    # The TTFT target grows with the prompt beyond 2k tokens (long-context services accept a longer wait);
-    # queueing leaves 40% of it for waiting.
-    if latency > svc.ttft_s * max(1.0, inp / 2048) * 0.6:
-        return 0.0
-    return float(dev.tflops * 1e12 * tp * pp * eff / flops)
+def plan_command_cpu() -> dict[str, Any]:
+    """`medley plan` (baselines and marginal values included) on the 20-service fleet and the quickstart."""
+    import yaml
 
-
-def synthetic_columns(svc: ServiceSpec, pools: Sequence[PoolSupply],
-                      devices: dict[str, DeviceSpec]) -> list[Column]:
-    """Every TP × PP × role in every pool where the model's heads and layers divide and the weights fit."""
-    out: list[Column] = []
-    mem_pools = [p for p in pools if devices[p.id].memory_kind]
-    for pool in pools:
-        dev = devices[pool.id]
-        for tp in TPS:
-            if svc.heads % tp or tp > pool.devices_per_node:
-                continue
-            for pp in PPS:
-                if svc.layers % pp:
-                    continue
-                k = tp * pp
-                if dev.memory_gb * k * 0.9 < 2.0 * svc.params_b * 1.05:
-                    continue
-                pre = [_prefill_rps(svc, dev, tp, pp, i) for i, _ in svc.buckets]
-                dec = [_decode_rps(svc, dev, tp, pp, i, o, None, 0) for i, o in svc.buckets]
-                uni = [0.0 if p == 0 or d == 0 else 0.85 / (1 / p + 1 / d) for p, d in zip(pre, dec, strict=True)]
-                idle = k * dev.tdp_watts * 0.15
-                base = f"{svc.name}-{dev.name}-tp{tp}pp{pp}"
-                for role, caps, active in ((Role.UNIFIED, uni, 0.8), (Role.PREFILL, pre, 0.95),
-                                           (Role.DECODE, dec, 0.6)):
-                    if any(caps):
-                        out.append(Column(f"{base}-{role.value}", svc.name, role, pool.id, k, tuple(caps),
-                                          idle, k * dev.tdp_watts * active, label=f"{dev.name} tp{tp} pp{pp} {role}"))
-                for mp in mem_pools:
-                    if mp.id == pool.id:
-                        continue
-                    mdev = devices[mp.id]
-                    off = [_decode_rps(svc, dev, tp, pp, i, o, mdev, tp) for i, o in svc.buckets]
-                    if any(off):
-                        out.append(Column(f"{base}-offload-{mp.id}", svc.name, Role.DECODE_OFFLOAD, pool.id, k,
-                                          tuple(off), idle + tp * mdev.tdp_watts * 0.15,
-                                          k * dev.tdp_watts * 0.6 + tp * mdev.tdp_watts * 0.7,
-                                          memory_pool=mp.id, memory_devices=tp,
-                                          label=f"{dev.name} tp{tp} pp{pp} + {tp} {mdev.name}"))
-    return out
-
-
-ColumnsFor = Callable[[ServiceSpec, Sequence[PoolSupply], dict[str, DeviceSpec]], list[Column]]
-
-
-def synthetic_fleet(n_services: int, n_devices: int, n_buckets: int, seed: int = 0,
-                    columns_for: ColumnsFor = synthetic_columns) -> Problem:
-    """A fleet of n_services on n_devices types, each in one pool, two zones, a power domain per zone."""
-    rng = random.Random(seed)
-    # Spread the chosen types over the catalogue (small and large), always with the memory type for offload.
-    picks = sorted({round(i * (len(DEVICES) - 1) / max(1, n_devices - 1)) for i in range(n_devices)})
-    devs = [DEVICES[i] for i in picks]
-    if not any(d.memory_kind for d in devs):
-        devs[len(devs) // 2] = DEVICES[8]
-    devices = {d.name: d for d in devs}
-    pools = tuple(
-        PoolSupply(id=d.name, zone=("east", "west")[i % 2], power_domain=f"row-{('east', 'west')[i % 2]}",
-                   devices_per_node=8, max_nodes=rng.choice([4, 8, 16, 32]), usd_per_device_hour=d.usd_per_hour,
-                   billing="device", nameplate_watts_per_node=8 * d.tdp_watts + 1500, node_idle_watts=600)
-        for i, d in enumerate(devs)
-    )
-    services = [synthetic_service(i, n_buckets, rng) for i in range(n_services)]
-    columns: list[Column] = []
-    demands = []
-    for s in services:
-        columns.extend(columns_for(s, pools, devices))
-        demands.append(Demand(s.name, s.rates_rps, tuple(f"{i}/{o}" for i, o in s.buckets),
-                              min_replicas=2, spread_zones=2 if n_devices > 1 else 1))
-    budgets = tuple(PowerBudget(f"row-{z}", 400_000.0, 1.3, 0.9) for z in ("east", "west"))
-    return Problem(pools, tuple(columns), tuple(demands), budgets, headroom=0.85)
-
-
-def random_melange_case(n_buckets: int, n_types: int, seed: int) -> dict[str, object]:
-    """A Mélange-format case: throughput tables per type (1e-6 where the SLO cannot be met), a histogram."""
-    rng = random.Random(seed)
-    rows = max(1, int(math.sqrt(n_buckets)))
-    cols = n_buckets // rows
-    gpu_info = {}
-    for t in range(n_types):
-        speed = rng.uniform(0.5, 8.0)
-        cost = speed ** 0.8 * rng.uniform(0.6, 1.2)
-        tputs = [[1e-6 if rng.random() < 0.1 * (i + j) / (rows + cols) * speed ** -0.5
-                  else round(speed * 20.0 / (1 + i) / (1 + 0.5 * j) * rng.uniform(0.8, 1.2), 4)
-                  for j in range(cols)] for i in range(rows)]
-        gpu_info[f"gpu{t:02d}"] = {"cost": round(cost, 4), "tputs": tputs}
-    weights = [[rng.paretovariate(1.1) for _ in range(cols)] for _ in range(rows)]
-    total = sum(map(sum, weights))
-    dist = [[w / total for w in row] for row in weights]
-    return {"gpu_info": gpu_info, "workload_distribution": dist, "total_request_rate": rng.uniform(20, 400),
-            "slice_factor": 1}
-
-
-REAL_PRICES = {"h100-sxm": 4.0, "h200-sxm": 5.0, "a100-80gb": 2.2, "a100-40gb": 1.6, "l40s": 1.2, "l4": 0.6,
-               "a10g": 0.8, "t4": 0.35, "h20": 1.8, "mi300x": 3.5, "gaudi3": 3.0, "a40": 0.7}
-REAL_MODELS = ("llama-2-7b", "llama-3-8b", "llama-2-13b", "codellama-34b", "mixtral-8x7b", "llama-3-70b",
-               "llama-2-70b", "qwen-72b")
-REAL_SIZES = ((5, 6, 12), (10, 8, 20), (20, 12, 30))
-
-
-def real_fleet(n_services: int, n_devices: int, n_buckets: int, seed: int = 0) -> FleetSpec:
-    """A fleet over the catalogue's first n_devices types (the h20 memory type among them from 5 on), a pool
-    per type and zone, n_services services cycling through 7B–72B models with random rates, SLOs and length
-    histograms over n_buckets (input, output) cells."""
-    rng = random.Random(seed)
-    cat = builtin_catalog()
-    devs = list(cat.devices)[:n_devices]
-    if "h20" not in devs and n_devices >= 5:
-        devs[-1] = "h20"
-    pools = [Pool(id=f"{d}-{z}", device=d, devices_per_node=8, max_nodes=rng.randint(8, 40), zone=z,
-                  price_usd_per_device_hour=REAL_PRICES[d] * (1.0 if z == "a" else 1.1))
-             for d in devs for z in ("a", "b")]
-    ins = [128, 512, 1024, 2048, 4096, 8192][: max(1, n_buckets // 5)]
-    outs = [32, 128, 256, 512, 1024]
-    cells = list(itertools.product(ins, outs))[:n_buckets]
-    services = []
-    for i in range(n_services):
-        w = [rng.random() for _ in cells]
-        total = sum(w)
-        model = REAL_MODELS[i % len(REAL_MODELS)]
-        big = "70b" in model or "72b" in model or "34b" in model
-        rate = rng.uniform(0.5, 4) if big else rng.uniform(2, 20)
-        buckets = [LengthBucket(input_tokens=a, output_tokens=b, share=x / total)
-                   for (a, b), x in zip(cells, w, strict=True)]
-        services.append(Service(id=f"svc-{i}", model=model, traffic=Traffic(rate_rps=rate, buckets=buckets),
-                                slo=SLO(ttft_ms=rng.choice([2000, 5000, 10000]),
-                                        tpot_ms=rng.choice([50, 80, 120, 150])),
-                                min_replicas=1))
-    return FleetSpec(name="scale", pools=pools, services=services,
-                     planner=PlannerOptions(time_limit_s=10, relative_gap=0.005))
-
-
-def main_real(opts: SolveOptions) -> None:
-    """The real-candidate fleets: build (candidates + pruning) and solve timed apart."""
-    rows = []
-    print(f"{'services':>8} {'types':>5} {'buckets':>7} {'columns':>7} {'pruned':>6} {'build s':>8} "
-          f"{'variables':>9} {'rows':>7} {'solve s':>8} {'gap':>7} {'status':<8} {'$/h':>9} {'bound $/h':>9}  bound")
-    for n_s, n_d, n_b in REAL_SIZES:
-        t0 = time.perf_counter()
-        inputs = build_inputs(real_fleet(n_s, n_d, n_b))
-        build_s = time.perf_counter() - t0
-        problem = inputs.problem
-        t1 = time.perf_counter()
-        sol = solve(problem, opts)
-        solve_s = time.perf_counter() - t1
-        rows.append({"services": n_s, "device_types": n_d, "buckets": n_b, "columns": len(problem.columns),
-                     "pruned": inputs.pruned, "build_seconds": round(build_s, 3), "variables": sol.variables,
-                     "constraints": sol.constraints, "solve_seconds": round(solve_s, 3), "gap": sol.relative_gap,
-                     "status": sol.status, "objective": sol.objective, "best_bound": sol.best_bound,
-                     "usd_per_hour": sol.cost_usd_per_hour, "backends": sol.backends})
-        print(f"{n_s:>8} {n_d:>5} {n_b:>7} {len(problem.columns):>7} {inputs.pruned:>6} {build_s:>8.2f} "
-              f"{sol.variables:>9} {sol.constraints:>7} {solve_s:>8.2f} {pct(sol.relative_gap):>7} {sol.status:<8} "
-              f"{money(sol.cost_usd_per_hour):>9} {money(sol.best_bound):>9}  {bound_kind(sol.message)}")
-    largest = rows[-1]
-    print(json.dumps({
-        "benchmark": "solver_scaling_real",
-        "largest_fleet_solve_seconds": largest["solve_seconds"], "largest_fleet_gap": largest["gap"],
-        "largest_fleet_build_seconds": largest["build_seconds"],
-        "largest_fleet_variables": largest["variables"], "largest_fleet_constraints": largest["constraints"],
-        "fleets": rows,
-    }))
+    medley = [sys.executable, "-c", "from planner.cli import main; main()", "plan"]
+    with tempfile.TemporaryDirectory(prefix="medley-scale-") as tmp:
+        path = Path(tmp) / "fleet-20x12x30.yaml"
+        fleet = real_fleet(20, 12, 30)
+        path.write_text(yaml.safe_dump(fleet.model_dump(mode="json", by_alias=True, exclude_defaults=True)))
+        fleet_cpu, fleet_rc = _cpu_of([*medley, str(path), "--format", "json"])
+    quick_cpu, quick_rc = _cpu_of([*medley, str(ROOT / "examples" / "quickstart.yaml"), "--format", "json"])
+    return {"plan_20x12x30_cpu_s": fleet_cpu, "plan_20x12x30_exit": fleet_rc,
+            "quickstart_cpu_s": quick_cpu, "quickstart_exit": quick_rc}
 
 
 def pct(share: float | None) -> str:
@@ -318,9 +128,137 @@ def pct(share: float | None) -> str:
     return "n/a" if share is None else f"{share:.2%}"
 
 
+def secs(value: float | None) -> str:
+    """Seconds with two decimals, or n/a."""
+    return "n/a" if value is None else f"{value:.2f}"
+
+
 def money(usd: float | None) -> str:
     """$/h with two decimals, or n/a."""
     return "n/a" if usd is None else f"{usd:.2f}"
+
+
+def _summary(name: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One fleet's figures over its runs: the first plan and gap of the 10 s runs (worst of them), the gap of
+    the 30 s run, the worst overrun and the peak RSS."""
+    at10 = [r for r in runs if r["limit_s"] == LIMITS[0]]
+    at30 = [r for r in runs if r["limit_s"] == LIMITS[1]]
+
+    def worst(rows: list[dict[str, Any]], key: str) -> float | None:
+        values = [r.get(key) for r in rows]
+        return None if not rows or any(v is None for v in values) else max(float(v) for v in values if v is not None)
+
+    first = runs[0] if runs else {}
+    return {"fleet": name, "columns": first.get("candidates"), "variables": first.get("variables"),
+            "candidates_s": worst(at10, "candidates_s"), "first_plan_s": worst(at10, "first_plan_s"),
+            "gap_at_10s": worst(at10, "gap"), "gap_at_30s": worst(at30, "gap"),
+            "gaps_at_10s": [r.get("gap") for r in at10],
+            "wall_over_limit": worst(runs, "wall_over_limit"), "peak_rss_mb": worst(runs, "peak_rss_mb"),
+            "objective_at_30s": at30[0].get("objective") if at30 else None,
+            "statuses": sorted({str(r.get("status")) for r in runs})}
+
+
+def _print_table(summaries: list[dict[str, Any]]) -> None:
+    print(f"{'fleet':<16} {'columns':>8} {'variables':>9} {'cands s':>7} {'1st plan s':>10} {'gap@10s':>8} "
+          f"{'gap@30s':>8} {'wall/limit':>10} {'RSS MB':>7}  status")
+    for s in summaries:
+        over = s["wall_over_limit"]
+        print(f"{s['fleet']:<16} {s['columns'] or 0:>8} {s['variables'] or 0:>9} {secs(s['candidates_s']):>7} "
+              f"{secs(s['first_plan_s']):>10} {pct(s['gap_at_10s']):>8} {pct(s['gap_at_30s']):>8} "
+              f"{'n/a' if over is None else f'{1 + over:.2f}':>10} {s['peak_rss_mb'] or 0:>7.0f}  "
+              f"{', '.join(s['statuses'])}")
+
+
+def _goals(summaries: list[dict[str, Any]], cpu: dict[str, Any]) -> dict[str, bool]:
+    """The scaling goals, each met or not on this run."""
+    by = {s["fleet"]: s for s in summaries}
+    upto200 = [s for name, s in by.items() if FLEETS[name][0] <= 200 and FLEETS[name][1] == 12]
+    goals = {
+        "first plan <= 2 s up to 200 services": all(
+            s["first_plan_s"] is not None and s["first_plan_s"] <= GOAL_FIRST_PLAN_S for s in upto200),
+        "gap <= 1% at 30 s up to 200 services": all(
+            s["gap_at_30s"] is not None and s["gap_at_30s"] <= GOAL_GAP_30S for s in upto200),
+        "20x12x30 <= 0.5% at 10 s in every run": "20x12x30" in by and all(
+            g is not None and g <= GOAL_GAP_20_AT_10S for g in by["20x12x30"]["gaps_at_10s"]),
+        "no run over its limit by more than 10%": all(
+            s["wall_over_limit"] is not None and s["wall_over_limit"] <= GOAL_OVERRUN for s in summaries),
+    }
+    if cpu:
+        goals["medley plan 20x12x30 <= 15 s CPU"] = cpu["plan_20x12x30_cpu_s"] <= GOAL_PLAN_CPU_S
+        goals["medley plan quickstart <= 1 s CPU"] = cpu["quickstart_cpu_s"] <= GOAL_QUICKSTART_CPU_S
+    return goals
+
+
+def main_scaling(quick: bool) -> None:
+    """The real fleets, each run in its own process; the table, the goals and a JSON line."""
+    load = os.getloadavg()
+    plan: list[tuple[str, float]] = [("20x12x30", LIMITS[0])]
+    if not quick:
+        plan += [("20x12x30", LIMITS[0])] * (REPEATS_20 - 1) + [("20x12x30", LIMITS[1])]
+        plan += [(name, limit) for name in FLEETS if name != "20x12x30" for limit in LIMITS]
+    runs: dict[str, list[dict[str, Any]]] = {}
+    for name, limit in plan:
+        row = _child(name, limit, 0)
+        runs.setdefault(name, []).append(row)
+        print(f"  {name:<16} limit {limit:>4.0f} s: {row.get('status')}, gap {pct(row.get('gap'))}, first plan "
+              f"{secs(row.get('first_plan_s'))} s, wall {secs(row.get('wall_s'))} s", file=sys.stderr, flush=True)
+    summaries = [_summary(name, rows) for name, rows in runs.items()]
+    _print_table(summaries)
+    cpu = {} if quick else plan_command_cpu()
+    if cpu:
+        print(f"medley plan on 20x12x30 (baselines, marginal values): {cpu['plan_20x12x30_cpu_s']:.1f} s CPU; "
+              f"quickstart: {cpu['quickstart_cpu_s']:.2f} s CPU")
+    goals = _goals(summaries, cpu)
+    for goal, met in goals.items():
+        print(f"goal {'met    ' if met else 'NOT met'}  {goal}")
+    print(f"load average at the start {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} on {os.cpu_count()} cores; "
+          f"at the end {os.getloadavg()[0]:.1f}")
+    print(json.dumps({"benchmark": "solver_scaling", "quick": quick, "load_start": load, "load_end": os.getloadavg(),
+                      "fleets": {s["fleet"]: s for s in summaries}, "goals": goals, **cpu,
+                      "runs": [r for rows in runs.values() for r in rows]}))
+
+
+def main_synthetic() -> None:
+    """Synthetic fleets whose pools bind, and Mélange-format instances, solved from their problems."""
+    opts = SolveOptions(backend="highs", time_limit_s=10.0, relative_gap=0.005, threads=2)
+    sizes = ((2, 4, 6), (5, 6, 12), (10, 8, 20), (20, 12, 30))
+    fleet_rows = []
+    print(f"{'services':>8} {'types':>5} {'buckets':>7} {'columns':>7} {'pruned':>6} {'variables':>9} "
+          f"{'rows':>7} {'prune+solve s':>13} {'gap':>7} {'status':<8} {'$/h':>9} {'bound $/h':>9}  bound")
+    for n_s, n_d, n_b in sizes:
+        problem = synthetic_fleet(n_s, n_d, n_b)
+        t0 = time.perf_counter()
+        pruned, count = prune_dominated(problem)
+        sol = solve(pruned, opts)
+        total_s = time.perf_counter() - t0
+        fleet_rows.append({"services": n_s, "device_types": n_d, "buckets": n_b, "columns": len(problem.columns),
+                           "pruned": count, "variables": sol.variables, "constraints": sol.constraints,
+                           "seconds": round(total_s, 3), "gap": sol.relative_gap, "status": sol.status,
+                           "usd_per_hour": sol.cost_usd_per_hour, "best_bound": sol.best_bound,
+                           "backends": sol.backends})
+        print(f"{n_s:>8} {n_d:>5} {n_b:>7} {len(problem.columns):>7} {count:>6} {sol.variables:>9} "
+              f"{sol.constraints:>7} {total_s:>13.2f} {pct(sol.relative_gap):>7} {sol.status:<8} "
+              f"{money(sol.cost_usd_per_hour):>9} {money(sol.best_bound):>9}  {bound_kind(sol.message)}")
+    print()
+    print(f"{'Mélange-format':<16} {'buckets':>7} {'types':>5} {'solve s':>8} {'status':<8} {'$/h':>9}")
+    mel_rows = []
+    for seed in range(3):
+        problem = problem_from_case(random_melange_case(400, 16, seed))
+        # One pool per type and no shared limits: the x ≤ n rows buy little here and cost time.
+        sol = solve(problem, SolveOptions(time_limit_s=10.0, relative_gap=0.005, link_rows=False))
+        mel_rows.append({"seed": seed, "buckets": 400, "device_types": 16, "seconds": round(sol.solve_seconds, 3),
+                         "status": sol.status, "gap": sol.relative_gap, "usd_per_hour": sol.cost_usd_per_hour,
+                         "backends": sol.backends})
+        print(f"{'seed ' + str(seed):<16} {400:>7} {16:>5} {sol.solve_seconds:>8.3f} {sol.status:<8} "
+              f"{money(sol.cost_usd_per_hour):>9}  gap {pct(sol.relative_gap)}")
+    largest = fleet_rows[-1]
+    print(json.dumps({
+        "benchmark": "solver_scaling_synthetic", "load": os.getloadavg(),
+        "largest_fleet_seconds": largest["seconds"], "largest_fleet_gap": largest["gap"],
+        "largest_fleet_variables": largest["variables"], "largest_fleet_constraints": largest["constraints"],
+        "melange_400x16_max_seconds": max(float(r["seconds"] or 0.0) for r in mel_rows),
+        "fleets": fleet_rows, "melange": mel_rows,
+    }))
 
 
 def bound_kind(message: str) -> str:
@@ -331,51 +269,18 @@ def bound_kind(message: str) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--real", action="store_true", help="fleets from the real candidate generator")
+    parser.add_argument("--quick", action="store_true", help="the 20-service fleet once at 10 s (smoke run)")
+    parser.add_argument("--synthetic", action="store_true", help="synthetic fleets and Mélange-format instances")
+    parser.add_argument("--child", choices=sorted(FLEETS), help=argparse.SUPPRESS)
+    parser.add_argument("--limit", type=float, default=LIMITS[0], help=argparse.SUPPRESS)
+    parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    opts = SolveOptions(backend="highs", time_limit_s=10.0, relative_gap=0.005, threads=2)
-    if args.real:
-        main_real(opts)
-        return
-    sizes = ((2, 4, 6), (5, 6, 12), (10, 8, 20), (20, 12, 30))
-    fleet_rows = []
-    print(f"{'services':>8} {'types':>5} {'buckets':>7} {'columns':>7} {'pruned':>6} {'variables':>9} "
-          f"{'rows':>7} {'prune+solve s':>13} {'gap':>7} {'status':<8} {'$/h':>9}  bound")
-    for n_s, n_d, n_b in sizes:
-        problem = synthetic_fleet(n_s, n_d, n_b)
-        t0 = time.perf_counter()
-        pruned, count = prune_dominated(problem)
-        sol = solve(pruned, opts)
-        total_s = time.perf_counter() - t0
-        row = {"services": n_s, "device_types": n_d, "buckets": n_b, "columns": len(problem.columns),
-               "pruned": count, "variables": sol.variables, "constraints": sol.constraints,
-               "seconds": round(total_s, 3), "gap": sol.relative_gap, "status": sol.status,
-               "usd_per_hour": sol.cost_usd_per_hour, "backends": sol.backends}
-        fleet_rows.append(row)
-        print(f"{n_s:>8} {n_d:>5} {n_b:>7} {len(problem.columns):>7} {count:>6} {sol.variables:>9} "
-              f"{sol.constraints:>7} {total_s:>13.2f} {pct(sol.relative_gap):>7} {sol.status:<8} "
-              f"{money(sol.cost_usd_per_hour):>9}  {bound_kind(sol.message)}")
-    print()
-    print(f"{'Mélange-format':<16} {'buckets':>7} {'types':>5} {'solve s':>8} {'status':<8} {'$/h':>9}")
-    mel_rows = []
-    for seed in range(3):
-        case = random_melange_case(400, 16, seed)
-        problem = problem_from_case(case)
-        # One pool per type and no shared limits: the x ≤ n rows buy little here and cost time.
-        sol = solve(problem, SolveOptions(time_limit_s=10.0, relative_gap=0.005, link_rows=False))
-        mel_rows.append({"seed": seed, "buckets": 400, "device_types": 16, "seconds": round(sol.solve_seconds, 3),
-                         "status": sol.status, "gap": sol.relative_gap, "usd_per_hour": sol.cost_usd_per_hour,
-                         "backends": sol.backends})
-        print(f"{'seed ' + str(seed):<16} {400:>7} {16:>5} {sol.solve_seconds:>8.3f} {sol.status:<8} "
-              f"{money(sol.cost_usd_per_hour):>9}  gap {pct(sol.relative_gap)}")
-    largest = fleet_rows[-1]
-    print(json.dumps({
-        "benchmark": "solver_scaling",
-        "largest_fleet_seconds": largest["seconds"], "largest_fleet_gap": largest["gap"],
-        "largest_fleet_variables": largest["variables"], "largest_fleet_constraints": largest["constraints"],
-        "melange_400x16_max_seconds": max(float(r["seconds"] or 0.0) for r in mel_rows),
-        "fleets": fleet_rows, "melange": mel_rows,
-    }))
+    if args.child:
+        print(json.dumps(run_one(args.child, args.limit, args.seed)))
+    elif args.synthetic:
+        main_synthetic()
+    else:
+        main_scaling(args.quick)
 
 
 if __name__ == "__main__":

@@ -50,7 +50,26 @@ class Catalog:
             raise KeyError(f"unknown model {model_id!r} (known: {', '.join(sorted(self.models))})") from None
 
     def pool_price(self, pool: Pool) -> float:
-        """$ per device-hour of a pool: its own price, else its price book's price for its device."""
+        """$ per device-hour of a pool: its own price, else its price book's price for its device; for a spot
+        pool, that on-demand price less its spot discount (``tiers.spot``, else the book's spot tier)."""
+        on_demand = self.on_demand_price(pool)
+        spot = pool.tiers.spot if pool.tiers is not None else None
+        if spot is None:
+            return on_demand
+        if spot.price_usd_per_device_hour is not None:
+            return spot.price_usd_per_device_hour
+        discount = spot.discount
+        if discount is None:
+            book = self.price_books.get(pool.price_book or "")
+            tier = book.tier("spot") if book is not None else None
+            discount = tier.discount.get(pool.device) if tier is not None else None
+        if discount is None:
+            raise KeyError(f"pool {pool.id!r}: a spot pool needs tiers.spot.discount or a price, or a price book "
+                           f"with a spot discount for {pool.device!r}")
+        return on_demand * (1.0 - discount)
+
+    def on_demand_price(self, pool: Pool) -> float:
+        """$ per device-hour of a pool on demand: its own price, else its price book's price for its device."""
         if pool.price_usd_per_device_hour is not None:
             return pool.price_usd_per_device_hour
         book_id = pool.price_book

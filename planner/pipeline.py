@@ -2,24 +2,41 @@
 
 ``plan_fleet`` is the one function every front door (CLI, REST API, controller) calls; ``fleet_planner`` binds
 its options into the :class:`planner.ports.Planner` that what-if and N-1 planning call in their loops.
+
+One deadline, ``planner.time_limit_s`` from the start of candidate generation, covers the whole command: the
+candidates, the solve (which always has the greedy plan to hand back), and then, in the time the solve left or
+at least ``EXTRAS_SHARE`` of it, the marginal values and the baselines, each of which stops at its share.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections import defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import cast
 
 from planner.catalog import Catalog, fleet_catalog
+from planner.clock import Deadline
 from planner.diagnose import preflight
 from planner.fingerprint import fleet_digest, fleet_snapshot
-from planner.io.profiles import fleet_perf_model
-from planner.model.candidates import Candidate, CandidateStats, column_key, generate_candidates
+from planner.io.profiles import fleet_calibration, fleet_perf_model
+from planner.model.calibration import Calibration
+from planner.model.candidates import (
+    Candidate,
+    CandidatesLate,
+    CandidateStats,
+    column_key,
+    fleet_limits,
+    generate_candidates,
+)
+from planner.model.handoff import INTER_ZONE_USD_PER_GB
 from planner.model.perf import PerfModel
+from planner.model.roofline import RooflinePerfModel
+from planner.plan_notes import group_notes, pipeline_finding, plan_findings
 from planner.ports import Planner
 from planner.roles import SERVING_ROLES
 from planner.schema import (
@@ -32,6 +49,7 @@ from planner.schema import (
     ReplicaGroup,
     Role,
     ServiceDemand,
+    SolverProgress,
     SolverReport,
 )
 from planner.solve import (
@@ -47,8 +65,15 @@ from planner.solve import (
     prune_dominated,
     solve,
 )
+from planner.solve.baselines import Shape, TypePlan, homogeneous, single_type
+from planner.solve.formulation.handoff import cross_zone_usd_per_hour
+from planner.solve.progress import Progress
+from planner.tiers import TierError, with_billing, with_tiers
 
 _SERVING = SERVING_ROLES
+# With baselines or marginal values asked for, the solve leaves them at least this share of the time after the
+# candidates (they get whatever it leaves), the marginal values first and at most half of it.
+EXTRAS_SHARE = 0.2
 
 
 class InfeasibleFleet(Exception):
@@ -61,13 +86,16 @@ class InfeasibleFleet(Exception):
 
 @dataclass(frozen=True)
 class PlanInputs:
-    """Everything the MILP needs, with the candidates that give its columns meaning."""
+    """Everything the MILP needs, with the candidates that give its columns meaning, and the performance
+    model and calibration they were sized with."""
 
     problem: Problem
     candidates: dict[str, Candidate]
     buckets: dict[str, list[LengthBucket]]
     stats: CandidateStats
     pruned: int
+    perf: PerfModel | None = None
+    calibration: Calibration | None = None
 
 
 def service_buckets(fleet: FleetSpec, base_dir: Path | None = None) -> dict[str, list[LengthBucket]]:
@@ -87,12 +115,16 @@ def service_buckets(fleet: FleetSpec, base_dir: Path | None = None) -> dict[str,
 
 
 def build_inputs(fleet: FleetSpec, *, catalog: Catalog | None = None, perf: PerfModel | None = None,
-                 current: Plan | None = None, base_dir: Path | None = None) -> PlanInputs:
-    """Candidates, pools, demands and budgets of a fleet as a MILP problem (dominated columns pruned)."""
+                 current: Plan | None = None, base_dir: Path | None = None,
+                 deadline: Deadline | None = None) -> PlanInputs:
+    """Candidates, pools, demands and budgets of a fleet as a MILP problem (dominated columns pruned).
+
+    Raises CandidatesLate when ``deadline`` passes before the candidates are computed."""
     cat = catalog or fleet_catalog(fleet)
     model = perf or fleet_perf_model(fleet)
+    cal = model.calibration if isinstance(model, RooflinePerfModel) else fleet_calibration(fleet)
     buckets = service_buckets(fleet, base_dir)
-    cands, stats = generate_candidates(fleet, cat, model, buckets)
+    cands, stats = generate_candidates(fleet, cat, model, buckets, fleet_limits(fleet, cal), deadline)
     pools = []
     for p in fleet.pools:
         dev = cat.device(p.device)
@@ -106,10 +138,16 @@ def build_inputs(fleet: FleetSpec, *, catalog: Catalog | None = None, perf: Perf
         bs = buckets[svc.id]
         rates = tuple(svc.traffic.rate_rps * b.share for b in bs)
         tokens = sum(r * (b.input_tokens + b.output_tokens) for r, b in zip(rates, bs, strict=True))
+        cross = svc.kv_handoff == "cross-zone"
+        kv_per_token = cat.model(svc.model).kv_bytes_per_token
+        # $/h if every hand-off of the bucket crossed zones: λ · KV GB per request · $/GB · 3600 s.
+        crossing = tuple(r * b.input_tokens * kv_per_token / 1e9 * INTER_ZONE_USD_PER_GB * 3600.0
+                         for r, b in zip(rates, bs, strict=True)) if cross else ()
         demands.append(Demand(service=svc.id, bucket_rates_rps=rates,
                               bucket_labels=tuple(f"{b.input_tokens}/{b.output_tokens}" for b in bs),
                               min_replicas=svc.min_replicas, spread_zones=svc.spread_zones,
-                              tokens_per_s=tokens))
+                              tokens_per_s=tokens, max_configurations=fleet.planner.max_configurations_per_service,
+                              cross_zone_handoff=cross, handoff_usd_per_hour=crossing))
     budgets = [PowerBudget(id=d.id, budget_watts=d.budget_watts,
                            oversubscription_ratio=d.oversubscription_ratio,
                            expected_share=d.thresholds.t1_share)
@@ -124,14 +162,70 @@ def build_inputs(fleet: FleetSpec, *, catalog: Catalog | None = None, perf: Perf
                       current_replicas=current_replicas,
                       churn_usd_per_replica_change=fleet.planner.churn_usd_per_replica_change)
     pruned_problem, pruned = prune_dominated(problem)
+    try:
+        pruned_problem = with_tiers(pruned_problem, fleet, cat)
+    except TierError as exc:
+        raise InfeasibleFleet([Finding(kind="infeasible", constraint="tiers", message=str(exc))]) from None
     return PlanInputs(problem=pruned_problem, candidates={c.column.key: c for c in cands}, buckets=buckets,
-                      stats=stats, pruned=pruned)
+                      stats=stats, pruned=pruned, perf=model, calibration=cal)
 
 
-def _options(fleet: FleetSpec, backend: str | None) -> SolveOptions:
+def _options(fleet: FleetSpec, backend: str | None, progress: Progress | None = None) -> SolveOptions:
     o = fleet.planner
     return SolveOptions(backend=cast(BackendName, backend or o.solver), time_limit_s=o.time_limit_s,
-                        relative_gap=o.relative_gap)
+                        relative_gap=o.relative_gap, progress=progress)
+
+
+def plan_fleet(fleet: FleetSpec, *, current: Plan | None = None, catalog: Catalog | None = None,
+               perf: PerfModel | None = None, backend: str | None = None, baselines: bool = True,
+               marginals: bool = True, base_dir: Path | None = None, created_at: str = "",
+               deadline: Deadline | None = None, progress: Progress | None = None) -> Plan:
+    """The cheapest plan that meets every service's SLO inside the fleet's pools and power budgets.
+
+    ``deadline`` (default: planner.time_limit_s from now) covers the whole command, see the module docstring;
+    ``progress`` records (and shows) the plan and bound as they improve. ``baselines`` and ``marginals``
+    (binding rows and marginal values) solve again within what the main solve leaves; drafts that are not the
+    answer skip them."""
+    until = deadline or Deadline.after(fleet.planner.time_limit_s)
+    record = progress or Progress(until.clock)
+    cat = catalog or fleet_catalog(fleet)
+    model = perf or fleet_perf_model(fleet)
+    opts = _options(fleet, backend, record)
+    try:
+        inputs = build_inputs(fleet, catalog=cat, perf=model, current=current, base_dir=base_dir, deadline=until)
+    except CandidatesLate as exc:
+        raise InfeasibleFleet([Finding(kind="infeasible", constraint="time_limit",
+                                       message=f"{exc}: no plan within {fleet.planner.time_limit_s:g} s; raise "
+                                               "planner.time_limit_s")]) from exc
+    record.mark("candidates")
+    blocked = preflight(fleet, cat, model, inputs.problem, inputs.buckets)
+    if blocked:
+        raise InfeasibleFleet(blocked)
+    extras = baselines or marginals
+    left = until.end - until.now()
+    solve_until = Deadline(until.end - EXTRAS_SHARE * left, until.clock) if extras else until
+    sol = solve(inputs.problem, opts, deadline=solve_until)
+    if sol.status not in ("optimal", "feasible"):
+        if sol.status == "infeasible":
+            raise InfeasibleFleet(explain_infeasible(inputs.problem, replace(opts, progress=None),
+                                                     deadline=until))
+        raise InfeasibleFleet([Finding(kind="infeasible", constraint="solver", message=_no_solution(sol, opts))])
+    quiet = replace(opts, progress=None)
+    inputs, sol, findings = _prefer_no_pipelines(inputs, sol, quiet, until.share(0.5))
+    if marginals:
+        share = until.share(0.5) if baselines else until
+        findings += marginal_values(inputs.problem, sol, quiet, deadline=share)
+    base = _baselines(inputs, quiet, until) if baselines else []
+    plan = assemble_plan(fleet, inputs, sol, opts, cat, base, findings, current, created_at, record)
+    return with_billing(plan, inputs.problem, sol.replicas, fleet, cat)
+
+
+def _no_solution(sol: Solution, opts: SolveOptions) -> str:
+    """Why the solver returned no plan: its time ran out, or it failed (with its own message)."""
+    if sol.status == "time_limit_no_solution":
+        return f"the solver found no plan within {opts.time_limit_s:g} s; raise planner.time_limit_s"
+    detail = f": {sol.message}" if sol.message else ""
+    return f"the solver stopped after {sol.solve_seconds:.1f} s without a plan ({sol.status}{detail})"
 
 
 def _solved_cost(sol: Solution) -> float | None:
@@ -141,55 +235,40 @@ def _solved_cost(sol: Solution) -> float | None:
     return None
 
 
-def _restricted(problem: Problem, keep: Callable[[str], bool]) -> Problem:
-    return replace(problem, columns=tuple(c for c in problem.columns if keep(c.key)))
+def _needless_pipelines(inputs: PlanInputs, keys: Collection[str]) -> set[str]:
+    """Pipeline columns among ``keys`` whose model has a candidate of the same device, TP and role without a
+    pipeline (it fits and meets the SLO without one)."""
+    flat = {(c.service.id, c.configuration.device, c.configuration.tp, c.configuration.role)
+            for c in inputs.candidates.values() if c.configuration.pp == 1}
+    out = set()
+    for k in keys:
+        c = inputs.candidates[k]
+        if c.configuration.pp > 1 and (c.service.id, c.configuration.device, c.configuration.tp,
+                                       c.configuration.role) in flat:
+            out.add(k)
+    return out
 
 
-def _unlimited(problem: Problem) -> Problem:
-    """The same demand with unlimited availability, no zone spread and no power budgets (what one type costs)."""
-    return replace(problem, pools=tuple(replace(p, max_nodes=None) for p in problem.pools), power_budgets=(),
-                   demands=tuple(replace(d, spread_zones=1) for d in problem.demands),
-                   current_replicas={}, churn_usd_per_replica_change=0.0)
-
-
-def plan_fleet(fleet: FleetSpec, *, current: Plan | None = None, catalog: Catalog | None = None,
-               perf: PerfModel | None = None, backend: str | None = None, baselines: bool = True,
-               marginals: bool = True, base_dir: Path | None = None, created_at: str = "",
-               progress: Callable[[str], None] | None = None) -> Plan:
-    """The cheapest plan that meets every service's SLO inside the fleet's pools and power budgets.
-
-    ``baselines`` and ``marginals`` (binding rows and marginal values) each solve the MILP again; drafts that
-    are not the answer skip them. ``progress`` hears one line per stage."""
-    say = progress or (lambda _line: None)
-    cat = catalog or fleet_catalog(fleet)
-    model = perf or fleet_perf_model(fleet)
-    inputs = build_inputs(fleet, catalog=cat, perf=model, current=current, base_dir=base_dir)
-    say(f"{len(inputs.candidates)} candidate configurations ({inputs.pruned} dominated pruned)")
-    blocked = preflight(fleet, cat, model, inputs.problem, inputs.buckets)
-    if blocked:
-        raise InfeasibleFleet(blocked)
-    opts = _options(fleet, backend)
-    sol = solve(inputs.problem, opts)
-    say(f"solved: {sol.status} in {sol.solve_seconds:.1f} s")
-    if sol.status not in ("optimal", "feasible"):
-        if sol.status == "infeasible":
-            raise InfeasibleFleet(explain_infeasible(inputs.problem, opts))
-        raise InfeasibleFleet([Finding(kind="infeasible", constraint="solver", message=_no_solution(sol, opts))])
-    findings = marginal_values(inputs.problem, sol, opts) if marginals else []
-    if marginals:
-        say(f"marginal values: {len(findings)} findings")
-    base = _baselines(inputs, cat, opts) if baselines else []
-    if baselines:
-        say("baselines: single device types")
-    return assemble_plan(fleet, inputs, sol, opts, cat, base, findings, current, created_at)
-
-
-def _no_solution(sol: Solution, opts: SolveOptions) -> str:
-    """Why the solver returned no plan: its time ran out, or it failed (with its own message)."""
-    if sol.status == "time_limit_no_solution":
-        return f"the solver found no plan within {opts.time_limit_s:g} s; raise planner.time_limit_s"
-    detail = f": {sol.message}" if sol.message else ""
-    return f"the solver stopped after {sol.solve_seconds:.1f} s without a plan ({sol.status}{detail})"
+def _prefer_no_pipelines(inputs: PlanInputs, sol: Solution, opts: SolveOptions,
+                         deadline: Deadline) -> tuple[PlanInputs, Solution, list[Finding]]:
+    """A pipeline where the model fits without one stays only when it is cheaper: the plan is solved again
+    without such pipelines and that plan is taken unless it costs more than the gap; otherwise a finding says
+    what the pipelines save."""
+    used = _needless_pipelines(inputs, [k for k, n in sol.replicas.items() if n > 0])
+    if not used:
+        return inputs, sol, []
+    drop = _needless_pipelines(inputs, [c.key for c in inputs.problem.columns])
+    flat = replace(inputs.problem, columns=tuple(c for c in inputs.problem.columns if c.key not in drop))
+    alt = solve(flat, opts, deadline=deadline)
+    cost, alt_cost = _solved_cost(sol), _solved_cost(alt)
+    if alt_cost is not None and cost is not None and alt_cost <= cost * (1 + opts.relative_gap) + 1e-9:
+        return replace(inputs, problem=flat), alt, []
+    saving = math.inf if alt_cost is None or cost is None else alt_cost - cost
+    out: list[Finding] = []
+    for k in sorted(used):
+        c = inputs.candidates[k]
+        out.append(pipeline_finding(c.service.id, c.configuration.label(), saving, cost or 0.0))
+    return inputs, sol, out
 
 
 def fleet_planner(*, catalog: Catalog | None = None, perf: PerfModel | None = None, backend: str | None = None,
@@ -204,92 +283,38 @@ def fleet_planner(*, catalog: Catalog | None = None, perf: PerfModel | None = No
     return planner
 
 
-_Best = tuple[float, str, dict[str, int]]  # cost, device type, devices by type
+def _shapes(inputs: PlanInputs) -> dict[str, Shape]:
+    """Each column's device type, TP, PP and whether it offloads (what the baselines restrict on)."""
+    return {key: Shape(c.configuration.device, c.configuration.tp, c.configuration.pp,
+                       c.configuration.memory_devices > 0) for key, c in inputs.candidates.items()}
 
 
-def _baselines(inputs: PlanInputs, cat: Catalog, opts: SolveOptions) -> list[Baseline]:
+def _baselines(inputs: PlanInputs, opts: SolveOptions, deadline: Deadline) -> list[Baseline]:
     """Best single-device-type plans: one config per service, and free TP/PP/roles (homogeneous)."""
-    devices = sorted({c.configuration.device for c in inputs.candidates.values()})
-    fast = replace(opts, time_limit_s=min(opts.time_limit_s, 10.0))
-    problem = _unlimited(inputs.problem)
-    best_single: _Best | None = None
-    best_homog: _Best | None = None
-    for dev in devices:
-        homog = _homogeneous(inputs, problem, dev, fast)
-        if homog is not None and (best_homog is None or homog[0] < best_homog[0]):
-            best_homog = homog
-        single = _single_type(inputs, problem, dev, fast)
-        if single is not None and (best_single is None or single[0] < best_single[0]):
-            best_single = single
-    return [_baseline("single-type", best_single, "one device type, unified replicas, one TP/PP per service"),
-            _baseline("homogeneous", best_homog, "one device type, free TP/PP and roles")]
+    shapes = _shapes(inputs)
+    single = single_type(inputs.problem, shapes, opts, deadline.share(0.3))
+    homog = homogeneous(inputs.problem, shapes, opts, deadline)
+    return [_baseline("single-type", single, "one device type, unified replicas, one TP/PP per service", inputs),
+            _baseline("homogeneous", homog, "one device type, free TP/PP and roles", inputs)]
 
 
-def _homogeneous(inputs: PlanInputs, problem: Problem, dev: str, opts: SolveOptions) -> _Best | None:
-    """The cheapest plan on device type ``dev`` alone, any TP/PP and role (no offload), or None."""
-
-    def keep(key: str) -> bool:
-        c = inputs.candidates[key]
-        return c.configuration.device == dev and c.configuration.memory_devices == 0
-
-    sol = solve(_restricted(problem, keep), opts)
-    cost = _solved_cost(sol)
-    return None if cost is None else (cost, dev, _devices_by_type(inputs, sol))
-
-
-def _single_type(inputs: PlanInputs, problem: Problem, dev: str, opts: SolveOptions) -> _Best | None:
-    """Single type as operators often run it: unified replicas only, one TP/PP per service (the cheapest for
-    that service alone), then all services solved together so shared pools and power still bind."""
-    chosen: dict[str, tuple[int, int]] = {}
-    for dem in problem.demands:
-        shape = _cheapest_unified_shape(inputs, problem, dem.service, dev, opts)
-        if shape is None:
-            return None
-        chosen[dem.service] = shape
-
-    def keep(key: str) -> bool:
-        c = inputs.candidates[key]
-        return (c.configuration.device == dev and c.configuration.role is Role.UNIFIED
-                and (c.configuration.tp, c.configuration.pp) == chosen[c.service.id])
-
-    sol = solve(_restricted(problem, keep), opts)
-    cost = _solved_cost(sol)
-    return None if cost is None else (cost, dev, _devices_by_type(inputs, sol))
-
-
-def _cheapest_unified_shape(inputs: PlanInputs, problem: Problem, service: str, dev: str,
-                            opts: SolveOptions) -> tuple[int, int] | None:
-    """The (TP, PP) of unified replicas on ``dev`` that serves ``service`` alone most cheaply, or None."""
-    shapes = sorted({(c.configuration.tp, c.configuration.pp) for c in inputs.candidates.values()
-                     if c.service.id == service and c.configuration.device == dev
-                     and c.configuration.role is Role.UNIFIED})
-    best: tuple[float, tuple[int, int]] | None = None
-    for tp_pp in shapes:
-        def keep(key: str, tp_pp: tuple[int, int] = tp_pp) -> bool:
-            c = inputs.candidates[key]
-            return (c.service.id == service and c.configuration.device == dev
-                    and c.configuration.role is Role.UNIFIED and (c.configuration.tp, c.configuration.pp) == tp_pp)
-
-        sub = replace(_restricted(problem, keep), demands=tuple(d for d in problem.demands if d.service == service))
-        cost = _solved_cost(solve(sub, opts))
-        if cost is not None and (best is None or cost < best[0]):
-            best = (cost, tp_pp)
-    return None if best is None else best[1]
-
-
-def _baseline(name: str, best: _Best | None, description: str) -> Baseline:
+def _baseline(name: str, best: TypePlan | None, description: str, inputs: PlanInputs) -> Baseline:
     """A baseline row: the cheapest device type found, or infeasible when none serves every service."""
     if best is None:
-        return Baseline(name=name, description="no single device type serves every service",
-                        cost_usd_per_hour=None, feasible=False)
-    cost, device, devices = best
-    return Baseline(name=f"{name}:{device}", cost_usd_per_hour=round(cost, 4), feasible=True, devices_by_type=devices,
-                    description=f"{description}; availability, zone spread and power limits lifted")
+        return Baseline(name=name, description="no single device type serves every service (or none was "
+                                               "settled in time)", cost_usd_per_hour=None, feasible=False)
+    gap = best.gap
+    proof = "" if gap is not None and gap <= 1e-9 else (
+        "; not proven: it may be lower by up to " + ("an unknown amount" if gap is None else f"{gap:.2%}"))
+    devices = _devices_by_type(inputs, best.replicas)
+    return Baseline(name=f"{name}:{best.device}", cost_usd_per_hour=round(best.cost, 4), feasible=True,
+                    devices_by_type=devices, relative_gap=None if gap is None else round(gap, 6),
+                    description=f"{description}; availability, zone spread and power limits lifted{proof}")
 
 
-def _devices_by_type(inputs: PlanInputs, sol: Solution) -> dict[str, int]:
+def _devices_by_type(inputs: PlanInputs, replicas: Mapping[str, int]) -> dict[str, int]:
     out: dict[str, int] = defaultdict(int)
-    for key, n in sol.replicas.items():
+    for key, n in replicas.items():
         if n <= 0:
             continue
         c = inputs.candidates[key]
@@ -307,8 +332,8 @@ def plan_id(fleet_name: str, groups: Sequence[ReplicaGroup]) -> str:
 
 def assemble_plan(fleet: FleetSpec, inputs: PlanInputs, sol: Solution, opts: SolveOptions, cat: Catalog,
                   baselines: list[Baseline], findings: list[Finding], current: Plan | None,
-                  created_at: str) -> Plan:
-    """Turn a MILP solution into the Plan a platform team reads."""
+                  created_at: str, progress: Progress | None = None) -> Plan:
+    """Turn a MILP solution into the Plan a platform team reads (with the progress of its solve, if given)."""
     groups: list[ReplicaGroup] = []
     rates = {d.service: d.bucket_rates_rps for d in inputs.problem.demands}
     for key, n in sorted(sol.replicas.items()):
@@ -329,11 +354,14 @@ def assemble_plan(fleet: FleetSpec, inputs: PlanInputs, sol: Solution, opts: Sol
                 share = ps if c.configuration.role is Role.PREFILL else ds
                 busy += rates[c.service.id][b_idx] * share / cap
         util = min(busy / n, 1.0)
+        band, util90 = (None, None)
+        if inputs.perf is not None and inputs.calibration is not None:
+            band, util90 = group_notes(inputs.perf, cat, inputs.calibration, c, bs, rates[c.service.id], load, n)
         groups.append(ReplicaGroup(
             service=c.service.id, pool=c.pool.id, memory_pool=c.memory_pool.id if c.memory_pool else None,
             configuration=c.configuration, replicas=n, cost_usd_per_hour=round(c.usd_per_hour * n, 4),
             expected_watts=round(n * (c.column.idle_watts + util * (c.column.active_watts - c.column.idle_watts)), 1),
-            utilisation=round(util, 4), load=load))
+            utilisation=round(util, 4), load=load, error_band=band, utilisation_at_p90_error=util90))
     devices_by_pool: dict[str, int] = defaultdict(int)
     for g in groups:
         devices_by_pool[g.pool] += g.replicas * g.configuration.devices
@@ -345,16 +373,22 @@ def assemble_plan(fleet: FleetSpec, inputs: PlanInputs, sol: Solution, opts: Sol
                           best_bound=sol.best_bound, relative_gap=sol.relative_gap,
                           solve_seconds=round(sol.solve_seconds, 4), variables=sol.variables,
                           constraints=sol.constraints, candidates=len(inputs.candidates),
-                          candidates_pruned=inputs.pruned, backends=sol.backends)
+                          candidates_pruned=inputs.pruned, backends=sol.backends,
+                          progress=[SolverProgress(seconds=p.seconds, incumbent=p.incumbent, bound=p.bound,
+                                                   stage=p.stage) for p in (progress.points if progress else [])],
+                          seconds=round(progress.clock.now() - progress.start, 4) if progress else 0.0)
     return Plan(
         id=plan_id(fleet.name, groups), fleet=fleet.name, created_at=created_at,
         previous_plan_id=current.id if current is not None else None,
         replica_groups=groups, cost_usd_per_hour=round(cost, 4),
         usd_per_million_tokens=round(cost / tokens_per_hour * 1e6, 4) if tokens_per_hour > 0 else None,
-        devices_by_type=_devices_by_type(inputs, sol), devices_by_pool=dict(sorted(devices_by_pool.items())),
+        devices_by_type=_devices_by_type(inputs, sol.replicas), devices_by_pool=dict(sorted(devices_by_pool.items())),
         nodes_by_pool={k: v for k, v in sorted(sol.nodes.items()) if v > 0},
         watts_by_power_domain={k: round(v, 1) for k, v in sorted(sol.expected_watts.items())},
-        solver=report, baselines=baselines, findings=findings,
+        solver=report, baselines=baselines, findings=[*findings, *plan_findings(
+            fleet.planner, inputs.problem.headroom,
+            {f"{g.service} {g.pool} {g.configuration.label()}": g.utilisation_at_p90_error for g in groups},
+            cross_zone_usd_per_hour(inputs.problem, sol))],
         demand=[ServiceDemand(service=s.id, rate_rps=s.traffic.rate_rps, buckets=inputs.buckets[s.id])
                 for s in fleet.services],
         fleet_digest=fleet_digest(fleet), fleet_snapshot=fleet_snapshot(fleet))

@@ -111,13 +111,33 @@ class DeviceType(Sourced):
         return self.decode_watts if self.decode_watts is not None else 0.55 * self.tdp_watts
 
 
+class PriceTier(Sourced):
+    """A way of paying for a book's devices other than on demand, per device: a price or a discount off the
+    on-demand price; spot tiers also say how likely their capacity is reclaimed (planner.tiers reads them)."""
+
+    tier: Literal["reserved", "committed", "spot"]
+    term: str = Field(default="", description="e.g. '1-year, no upfront'")
+    usd_per_device_hour: dict[str, NonNegFloat] = Field(default_factory=dict)
+    discount: dict[str, Share] = Field(default_factory=dict, description="fraction off the on-demand price")
+    interruption_probability: dict[str, Share] = Field(
+        default_factory=dict, description="spot: probability that a pool's spot capacity is reclaimed within a "
+        "month, per device (AWS's Spot Instance Advisor's frequency of interruption)")
+    zone_interruption_probability: dict[str, Share] = Field(
+        default_factory=dict, description="spot: the same per zone, where a zone's differs from its device's")
+
+
 class PriceBook(Sourced):
-    """Dated $/device-hour for a set of devices from one provider."""
+    """Dated $/device-hour for a set of devices from one provider (on demand), and its other tiers."""
 
     id: Id
     provider: str = ""
     region: str = ""
     usd_per_device_hour: dict[str, PositiveFloat]
+    tiers: list[PriceTier] = Field(default_factory=list)
+
+    def tier(self, name: str) -> PriceTier | None:
+        """The book's tier ``name`` (reserved, committed, spot), if it has one."""
+        return next((t for t in self.tiers if t.tier == name), None)
 
 
 # ---------------------------------------------------------------------------------------------- models
@@ -293,6 +313,14 @@ class Service(Value):
         default=None, min_length=1,
         description="tensor-parallel sizes allowed for this service (default: the planner's)")
     engine: Literal["vllm", "sglang", "trtllm"] = "vllm"
+    kv_handoff: Literal["same-zone", "cross-zone"] = Field(
+        default="same-zone", description="where a prefill replica may hand a prompt's KV cache to a decode "
+        "replica: in its own zone only, or across zones (then timed with the extra hop and priced per GB)")
+    max_spot_share: Share = Field(default=1.0, description="largest share of the service's devices on spot "
+                                  "pools; 0 forbids spot")
+    spot_risk: Share = Field(default=0.001, description="largest probability that spot reclaims within one "
+                             "recovery window leave the service short of the capacity its SLO needs; it always "
+                             "survives losing any one of its spot pools, and more when this asks")
 
 
 # ---------------------------------------------------------------------------------------------- pools, power
@@ -306,6 +334,37 @@ class Node(Value):
     rack: str | None = None
     devices: int | None = Field(default=None, ge=1)
     state: Literal["ready", "cordoned", "failed"] = "ready"
+
+
+class SpotTerms(Value):
+    """A pool of spot nodes: cheaper than on demand, and its capacity can be reclaimed at short notice."""
+
+    discount: float | None = Field(default=None, ge=0, lt=1, description="fraction off the pool's on-demand "
+                                   "price (default: its price book's spot tier)")
+    price_usd_per_device_hour: PositiveFloat | None = Field(default=None, description="the spot price itself")
+    interruption_probability: Share | None = Field(
+        default=None, description="probability that this pool's spot capacity is reclaimed within a month "
+        "(default: its price book's spot tier for its zone or device); each spot pool is one reclaim domain")
+
+
+class PoolTiers(Value):
+    """How a pool's capacity is paid for beyond on demand: reserved nodes, a commitment, or spot."""
+
+    reserved_nodes: int = Field(default=0, ge=0, description="nodes already paid for (reserved instances): "
+                                "no marginal cost, their cost is sunk")
+    reserved_usd_per_device_hour: NonNegFloat | None = Field(
+        default=None, description="what a reserved device costs per hour, sunk (default: the book's reserved tier)")
+    committed: bool = Field(default=True, description="on-demand use may draw on the fleet's commitment")
+    committed_usd_per_device_hour: NonNegFloat | None = Field(
+        default=None, description="what a device-hour draws from the commitment (default: the book's committed "
+        "tier)")
+    spot: SpotTerms | None = Field(default=None, description="the pool's nodes are spot nodes")
+
+    @model_validator(mode="after")
+    def _spot_alone(self) -> PoolTiers:
+        if self.spot is not None and self.reserved_nodes:
+            raise ValueError("reserved_nodes: a spot pool has no reserved nodes (make a separate pool)")
+        return self
 
 
 class Pool(Value):
@@ -324,6 +383,19 @@ class Pool(Value):
     node_overhead_watts: NonNegFloat = Field(default=0.0, description="server power outside the devices")
     node_selector: dict[str, str] = Field(default_factory=dict)
     nodes: list[Node] | None = None
+    tiers: PoolTiers | None = Field(default=None, description="reserved nodes, commitment, spot (planner.tiers)")
+
+    @model_validator(mode="after")
+    def _reserved_fit(self) -> Pool:
+        if self.tiers is not None and self.tiers.reserved_nodes > self.max_nodes:
+            raise ValueError(f"tiers: reserved_nodes ({self.tiers.reserved_nodes}) exceeds max_nodes "
+                             f"({self.max_nodes})")
+        return self
+
+    @property
+    def is_spot(self) -> bool:
+        """Whether the pool's nodes are spot nodes."""
+        return self.tiers is not None and self.tiers.spot is not None
 
 
 class PowerThresholds(Value):
@@ -368,6 +440,21 @@ class PlannerOptions(Value):
     perf_profile: str | None = Field(
         default=None, description="engine profile YAML (medley perf calibrate writes one) whose fitted factors "
         "replace the shipped ones; a path relative to the working directory")
+    max_num_seqs: int | None = Field(
+        default=None, ge=1, le=1024, description="sequences one replica runs at once (the engine's "
+        "--max-num-seqs, split over a pipeline's stages); default: the engine profile's (vLLM: 256)")
+    robustness: Literal["none", "p50", "p90"] = Field(
+        default="none", description="plan against the performance model's held-out error: p50/p90 slow every "
+        "step by the median/90th-percentile error of its device, engine and phase before sizing replicas")
+    max_configurations_per_service: int | None = Field(
+        default=4, ge=1, description="at most this many configurations (device, TP, PP, role) per service, "
+        "whatever the pools and zones they run in; null: no limit")
+    spot_recovery_hours: PositiveFloat = Field(
+        default=1.0, description="how long reclaimed spot capacity stays lost before plans and replacements "
+                                 "catch up: the window over which spot losses are judged")
+    commitment_usd_per_hour: NonNegFloat = Field(
+        default=0.0, description="a savings-plan commitment: $/h paid whatever is used, which covers on-demand "
+                                 "device-hours at the pools' committed rates")
 
 
 class FleetSpec(Value):
@@ -431,6 +518,23 @@ class BucketLoad(Value):
     decode_share: Share
 
 
+class ModelErrorBand(Value):
+    """The performance model's held-out absolute error (%) for a group's device and engine, per phase its role
+    runs, and what it was scored on."""
+
+    prefill_median_pct: float | None = None
+    prefill_p90_pct: float | None = None
+    decode_median_pct: float | None = None
+    decode_p90_pct: float | None = None
+    scored_on: str = ""
+
+    def worst(self, which: Literal["median", "p90"]) -> float | None:
+        """The larger of the phases' errors at the median or the 90th percentile."""
+        vals = [v for v in ((self.prefill_median_pct, self.decode_median_pct) if which == "median"
+                            else (self.prefill_p90_pct, self.decode_p90_pct)) if v is not None]
+        return max(vals) if vals else None
+
+
 class ReplicaGroup(Value):
     service: str
     pool: str
@@ -442,6 +546,20 @@ class ReplicaGroup(Value):
     utilisation: Share = 0.0
     load: list[BucketLoad] = Field(default_factory=list)
     nodes: list[str] = Field(default_factory=list, description="placement: node per device slot, if placed")
+    error_band: ModelErrorBand | None = Field(
+        default=None, description="the performance model's held-out error for this device, engine and role")
+    utilisation_at_p90_error: float | None = Field(
+        default=None, ge=0, description="the group's utilisation if its steps are slower by the p90 error band "
+        "(above 1: the plan holds only if the model is that right)")
+
+
+class SolverProgress(Value):
+    """The best plan's cost and the best proven bound at a moment of the planning command."""
+
+    seconds: NonNegFloat = Field(description="since the command started (candidate generation included)")
+    incumbent: float | None = Field(default=None, description="$/h of the best plan so far (None: none yet)")
+    bound: float | None = Field(default=None, description="best proven lower bound on the optimum so far")
+    stage: str = Field(default="", description="the stage that improved either")
 
 
 class SolverReport(Value):
@@ -457,6 +575,9 @@ class SolverReport(Value):
     candidates_pruned: int = 0
     backends: dict[str, str] = Field(default_factory=dict,
                                      description="stage → backend that ran it (some stages need HiGHS)")
+    progress: list[SolverProgress] = Field(default_factory=list,
+                                           description="each improvement of the plan or the bound over time")
+    seconds: NonNegFloat = Field(default=0.0, description="the whole command so far, candidates included")
 
 
 class Baseline(Value):
@@ -465,6 +586,8 @@ class Baseline(Value):
     cost_usd_per_hour: float | None
     feasible: bool
     devices_by_type: dict[str, int] = Field(default_factory=dict)
+    relative_gap: float | None = Field(default=None, description="how far above its own optimum the cost may be "
+                                                                  "(None: not proven)")
 
 
 class Finding(Value):
@@ -485,6 +608,24 @@ class ServiceDemand(Value):
     service: str
     rate_rps: NonNegFloat
     buckets: list[LengthBucket]
+
+
+class PlanBilling(Value):
+    """What a plan's capacity costs by tier (fleets with pool tiers or a commitment; planner.tiers fills it).
+
+    ``marginal_usd_per_hour`` is the plan's ``cost_usd_per_hour``: on-demand and spot device-hours, and on-demand
+    use beyond the commitment. Reserved nodes and the commitment are paid whatever the plan uses (sunk), so
+    ``total_usd_per_hour`` adds them."""
+
+    marginal_usd_per_hour: NonNegFloat
+    reserved_usd_per_hour: NonNegFloat = Field(default=0.0, description="sunk: every reserved node, used or not")
+    commitment_usd_per_hour: NonNegFloat = 0.0
+    commitment_used_usd_per_hour: NonNegFloat = 0.0
+    total_usd_per_hour: NonNegFloat
+    devices_by_tier: dict[str, float] = Field(default_factory=dict,
+                                              description="reserved, committed, on_demand, spot")
+    spot_risk: dict[str, float] = Field(default_factory=dict, description="per service using spot: probability "
+                                        "that reclaims within one recovery window leave it short of capacity")
 
 
 class Plan(Value):
@@ -510,6 +651,7 @@ class Plan(Value):
         "SHA-256 of the fleet it was made for (planner.fingerprint); verify and apply refuse another fleet"))
     fleet_snapshot: dict[str, Any] | None = Field(default=None, description=(
         "the fleet it was made for, as canonical JSON (what a refusal names the first difference from)"))
+    billing: PlanBilling | None = Field(default=None, description="cost by tier (fleets with tiers)")
 
     def demand_of(self, service: str) -> ServiceDemand | None:
         """The stored demand of ``service`` (None for plans made before demand was stored)."""

@@ -14,10 +14,12 @@ from pathlib import Path
 from typing import Literal
 
 from planner.catalog import Catalog, fleet_catalog
-from planner.io.profiles import fleet_perf_model
+from planner.io.profiles import fleet_calibration, fleet_perf_model, load_profile, read_measured_csv
 from planner.io.traces import load_trace, service_traces
-from planner.model.capacity import MAX_BATCH
-from planner.pipeline import InfeasibleFleet, fleet_planner, plan_id, service_buckets
+from planner.model.measured import TablePerfModel
+from planner.model.perf import PerfModel
+from planner.model.roofline import RooflinePerfModel
+from planner.pipeline import InfeasibleFleet, build_inputs, fleet_planner, plan_id, service_buckets
 from planner.place import (
     DomainLoss,
     PlacementResult,
@@ -34,9 +36,13 @@ from planner.ports import Planner
 from planner.replay import PerfStepTimes, ReplayOptions, ReplayReport, TraceSource, build_workload, replay
 from planner.schema import DeviceKind, Finding, FleetSpec, Plan, ServiceDemand
 
-# The engine the capacity model assumes: a step is all prompts or all decodes (prompts first), and up to
-# capacity.MAX_BATCH sequences run at once.
-PLANNER_ENGINE = ReplayOptions(chunked_prefill=False, max_batched_tokens=8192, max_batch=MAX_BATCH)
+
+def planner_engine(fleet: FleetSpec) -> ReplayOptions:
+    """The engine the capacity model assumes: a step is all prompts or all decodes (prompts first), and at most
+    the fleet's batch cap (``planner.max_num_seqs``, else its engine profile's) runs at once."""
+    cap = fleet.planner.max_num_seqs or fleet_calibration(fleet).engine_profile().max_num_seqs
+    return ReplayOptions(chunked_prefill=False, max_batched_tokens=8192, max_batch=cap)
+
 
 class PlacementFailed(Exception):
     """The plan's replicas cannot be put on the fleet's nodes; the message says why, ``result`` holds more."""
@@ -571,15 +577,40 @@ def _with_cost_note(plan: Plan, kind: str, cost_without: float, factors: Mapping
     return plan.model_copy(update={"findings": [*plan.findings, note]})
 
 
-def verify_plan(plan: Plan, fleet: FleetSpec, source: TraceSource, base_dir: Path | None = None) -> ReplayReport:
-    """Replay the source's traffic against the plan with the shipped performance model (trace files are
-    loaded here: the source's, else each trace-file service's own, relative to ``base_dir``)."""
+def step_times_model(fleet: FleetSpec, path: Path) -> tuple[PerfModel, str]:
+    """Step times other than the planner's, for the replay: a measured table (CSV; the fleet's model where
+    it does not cover a point) or an engine profile (YAML) over the fleet's calibration, and its name."""
+    if path.suffix.lower() == ".csv":
+        return TablePerfModel(read_measured_csv(path), fleet_perf_model(fleet)), f"the measured table {path.name}"
+    return RooflinePerfModel(fleet_calibration(fleet).overlay(load_profile(path))), f"the engine profile {path.name}"
+
+
+def verify_plan(plan: Plan, fleet: FleetSpec, source: TraceSource, base_dir: Path | None = None,
+                step_times: Path | None = None) -> ReplayReport:
+    """Replay the source's traffic against the plan (trace files are loaded here: the source's, else each
+    trace-file service's own, relative to ``base_dir``) on the planner's performance model, or on
+    ``step_times`` (a measured table or engine profile: see :func:`step_times_model`)."""
     catalog = fleet_catalog(fleet)
-    times = PerfStepTimes(fleet_perf_model(fleet), fleet, catalog)
+    if step_times is None:
+        times = PerfStepTimes(fleet_perf_model(fleet), fleet, catalog)
+    else:
+        perf, name = step_times_model(fleet, step_times)
+        times = PerfStepTimes(perf, fleet, catalog, source=name)
     trace = load_trace(source.path) if source.kind == "file" and source.path else None
     own = service_traces(fleet, base_dir) if trace is None else {}
     workload = build_workload(fleet, source, plan=plan, trace=trace, service_traces=own)
-    return replay(plan, fleet, catalog, times, workload, PLANNER_ENGINE)
+    return replay(plan, fleet, catalog, times, workload, planner_engine(fleet))
+
+
+def verify_spot_reclaims(plan: Plan, fleet: FleetSpec, source: TraceSource,
+                         base_dir: Path | None = None) -> dict[str, ReplayReport]:
+    """N−1 over spot domains: the replay of the plan right after each spot pool it uses is reclaimed (the others
+    up), each service's load re-routed over the replicas left (``planner.tiers.reclaim``), per pool."""
+    from planner.tiers.reclaim import after_reclaim, spot_pools_used
+
+    inputs = build_inputs(fleet, base_dir=base_dir)
+    return {pool: verify_plan(after_reclaim(plan, inputs, [pool])[0], fleet, source, base_dir)
+            for pool in spot_pools_used(plan, fleet)}
 
 
 def trace_source(trace: str, *, rate_scale: float = 1.0, duration_s: float = 600.0, seed: int = 0) -> TraceSource:

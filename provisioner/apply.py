@@ -6,7 +6,8 @@ then (0) with ``preflight`` (all or nothing: the CLI, the REST API) checks the n
 every write (``dryRun=All``), so an admission error also refuses the whole apply before anything is written;
 (1) server-side applies creations, changes and scale-ups, holding shrinking workloads at today's replicas;
 (2) waits, boundedly, for those workloads to be Ready; (3) shrinks and prunes only the steps
-``rollout.break_steps`` allows.
+``rollout.break_steps`` allows, a pruned workload drained first when ``drain_s`` is set (``rollout.drain_order``:
+its pods leave the Services, and it is deleted on a later pass once the drain time has passed).
 
 Each object's write stands alone: one that fails is reported (``ApplyResult.failed``) and the others go on;
 an ``ObjectBackoff`` shared across passes (the controller's) skips a failing object until its backoff
@@ -28,12 +29,22 @@ from pydantic import BaseModel, Field
 
 from planner.schema import FleetSpec, Plan
 from provisioner.cluster import ClusterClient, ObjectRef, error_line
-from provisioner.render import FLEET_LABEL, MANAGED_BY, MEDLEY, RenderOptions, label_value, render_plan
+from provisioner.render import (
+    FLEET_LABEL,
+    MANAGED_BY,
+    MEDLEY,
+    SERVING_LABEL,
+    RenderOptions,
+    label_value,
+    render_plan,
+)
 from provisioner.rollout import (
+    DRAINING_ANNOTATION,
     WORKLOAD_KINDS,
     Change,
     ChangeSet,
     break_steps,
+    drain_order,
     is_ready,
     plan_changes,
     render_diff,
@@ -149,6 +160,8 @@ class Applier:
     preflight: bool = True
     backoff: ObjectBackoff | None = None
     keep: Callable[[Manifest], bool] | None = None  # live objects to leave exactly as they are
+    drain_s: float = 0.0  # a dropped workload serves out its requests this long before it is deleted (rollout)
+    wall: Callable[[], float] = time.time  # Unix seconds, for the drain stamps other passes read
     _kinds_missing: set[str] = field(default_factory=set)
 
     def selector(self) -> str:
@@ -216,6 +229,11 @@ class Applier:
 
         live_workloads = [o for o in self.live_managed() if o["kind"] in WORKLOAD_KINDS]
         allowed, held_back = break_steps(changes, live_workloads, desired)
+        now = self.wall()
+        start, allowed, draining = drain_order(allowed, now, self.drain_s)
+        for change in start:
+            self._start_drain(change, now, failed)
+        held_back = [*held_back, *draining, *start]
         shrunk: list[ObjectRef] = []
         pruned: list[ObjectRef] = []
         for change in allowed:
@@ -244,6 +262,20 @@ class Applier:
             except Exception as exc:  # noqa: BLE001 - every refusal is reported, none is raised
                 problems.append(ObjectFailure(change.ref, change.action, error_line(exc)))
         return problems
+
+    def _start_drain(self, change: Change, now: float, failed: list[ObjectFailure]) -> None:
+        """Take a workload out of service: its pods lose the serving label, it gets the drain stamp."""
+        assert change.live is not None
+        meta = change.live["metadata"]
+        selector = (change.live.get("spec", {}).get("selector") or {}).get("matchLabels") or {}
+        try:
+            if selector:
+                labels = ",".join(f"{k}={v}" for k, v in sorted(selector.items()))
+                for pod in self.client.list("Pod", labels, namespace=meta.get("namespace", "")):
+                    self.client.patch(ObjectRef.of(pod), {"metadata": {"labels": {SERVING_LABEL: None}}})
+            self.client.patch(change.ref, {"metadata": {"annotations": {DRAINING_ANNOTATION: f"{now:.3f}"}}})
+        except Exception as exc:  # noqa: BLE001 - reported; the next pass tries again
+            failed.append(ObjectFailure(change.ref, "drain", error_line(exc)))
 
     def _create_namespace(self, name: str) -> str:
         self.client.apply({"apiVersion": "v1", "kind": "Namespace",

@@ -34,9 +34,11 @@ from typing import Any
 from planner.ports import Planner
 from planner.schema import FleetSpec, Plan
 from provisioner.apply import Applier, ApplyResult, ObjectBackoff
+from provisioner.canary import Canary
 from provisioner.cluster import ClusterClient, ConflictError, ObjectRef
 from provisioner.crds import API_VERSION
 from provisioner.events import EventRecorder
+from provisioner.interruptions import plan_around, reclaim_digest, spot_reclaim
 from provisioner.probes import ControllerMetrics
 from provisioner.render import (
     MANAGED_BY,
@@ -88,6 +90,17 @@ class Outcome:
     replanned: bool = False
     inputs: FleetInputs | None = None
     problem: tuple[str, str] | None = None  # (Kind/name, message) of an invalid shared resource
+    canary: dict[str, Any] | None = None  # status.canary (provisioner.canary)
+    canary_event: tuple[str, str, str] | None = None
+    applied_id: str = ""  # the plan the cluster was given (a canary's plan, or its base after a rollback)
+
+
+def _canary_base(status: dict[str, Any], current: Plan | None) -> Plan | None:
+    """What runs under a canary: its base plan while it runs or after a rollback, else the current plan."""
+    canary = status.get("canary") or {}
+    if canary.get("state") in ("Running", "RolledBack") and canary.get("basePlan"):
+        return Plan.model_validate(canary["basePlan"])
+    return current
 
 
 def _utc_now() -> str:
@@ -105,6 +118,8 @@ class Reconciler:
     events: EventRecorder | None = None
     metrics: ControllerMetrics | None = None
     backoff: ObjectBackoff = field(default_factory=ObjectBackoff)
+    canary: Canary | None = None  # canary device-mix changes in auto mode (provisioner.canary)
+    drain_s: float = 0.0  # a dropped workload leaves the Services this long before it is deleted
 
     def reconcile(self, name: str) -> Outcome | None:
         """Bring the cluster towards FleetPlan ``name``'s plan and record the outcome in its status."""
@@ -142,6 +157,8 @@ class Reconciler:
             return Outcome((Condition("Planned", False, "InvalidSpec", str(exc)),
                             Condition("Degraded", True, "InvalidSpec", str(exc))), problem=(exc.where, str(exc)))
         fleet = inputs.fleet
+        lost = spot_reclaim(self.client, fleet)  # reclaimed spot nodes: planned around once (provisioner.interruptions)
+        digest = reclaim_digest(digest, lost)
         current = Plan.model_validate(status["plan"]) if status.get("plan") else None
         frozen = frozen_groups(current, inputs.invalid)
         replanned = False
@@ -150,7 +167,10 @@ class Reconciler:
             plan = current
         else:
             try:
-                plan = self.planner(reserve_pools(fleet, frozen), current=current)
+                if lost:
+                    plan = plan_around(reserve_pools(fleet, frozen), current, lost, self.planner)
+                else:
+                    plan = self.planner(reserve_pools(fleet, frozen), current=current)
             except Exception as exc:  # the planner's InfeasibleFleet carries findings
                 findings = getattr(exc, "findings", None)
                 reason = "Infeasible" if findings is not None else "PlannerError"
@@ -163,8 +183,12 @@ class Reconciler:
             replanned = True
         planned = Condition("Planned", True, "Planned", f"plan {plan.id}: ${plan.cost_usd_per_hour:.2f}/h")
         owner = Owner(API_VERSION, FLEETPLAN, fleetplan["metadata"]["name"], fleetplan["metadata"].get("uid", ""))
-        served = plan.model_copy(update={"replica_groups": [g for g in plan.replica_groups
-                                                            if g.service not in inputs.invalid]})
+        applied, canary, canary_event = plan, None, None
+        if self.canary is not None and mode == "auto":
+            applied, canary, canary_event = self.canary.step(status.get("canary"), _canary_base(status, current),
+                                                             plan, fleet)
+        served = applied.model_copy(update={"replica_groups": [g for g in applied.replica_groups
+                                                               if g.service not in inputs.invalid]})
         try:
             manifests = render_plan(served, fleet, self.options, owner if owner.uid else None)
         except RenderError as exc:
@@ -172,7 +196,7 @@ class Reconciler:
                            replanned=replanned, inputs=inputs)
         apply_now = mode == "auto" or (mode == "approve" and spec.get("approvedPlanId") == plan.id)
         applier = Applier(self.client, fleet.name, ready_timeout_s=0.0, preflight=False, backoff=self.backoff,
-                          keep=self._keeper(inputs))
+                          keep=self._keeper(inputs), drain_s=self.drain_s)
         started = time.monotonic()
         try:
             result = applier.apply(manifests, dry_run=not apply_now)
@@ -185,7 +209,8 @@ class Reconciler:
             if self.metrics is not None:
                 self.metrics.apply_seconds.observe(time.monotonic() - started)
         conditions = self._apply_conditions(planned, mode, apply_now, result, inputs.invalid)
-        return Outcome(conditions, plan, result, digest, replanned, inputs)
+        return Outcome(conditions, plan, result, digest, replanned, inputs, canary=canary, canary_event=canary_event,
+                       applied_id=applied.id)
 
     def _keeper(self, inputs: FleetInputs) -> Callable[[dict[str, Any]], bool] | None:
         """Live objects of invalid services: kept exactly as they are (neither changed nor pruned)."""
@@ -247,10 +272,12 @@ class Reconciler:
             new["plan"] = outcome.plan.model_dump(mode="json", exclude={"fleet_snapshot"})  # the CRD keeps the digest
             new["planId"] = outcome.plan.id
             new["inputsDigest"] = outcome.digest
+        if outcome.canary is not None:
+            new["canary"] = outcome.canary
         if outcome.result is not None:
             new["diff"] = outcome.result.diff[:16000]
             if outcome.result.complete:
-                new["appliedPlanId"] = outcome.plan.id if outcome.plan else ""
+                new["appliedPlanId"] = outcome.applied_id or (outcome.plan.id if outcome.plan else "")
         # Only write when something changed, so our own status write does not wake us up forever. A merge
         # patch deletes null fields, so they are left out of both the write and the comparison.
         new = without_nulls(new)
@@ -289,6 +316,9 @@ class Reconciler:
         conditions = {c.type: c for c in outcome.conditions}
         if outcome.replanned and outcome.plan is not None:
             self.events.record(me, "Normal", "Planned", conditions["Planned"].message, uid)
+        if outcome.canary_event is not None:
+            kind, reason, message = outcome.canary_event
+            self.events.record(me, "Warning" if kind == "Warning" else "Normal", reason, message, uid)
         planned = conditions.get("Planned")
         if planned is not None and not planned.status:
             self.events.record(me, "Warning", planned.reason, planned.message, uid)

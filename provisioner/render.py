@@ -345,7 +345,7 @@ def _group(group: ReplicaGroup, plan: Plan, fleet: FleetSpec, catalog: Catalog, 
     try:
         model = catalog.model(service.model)
         sizing = group_sizing(group, service, plan, model, catalog.device(cfg.device), memory_device,
-                              fleet.planner.perf_engine)
+                              fleet.planner.perf_engine, fleet.planner.max_num_seqs)
     except KeyError as exc:
         raise RenderError(f"services[{service.id}].model: {exc.args[0]}") from None
     source = options.model_uris.get(service.model) or MODEL_SOURCES.get(service.model, service.model)

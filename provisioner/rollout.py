@@ -5,6 +5,11 @@ plan shrinks or drops keeps its live replica count for now. *Break*: once every 
 one reports its desired replicas Ready, shrink and remove the old ones — each step only if the service's
 ready capacity afterwards (``Σ readyReplicas · capacity per replica``, from the workloads' annotations)
 still covers what it needs, per phase (prefill, decode).
+
+Drain before delete: with a drain time, a workload the plan drops is first taken out of service — its pods
+lose the ``medley.dev/serving`` label, so no Service routes new requests to them, and the workload is
+stamped ``medley.dev/draining-since`` — and deleted only once ``drain_s`` has passed (``drain_state``), so
+requests in flight finish instead of being cut at SIGTERM. Its Service and PodDisruptionBudget go after it.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from provisioner.render import (
 
 Manifest = dict[str, Any]
 WORKLOAD_KINDS = ("Deployment", "LeaderWorkerSet")
+DRAINING_ANNOTATION = "medley.dev/draining-since"  # Unix seconds at which the workload left service
 
 
 def contains(desired: Any, live: Any) -> bool:
@@ -223,6 +229,52 @@ def break_steps(changes: ChangeSet, live_workloads: list[Manifest], desired: lis
             allowed.append(change)
             ready = after
     return allowed, held
+
+
+def drain_state(obj: Manifest, now_s: float, drain_s: float) -> str:
+    """``serving`` (not yet taken out of service), ``draining`` (for less than ``drain_s``) or ``drained``."""
+    if drain_s <= 0:
+        return "drained"
+    since = obj.get("metadata", {}).get("annotations", {}).get(DRAINING_ANNOTATION)
+    if since is None:
+        return "serving"
+    try:
+        started = float(since)
+    except ValueError:
+        return "serving"
+    return "drained" if now_s - started >= drain_s else "draining"
+
+
+def drain_order(allowed: list[Change], now_s: float, drain_s: float) -> tuple[list[Change], list[Change],
+                                                                              list[Change]]:
+    """Split allowed break steps: (to take out of service now, to delete now, to hold while they drain).
+
+    A pruned workload is deleted only once drained; the Service and PDB of a group wait for its workloads."""
+    start: list[Change] = []
+    delete: list[Change] = []
+    hold: list[Change] = []
+    waiting_groups: set[str] = set()
+    for change in allowed:
+        if change.action != "prune" or change.ref.kind not in WORKLOAD_KINDS or change.live is None:
+            continue
+        state = drain_state(change.live, now_s, drain_s)
+        group = str(change.live.get("metadata", {}).get("labels", {}).get(GROUP_LABEL, ""))
+        if state == "drained":
+            delete.append(change)
+            continue
+        waiting_groups.add(group)
+        (start if state == "serving" else hold).append(
+            Change(change.action, change.ref, change.desired, change.live, f"draining for {drain_s:g} s"))
+    for change in allowed:
+        if change.action == "prune" and change.ref.kind in WORKLOAD_KINDS and change.live is not None:
+            continue
+        obj = change.live or change.desired or {}
+        group = str(obj.get("metadata", {}).get("labels", {}).get(GROUP_LABEL, ""))
+        if change.action == "prune" and group in waiting_groups:
+            hold.append(Change(change.action, change.ref, change.desired, change.live, "its workload is draining"))
+        else:
+            delete.append(change)
+    return start, delete, hold
 
 
 def _yaml(obj: Manifest | None) -> list[str]:

@@ -37,6 +37,9 @@ class OutputFormat(StrEnum):
     YAML = "yaml"
 
 
+FormatOption = typer.Option(OutputFormat.TABLE, "--format", "-f", help="table, json or yaml")
+
+
 def fail(message: str, code: int = 2) -> NoReturn:
     """Print the message's first line on stderr and exit (2: bad input; 1: a refusal from outside)."""
     typer.echo(message.splitlines()[0] if message else "error", err=True)
@@ -54,17 +57,29 @@ def emit(data: Any, fmt: OutputFormat, table: Table | None = None) -> None:
 
 
 class Progress:
-    """One line per stage on stderr (``medley: stage … (12.3 s)``), timed from the command's start."""
+    """One line per stage on stderr (``medley: stage … (12.3 s)``), timed from the command's start.
 
-    def __init__(self, enabled: bool = True, clock: Callable[[], float] = time.monotonic) -> None:
+    With ``after_s`` the lines of a command that ends sooner are never shown (so a quick answer or error stays
+    one line); once it runs longer, the held lines come out first, then each as it comes."""
+
+    def __init__(self, enabled: bool = True, clock: Callable[[], float] = time.monotonic,
+                 after_s: float = 0.0) -> None:
         self.enabled = enabled
         self.clock = clock
         self.started = clock()
+        self.after_s = after_s
+        self._held: list[str] = []
 
     def __call__(self, line: str) -> None:
         """Say what the command is doing now."""
-        if self.enabled:
-            typer.echo(f"medley: {line} ({self.clock() - self.started:.1f} s)", err=True)
+        if not self.enabled:
+            return
+        elapsed = self.clock() - self.started
+        self._held.append(f"medley: {line} ({elapsed:.1f} s)")
+        if elapsed >= self.after_s:
+            for held in self._held:
+                typer.echo(held, err=True)
+            self._held.clear()
 
 
 def writable_file(path: str, option: str) -> Path:

@@ -27,6 +27,7 @@ def _table(report: ReplayReport) -> str:
                      f"{'ok' if s.meets_slo else 'MISS':>5}")
     for g in report.groups:
         lines.append(f"  {g.service} {g.pool} {g.configuration} x{g.replicas}: utilisation {g.utilisation:.2f}")
+    lines.append(f"step times: {report.step_times}; this replay checks {report.checks}")
     lines.append(f"cost ${report.cost_usd_per_hour:.2f}/h, {report.tokens_per_usd:,.0f} tokens/$, "
                  f"power mean {report.mean_power_watts / 1e3:.1f} kW peak {report.peak_power_watts / 1e3:.1f} kW")
     lines.append("verified" if report.verified else "NOT verified: a service misses its SLO")
@@ -41,8 +42,10 @@ def verify_command(
     format: Literal["table", "json"] = "table",  # noqa: A002 - the CLI option's name
     duration_s: float = 600.0,
     seed: int = 0,
+    step_times: Path | None = None,
 ) -> int:
-    """``medley verify PLAN.json --trace FILE|poisson|bursty``: print the replay; exit 0 only if verified.
+    """``medley verify PLAN.json --trace FILE|poisson|bursty [--step-times TABLE.csv|PROFILE.yaml]``: print the
+    replay; exit 0 only if verified.
 
     Raises ``ValueError`` naming ``--trace`` when it is neither a file nor a synthetic process, and one naming
     the plan when it was made for another fleet."""
@@ -57,7 +60,9 @@ def verify_command(
         except FileRefused as exc:
             raise ValueError(f"--trace {trace}: {exc.reason}, and not 'poisson' or 'bursty'") from None
     source = trace_source(trace, rate_scale=rate_scale, duration_s=duration_s, seed=seed)
-    report = verify_plan(plan, fleet, source, base_dir=Path(fleet_path).parent)
+    if step_times is not None and not Path(step_times).is_file():
+        raise ValueError(f"--step-times: {step_times} is not a file")
+    report = verify_plan(plan, fleet, source, base_dir=Path(fleet_path).parent, step_times=step_times)
     if format == "json":
         typer.echo(json.dumps(report.model_dump(mode="json")))
     else:

@@ -22,6 +22,7 @@ from rich.text import Text
 
 from planner.cli.common import fail, writable_file
 from planner.io.fleetfile import FleetError, load_fleet
+from planner.pipeline import InfeasibleFleet
 from planner.whatif import (
     Scenario,
     ScenarioError,
@@ -125,16 +126,19 @@ def config_rows(report: WhatIfReport) -> Rows:
 def sweep_rows(report: SweepReport) -> Rows:
     """The curve: one row per swept value."""
     verified = any(p.result.verified is not None for p in report.points)
-    head = [report.label, "$/h", "$/M tokens", "devices", "roles", "kW", "attainment" if verified else "notes"]
+    risky = any(p.result.spot_risk is not None for p in report.points)
+    head = [report.label, "$/h", "$/M tokens", "devices", "roles", "kW", *(["spot risk"] if risky else []),
+            "attainment" if verified else "notes"]
     rows = []
     for p in report.points:
         r = p.result
         if not r.feasible:
-            rows.append([f"{p.value:g}", "infeasible", "", "", "", "", r.reason or ""])
+            rows.append([f"{p.value:g}", "infeasible", "", "", "", "", *([""] if risky else []), r.reason or ""])
             continue
+        risk = [f"{r.spot_risk:.2g}" if r.spot_risk is not None else "-"] if risky else []
         rows.append([f"{p.value:g}", _money(r.cost_usd_per_hour), _money(r.usd_per_million_tokens),
                      _mix(r.devices_by_type), _mix(r.replicas_by_role), f"{(r.expected_watts or 0) / 1e3:.1f}",
-                     _attain(r) if verified else "; ".join(r.binding)])
+                     *risk, _attain(r) if verified else "; ".join(r.binding)])
     return head, rows
 
 
@@ -189,9 +193,12 @@ def sweep_figure(report: SweepReport) -> Figure:
     matplotlib.use("Agg")  # files only, never a window
     from matplotlib.figure import Figure
 
-    panels = 3 if report.slo_field is not None else 2
+    risky = any(p.result.spot_risk is not None for p in report.points)
+    panels = 2 + (report.slo_field is not None) + risky
     fig = Figure(figsize=(5.2 * panels, 4.2), layout="constrained")
     axes = fig.subplots(1, panels)
+    if risky:
+        _risk_panel(axes[-1], report)
     fig.suptitle(f"{report.fleet}: {report.sweep}")
     pts = _feasible(report)
     xs = [x for x, _ in pts]
@@ -249,11 +256,24 @@ def sweep_figure(report: SweepReport) -> Figure:
     return fig
 
 
+def _risk_panel(ax: Any, report: SweepReport) -> None:
+    """Spot sweeps: the largest probability that reclaims within one recovery window leave a service short."""
+    pts = [(p.value, p.result.spot_risk or 0.0) for p in report.points if p.result.spot_risk is not None]
+    ax.plot([x for x, _ in pts], [r for _, r in pts], marker="o", color="tab:purple")
+    ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
+    ax.set_ylim(bottom=0.0)
+    ax.set_xlabel(report.label)
+    ax.set_ylabel("P(short) per recovery window")
+    ax.set_title("SLO risk from spot reclaims")
+    ax.grid(True, alpha=0.3)
+
+
 def series(report: SweepReport) -> dict[str, Any]:
     """The plotted numbers: swept values, cost, and devices per type (infeasible points as null)."""
     devices = sorted({d for p in report.points for d in p.result.devices_by_type})
     return {"label": report.label, "values": [p.value for p in report.points],
             "cost_usd_per_hour": [p.result.cost_usd_per_hour for p in report.points],
+            "spot_risk": [p.result.spot_risk for p in report.points],
             "devices": {d: [p.result.devices_by_type.get(d, 0) for p in report.points] for d in devices},
             "frontier": [p.value for p in report.frontier()] if report.slo_field is not None else None}
 
@@ -322,10 +342,23 @@ def whatif_command(
     verify_duration_s: float = typer.Option(120.0, "--verify-duration-s", min=1.0,
                                             help="length of the replayed trace"),
     fmt: WhatIfFormat = typer.Option(WhatIfFormat.TABLE, "--format", "-f", help="table, json or markdown"),
+    commitment: bool = typer.Option(False, "--commitment", help="find the savings-plan commitment that minimises "
+                                    "the expected bill over a year of hourly demand"),
+    forecast: str = typer.Option(None, "--forecast", metavar="HOURLY.csv",
+                                 help="with --commitment: hourly demand (a 'scale' column, or req/s per service); "
+                                      "default: a diurnal/weekly year"),
+    levels: int = typer.Option(6, "--levels", min=1, max=48, help="with --commitment: load levels planned"),
 ) -> None:
-    """Plan what-if scenarios (traffic, prices, pools, SLOs, services, power) side by side with the baseline."""
+    """Plan what-if scenarios side by side with the baseline, or find the best commitment (--commitment).
+
+    Scenarios change traffic, prices, pools, SLOs, services, power, the commitment or the spot share."""
+    if commitment:
+        _commitment(fleet_file, forecast, levels, plot, fmt, bool(scenario or scenarios_file or sweep))
+        return
+    if forecast:
+        fail(f"--forecast {forecast}: a forecast is for --commitment")
     if not scenario and not scenarios_file and not sweep:
-        fail("whatif: give --scenario EXPR, --scenarios FILE.yaml or --sweep EXPR=RANGE")
+        fail("whatif: give --scenario EXPR, --scenarios FILE.yaml, --sweep EXPR=RANGE or --commitment")
     if sweep and scenarios_file:
         fail(f"--scenarios {scenarios_file}: a sweep takes its fixed changes from --scenario, not a file")
     if plot and not sweep:
@@ -376,6 +409,54 @@ def whatif_command(
         for title, rows in report_sections(report):
             if rows[1]:
                 out.print(_rich(title, rows))
+
+
+def _commitment(fleet_file: str, forecast: str | None, levels: int, plot: str | None, fmt: WhatIfFormat,
+                others: bool) -> None:
+    """``--commitment``: read the fleet and the forecast, search, render."""
+    from planner.cli.commitment import curve_rows, level_rows, summary_line, write_commitment_plot
+    from planner.whatif.commitment import commitment_whatif, diurnal_weekly, parse_hourly
+
+    if others:
+        fail("--commitment: give it alone (not with --scenario, --scenarios or --sweep)")
+    if plot and Path(plot).suffix.lower() not in (".png", ".html"):
+        fail(f"--plot {plot}: write a .png or an .html file")
+    try:
+        fleet = load_fleet(fleet_file)
+    except FleetError as exc:
+        fail(str(exc))
+    if forecast:
+        try:
+            factors = parse_hourly(Path(forecast).read_text(encoding="utf-8"), fleet)
+        except OSError as exc:
+            fail(f"{forecast}:0: (file): cannot read: {exc.strerror or exc}")
+        except ValueError as exc:
+            fail(f"{forecast}:{exc}")
+        source = forecast
+    else:
+        factors = diurnal_weekly([s.id for s in fleet.services])
+        source = "diurnal/weekly generator"
+    try:
+        report = commitment_whatif(fleet, factors, default_planner(Path(fleet_file).parent), levels=levels,
+                                   forecast=source)
+    except InfeasibleFleet as exc:
+        fail(f"{fleet_file}: infeasible: {exc}")
+    if plot:
+        write_commitment_plot(report, Path(plot))
+        Console(stderr=True).print(f"wrote {plot}")
+    if fmt is WhatIfFormat.JSON:
+        sys.stdout.write(json.dumps(report.model_dump(mode="json"), indent=2) + "\n")
+        return
+    sections = [("Load levels (plans without a commitment)", level_rows(report)),
+                ("Expected bill against the commitment", curve_rows(report))]
+    if fmt is WhatIfFormat.MARKDOWN:
+        sys.stdout.write("\n".join(markdown_table(t, rows) for t, rows in sections) + "\n" + summary_line(report)
+                         + "\n")
+        return
+    out = Console(width=None if sys.stdout.isatty() else 160)
+    for title, rows in sections:
+        out.print(_rich(title, rows))
+    out.print(Text(summary_line(report)))
 
 
 def _where(exc: ScenarioError, sweep: str | None, flags: Sequence[str], scenarios_file: str | None) -> str:

@@ -24,6 +24,7 @@ from planner.io.strict import YamlProblem, load_yaml, validate_strict
 from planner.model.memory import replica_free_gib
 from planner.model.roofline import RooflinePerfModel
 from planner.schema import DeviceType, FleetSpec, ModelSpec, Pool
+from planner.tiers.prices import tier_problems
 
 
 @dataclass(frozen=True)
@@ -235,6 +236,8 @@ def pool_problems(pool: Pool, cat: Catalog) -> list[tuple[str, str]]:
                                                                                        cat.price_books)))
         elif pool.device not in cat.price_books[pool.price_book].usd_per_device_hour:
             out.append(("price_book", f"price book {pool.price_book!r} has no price for {pool.device!r}"))
+    if not out:
+        out.extend(tier_problems(pool, cat))
     return out
 
 

@@ -74,6 +74,7 @@ class EngineProfile:
     base: str | None = None  # engine whose fitted overheads apply where this one has none
     description: str = ""
     host_overhead: str = "step"  # step: one graph launch a step (CUDA graphs); layer: launches every kernel
+    max_num_seqs: int = 256  # the engine's batch cap per replica (vLLM --max-num-seqs default)
 
 
 @dataclass(frozen=True)

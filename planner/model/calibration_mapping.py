@@ -6,7 +6,8 @@ Every section is optional (a profile names only what it changes)::
     engine: vllm                       # the engine whose overheads and kernels apply
     source: where the values come from
     engines:                           # engines the file defines (shipped: vllm, vllm-2023, splitwise-2023)
-      sglang: {base: vllm, custom_allreduce: true, custom_max_bytes: 8388608, host_overhead: step, description: ...}
+      sglang: {base: vllm, custom_allreduce: true, custom_max_bytes: 8388608, host_overhead: step, max_num_seqs: 256,
+               description: ...}
     devices:                           # kernel efficiencies per device
       a10g: {mfu: 0.5, mbu: 0.8, attn_mfu: 0.4, kernel_floor_us: 6, link_efficiency: 0.6, ar_base_us: 5, source: ...}
     overheads:                         # per-step host overhead per (engine, device, TP)
@@ -59,7 +60,7 @@ def _engine_to_mapping(e: EngineProfile) -> dict[str, Any]:
     c = e.collectives
     return {"base": e.base, "custom_allreduce": c.custom_allreduce, "custom_max_bytes": int(c.custom_max_bytes),
             "custom_world_sizes": list(c.custom_world_sizes), "custom_pcie_max_gpus": c.custom_pcie_max_gpus,
-            "host_overhead": e.host_overhead, "description": e.description}
+            "host_overhead": e.host_overhead, "max_num_seqs": e.max_num_seqs, "description": e.description}
 
 
 def calibration_to_mapping(cal: Calibration) -> dict[str, Any]:
@@ -127,8 +128,11 @@ def _engine(name: str, d: Mapping[str, Any]) -> EngineProfile:
     host = str(d.get("host_overhead", seed.host_overhead))
     if host not in ("step", "layer"):
         raise ValueError(f"engines.{name}.host_overhead: must be step or layer (got {host!r})")
+    seqs = _num(f"engines.{name}.max_num_seqs", d.get("max_num_seqs", seed.max_num_seqs))
+    if seqs < 1 or seqs != int(seqs):
+        raise ValueError(f"engines.{name}.max_num_seqs: must be a whole number of at least 1 (got {seqs:g})")
     return EngineProfile(name, coll, None if base is None else str(base), str(d.get("description", seed.description)),
-                         host)
+                         host, int(seqs))
 
 
 def calibration_from_mapping(data: Mapping[str, Any]) -> Calibration:

@@ -13,6 +13,10 @@ A configuration is kept when its TP group fits a node, its replica packs whole n
 spans whole nodes, at most ``max_nodes``), its parallelism divides the model, its offload partners fit
 their pool (offload runs with PP 1), and the model with one full-context request fits its memory. Each
 configuration dropped is counted under its reason in :class:`CandidateStats`.
+
+Services that run the same model with the same pool, TP and role choices have the same configurations, so
+``fleet_configurations`` enumerates them once per such group (the configurations and shapes are shared
+values; each service gets its own ``ServiceConfiguration`` and its own counts).
 """
 
 from __future__ import annotations
@@ -45,6 +49,13 @@ class CandidateStats:
     def drop(self, reason: str) -> None:
         """Count one configuration (or shape) dropped for ``reason``."""
         self.dropped[reason] = self.dropped.get(reason, 0) + 1
+
+    def add(self, other: CandidateStats) -> None:
+        """Add another count to this one."""
+        self.considered += other.considered
+        self.kept += other.kept
+        for reason, n in other.dropped.items():
+            self.dropped[reason] = self.dropped.get(reason, 0) + n
 
 
 @dataclass(frozen=True)
@@ -170,8 +181,26 @@ def service_configurations(service: Service, fleet: FleetSpec, catalog: Catalog,
         yield from _pool_configurations(service, fleet, catalog, perf, pool, counter)
 
 
+def _group(service: Service) -> tuple[object, ...]:
+    """What a service's configurations depend on besides the fleet: its model, pools, TP options and roles."""
+    return (service.model, None if service.allowed_pools is None else tuple(service.allowed_pools),
+            None if service.tp_options is None else tuple(service.tp_options),
+            None if service.allowed_roles is None else tuple(service.allowed_roles))
+
+
 def fleet_configurations(fleet: FleetSpec, catalog: Catalog, perf: PerfModel,
                          stats: CandidateStats | None = None) -> Iterator[ServiceConfiguration]:
-    """Every configuration of every service, service by service in fleet order."""
+    """Every configuration of every service, service by service in fleet order (enumerated once per group of
+    services with the same model, pools, TP options and roles)."""
+    seen: dict[tuple[object, ...], tuple[list[ServiceConfiguration], CandidateStats]] = {}
     for service in fleet.services:
-        yield from service_configurations(service, fleet, catalog, perf, stats)
+        key = _group(service)
+        if key not in seen:
+            counts = CandidateStats()
+            seen[key] = (list(service_configurations(service, fleet, catalog, perf, counts)), counts)
+        options, counts = seen[key]
+        if stats is not None:
+            stats.add(counts)
+        for o in options:
+            yield o if o.service is service else ServiceConfiguration(service, o.pool, o.memory_pool,
+                                                                      o.configuration, o.shape)

@@ -31,16 +31,32 @@ Constraints
 
 Objective (lexicographic by weights)
   min  BIG·Σ virtual units  +  W·(Σ units − Σ keep)  +  Σ used + Σ u       (moves = units started)
-with ``objective="moves"`` dropping the last term. Pools joined by offload partners, zone spread or a
-failure-domain rule are solved together; other pools independently (the decomposition that makes 2,000
-nodes a matter of seconds).
+with ``objective="moves"`` dropping the last term.
+
+Decomposition (what makes 10,000 nodes fit a deadline of seconds)
+  components  pools joined by offload partners, zone spread or a failure-domain rule are solved together,
+              other pools independently;
+  bounds      a component's first-fit start (``hint``) that places every unit, keeps
+              ``Σ_g min(units_g, cur_g)`` units and uses ``fewest_nodes`` nodes meets the objective's lower
+              bound: it is optimal and not solved (``bounds``);
+  blocks      a component without spread or failure-domain rules whose model passes ``part_size`` unit-site
+              variables is cut into blocks of whole racks, each holding the replicas the start put there;
+              units the start could not place are carried from block to block (``blocks``);
+  reduction   when a part's start keeps all it can, every optimum keeps as much: shrinking groups only on the
+              nodes they run on, growing ones keep theirs, groups that keep exactly what they run are constants,
+              and the model has no keep or virtual variables (``bounds.reduction``);
+  deadline    one ``Deadline`` bounds the call; each part's CP-SAT time is its share of what is left after the
+              measured cost of building and expanding the parts still to come (``budget``). A part left without
+              time, or whose solve found nothing, keeps its start: ``PlacementResult.fallbacks`` and the
+              explanations say which and why.
 
 Modules: ``result`` (the values placement answers), ``capacity`` (what a replica is worth and what a phase
 needs: ``phase_capacity``, ``phase_needs``), ``sites`` (G, N, C, V, components, cur), ``hint`` (the greedy
-start), ``model`` (variables, ``count``, ``rack``, ``node``/``class``, objective), ``rules`` (``spread``,
-``tolerate``), ``component`` (one CP-SAT solve), ``expand`` (units to device slots, shortfalls), ``losses``
-(``tolerance_losses``, ``surviving_plan``), ``placer`` (``place``, ``placed_plan``). Time is read only
-through a ``planner.clock.Deadline``.
+start), ``bounds`` (counted lower bounds, the reduction), ``blocks`` (parts and rack blocks), ``budget`` (the
+deadline's share per part), ``model`` (variables, ``count``, ``rack``, ``node``/``class``, objective), ``rules``
+(``spread``, ``tolerate``), ``component`` (a component's parts solved in turn), ``expand`` (units to device
+slots, shortfalls), ``losses`` (``tolerance_losses``, ``surviving_plan``), ``placer`` (``place``,
+``placed_plan``). Time is read only through a ``planner.clock.Deadline``.
 """
 
 from planner.place.capacity import phase_capacity, phase_needs
@@ -49,6 +65,7 @@ from planner.place.placer import place, placed_plan
 from planner.place.result import (
     DeviceSlots,
     DomainLoss,
+    Fallback,
     PlacementResult,
     ReplicaPlacement,
     Shortfall,
@@ -59,6 +76,7 @@ from planner.place.result import (
 __all__ = [
     "DeviceSlots",
     "DomainLoss",
+    "Fallback",
     "PlacementResult",
     "ReplicaPlacement",
     "Shortfall",

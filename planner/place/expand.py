@@ -14,19 +14,16 @@ Counts = Mapping[tuple[int, int], int]  # (group, site) → units
 _Parts = dict[int, dict[str, list[DeviceSlots]]]  # group → rack → parts
 
 
-def _pack_site(s: Site, groups: list[Group], si: int, x: Counts, xm: Counts, stage_parts: _Parts,
-               mem_parts: _Parts) -> None:
-    """First-fit decreasing of one site's units over its nodes, largest units first."""
-    items: list[tuple[int, int, bool]] = []  # (size, group, memory?)
-    for g in groups:
-        items.extend((g.tp, g.index, False) for _ in range(x.get((g.index, si), 0)))
-        items.extend((1, g.index, True) for _ in range(xm.get((g.index, si), 0)))
-    if not items:
-        return
+def _pack_site(s: Site, items: list[tuple[int, int, bool]], stage_parts: _Parts, mem_parts: _Parts) -> None:
+    """First-fit decreasing of one site's units ``(size, group, memory?)`` over its nodes, largest first."""
     items.sort(key=lambda it: (-it[0], it[1]))
     free = [0] * len(s.names)  # next free slot per node
+    k0 = 0  # nodes before k0 are full
     for size, gi, is_mem in items:
-        for k, used in enumerate(free):
+        while k0 < len(free) and free[k0] == s.devices:
+            k0 += 1
+        for k in range(k0, len(free)):
+            used = free[k]
             if used + size <= s.devices:
                 part = DeviceSlots(s.names[k], tuple(range(used, used + size)))
                 free[k] = used + size
@@ -40,10 +37,14 @@ def expand(groups: list[Group], sites: list[Site], x: Counts, xm: Counts) -> lis
     """Turn unit counts into replicas: each rack's stage parts ``pp`` at a time with ``mem`` memory parts."""
     stage_parts: _Parts = defaultdict(lambda: defaultdict(list))
     mem_parts: _Parts = defaultdict(lambda: defaultdict(list))
-    for si, s in enumerate(sites):
-        if not s.virtual:
-            _pack_site(s, groups, si, x, xm, stage_parts, mem_parts)
     by_group = {g.index: g for g in groups}
+    items: dict[int, list[tuple[int, int, bool]]] = defaultdict(list)
+    for counts, mem in ((x, False), (xm, True)):
+        for (gi, si), units in counts.items():
+            if units and gi in by_group and not sites[si].virtual:
+                items[si].extend([(1 if mem else by_group[gi].tp, gi, mem)] * units)
+    for si in sorted(items):
+        _pack_site(sites[si], items[si], stage_parts, mem_parts)
     out: list[ReplicaPlacement] = []
     for gi in sorted(by_group):
         g = by_group[gi]

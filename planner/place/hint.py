@@ -37,6 +37,13 @@ class _Greedy:
         self.room = {si: [s.devices] * len(s.names) for si, s in enumerate(sites.sites) if not s.virtual}
         self.virtual = {s.pool: si for si, s in enumerate(sites.sites) if s.virtual}
         self.placed: dict[int, int] = defaultdict(int)  # replicas (racked) or stage units (flat) placed
+        site_of = {s.names[0]: si for si, s in enumerate(sites.sites) if s.individual and not s.virtual}
+        self.running: dict[int, list[tuple[int, int]]] = defaultdict(list)  # group → (site, stage units)
+        for (gi, node), units in cur_stage.items():
+            if node in site_of and units:
+                self.running[gi].append((site_of[node], units))
+        for runs in self.running.values():
+            runs.sort()
 
     def put(self, g: int, si: int, k: int, units: int, size: int, mem: bool, kept: bool) -> None:
         self.room[si][k] -= units * size
@@ -58,12 +65,11 @@ class _Greedy:
     # 1. keep running units
 
     def keep_flat(self, g: Group) -> None:
-        for si in self.s.by_pool[g.pool]:
-            site = self.s.sites[si]
-            if not site.individual or site.virtual:
+        pool = set(self.s.by_pool[g.pool])
+        for si, running in self.running.get(g.index, []):
+            if si not in pool:
                 continue
-            c = min(self.cur_stage.get((g.index, site.names[0]), 0), g.pp * g.replicas - self.placed[g.index],
-                    self.room[si][0] // g.tp)
+            c = min(running, g.pp * g.replicas - self.placed[g.index], self.room[si][0] // g.tp)
             if c > 0:
                 self.put(g.index, si, 0, c, g.tp, False, True)
                 self.placed[g.index] += c
@@ -111,9 +117,12 @@ class _Greedy:
 
     def fit_racked(self, g: Group) -> None:
         mem_racks = self.racks_of(g.memory_pool)
-        racks = self.racks_of(g.pool)
+        racks = list(self.racks_of(g.pool).items())
+        k = 0  # racks before k have no room for a replica, and room only shrinks while this group is fitted
         for _ in range(g.replicas - self.placed[g.index]):
-            if not any(self._fit_replica(g, rack, sis, mem_racks.get(rack, [])) for rack, sis in racks.items()):
+            while k < len(racks) and not self._fit_replica(g, racks[k][0], racks[k][1], mem_racks.get(racks[k][0], [])):
+                k += 1
+            if k == len(racks):
                 self._virtual_replica(g)
 
     def _fit_replica(self, g: Group, rack: str, sis: list[int], msis: list[int]) -> bool:

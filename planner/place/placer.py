@@ -10,11 +10,13 @@ from collections.abc import Iterable, Mapping
 
 from planner.catalog import Catalog
 from planner.clock import Deadline
+from planner.place.bounds import fewest_moves
+from planner.place.budget import Budget
 from planner.place.capacity import phase_capacity, phase_needs
-from planner.place.component import ComponentInput, ComponentResult, solve_component
+from planner.place.component import PART_SIZE, ComponentInput, ComponentResult, prepare, solve_component
 from planner.place.inventory import Inventory, InventoryNode, fleet_inventory
 from planner.place.losses import tolerance_losses
-from planner.place.result import Objective, PlacementResult, ReplicaPlacement, Shortfall, Tolerate
+from planner.place.result import Fallback, Objective, PlacementResult, ReplicaPlacement, Shortfall, Tolerate
 from planner.place.sites import Group, components, current_units, plan_groups
 from planner.schema import FleetSpec, Plan
 
@@ -40,18 +42,17 @@ def _explain_structure(groups: list[Group], inv_by_pool: Mapping[str, list[Inven
     """Reasons no placement can exist (fatal), and warnings (offload link budget)."""
     fatal: list[str] = []
     warn: list[str] = []
+    largest = {p: max(n.devices for n in ns) for p, ns in inv_by_pool.items() if ns}
+    biggest_usable = {p: max((n.devices for n in ns if n.usable), default=0) for p, ns in inv_by_pool.items()}
+    usable_racks = {p: {n.rack for n in ns if n.usable} for p, ns in inv_by_pool.items()}
     for g in groups:
-        nodes = [n for n in inv_by_pool.get(g.pool, []) if n.usable]
-        biggest = max((n.devices for n in nodes), default=0)
         if not inv_by_pool.get(g.pool):
             fatal.append(f"group {g.index} ({g.service}): pool {g.pool!r} has no nodes")
-        elif g.tp > max(n.devices for n in inv_by_pool[g.pool]):
+        elif g.tp > largest[g.pool]:
             fatal.append(f"group {g.index} ({g.service}): a TP group of {g.tp} devices cannot fit in one node of "
-                         f"pool {g.pool!r} (largest node: {biggest} devices)")
+                         f"pool {g.pool!r} (largest node: {biggest_usable[g.pool]} devices)")
         if g.mem and g.memory_pool is not None:
-            racks = {n.rack for n in nodes}
-            mem_racks = {n.rack for n in inv_by_pool.get(g.memory_pool, []) if n.usable}
-            if not racks & mem_racks:
+            if not usable_racks.get(g.pool, set()) & usable_racks.get(g.memory_pool, set()):
                 fatal.append(f"group {g.index} ({g.service}): no rack holds both compute pool {g.pool!r} and "
                              f"memory pool {g.memory_pool!r}, so attention-offload partners cannot share a rack")
             note = _offload_link_warning(g, fleet, catalog)
@@ -61,31 +62,25 @@ def _explain_structure(groups: list[Group], inv_by_pool: Mapping[str, list[Inven
 
 
 class _Components:
-    """The components' results as they come in, and the time each may take."""
+    """The components' results as they come in."""
 
-    def __init__(self, groups: list[Group], deadline: Deadline) -> None:
-        self.deadline = deadline
-        self.units_left = sum(g.pp * g.replicas for g in groups) or 1
+    def __init__(self) -> None:
         self.replicas: list[ReplicaPlacement] = []
         self.shortfalls: list[Shortfall] = []
         self.explanations: list[str] = []
-        self.moves = self.kept = 0
+        self.fallbacks: list[Fallback] = []
+        self.moves = self.kept = self.parts = self.counted_parts = 0
         self.optimal = True
-
-    def budget(self, groups: list[Group]) -> float:
-        """The time left, shared by size among the components still to solve; a fifth is kept for building
-        models and expanding solutions, so the whole call stays within its deadline."""
-        units = sum(g.pp * g.replicas for g in groups)
-        share = max(0.2, 0.8 * self.deadline.remaining() * units / self.units_left)
-        self.units_left -= units
-        return share
 
     def add(self, res: ComponentResult) -> None:
         self.replicas.extend(res.replicas)
         self.shortfalls.extend(res.shortfall)
         self.explanations.extend(res.explanations)
+        self.fallbacks.extend(res.fallbacks)
         self.moves += res.moves
         self.kept += res.kept
+        self.parts += res.parts
+        self.counted_parts += res.counted_parts
         self.optimal = self.optimal and res.optimal
 
 
@@ -102,10 +97,14 @@ def place(
     deadline: Deadline | None = None,
     time_limit_s: float = 10.0,
     workers: int = 2,
+    part_size: int = PART_SIZE,
 ) -> PlacementResult:
     """Put every replica of ``plan`` on nodes: fewest moves from ``current``, then fewest nodes in use.
 
-    Time is read only through ``deadline`` (default: ``time_limit_s`` from now on the process's clock).
+    Time is read only through ``deadline`` (default: ``time_limit_s`` from now on the process's clock), which
+    bounds the whole call; components without spread or failure-domain rules whose models pass ``part_size``
+    unit-site variables are solved as rack blocks. Parts CP-SAT did not solve keep the first-fit start and are
+    listed in ``fallbacks``.
     """
     deadline = deadline or Deadline.after(time_limit_s)
     started = deadline.now()
@@ -123,23 +122,25 @@ def place(
                                solve_seconds=deadline.now() - started)
     cur_stage, cur_mem = current_units(plan, current, {n.name for n in inv.nodes if n.usable})
     inp = ComponentInput(inv_by_pool, fleet, cur_stage, cur_mem, tolerate, objective, workers,
-                         phase_needs(plan, fleet) if tolerate != "none" else {})
-    done = _Components(groups, deadline)
+                         phase_needs(plan, fleet) if tolerate != "none" else {}, part_size)
+    prepared = [prepare(cgroups, comp, inp) for comp in components(groups, fleet, tolerate)
+                if (cgroups := [g for g in groups if g.pool in comp])]
+    budget = Budget(deadline, sum(p.units for p in prepared))
+    done = _Components()
     done.explanations.extend(warn)
-    for comp in components(groups, fleet, tolerate):
-        cgroups = [g for g in groups if g.pool in comp]
-        if not cgroups:
-            continue
-        res = solve_component(cgroups, comp, inp, done.budget(cgroups))
+    for prep in prepared:
+        res = solve_component(prep, inp, budget)
         done.add(res)
         if res.status == "infeasible":
             return PlacementResult("infeasible", (), 0, 0, {}, {}, usable_by_pool, tuple(done.shortfalls),
-                                   tuple(done.explanations), solve_seconds=deadline.now() - started)
-    return _result(plan, fleet, inv, tolerate, done, usable_by_pool, deadline.now() - started)
+                                   tuple(done.explanations), solve_seconds=deadline.now() - started,
+                                   parts=done.parts, fallbacks=tuple(done.fallbacks))
+    bound = None if done.shortfalls else fewest_moves(groups, cur_stage, cur_mem)
+    return _result(plan, fleet, inv, tolerate, done, usable_by_pool, deadline.now() - started, bound)
 
 
 def _result(plan: Plan, fleet: FleetSpec, inv: Inventory, tolerate: Tolerate, done: _Components,
-            usable_by_pool: dict[str, int], seconds: float) -> PlacementResult:
+            usable_by_pool: dict[str, int], seconds: float, bound: int | None) -> PlacementResult:
     """The placed (or short) result: nodes in use and free per pool, and the failure-domain losses."""
     pool_of = {n.name: n.pool for n in inv.nodes}
     used: dict[str, set[str]] = defaultdict(set)
@@ -160,7 +161,8 @@ def _result(plan: Plan, fleet: FleetSpec, inv: Inventory, tolerate: Tolerate, do
         replicas=tuple(done.replicas), moves=done.moves, kept=done.kept, nodes_used_by_pool=nodes_used,
         free_nodes_by_pool=free, usable_nodes_by_pool=usable_by_pool, shortfall=tuple(done.shortfalls),
         explanations=tuple(explanations), tolerance_losses=tuple(losses), solve_seconds=seconds,
-        optimal=done.optimal,
+        optimal=done.optimal, parts=done.parts, counted_parts=done.counted_parts, fallbacks=tuple(done.fallbacks),
+        moves_bound=bound,
     )
 
 

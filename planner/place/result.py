@@ -55,6 +55,14 @@ class DomainLoss:
 
 
 @dataclass(frozen=True)
+class Fallback:
+    """A part CP-SAT did not solve, so the first-fit start stands there: which pools and racks, and why."""
+
+    part: str
+    reason: str
+
+
+@dataclass(frozen=True)
 class PlacementResult:
     """Where every replica runs, or why it cannot."""
 
@@ -70,6 +78,15 @@ class PlacementResult:
     tolerance_losses: tuple[DomainLoss, ...] = ()
     solve_seconds: float = 0.0
     optimal: bool = False
+    parts: int = 0  # problems the components were cut into (rack blocks of large pools)
+    counted_parts: int = 0  # parts whose first-fit start a counted bound proves optimal (no solve needed)
+    fallbacks: tuple[Fallback, ...] = ()
+    moves_bound: int | None = None  # fewest moves any placement makes, counted (None with a shortfall)
+
+    @property
+    def moves_proven(self) -> bool:
+        """The moves made are the fewest possible: they meet the counted lower bound."""
+        return self.moves_bound is not None and self.moves == self.moves_bound
 
     def nodes_by_group(self, groups: int) -> list[list[str]]:
         """Node per device slot for each group: each replica's stages in order, then its memory devices."""

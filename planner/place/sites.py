@@ -94,9 +94,9 @@ def build_sites(groups: list[Group], pools: set[str], inv_by_pool: Mapping[str, 
     for pool in sorted(pools):
         nodes = [n for n in inv_by_pool.get(pool, []) if n.usable]
         classes: dict[tuple[str, str, int], list[str]] = defaultdict(list)
+        chain = {d: divisible_chain(sizes_by_pool[pool] or [1], d) for d in {n.devices for n in nodes}}
         for n in nodes:
-            if (n.name in occupied or tolerate == "node"
-                    or not divisible_chain(sizes_by_pool[pool] or [1], n.devices)):
+            if n.name in occupied or tolerate == "node" or not chain[n.devices]:
                 sites.append(Site(pool, n.zone, n.rack, n.devices, [n.name], True))
             else:
                 classes[(n.zone, n.rack, n.devices)].append(n.name)
@@ -168,3 +168,4 @@ def current_units(plan: Plan, current: Plan | None, usable: set[str]) -> tuple[U
                 if node in usable:
                     memory[(gi, node)] += 1
     return stage, memory
+

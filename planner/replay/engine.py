@@ -58,13 +58,16 @@ class Sim:
 
     def _engines(self, gi: int, g: ReplicaGroup) -> list[int]:
         """The group's engines. A pipeline of pp stages runs pp micro-batches at once: pp engines, each with
-        1/pp of the KV cache and the full (all-stage) step latency, so throughput is pp× and latency unchanged."""
+        1/pp of the KV cache and of the batch cap and the full (all-stage) step latency, so throughput is pp×
+        and latency unchanged. A prefill engine takes one prompt at a time (the rendered ``--max-num-seqs``)."""
         pp = g.configuration.pp
         cap = int(self.times.kv_capacity_tokens(g)) // pp
+        seqs = 1 if g.configuration.role in PREFILL_ONLY_ROLES else max(1, self.opts.max_batch // pp)
         speed = self._speed(g)
         ids = []
         for _ in range(g.replicas * pp):
-            rep = Replica(idx=len(self.replicas), group=gi, role=g.configuration.role, kv_cap=cap, speed_tps=speed)
+            rep = Replica(idx=len(self.replicas), group=gi, role=g.configuration.role, kv_cap=cap, speed_tps=speed,
+                          batch_cap=seqs)
             ids.append(rep.idx)
             self.replicas.append(rep)
         return ids
@@ -108,7 +111,7 @@ class Sim:
             self._drop(rid)
             return
         dst = self.replicas[ri]
-        dst.work += r.output[rid] - 1
+        dst.work += r.output[rid] - r.generated[rid]
         delay = self.times.kv_transfer_ms(self.groups[src.group], self.groups[dst.group], r.input[rid])
         self._push(now + delay / 1e3, _KV_ARRIVE, rid, ri)
 
@@ -136,6 +139,8 @@ class Sim:
         r.join_step[rid] = rep.step
         r.join_ctx[rid] = ctx
         heapq.heappush(rep.running, (rep.step + left, rid * 1024 + (r.alive[rid] & 1023)))
+        if r.first_token[rid] < 0:  # handed off by a prefill replica: its first token is this replica's
+            rep.first_pending.append(rid)
         rep.order.append(rid)
         rep.n_run += 1
         rep.ctx_base += ctx - rep.step
@@ -170,7 +175,7 @@ class Sim:
         """Admit waiting requests whose KV cache fits (a watermark kept free)."""
         r = self.req
         free = rep.kv_cap * (1 - self.opts.kv_watermark) - rep.kv_used()
-        while rep.waiting and rep.n_run < self.opts.max_batch:
+        while rep.waiting and rep.n_run < rep.batch_cap:
             rid = rep.waiting[0]
             need = r.input[rid] + r.generated[rid] + 1
             if need > free:
@@ -192,7 +197,7 @@ class Sim:
         free = int(rep.kv_cap * (1 - opts.kv_watermark)) - rep.kv_used() - rep.n_run
         seqs = rep.n_run
         for rid in rep.waiting:
-            if budget <= 0 or seqs >= opts.max_batch:
+            if budget <= 0 or seqs >= rep.batch_cap:
                 break
             left = r.prompt_left[rid]
             take = min(left, budget) if opts.chunked_prefill else left
@@ -276,12 +281,19 @@ class Sim:
             else:
                 rep.waiting.remove(rid)
             rep.kv_prefill -= r.prompt_need[rid] + 1
+            if rep.role in PREFILL_ONLY_ROLES:
+                # vLLM's disaggregated serving streams the client's tokens from the decode replica: the first
+                # waits for the KV hand-off, admission and the first decode step. DistServe's prototype returns
+                # the first token from the prefill instance (first_token_from_prefill).
+                if self.opts.first_token_from_prefill and r.first_token[rid] < 0:
+                    r.first_token[rid] = now
+                    r.generated[rid] = max(r.generated[rid], 1)
+                self._to_decode(rid, rep, now)
+                continue
             if r.first_token[rid] < 0:
                 r.first_token[rid] = now
                 r.generated[rid] = max(r.generated[rid], 1)
-            if rep.role in PREFILL_ONLY_ROLES:
-                self._to_decode(rid, rep, now)
-            elif r.output[rid] - r.generated[rid] <= 0:
+            if r.output[rid] - r.generated[rid] <= 0:
                 r.finish[rid] = now
             else:
                 self._pending_join.append(rid)
@@ -305,6 +317,12 @@ class Sim:
         steps = len(rep.ends_s) if rep.decoding else 0
         rep.busy_s += now - rep.start_s
         self.power.book(self.groups[rep.group], rep.start_s, now, prefill=bool(rep.chunks))
+        if steps and rep.first_pending:
+            for rid in rep.first_pending:  # still in the batch (not preempted before its first step)
+                if self.req.running_on[rid] == rep.idx and self.req.first_token[rid] < 0:
+                    self.req.first_token[rid] = rep.ends_s[0]
+            rep.first_pending = [rid for rid in rep.first_pending if self.req.first_token[rid] < 0
+                                 and self.req.running_on[rid] == rep.idx]
         self._prefilled(rep, now)
         if steps:
             self._decoded(rep, now, steps)
@@ -360,4 +378,4 @@ class Sim:
         busy = [sum(self.replicas[ri].busy_s for ri in ids) for ids in self.group_replicas]
         return build_report(self.req, self.services, self.groups, busy, self.span_end,
                             lambda span: self.power.series(span, self.groups, self.plan, self.fleet, self.catalog),
-                            self.opts.power_bin_s)
+                            self.opts.power_bin_s, self.times.description, self.times.checks)

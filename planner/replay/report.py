@@ -64,6 +64,8 @@ class ReplayReport(Value):
     mean_power_watts: float
     peak_power_watts: float
     verified: bool  # every service meets its SLO
+    step_times: str = ""  # where the step times came from
+    checks: str = ""  # what a replay on these step times can and cannot show
 
 
 def percentiles(x: np.ndarray) -> Percentiles:
@@ -125,8 +127,11 @@ def build_report(
     span_end: float,
     power: Callable[[float], dict[str, list[float]]],
     power_bin_s: float,
+    step_times: str = "",
+    checks: str = "",
 ) -> ReplayReport:
-    """The report of a finished replay: ``busy_s`` per group (engine-seconds), ``power(span)`` watts per pool."""
+    """The report of a finished replay: ``busy_s`` per group (engine-seconds), ``power(span)`` watts per pool,
+    ``step_times`` and ``checks`` in words."""
     lat = _Latency.of(requests)
     span = max(span_end - lat.t0, 1e-9)
     svcs = [_service_report(si, s, lat) for si, s in enumerate(services)]
@@ -145,5 +150,5 @@ def build_report(
         power_watts=total_w, power_by_pool_watts=power_by_pool,
         mean_power_watts=float(np.mean(total_w)) if total_w else 0.0,
         peak_power_watts=max(total_w, default=0.0),
-        verified=all(s.meets_slo for s in svcs) and bool(svcs),
+        verified=all(s.meets_slo for s in svcs) and bool(svcs), step_times=step_times, checks=checks,
     )

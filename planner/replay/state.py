@@ -10,7 +10,8 @@ from planner.schema import Role
 
 @dataclass(frozen=True)
 class ReplayOptions:
-    """Engine knobs shared by every replica (vLLM-like defaults)."""
+    """Engine knobs shared by every replica (vLLM-like defaults; ``max_batch`` is the engine's
+    ``max_num_seqs``, split over a pipeline's engines)."""
 
     chunked_prefill: bool = True
     max_batched_tokens: int = 8192
@@ -18,6 +19,7 @@ class ReplayOptions:
     kv_watermark: float = 0.01
     max_macro_steps: int = 4096
     power_bin_s: float = 10.0
+    first_token_from_prefill: bool = False  # DistServe's prototype; vLLM streams it from the decode replica
 
 
 @dataclass
@@ -29,6 +31,7 @@ class Replica:
     role: Role
     kv_cap: int
     speed_tps: float  # tokens of work per second, for the router
+    batch_cap: int = 256  # sequences it runs at once (max_num_seqs of one engine; 1 for a prefill engine)
     waiting: deque[int] = field(default_factory=deque)
     running: list[tuple[int, int]] = field(default_factory=list)  # heap of (finish step, rid)
     order: list[int] = field(default_factory=list)  # running rids in admission order (for preemption)
@@ -45,6 +48,7 @@ class Replica:
     chunks: list[tuple[int, int]] = field(default_factory=list)  # (rid, tokens) prefilled in this iteration
     decoding: bool = False
     busy_s: float = 0.0
+    first_pending: list[int] = field(default_factory=list)  # joined requests whose first token is this step's
 
     def sum_ctx(self) -> int:
         """Tokens of context the running batch holds."""

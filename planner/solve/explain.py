@@ -7,7 +7,7 @@ from __future__ import annotations
 from planner.clock import Deadline
 from planner.schema import Finding
 from planner.solve.backends import backend_for
-from planner.solve.formulation import FAMILIES, build, cover, min_replicas, spread
+from planner.solve.formulation import FAMILIES, build, cover, handoff, min_replicas, spread
 from planner.solve.problem import Problem, Solution, SolveOptions
 from planner.solve.strategies.choose import solve
 
@@ -33,10 +33,10 @@ def power_structural(problem: Problem) -> list[Finding]:
 
 
 def structural_findings(problem: Problem) -> list[Finding]:
-    """Rows no plan can meet whatever the pools hold: power domains that host nothing, uncovered buckets,
-    then each service's floors."""
+    """Rows no plan can meet whatever the pools hold: power domains that host nothing, uncovered buckets and
+    hand-offs, then each service's floors."""
     out = power_structural(problem)
-    out += [f for d in problem.demands for f in cover.structural(problem, d)]
+    out += [f for d in problem.demands for f in (*cover.structural(problem, d), *handoff.structural(problem, d))]
     for d in problem.demands:
         out += [*min_replicas.structural(problem, d), *spread.structural(problem, d)]
     return out
@@ -48,7 +48,7 @@ def explain_infeasible(problem: Problem, options: SolveOptions | None = None, *,
     backend asked for, by ``deadline``: default options.time_limit_s from now)."""
     opts = options or SolveOptions()
     findings = structural_findings(problem)
-    if any(f.constraint.startswith("cover_") for f in findings):
+    if any(f.constraint.startswith(("cover_", "handoff[")) for f in findings):
         return findings
     built = build(problem, elastic=True)
     backend = backend_for(opts.backend)
@@ -73,20 +73,31 @@ def explain_infeasible(problem: Problem, options: SolveOptions | None = None, *,
     return findings
 
 
-def marginal_values(problem: Problem, solution: Solution, options: SolveOptions | None = None) -> list[Finding]:
-    """Binding pools and power budgets, each with what one more node or kilowatt would save per hour."""
+def marginal_values(problem: Problem, solution: Solution, options: SolveOptions | None = None, *,
+                    deadline: Deadline | None = None) -> list[Finding]:
+    """Binding pools and power budgets, each with what one more node or kilowatt would save per hour.
+
+    Each loosened problem is solved from the plan (which still fits it) in an even share of what is left of
+    ``deadline`` (default: options.time_limit_s from now); a probe without time left says so."""
     opts = options or SolveOptions()
     if solution.objective is None:
         return []
+    until = deadline or Deadline.after(opts.time_limit_s)
     base = solution.objective
+    probes = [probe for family in FAMILIES for probe in (family.probes(problem, solution) if family.probes else [])]
     out: list[Finding] = []
-    for family in FAMILIES:
-        for probe in family.probes(problem, solution) if family.probes is not None else []:
-            out.append(probe.binding)
-            alt = solve(probe.relaxed, opts)
-            if alt.objective is not None:
-                saving = max(0.0, base - alt.objective)
-                words = f"saves ${saving:.2f}/h" if saving >= 0.005 else "would not lower the cost"
-                out.append(Finding(kind="marginal", constraint=probe.constraint, message=f"{probe.unit} {words}",
-                                   value=saving))
+    for k, probe in enumerate(probes):
+        out.append(probe.binding)
+        if until.remaining() <= 0:
+            out.append(Finding(kind="note", constraint=probe.constraint,
+                               message=f"{probe.unit}: not valued (no time left)"))
+            continue
+        alt = solve(probe.relaxed, opts, deadline=until.share(1.0 / (len(probes) - k)), start=solution)
+        if alt.objective is not None:
+            saving = max(0.0, base - alt.objective)
+            words = f"saves ${saving:.2f}/h" if saving >= 0.005 else "would not lower the cost"
+            if alt.relative_gap is None or alt.relative_gap > opts.relative_gap + 1e-12:
+                words += " (found in its time share, not proven)"
+            out.append(Finding(kind="marginal", constraint=probe.constraint, message=f"{probe.unit} {words}",
+                               value=saving))
     return out

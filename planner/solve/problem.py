@@ -6,12 +6,18 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from functools import cached_property
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
 from planner.roles import DECODE_ONLY_ROLES
 from planner.schema import Role, SolverName
+from planner.solve.progress import Reporter
+
+if TYPE_CHECKING:
+    from planner.solve.table import ColumnTable
+from planner.solve.tiers import Tiers, credit_split
 
 Billing = Literal["device", "node"]
 # The backends a caller can name: the fleet file's solvers plus HiGHS driven through PuLP (for cross-checks).
@@ -48,7 +54,8 @@ class Column:
     active_watts: float = 0.0  # per replica at full load
     memory_pool: str | None = None
     memory_devices: int = 0
-    label: str = ""
+    label: str = ""  # the configuration (device, TP, PP, role, memory devices): what the simplicity limit counts
+    handoff_gbitps: float = 0.0  # prefill and decode-only columns: line rate at which a replica moves KV caches
 
 
 @dataclass(frozen=True)
@@ -61,6 +68,10 @@ class Demand:
     min_replicas: int = 1
     spread_zones: int = 1
     tokens_per_s: float = 0.0
+    max_configurations: int | None = None  # at most this many configurations (column labels); None: no limit
+    cross_zone_handoff: bool = False  # a prefill may hand its KV caches to a decode in another zone
+    # $/hour of moving bucket b's KV caches across zones if all of them crossed (0: free or not allowed)
+    handoff_usd_per_hour: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -84,6 +95,19 @@ class Problem:
     headroom: float = 1.0
     current_replicas: Mapping[str, int] = field(default_factory=dict)
     churn_usd_per_replica_change: float = 0.0
+    tiers: Tiers | None = None  # reserved devices, commitment, spot losses (planner.solve.tiers)
+
+    @cached_property
+    def by_key(self) -> dict[str, Column]:
+        """Each column by its key."""
+        return {c.key: c for c in self.columns}
+
+    @cached_property
+    def table(self) -> ColumnTable:
+        """The columns as arrays (computed once per problem; see planner.solve.table)."""
+        from planner.solve.table import ColumnTable
+
+        return ColumnTable.of(self)
 
 
 @dataclass(frozen=True)
@@ -109,6 +133,8 @@ class SolveOptions:
     # service's model (few replicas, many shares) each restart costs a whole root for little bound, so solving
     # by service turns it off; on the whole fleet the restarts pay.
     highs_restart: bool = True
+    # Where improvements to the plan and the bound are reported as they come (see planner.solve.progress).
+    progress: Reporter | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -167,8 +193,11 @@ def demand_uncovered(problem: Problem, d: Demand) -> list[tuple[int, str]]:
 def pool_usage(problem: Problem, replicas: Mapping[str, int]) -> dict[str, int]:
     """Devices used per pool by a replica assignment (compute plus attention-offload memory devices)."""
     used: dict[str, int] = {p.id: 0 for p in problem.pools}
-    for c in problem.columns:
-        r = replicas.get(c.key, 0)
+    columns = problem.by_key
+    for key, r in replicas.items():
+        c = columns.get(key)
+        if c is None or not r:
+            continue
         used[c.pool] += r * c.devices
         if c.memory_pool is not None:
             used[c.memory_pool] += r * c.memory_devices
@@ -180,15 +209,20 @@ def nodes_used(problem: Problem, used: Mapping[str, int]) -> dict[str, int]:
     return {p.id: math.ceil(used[p.id] / p.devices_per_node - 1e-9) for p in problem.pools}
 
 
+def billed_devices(problem: Problem, used: Mapping[str, int]) -> dict[str, int]:
+    """Devices each pool bills: those used (device billing) or its whole nodes' (node billing)."""
+    return {p.id: used[p.id] if p.billing == "device" else
+            p.devices_per_node * math.ceil(used[p.id] / p.devices_per_node) for p in problem.pools}
+
+
 def plan_cost_usd_per_hour(problem: Problem, replicas: Mapping[str, int]) -> float:
-    """$/hour of a replica assignment: devices for device billing, whole nodes for node billing."""
-    used = pool_usage(problem, replicas)
-    total = 0.0
-    for p in problem.pools:
-        if p.billing == "device":
-            total += p.usd_per_device_hour * used[p.id]
-        else:
-            total += p.usd_per_device_hour * p.devices_per_node * math.ceil(used[p.id] / p.devices_per_node)
+    """$/hour of a replica assignment: devices for device billing, whole nodes for node billing, less what
+    reserved devices and the commitment already pay (planner.solve.tiers)."""
+    billed = billed_devices(problem, pool_usage(problem, replicas))
+    prices = {p.id: p.usd_per_device_hour for p in problem.pools}
+    total = sum(prices[p] * n for p, n in billed.items())
+    if problem.tiers is not None:
+        total -= credit_split(problem.tiers, prices, billed).usd_per_hour(prices)
     return total
 
 
@@ -202,16 +236,22 @@ def expected_watts(
     pools = {p.id: p for p in problem.pools}
     rates = {d.service: d.bucket_rates_rps for d in problem.demands}
     out: dict[str, float] = {k.id: 0.0 for k in problem.power_budgets}
-    for c in problem.columns:
+    if not out:
+        return out
+    columns = problem.by_key
+    busy: dict[str, float] = {}
+    for (key, b), x in shares.items():
+        c = columns.get(key)
+        if c is not None and c.service in rates and c.capacity_rps[b] > 0:
+            busy[key] = busy.get(key, 0.0) + rates[c.service][b] / c.capacity_rps[b] * x
+    for key in sorted(set(replicas) | set(busy)):
+        c = columns.get(key)
+        if c is None or c.service not in rates:
+            continue
         dom = pools[c.pool].power_domain
         if dom is None or dom not in out:
             continue
-        busy = sum(
-            rates[c.service][b] / c.capacity_rps[b] * shares.get((c.key, b), 0.0)
-            for b in range(len(c.capacity_rps))
-            if c.capacity_rps[b] > 0
-        )
-        out[dom] += replicas.get(c.key, 0) * c.idle_watts + busy * (c.active_watts - c.idle_watts)
+        out[dom] += replicas.get(key, 0) * c.idle_watts + busy.get(key, 0.0) * (c.active_watts - c.idle_watts)
     for p in problem.pools:
         if p.power_domain in out:
             out[p.power_domain] += p.node_idle_watts * nodes.get(p.id, 0)
@@ -220,9 +260,8 @@ def expected_watts(
 
 def share_variables(problem: Problem) -> int:
     """How many share variables the model will have: (column, bucket) pairs with traffic and capacity."""
-    rates = {d.service: np.asarray(d.bucket_rates_rps, dtype=float) > 0 for d in problem.demands}
-    return sum(int(np.count_nonzero(rates[c.service] & (np.asarray(c.capacity_rps) > 0)))
-               for c in problem.columns if c.service in rates)
+    t = problem.table
+    return int(np.count_nonzero((t.caps > 0) & (t.rates[t.service] > 0)))
 
 
 def column_price(c: Column, pools: Mapping[str, PoolSupply]) -> float:

@@ -1,74 +1,106 @@
 """Reductions that keep the optimum: columns another column beats on every count, and a service's columns in
-pools a same-shaped, no dearer column in a roomy pool beats."""
+pools a same-shaped, no dearer column in a roomy pool beats.
+
+Both are found by sorting, not by comparing every pair: within a group, columns are ordered by a key that a
+dominating column never exceeds (the sum of its normalised counts, or its price), so each column need only be
+checked against the columns before it in its group, one offset at a time over all groups at once.
+"""
 
 from __future__ import annotations
 
-import math
-from collections.abc import Collection
 from dataclasses import replace
 
 import numpy as np
 
 from planner.roles import DECODE_ONLY_ROLES, SERVING_ROLES
 from planner.schema import Role
-from planner.solve.problem import Column, Problem, column_price, plan_cost_usd_per_hour, pool_usage
+from planner.solve.problem import Column, Problem, plan_cost_usd_per_hour, pool_usage
+from planner.solve.table import DECODE, PREFILL, UNIFIED, with_columns
 
 
-def _dominates(a: np.ndarray, b: np.ndarray, a_first: bool) -> bool:
-    """a's (devices, memory devices, idle, active, −capacity…) is no worse than b's everywhere."""
-    if not bool(np.all(a <= b)):
-        return False
-    return a_first or bool(np.any(a < b))
+def dominated(groups: np.ndarray, key: np.ndarray, worse: np.ndarray, can_win: np.ndarray | None = None,
+              exempt: np.ndarray | None = None) -> np.ndarray:
+    """Which rows another row of their group beats: a beats b when every entry of ``worse`` (lower is better)
+    is at most b's and either one is lower or a comes first; only ``can_win`` rows beat, ``exempt`` rows stay.
+
+    ``key`` must not be larger for a row that beats another (a positive weighting of ``worse`` is such a key).
+    """
+    n = len(groups)
+    out = np.zeros(n, dtype=bool)
+    if n < 2:
+        return out
+    order = np.lexsort((np.arange(n), key, groups))
+    g, w = groups[order], worse[order]
+    win = np.ones(n, dtype=bool) if can_win is None else can_win[order]
+    starts = np.r_[0, np.nonzero(g[1:] != g[:-1])[0] + 1]
+    longest = int(np.diff(np.r_[starts, n]).max())
+    beaten = np.zeros(n, dtype=bool)
+    for k in range(1, longest):
+        b = np.arange(k, n)
+        a = b - k
+        same = (g[a] == g[b]) & win[a] & ~beaten[b]
+        if not same.any():
+            continue
+        b, a = b[same], a[same]
+        le = np.all(w[a] <= w[b], axis=1)
+        # Equal rows: the one first in the problem's order wins (the sort put it first among equal keys).
+        beaten[b[le]] = True
+    out[order] = beaten
+    if exempt is not None:
+        out &= ~exempt
+    return out
+
+
+def _handoff_cost(c: Column) -> float:
+    """A column's KV hand-off rate as a cost: a prefill needs decodes at least as fast (higher is worse), a
+    decode takes prefills no faster than itself (higher is better); 0 for unified columns."""
+    if c.role is Role.PREFILL:
+        return c.handoff_gbitps
+    return -c.handoff_gbitps if c.role in DECODE_ONLY_ROLES else 0.0
 
 
 def prune_dominated(problem: Problem) -> tuple[Problem, int]:
-    """Drop columns another column of the same service, role and pools beats on every count; return how many."""
-    groups: dict[tuple[str, Role, str, str | None], list[int]] = {}
-    for i, c in enumerate(problem.columns):
-        groups.setdefault((c.service, c.role, c.pool, c.memory_pool), []).append(i)
-    keep = [True] * len(problem.columns)
-    for members in groups.values():
-        if len(members) < 2:
-            continue
-        vec = np.asarray(
-            [
-                [float(problem.columns[i].devices), float(problem.columns[i].memory_devices),
-                 problem.columns[i].idle_watts, problem.columns[i].active_watts,
-                 *(-np.asarray(problem.columns[i].capacity_rps, dtype=float)).tolist()]
-                for i in members
-            ]
-        )
-        for jb, b in enumerate(members):
-            cb = problem.columns[b]
-            # Columns in the running plan stay, so the churn term sees them; a column drawing less busy than
-            # idle breaks the power argument behind dominance, so it stays too.
-            if problem.current_replicas.get(cb.key, 0) > 0 or cb.active_watts < cb.idle_watts:
-                continue
-            for ja, a in enumerate(members):
-                if a == b or not keep[a]:
-                    continue
-                if _dominates(vec[ja], vec[jb], a < b):
-                    keep[b] = False
-                    break
-    columns = tuple(c for c, k in zip(problem.columns, keep, strict=True) if k)
+    """Drop columns another column of the same service, role and pools beats on every count (hand-off rate
+    included); return how many."""
+    t = problem.table
+    cols = t.columns
+    if len(cols) < 2:
+        return problem, 0
+    role_of = {Role.UNIFIED: 0, Role.PREFILL: 1, Role.DECODE: 2, Role.DECODE_OFFLOAD: 3}
+    roles = np.fromiter((role_of[c.role] for c in cols), dtype=np.int64, count=len(cols))
+    groups = ((t.service * 4 + roles) * (len(problem.pools) + 1) + t.pool) * (len(problem.pools) + 1) + (
+        t.memory_pool + 1)
+    handoff = np.fromiter((_handoff_cost(c) for c in cols), dtype=float, count=len(cols))
+    worse = np.column_stack([t.devices, t.memory_devices, t.idle_watts, t.active_watts, handoff, -t.caps])
+    scale = np.maximum(np.abs(worse).max(axis=0), 1e-12)
+    # Columns in the running plan stay, so the churn term sees them; a column drawing less busy than idle breaks
+    # the power argument behind dominance, so it stays too.
+    exempt = np.fromiter((problem.current_replicas.get(c.key, 0) > 0 for c in cols), dtype=bool, count=len(cols))
+    exempt |= t.active_watts < t.idle_watts
+    drop = dominated(groups, (worse / scale).sum(axis=1), worse, exempt=exempt)
+    if not drop.any():
+        return problem, 0
+    if len(cols) == len(problem.columns):
+        return with_columns(problem, np.nonzero(~drop)[0]), int(drop.sum())
+    dropped = {cols[j].key for j in np.nonzero(drop)[0]}
+    columns = tuple(c for c in problem.columns if c.key not in dropped)
     return replace(problem, columns=columns), len(problem.columns) - len(columns)
 
 
-def _cheapest_alone(problem: Problem, roles: Collection[Role]) -> tuple[float, Column, int] | None:
-    """The column of these roles that carries the one demand alone most cheaply, and its replicas."""
-    d = problem.demands[0]
-    pools = {p.id: p for p in problem.pools}
-    lam = np.asarray(d.bucket_rates_rps, dtype=float)
-    live = lam > 0
-    best: tuple[float, Column, int] | None = None
-    for c in problem.columns:
-        cap = np.asarray(c.capacity_rps, dtype=float)
-        if c.role not in roles or np.any(live & (cap <= 0)):
-            continue
-        n = max(1, math.ceil(float(np.sum(lam[live] / cap[live])) / problem.headroom + 1e-9))
-        if best is None or n * column_price(c, pools) < best[0]:
-            best = (n * column_price(c, pools), c, n)
-    return best
+def _cheapest_alone(problem: Problem, roles: tuple[int, ...]) -> tuple[float, int, int] | None:
+    """The column (table index) of these role codes that carries the one demand alone most cheaply, its cost
+    and its replicas."""
+    t = problem.table
+    live = t.rates[0] > 0
+    caps = t.caps[:, live]
+    mask = np.isin(t.role, roles) & np.all(caps > 0, axis=1)
+    if not mask.any():
+        return None
+    busy = (t.rates[0, live] / np.where(caps > 0, caps, 1.0)).sum(axis=1)
+    n = np.maximum(1, np.ceil(busy / problem.headroom + 1e-9))
+    cost = np.where(mask, n * t.price, np.inf)
+    j = int(np.argmin(cost))
+    return float(cost[j]), j, int(n[j])
 
 
 def alone_plan_cost(problem: Problem) -> float | None:
@@ -78,16 +110,21 @@ def alone_plan_cost(problem: Problem) -> float | None:
     if (len(problem.demands) != 1 or problem.power_budgets or problem.current_replicas
             or problem.churn_usd_per_replica_change > 0 or problem.demands[0].spread_zones > 1):
         return None
+    t = problem.table
     d = problem.demands[0]
-    uni = _cheapest_alone(problem, (Role.UNIFIED,))
-    pre, dec = _cheapest_alone(problem, (Role.PREFILL,)), _cheapest_alone(problem, DECODE_ONLY_ROLES)
+    uni = _cheapest_alone(problem, (UNIFIED,))
+    pre, dec = _cheapest_alone(problem, (PREFILL,)), _cheapest_alone(problem, (DECODE,))
     options = [[uni]] if uni is not None else []
-    if pre is not None and dec is not None:
+    zone = {p.id: p.zone for p in problem.pools}
+    pc, dc = (t.columns[pre[1]], t.columns[dec[1]]) if pre is not None and dec is not None else (None, None)
+    if pre is not None and dec is not None and pc is not None and dc is not None and (
+            dc.handoff_gbitps >= pc.handoff_gbitps
+            and (d.cross_zone_handoff or zone[pc.pool] == zone[dc.pool])):  # a plan only if they can hand off
         options.append([pre, dec])
     best_cost: float | None = None
     for parts in options:
-        replicas = {c.key: n for _, c, n in parts}
-        serving = [c.key for _, c, _ in parts if c.role in SERVING_ROLES]
+        replicas = {t.columns[j].key: n for _, j, n in parts}
+        serving = [t.columns[j].key for _, j, _ in parts if t.columns[j].role in SERVING_ROLES]
         short = d.min_replicas - sum(replicas[k] for k in serving)
         if short > 0 and serving:
             replicas[serving[0]] += short
@@ -114,37 +151,30 @@ def prune_roomy_pools(problem: Problem) -> Problem:
     upper = alone_plan_cost(problem)
     if upper is None:
         return problem
-    pools = {p.id: p for p in problem.pools}
-
-    def roomy(pool_id: str | None) -> bool:
-        if pool_id is None:
-            return True
-        p = pools[pool_id]
-        if p.max_nodes is None:
-            return True
-        return p.usd_per_device_hour > 0 and upper / p.usd_per_device_hour <= p.max_nodes * p.devices_per_node
-
-    groups: dict[tuple[Role, int, int], list[int]] = {}
-    for i, c in enumerate(problem.columns):
-        groups.setdefault((c.role, c.devices, c.memory_devices), []).append(i)
-    keep = [True] * len(problem.columns)
-    for members in groups.values():
-        if len(members) < 2:
-            continue
-        caps = np.asarray([problem.columns[i].capacity_rps for i in members], dtype=float)
-        prices = np.asarray([column_price(problem.columns[i], pools) for i in members])
-        winners = [j for j, i in enumerate(members)
-                   if roomy(problem.columns[i].pool) and roomy(problem.columns[i].memory_pool)]
-        for jb, b in enumerate(members):
-            for ja in winners:
-                a = members[ja]
-                if a == b or not keep[a]:
-                    continue
-                if prices[ja] > prices[jb] or (prices[ja] == prices[jb] and a > b):
-                    continue
-                if np.all(caps[ja] >= caps[jb]):
-                    keep[b] = False
-                    break
-    if all(keep):
+    t = problem.table
+    if len(t.columns) < 2:
         return problem
-    return replace(problem, columns=tuple(c for c, k in zip(problem.columns, keep, strict=True) if k))
+    room = np.asarray([p.max_nodes is None or (p.usd_per_device_hour > 0 and upper / p.usd_per_device_hour
+                                               <= p.max_nodes * p.devices_per_node) for p in problem.pools]
+                      + [True])  # the last entry: no memory pool
+    roomy = room[t.pool] & room[t.memory_pool]
+    zone = {p.id: p.zone for p in problem.pools}
+    by_label = problem.demands[0].max_configurations is not None
+    ids: dict[tuple[object, ...], int] = {}
+    # Moving replicas between pools must keep the hand-off (zone, NIC rate) and the configuration count.
+    groups = np.fromiter(
+        (ids.setdefault((c.role, c.devices, c.memory_devices,
+                         (zone[c.pool], c.handoff_gbitps) if c.role is not Role.UNIFIED else None,
+                         c.label if by_label else None), len(ids)) for c in t.columns),
+        dtype=np.int64, count=len(t.columns))
+    worse = np.column_stack([t.price, -t.caps])
+    drop = dominated(groups, t.price, worse, can_win=roomy)
+    if not drop.any():
+        return problem
+    if len(t.columns) == len(problem.columns):
+        return with_columns(problem, np.nonzero(~drop)[0])
+    dropped = {t.columns[j].key for j in np.nonzero(drop)[0]}
+    return replace(problem, columns=tuple(c for c in problem.columns if c.key not in dropped))
+
+
+__all__ = ["DECODE_ONLY_ROLES", "alone_plan_cost", "dominated", "prune_dominated", "prune_roomy_pools"]

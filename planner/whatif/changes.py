@@ -175,10 +175,27 @@ def _add_models(fleet: FleetSpec, change: Change, prices: Prices) -> FleetSpec:
     return fleet.model_copy(update={"models": models})
 
 
+def _commit(fleet: FleetSpec, change: Change, prices: Prices) -> FleetSpec:
+    field = change.model_copy(update={"field": "commitment_usd_per_hour"})
+    value = _field_value(field, fleet.planner.commitment_usd_per_hour)
+    planner = _validated(type(fleet.planner), fleet.planner, {"commitment_usd_per_hour": value}, field)
+    return fleet.model_copy(update={"planner": planner})
+
+
+def _spot_share(fleet: FleetSpec, change: Change, prices: Prices) -> FleetSpec:
+    svc_ids = [s.id for s in fleet.services]
+    chosen = set(svc_ids) if change.target is None else {_pick(change, svc_ids, "service")}
+    field = change.model_copy(update={"field": "max_spot_share"})
+    out = [_validated(Service, s, {"max_spot_share": _field_value(field, s.max_spot_share)}, field)
+           if s.id in chosen else s for s in fleet.services]
+    return fleet.model_copy(update={"services": out})
+
+
 _APPLY: dict[ChangeKind, Callable[[FleetSpec, Change, Prices], FleetSpec]] = {
     "rate": _rate, "price": _price, "pool": _pool_field, "slo": _slo, "power": _power,
     "remove-pool": _remove_pools, "remove-zone": _remove_pools, "remove-service": _remove_service,
-    "add-service": _add_services, "add-pool": _add_pools, "add-model": _add_models,
+    "add-service": _add_services, "add-pool": _add_pools, "add-model": _add_models, "commit": _commit,
+    "spot_share": _spot_share,
 }
 
 

@@ -13,6 +13,9 @@ Each expression names one change::
     add-service=svc.yaml          a service (mapping) or services (list) from a file; ``add-model=`` and
                                   ``add-pool=`` alike (an existing id is replaced)
     remove-service=code
+    commit=40                     the fleet's savings-plan commitment, $/h (planner.commitment_usd_per_hour)
+    spot_share=0.5                the largest share of every service's devices on spot pools (0 forbids spot;
+                                  ``spot_share[chat]`` for one service)
 
 Parsing is syntax only (:func:`parse_expression`); ``planner.whatif.changes`` checks names against a fleet. A
 sweep puts a range where the value goes: ``rate=1..64x2`` (geometric), ``slo[chat].tpot_ms=40..120+20``
@@ -34,7 +37,7 @@ from planner.schema import Value
 
 Op = Literal["=", "*=", "+="]
 ChangeKind = Literal["rate", "price", "pool", "slo", "power", "remove-pool", "remove-zone", "remove-service",
-                     "add-service", "add-model", "add-pool"]
+                     "add-service", "add-model", "add-pool", "commit", "spot_share"]
 
 POOL_FIELDS = ("max_nodes", "devices_per_node", "price_usd_per_device_hour", "node_overhead_watts")
 SLO_FIELDS = ("ttft_ms", "tpot_ms", "percentile")
@@ -89,10 +92,10 @@ class Change(Value):
 
 _NUM = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
 _EXPR_RE = re.compile(
-    r"^\s*(?P<head>[a-z][a-z-]*)(?:\[(?P<target>[^\]]*)\])?(?:\.(?P<field>[a-z_]+))?\s*"
+    r"^\s*(?P<head>[a-z][a-z_-]*)(?:\[(?P<target>[^\]]*)\])?(?:\.(?P<field>[a-z_]+))?\s*"
     r"(?P<op>\*=|\+=|=)\s*(?P<value>.*?)\s*$")
 _HEADS = ("rate", "price", "pool", "slo", "power", "remove-pool", "remove-zone", "remove-service", "add-service",
-          "add-model", "add-pool")
+          "add-model", "add-pool", "commit", "spot_share")
 
 
 def split_expressions(text: str) -> list[str]:
@@ -132,8 +135,11 @@ def parse_expression(expr: str, read: Reader | None = None) -> Change:
             return Change(text=expr, kind=head, target=raw, document=doc, target_span=vspan,
                           value_span=vspan)
         return Change(text=expr, kind=head, target=raw, target_span=vspan, value_span=vspan)
-    fields = {"rate": (), "price": (), "pool": POOL_FIELDS, "slo": SLO_FIELDS, "power": POWER_FIELDS}[head]
-    if head in ("rate", "price"):
+    fields = {"rate": (), "price": (), "pool": POOL_FIELDS, "slo": SLO_FIELDS, "power": POWER_FIELDS, "commit": (),
+              "spot_share": ()}[head]
+    if head == "commit" and target is not None:
+        raise ScenarioError(expr, "commit is the fleet's: write commit=USD_PER_HOUR", *m.span("target"))
+    if head in ("rate", "price", "commit", "spot_share"):
         if field is not None:
             raise ScenarioError(expr, f"{head} takes no field: write {head}[ID]{op}VALUE", *m.span("field"))
     else:

@@ -36,7 +36,11 @@ class ScenarioResult(Value):
     feasible: bool
     reason: str | None = None  # why no plan, when infeasible
     plan_id: str | None = None
-    cost_usd_per_hour: float | None = None
+    cost_usd_per_hour: float | None = Field(default=None, description="the hourly bill: the plan's $/h, plus "
+                                            "reserved nodes and the commitment for fleets with tiers")
+    marginal_usd_per_hour: float | None = Field(default=None, description="fleets with tiers: the plan's own $/h")
+    spot_risk: float | None = Field(default=None, description="fleets with spot pools: the largest probability "
+                                    "that reclaims within one recovery window leave a service short")
     cost_delta_usd_per_hour: float | None = None
     usd_per_million_tokens: float | None = None
     devices_by_type: dict[str, int] = Field(default_factory=dict)

@@ -54,11 +54,14 @@ def summarise(name: str, exprs: Sequence[str], fleet: FleetSpec, plan: Plan, bas
         attainment = [ServiceAttainment(service=s.service, attainment=round(s.attainment, 4), meets_slo=s.meets_slo)
                       for s in replay.services]
         verified = bool(replay.verified)
-    base_cost = baseline.cost_usd_per_hour if baseline is not None else None
+    base_cost = bill_usd_per_hour(baseline) if baseline is not None else None
+    cost = bill_usd_per_hour(plan)
+    risk = max(plan.billing.spot_risk.values(), default=0.0) if plan.billing is not None else None
     return ScenarioResult(
         name=name, expressions=list(exprs), feasible=True, plan_id=plan.id,
-        cost_usd_per_hour=plan.cost_usd_per_hour,
-        cost_delta_usd_per_hour=round(plan.cost_usd_per_hour - base_cost, 4) if base_cost is not None else None,
+        cost_usd_per_hour=cost, marginal_usd_per_hour=plan.cost_usd_per_hour if plan.billing else None,
+        spot_risk=risk if plan.billing is not None and any(p.is_spot for p in fleet.pools) else None,
+        cost_delta_usd_per_hour=round(cost - base_cost, 4) if base_cost is not None else None,
         usd_per_million_tokens=plan.usd_per_million_tokens, devices_by_type=dict(plan.devices_by_type),
         replicas_by_service=dict(sorted(replicas.items())), configurations=dict(sorted(configs.items())),
         replicas_by_role=dict(sorted(roles.items())), expected_watts=round(watts, 1),
@@ -66,6 +69,11 @@ def summarise(name: str, exprs: Sequence[str], fleet: FleetSpec, plan: Plan, bas
         binding=_binding(plan),
         verified=verified, attainment=attainment,
         replica_changes=replica_diff(baseline, plan) if baseline is not None else [])
+
+
+def bill_usd_per_hour(plan: Plan) -> float:
+    """What the plan's hour costs: its $/h, plus reserved nodes and the commitment when the fleet has tiers."""
+    return plan.billing.total_usd_per_hour if plan.billing is not None else plan.cost_usd_per_hour
 
 
 def _binding(plan: Plan) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 from typing import Any
 
@@ -120,7 +121,8 @@ def test_replay_verifies_a_plan_that_meets_its_slos_and_refuses_one_that_does_no
         r = api.client.post(f"/v1/plans/{plan_id}/approve", headers={**admin, "If-Match": '"1"'})
         assert r.status_code == (200 if verified else 409), r.text
         if not verified:
-            assert "big meets its SLO for 0.0% of requests" in r.json()["detail"]
+            # requests beyond the batch cap wait for admission: a few early ones still meet the SLO
+            assert re.search(r"big meets its SLO for \d+\.\d% of requests, needs 90%", r.json()["detail"])
 
 
 def test_without_a_cluster_apply_is_503_and_the_plan_stays_approved(make_api: ApiFactory, tmp_path: Any) -> None:

@@ -105,9 +105,13 @@ class HighsBackend:
             sol.col_value = start.tolist()
             sol.value_valid = True
             h.setSolution(sol)
-        if stop_at is not None:
+        progress = options.progress if has_integer else None
+        if stop_at is not None or progress is not None:
             def interrupt(event: highspy.highs.HighsCallbackEvent) -> None:
-                if event.data_out.mip_primal_bound <= stop_at:
+                out = event.data_out
+                if progress is not None:
+                    progress.report(out.mip_primal_bound, out.mip_dual_bound, "highs")
+                if stop_at is not None and out.mip_primal_bound <= stop_at:
                     event.interrupt()
 
             h.cbMipInterrupt.subscribe(interrupt)

@@ -41,6 +41,10 @@ class Built:
     loads: dict[str, np.ndarray] = field(default_factory=dict)  # column key → rate/capacity per share variable
     link_rows: dict[str, range] = field(default_factory=dict)  # column key → its x ≤ n rows
     churn_var: dict[str, int] = field(default_factory=dict)  # column key → |n − current| variable
+    zones: dict[tuple[str, str], int] = field(default_factory=dict)  # (service, zone) → z variable (spread)
+    role_flags: dict[tuple[str, str], int] = field(default_factory=dict)  # (service, role class) → u (zone_roles)
+    # (service, bucket, zone) → e, the share that hands off across zones (handoff, cross-zone services)
+    crossing: dict[tuple[str, int, str], int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.pools: dict[str, PoolSupply] = {p.id: p for p in self.problem.pools}

@@ -7,19 +7,24 @@ from planner.solve.formulation import (
     capacity,
     churn,
     cover,
+    handoff,
     min_replicas,
     objective,
     pool,
     power,
+    simplicity,
     spread,
+    tiers,
     work,
+    zone_roles,
 )
 from planner.solve.formulation.base import Built, Family
 from planner.solve.problem import Problem, Solution
 
 # Every constraint family, in the order build adds them.
-FAMILIES: tuple[Family, ...] = (objective.FAMILY, churn.FAMILY, capacity.FAMILY, cover.FAMILY, buckets.FAMILY,
-                                min_replicas.FAMILY, spread.FAMILY, work.FAMILY, pool.FAMILY, power.FAMILY)
+FAMILIES: tuple[Family, ...] = (objective.FAMILY, churn.FAMILY, capacity.FAMILY, cover.FAMILY, handoff.FAMILY,
+                                buckets.FAMILY, min_replicas.FAMILY, spread.FAMILY, zone_roles.FAMILY,
+                                simplicity.FAMILY, work.FAMILY, pool.FAMILY, power.FAMILY, tiers.FAMILY)
 
 
 def build(problem: Problem, elastic: bool = False, link: bool = True, bucket_rows: bool = False,
@@ -27,8 +32,9 @@ def build(problem: Problem, elastic: bool = False, link: bool = True, bucket_row
     """The matrix; in elastic mode every resource row gets a priced slack for explanations.
 
     Per column: n[c] (objective), δ[c] and its rows (churn), x[c,·] with capacity[c] and link[c,·] (capacity);
-    per demand and bucket: cover rows, then bucket rows; per demand: min_replicas, then spread; then the work
-    rows, the pool rows with N[p], and the power rows.
+    per demand and bucket: cover rows, hand-off rows, then bucket rows; per demand: min_replicas, spread,
+    zone roles, then simplicity; then the work rows, the pool rows with N[p], the power rows, and the tier rows
+    (credits, spot shares, spot losses).
     """
     f = Built(problem, elastic=elastic, link=link, bucket_rows=bucket_rows, work_rows=work_rows)
     for c in f.columns:
@@ -43,13 +49,17 @@ def build(problem: Problem, elastic: bool = False, link: bool = True, bucket_row
             if rate <= 0:
                 continue
             cover.add_cover(f, d, b, covering)
+            handoff.add_handoff(f, d, b)
             if knapsack is not None:
                 buckets.add_bucket_rows(f, d, b, knapsack)
         min_replicas.add_min_replicas(f, d)
         spread.add_spread(f, d)
+        zone_roles.add_zone_roles(f, d)
+        simplicity.add_simplicity(f, d)
     work.add_work_rows(f)
     pool.add_pools(f)
     power.add_power(f)
+    tiers.add_tiers(f)
     return f
 
 

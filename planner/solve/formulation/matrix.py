@@ -1,27 +1,43 @@
-"""A MILP in row form (filled by the families) and as numpy arrays (sliced by pricing, read by the backends)."""
+"""A MILP in row form (filled by the families) and as numpy arrays (sliced by pricing, read by the backends).
+
+The row form keeps its numbers in typed arrays (8 bytes a number, where a list of Python numbers takes 32 or
+more), so a model's memory per variable stays small, and turning it into numpy arrays copies buffers."""
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 
+def _floats() -> array[float]:
+    return array("d")
+
+
+def _ints() -> array[int]:
+    return array("q")
+
+
+def _flags() -> array[int]:
+    return array("b")
+
+
 @dataclass
 class Matrix:
-    """A MILP in row form, filled by the builder and read by every backend."""
+    """A MILP in row form, filled by the builder and read by every backend (``integer`` holds 0 or 1)."""
 
-    col_lb: list[float] = field(default_factory=list)
-    col_ub: list[float] = field(default_factory=list)
-    cost: list[float] = field(default_factory=list)
-    integer: list[bool] = field(default_factory=list)
-    row_lb: list[float] = field(default_factory=list)
-    row_ub: list[float] = field(default_factory=list)
+    col_lb: array[float] = field(default_factory=_floats)
+    col_ub: array[float] = field(default_factory=_floats)
+    cost: array[float] = field(default_factory=_floats)
+    integer: array[int] = field(default_factory=_flags)
+    row_lb: array[float] = field(default_factory=_floats)
+    row_ub: array[float] = field(default_factory=_floats)
     row_names: list[str] = field(default_factory=list)
-    nz_row: list[int] = field(default_factory=list)
-    nz_col: list[int] = field(default_factory=list)
-    nz_val: list[float] = field(default_factory=list)
+    nz_row: array[int] = field(default_factory=_ints)
+    nz_col: array[int] = field(default_factory=_ints)
+    nz_val: array[float] = field(default_factory=_floats)
     offset: float = 0.0
 
     def var(self, lb: float, ub: float, cost: float, integer: bool) -> int:
@@ -29,7 +45,7 @@ class Matrix:
         self.col_lb.append(lb)
         self.col_ub.append(ub)
         self.cost.append(cost)
-        self.integer.append(integer)
+        self.integer.append(int(integer))
         return len(self.cost) - 1
 
     def vars(self, count: int, lb: float, ub: float) -> range:
@@ -49,7 +65,7 @@ class Matrix:
         self.row_names.append(name)
         self.nz_row.extend([r] * len(cols))
         self.nz_col.extend(cols)
-        self.nz_val.extend(vals)
+        self.nz_val.extend(float(v) for v in vals)
         return r
 
 
@@ -74,18 +90,21 @@ class Arrays:
         if isinstance(m, Arrays):
             return m
         return Arrays(
-            np.asarray(m.col_lb, dtype=float), np.asarray(m.col_ub, dtype=float), np.asarray(m.cost, dtype=float),
-            np.asarray(m.integer, dtype=bool), np.asarray(m.row_lb, dtype=float), np.asarray(m.row_ub, dtype=float),
-            np.asarray(m.nz_row, dtype=np.int64), np.asarray(m.nz_col, dtype=np.int64),
-            np.asarray(m.nz_val, dtype=float), m.offset,
+            np.array(m.col_lb, dtype=float), np.array(m.col_ub, dtype=float), np.array(m.cost, dtype=float),
+            np.array(m.integer, dtype=bool), np.array(m.row_lb, dtype=float), np.array(m.row_ub, dtype=float),
+            np.array(m.nz_row, dtype=np.int64), np.array(m.nz_col, dtype=np.int64),
+            np.array(m.nz_val, dtype=float), m.offset,
         )
 
     def matrix(self) -> Matrix:
         """Back to row form, for the backends that add variables one by one."""
         return Matrix(
-            self.col_lb.tolist(), self.col_ub.tolist(), self.cost.tolist(), self.integer.tolist(),
-            self.row_lb.tolist(), self.row_ub.tolist(), [""] * len(self.row_lb), self.nz_row.tolist(),
-            self.nz_col.tolist(), self.nz_val.tolist(), self.offset,
+            array("d", self.col_lb.astype(float).tobytes()), array("d", self.col_ub.astype(float).tobytes()),
+            array("d", self.cost.astype(float).tobytes()), array("b", self.integer.astype(np.int8).tobytes()),
+            array("d", self.row_lb.astype(float).tobytes()), array("d", self.row_ub.astype(float).tobytes()),
+            [""] * len(self.row_lb), array("q", self.nz_row.astype(np.int64).tobytes()),
+            array("q", self.nz_col.astype(np.int64).tobytes()), array("d", self.nz_val.astype(float).tobytes()),
+            self.offset,
         )
 
 

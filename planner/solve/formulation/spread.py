@@ -23,6 +23,7 @@ def add_spread(f: Built, d: Demand) -> None:
     for g in sorted({p.zone for p in f.problem.pools}):
         zv = f.m.var(0.0, 1.0, 0.0, True)
         zvars.append(zv)
+        f.zones[(d.service, g)] = zv
         zc = [v for v, zone in srv if zone == g]
         f.m.row(f"spread_zone[{d.service},{g}]", [zv, *zc], [1.0] + [-1.0] * len(zc), -INF, 0.0)
     cols, vals = zvars, [1.0] * len(zvars)

@@ -1,5 +1,5 @@
-"""What the strategies share: the ``Strategy`` Protocol, time floors on a ``Deadline``, and turning a backend's
-raw result into a ``Solution``."""
+"""What the strategies share: the ``Strategy`` Protocol, the record of which backend ran each stage, and
+turning a backend's raw result into a ``Solution``."""
 
 from __future__ import annotations
 
@@ -16,14 +16,10 @@ from planner.solve.problem import Problem, Solution, expected_watts, nodes_used,
 class Strategy(Protocol):
     """A way to solve the fleet MILP by a deadline."""
 
-    def solve(self, problem: Problem, deadline: Deadline) -> Solution:
-        """The best plan found by the deadline, with an honest status, bound and gap."""
+    def solve(self, problem: Problem, deadline: Deadline, start: Solution | None = None) -> Solution:
+        """The best plan found by the deadline, with an honest status, bound and gap; ``start`` is a plan of
+        the problem to begin from and to beat."""
         ...
-
-
-def at_least(deadline: Deadline, seconds: float) -> Deadline:
-    """The deadline, or ``seconds`` from now where that is later: a stage that must run gets a minimum."""
-    return Deadline(max(deadline.end, deadline.now() + seconds), deadline.clock)
 
 
 def nested(prefix: str, stages: Mapping[str, str]) -> dict[str, str]:

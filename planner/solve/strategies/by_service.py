@@ -16,6 +16,11 @@ HiGHS runs without root restarts there.
 When the union overruns a pool, the services on it are planned again one by one within what the others leave
 (a repair: a plan, with no bound of its own). Then, or when no plan came out, the whole fleet is solved with
 the time left (strategies.whole), keeping the cheaper plan and the higher of its bound and L.
+
+A start (a fleet plan, e.g. the greedy one) gives each service its part as the plan to beat and to start from;
+a service that gets no plan of its own in time keeps its part. When the services' plans overrun a pool and no
+repair fits in the time left, each service keeps its new plan only where that still fits beside the others
+(the start's parts fit together, so some combination always does), largest saving first.
 """
 
 from __future__ import annotations
@@ -27,8 +32,10 @@ from dataclasses import dataclass, replace
 
 from planner.clock import Deadline
 from planner.solve.backends import Backend, backend_for
+from planner.solve.bounds import bucket_floor
 from planner.solve.formulation.pool import overrun_pools
 from planner.solve.formulation.power import overrun_domains
+from planner.solve.incumbent import restrict
 from planner.solve.problem import (
     Problem,
     Solution,
@@ -42,10 +49,10 @@ from planner.solve.problem import (
     share_variables,
 )
 from planner.solve.prune import prune_roomy_pools
-from planner.solve.strategies.base import at_least, nested
+from planner.solve.strategies.base import nested
 from planner.solve.strategies.lagrange import SERVICE_PRICING_MIN_SHARE_VARIABLES
 from planner.solve.strategies.services import ServiceRunner, service_problems
-from planner.solve.strategies.whole import MIN_SOLVE_S, WholeStrategy
+from planner.solve.strategies.whole import WholeStrategy
 
 _INF = math.inf
 # A service in the first pass may take this many even shares of the time left (most need a fraction).
@@ -54,6 +61,10 @@ _SERVICE_SHARES = 4.0
 _REPAIR_GAP = 0.02
 # The services end a little before the deadline: a service's solve ends a moment after its own limit.
 _SERVICES_SHARE = 0.96
+# Where each service gets less than this many seconds (per worker) in the first pass, the first pass stops at
+# _FIRST_PASS_GAP, so every service has a plan and a bound early; the refinement then closes the widest gaps.
+_FIRST_PASS_S = 1.0
+_FIRST_PASS_GAP = 0.02
 
 Shares = dict[tuple[str, int], float]
 
@@ -94,21 +105,22 @@ class ByServiceStrategy:
         self.options = options
         self.backend = backend or backend_for(options.backend)
 
-    def solve(self, problem: Problem, deadline: Deadline) -> Solution:
+    def solve(self, problem: Problem, deadline: Deadline, start: Solution | None = None) -> Solution:
         """The services' plans when they fit and are final; else the whole fleet, keeping the better of both."""
-        start = deadline.now()
-        out = _ServicePass(problem, self.options, self.backend, deadline).run()
+        t0 = deadline.now()
+        out = _ServicePass(problem, self.options, self.backend, deadline, start).run()
         if out.solution is not None and out.final:
             return out.solution
         backup = out.solution  # the services' plans, repaired to fit together: kept if the whole does worse
-        sol = WholeStrategy(self.options, self.backend).solve(problem, at_least(deadline, MIN_SOLVE_S))
+        whole_start = backup if backup is not None else start
+        sol = WholeStrategy(self.options, self.backend).solve(problem, deadline, whole_start)
         stages = {**out.stages, **sol.backends}
-        sol = replace(sol, solve_seconds=deadline.now() - start, backends=stages)
+        sol = replace(sol, solve_seconds=deadline.now() - t0, backends=stages)
         if backup is not None and backup.objective is not None and (
                 sol.objective is None or backup.objective < sol.objective):
             proved = sol.objective is not None or sol.status == "time_limit_no_solution"
             whole_bound = sol.best_bound if proved else None
-            sol = replace(backup, best_bound=whole_bound, solve_seconds=deadline.now() - start,
+            sol = replace(backup, best_bound=whole_bound, solve_seconds=deadline.now() - t0,
                           status="feasible", objective=backup.objective, backends=stages)
         if out.lower is not None and sol.objective is not None:
             # The services' own bounds hold for the whole fleet too (the coupled model only adds rows).
@@ -122,7 +134,8 @@ class ByServiceStrategy:
 class _ServicePass:
     """One pass over the services: their plans and bounds, refined and repaired by the deadline."""
 
-    def __init__(self, problem: Problem, options: SolveOptions, backend: Backend, deadline: Deadline) -> None:
+    def __init__(self, problem: Problem, options: SolveOptions, backend: Backend, deadline: Deadline,
+                 start: Solution | None = None) -> None:
         self.problem = problem
         self.opts = options
         self.backend = backend
@@ -133,9 +146,21 @@ class _ServicePass:
         # (not in a repair: there the pools shrink and the argument no longer holds).
         self.subs = [prune_roomy_pools(sp) for sp in self.whole_subs]
         self.k = len(self.subs)
-        self.sizes = [share_variables(sp) for sp in self.subs]
+        # Each service's part of the start: the plan to beat. Where the start runs a column the pruning dropped
+        # (a dearer twin the fleet's tight pools needed), the service keeps all its columns.
         self.best: list[Solution | None] = [None] * self.k
-        self.bounds = [-_INF] * self.k
+        for i in range(self.k if start is not None else 0):
+            assert start is not None
+            part = restrict(start, self.subs[i], self.whole_subs[i])
+            if part is None:
+                self.subs[i] = self.whole_subs[i]
+                part = restrict(start, self.subs[i], self.whole_subs[i])
+            self.best[i] = part
+        self.sizes = [share_variables(sp) for sp in self.subs]
+        self.starts = list(self.best)
+        # Each service's bucket-by-bucket LP bound holds from the start; its own solves prove better ones.
+        self.bounds = [bucket_floor(sp, 0) for sp in self.subs]
+        self.pass_gap = options.relative_gap
         self.runs = 0
         self.stages: dict[str, str] = {}
         self.lock = threading.Lock()
@@ -149,14 +174,14 @@ class _ServicePass:
         if pricing == "auto":
             pricing = "on" if size >= SERVICE_PRICING_MIN_SHARE_VARIABLES else "off"
         seconds = min(seconds, self.until.end - self.until.now() - 0.05)
-        opts = replace(self.opts, pricing=pricing, decompose="off", highs_restart=False,
+        opts = replace(self.opts, pricing=pricing, decompose="off", highs_restart=False, progress=None,
                        relative_gap=self.opts.relative_gap if relative_gap is None else relative_gap)
         return opts, Deadline.after(max(0.1, seconds), self.until.clock)
 
     def _solve(self, problem: Problem, size: int, seconds: float, prefix: str,
-               relative_gap: float | None = None) -> Solution:
+               relative_gap: float | None = None, start: Solution | None = None) -> Solution:
         opts, deadline = self._sub(seconds, size, relative_gap)
-        sol = WholeStrategy(opts, self.backend).solve(problem, deadline)
+        sol = WholeStrategy(opts, self.backend).solve(problem, deadline, start)
         with self.lock:
             self.stages.update(nested(prefix, sol.backends))
         return sol
@@ -165,15 +190,29 @@ class _ServicePass:
         """Solve service i again; keep the better plan and the higher bound. False: it has no plan at all."""
         with self.lock:
             self.runs += 1
-        sol = self._solve(self.subs[i], self.sizes[i], seconds, "services")
-        if sol.status == "infeasible":
+        sol = self._solve(self.subs[i], self.sizes[i], seconds, "services", relative_gap=self.pass_gap,
+                          start=self.best[i])
+        if sol.status == "infeasible" and self.best[i] is None:
             return False
-        if sol.best_bound is not None:
-            self.bounds[i] = max(self.bounds[i], sol.best_bound)
-        old = self.best[i]
-        if sol.objective is not None and (old is None or old.objective is None or sol.objective < old.objective):
-            self.best[i] = sol
+        with self.lock:
+            if sol.best_bound is not None:
+                self.bounds[i] = max(self.bounds[i], sol.best_bound)
+            old = self.best[i]
+            if sol.objective is not None and (old is None or old.objective is None or sol.objective < old.objective):
+                self.best[i] = sol
+            self._report()
         return True
+
+    def _report(self) -> None:
+        """The fleet's plan (when the services' plans fit together) and bound, to the progress record."""
+        progress = self.opts.progress
+        if progress is None:
+            return
+        lower = self._lower_bound()
+        plan = None
+        if all(s is not None and s.objective is not None for s in self.best) and self._fits():
+            plan = sum(s.objective for s in self.best if s is not None and s.objective is not None) + self.orphan
+        progress.report(plan, lower, "services")
 
     def _batch(self, todo: list[int], stop: Callable[[], bool] | None = None) -> list[bool | None]:
         return self.runner.run(todo, self._run_one, self.until, stop)
@@ -252,7 +291,11 @@ class _ServicePass:
     def run(self) -> _Outcome:
         """First pass, refinement, then a repair where the plans overrun a pool."""
         order = sorted(range(self.k), key=lambda i: self.sizes[i])
-        for i, ok in zip(order, self._batch(order), strict=True):
+        if (self.until.end - self.until.now()) * self.runner.workers / max(1, self.k) < _FIRST_PASS_S:
+            self.pass_gap = max(self.opts.relative_gap, _FIRST_PASS_GAP)
+        first_pass = self._batch(order)
+        self.pass_gap = self.opts.relative_gap
+        for i, ok in zip(order, first_pass, strict=True):
             if ok is False:
                 return _Outcome(empty_solution("infeasible", self.opts.backend, self.until.now() - self.start, 0, 0,
                                                f"service {self.problem.demands[i].service} alone has no plan",
@@ -264,7 +307,7 @@ class _ServicePass:
         pools_over, domains_over = overused(self.problem, replicas, pre | dec)
         repaired = bool(pools_over or domains_over)
         if repaired:
-            if domains_over or not self._repair(pools_over):
+            if (domains_over or not self._repair(pools_over)) and not self._merge_fitting():
                 return _Outcome(None, self._lower_bound(), False, self.stages)
         else:
             first = list(self.best)
@@ -272,6 +315,28 @@ class _ServicePass:
             if not self._fits():
                 self.best = first  # the refined plans no longer fit together; the first ones did (bounds stay)
         return _Outcome(self._solution(repaired), self._lower_bound(), not repaired, self.stages)
+
+    def _merge_fitting(self) -> bool:
+        """Each service's new plan where it still fits beside the others, largest saving first, else its part
+        of the start (those fit together). False: there is no start to fall back on."""
+        if any(s is None or s.objective is None for s in self.starts):
+            return False
+        chosen = list(self.starts)
+
+        def saving(i: int) -> float:
+            new, old = self.best[i], self.starts[i]
+            return 0.0 if new is None or new.objective is None or old is None or old.objective is None \
+                else old.objective - new.objective
+
+        for i in sorted(range(self.k), key=lambda i: -saving(i)):
+            if saving(i) <= 0:
+                break
+            trial = [*chosen[:i], self.best[i], *chosen[i + 1:]]
+            replicas, pre, dec = union(trial)
+            if not any(overused(self.problem, replicas, pre | dec)):
+                chosen = trial
+        self.best = chosen
+        return True
 
     def _solution(self, repaired: bool) -> Solution:
         """The union of the services' plans as the fleet's, against the sum of their bounds."""

@@ -62,9 +62,10 @@ class LagrangeStrategy:
 
         def solve_one(i: int, seconds: float) -> Solution:
             size = share_variables(subs[i])
+            # A service's plans and bounds are its own, not the fleet's: nothing goes to the fleet's progress.
             opts = replace(self.options, relative_gap=self.options.relative_gap * 0.5, decompose="off",
                            pricing="on" if size >= SERVICE_PRICING_MIN_SHARE_VARIABLES else "off",
-                           highs_restart=False, backend=self.backend.name)
+                           highs_restart=False, backend=self.backend.name, progress=None)
             return WholeStrategy(opts, self.backend).solve(subs[i], Deadline.after(max(0.05, seconds), until.clock))
 
         found = dict(zip(order, runner.run(order, solve_one, until), strict=True))

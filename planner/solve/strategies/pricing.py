@@ -37,8 +37,10 @@ from planner.roles import SERVING_ROLES
 from planner.schema import Role
 from planner.solve.backends import Backend, HighsBackend, RawResult
 from planner.solve.formulation import Arrays, Built, submatrix
-from planner.solve.problem import Column, Problem, SolveOptions, Status, nodes_used, pool_usage
-from planner.solve.strategies.base import at_least, nested
+from planner.solve.incumbent import start_vector
+from planner.solve.problem import Column, Problem, Solution, SolveOptions, Status, nodes_used, pool_usage
+from planner.solve.progress import plans_only
+from planner.solve.strategies.base import nested
 from planner.solve.strategies.lagrange import LagrangeStrategy
 
 _INF = math.inf
@@ -53,8 +55,6 @@ _LAGRANGE_SERVICES_UNTIL = 0.65
 _LAGRANGE_GRACE = 0.1  # more time for a service that had no bound by then
 _SOFT_ROWS = ("pool[", "power_expected[", "power_nameplate[", "min_replicas[", "spread[", "work[")
 _NO_SLACK = 1e-7
-# The least time a pricing solve gets, even past the deadline.
-_MIN_STEP_S = 0.1
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,7 @@ class _Index:
 
     arr: Arrays
     n_of: np.ndarray  # column j → its replicas variable
-    own_rows: list[np.ndarray]  # column j → its capacity and link rows
+    row_owner: np.ndarray  # row → the column j whose capacity or link row it is (−1: a shared row)
     owner: np.ndarray  # variable → column j (−1: no column's)
     share_var: np.ndarray
     share_owner: np.ndarray
@@ -82,6 +82,14 @@ class _Index:
         return price
 
 
+def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """The concatenation of range(start, start + length) for each pair, as one array."""
+    total = int(lengths.sum())
+    offsets = np.repeat(np.cumsum(lengths) - lengths, lengths)
+    out: np.ndarray = np.repeat(starts, lengths) + np.arange(total, dtype=np.int64) - offsets
+    return out
+
+
 def _index(problem: Problem, built: Built) -> tuple[list[Column], _Index] | None:
     """The column index of a built model (None: nothing to price)."""
     cols = [c for c in problem.columns if c.key in built.n]
@@ -89,32 +97,33 @@ def _index(problem: Problem, built: Built) -> tuple[list[Column], _Index] | None
         return None
     arr = Arrays.of(built.m)
     owner = np.full(len(arr.cost), -1, dtype=np.int64)
-    n_of = np.asarray([built.n[c.key] for c in cols], dtype=np.int64)
+    n_of = np.fromiter((built.n[c.key] for c in cols), dtype=np.int64, count=len(cols))
     owner[n_of] = np.arange(len(cols))
     svc_id = {d.service: i for i, d in enumerate(problem.demands)}
     n_buckets = max(len(d.bucket_rates_rps) for d in problem.demands)
-    parts: list[list[np.ndarray]] = [[], [], [], [], []]
-    for j, c in enumerate(cols):
-        bk, xs = built.shares[c.key]
-        if not len(bk):
-            continue
-        idx = np.arange(xs.start, xs.stop, dtype=np.int64)
-        owner[idx] = j
-        phase = 0 if c.role is Role.UNIFIED else (1 if c.role is Role.PREFILL else 2)
-        for part, values in zip(parts, (idx, np.full(len(idx), j, dtype=np.int64), built.loads[c.key],
-                                        svc_id[c.service] * n_buckets + bk.astype(np.int64),
-                                        np.full(len(idx), phase, dtype=np.int64)), strict=True):
-            part.append(values)
-    if not parts[0]:
+    shares = [built.shares[c.key] for c in cols]
+    lengths = np.fromiter((len(xs) for _, xs in shares), dtype=np.int64, count=len(cols))
+    if not lengths.any():
         return None
+    share_var = _ranges(np.fromiter((xs.start for _, xs in shares), dtype=np.int64, count=len(cols)), lengths)
+    share_owner = np.repeat(np.arange(len(cols), dtype=np.int64), lengths)
+    owner[share_var] = share_owner
+    svc_of = np.fromiter((svc_id[c.service] for c in cols), dtype=np.int64, count=len(cols))
+    phase_of = np.fromiter((0 if c.role is Role.UNIFIED else (1 if c.role is Role.PREFILL else 2) for c in cols),
+                           dtype=np.int64, count=len(cols))
+    buckets = np.concatenate([bk for bk, _ in shares]).astype(np.int64)
+    share_load = np.concatenate([built.loads[c.key] for c in cols])
+    links = [built.link_rows[c.key] for c in cols]
+    link_len = np.fromiter((len(r) for r in links), dtype=np.int64, count=len(cols))
+    all_links = _ranges(np.fromiter((r.start for r in links), dtype=np.int64, count=len(cols)), link_len)
+    row_owner = np.full(len(arr.row_lb), -1, dtype=np.int64)
+    row_owner[np.fromiter((built.cap_row[c.key] for c in cols), dtype=np.int64, count=len(cols))] = np.arange(
+        len(cols))
+    row_owner[all_links] = np.repeat(np.arange(len(cols), dtype=np.int64), link_len)
     soft = np.asarray([i for i, name in enumerate(built.m.row_names) if name.startswith(_SOFT_ROWS)], dtype=np.int64)
-    share_var, share_owner, share_load, share_group, share_phase = (np.concatenate(p) for p in parts)
     return cols, _Index(
-        arr, n_of, [np.asarray([built.cap_row[c.key], *built.link_rows[c.key]], dtype=np.int64) for c in cols],
-        owner, share_var, share_owner, share_load, share_group, share_phase,
-        np.asarray([i for c in cols for i in built.link_rows[c.key]], dtype=np.int64),
-        soft, np.where(np.isfinite(arr.row_ub[soft]), -1.0, 1.0),
-        np.asarray([svc_id[c.service] for c in cols], dtype=np.int64))
+        arr, n_of, row_owner, owner, share_var, share_owner, share_load, svc_of[share_owner] * n_buckets + buckets,
+        phase_of[share_owner], all_links, soft, np.where(np.isfinite(arr.row_ub[soft]), -1.0, 1.0), svc_of)
 
 
 def _top_per_group(order: np.ndarray, groups: np.ndarray, count: int) -> np.ndarray:
@@ -158,22 +167,26 @@ class PricingStrategy:
         self.lp = lp_backend or HighsBackend()  # duals and the incumbent callback come from HiGHS
         self.stages: dict[str, str] = {}
 
-    def solve(self, problem: Problem, built: Built, deadline: Deadline) -> RawResult | None:
-        """A raw result on ``built`` with an honest bound; None: no answer here, solve the full model."""
+    def solve(self, problem: Problem, built: Built, deadline: Deadline,
+              start: Solution | None = None) -> RawResult | None:
+        """A raw result on ``built`` with an honest bound; None: no answer here, solve the full model. A
+        ``start`` (a plan of the problem) joins the restricted models and is the plan to beat."""
         found = _index(problem, built)
         if found is None:
             return None
         cols, ix = found
-        return _PricingRun(self, problem, built, cols, ix, deadline).run()
+        return _PricingRun(self, problem, built, cols, ix, deadline, start).run()
 
 
 class _PricingRun:
     """One pricing solve's state: which columns are in, the LP's duals and gains, the incumbent."""
 
     def __init__(self, strategy: PricingStrategy, problem: Problem, built: Built, cols: list[Column], ix: _Index,
-                 deadline: Deadline) -> None:
+                 deadline: Deadline, start: Solution | None = None) -> None:
         self.s = strategy
         self.opts = strategy.options
+        # The restricted models' plans are the fleet's, their bounds are not.
+        self.restricted_opts = replace(self.opts, progress=plans_only(self.opts.progress))
         self.problem = problem
         self.built = built
         self.cols = cols
@@ -191,10 +204,38 @@ class _PricingRun:
         self.best: RawResult | None = None
         self.best_keep: np.ndarray | None = None
         self.best_sel = self.selected.copy()
+        self.solved = False  # whether a restricted MILP gave a plan (not only the start)
         self.certified = False
+        self.start_sel = np.zeros(len(cols), dtype=bool)
+        if start is not None and start.objective is not None:
+            self.start_sel = np.asarray([start.replicas.get(c.key, 0) > 0 for c in cols], dtype=bool)
+            self.selected |= self.start_sel
+            keep_col, _ = self._masks(self.start_sel, self.opts.link_rows)
+            full = start_vector(problem, built, start)
+            self.best = RawResult("feasible", full[keep_col], start.objective, None, "start")
+            self.best_keep, self.best_sel = keep_col, self.start_sel.copy()
 
     def _remaining(self) -> Deadline:
-        return at_least(self.deadline, _MIN_STEP_S)
+        return self.deadline
+
+    def _keep(self, res: RawResult, keep_col: np.ndarray, selected: np.ndarray) -> bool:
+        """Keep a restricted MILP's plan if it beats the best so far (its bound is the caller's to read)."""
+        self.solved = True
+        if self.best is not None and self.best.objective is not None and res.objective is not None \
+                and res.objective >= self.best.objective - 1e-9 * max(1.0, abs(res.objective)):
+            self.best = replace(self.best, best_bound=res.best_bound, message=res.message)
+            self.best_sel = self.best_sel | selected
+            return False
+        self.best, self.best_keep, self.best_sel = res, keep_col, selected.copy()
+        return True
+
+    def _full_best(self) -> np.ndarray | None:
+        """The best plan on the whole model's variables."""
+        if self.best is None or self.best.values is None or self.best_keep is None:
+            return None
+        full = np.zeros(len(self.ix.arr.cost))
+        full[self.best_keep] = self.best.values
+        return full
 
     def _starting_columns(self) -> np.ndarray:
         """Per (service, bucket, phase) the few columns that carry it most cheaply, per service and zone the
@@ -226,9 +267,8 @@ class _PricingRun:
         keep_row = np.ones(len(ix.arr.row_lb), dtype=bool)
         if not with_links:
             keep_row[ix.all_links] = False
-        left_out = np.nonzero(~selected)[0]
-        if len(left_out):
-            keep_row[np.concatenate([ix.own_rows[j] for j in left_out])] = False
+        owned = ix.row_owner >= 0
+        keep_row[owned] &= selected[ix.row_owner[owned]]
         return keep_col, keep_row
 
     def best_gain(self, r: np.ndarray) -> np.ndarray:
@@ -335,7 +375,7 @@ class _PricingRun:
     def _first_restricted(self, plan_cols: set[str], stop_at: float | None) -> None:
         """A first plan from the columns the LP uses (and the services' plans): small, so found fast, and a
         warm start for the real search. On HiGHS, which stops at ``stop_at``."""
-        support = self.selected & (self.lp_values[self.ix.n_of] > 1e-7)
+        support = (self.selected & (self.lp_values[self.ix.n_of] > 1e-7)) | self.start_sel
         if plan_cols:
             # The services' own plans at the pool prices: with the LP's support, columns that fit together.
             in_plans = np.asarray([c.key in plan_cols for c in self.cols], dtype=bool)
@@ -346,18 +386,23 @@ class _PricingRun:
         if plan_cols:
             # The fleet's plan comes from here: search until a plan is within the gap of L(μ) (stop_at), not
             # of this restricted model's own bound.
-            opts, until = replace(self.opts, relative_gap=self.opts.relative_gap * 0.1), left.share(0.9)
+            opts = replace(self.restricted_opts, relative_gap=self.opts.relative_gap * 0.1)
+            until = left.share(0.9)
         else:
-            opts, until = self.opts, left.share(0.3)
-        res = self.s.lp.solve(submatrix(self.ix.arr, keep_col, keep_row, relax=False), opts, until, None, stop_at)
+            opts, until = self.restricted_opts, left.share(0.3)
+        full = self._full_best()
+        res = self.s.lp.solve(submatrix(self.ix.arr, keep_col, keep_row, relax=False), opts, until,
+                              None if full is None else full[keep_col], stop_at)
         self.s.stages["support-milp"] = self.s.lp.name
         if res.values is None or res.objective is None:
             return
-        self.best, self.best_keep, self.best_sel = res, keep_col, support.copy()
+        self._keep(res, keep_col, support)
         # The columns that could beat this plan by more than the gap join now, so the first restricted MILP
         # is usually the last (solving it once without them, then again with them, costs twice).
-        if self.converged:  # the gains of an unfinished LP rule nothing out
-            self.selected[self._cap(np.nonzero(self._join_below(res.objective, self.selected))[0])] = True
+        if self.converged and self.best is not None and self.best.objective is not None:
+            # (the gains of an unfinished LP rule nothing out)
+            join = self._join_below(self.best.objective, self.selected)
+            self.selected[self._cap(np.nonzero(join)[0])] = True
 
     def _restricted_rounds(self, stop_at: float | None) -> RawResult | None:
         """Restricted MILPs on the backend asked for until no left-out column can beat the plan by more than
@@ -367,40 +412,42 @@ class _PricingRun:
             best = self.best
             if best is not None and best.objective is not None and stop_at is not None and best.objective <= stop_at:
                 break  # within the gap of a bound that holds for the whole fleet
-            if best is not None and not self.converged:
+            if self.solved and not self.converged:
                 break  # the gains of an unfinished LP cannot say which columns could do better
+            if self.deadline.remaining() <= 0:
+                break
             keep_col, keep_row = self._masks(self.selected, self.opts.link_rows)
-            if best is not None and best.values is not None and self.best_keep is not None:
-                full = np.zeros(len(self.ix.arr.cost))
-                full[self.best_keep] = best.values
-            else:
+            full = self._full_best()
+            if full is None:
                 full = round_up(self.problem, self.built, self.lp_values)
-            res = self.s.backend.solve(submatrix(self.ix.arr, keep_col, keep_row, relax=False), self.opts,
-                                       self._remaining(), full[keep_col], stop_at)
+            res = self.s.backend.solve(submatrix(self.ix.arr, keep_col, keep_row, relax=False),
+                                       self.restricted_opts, self._remaining(), full[keep_col], stop_at)
             self.s.stages["restricted-milp"] = self.s.backend.name
             if res.values is None or res.objective is None:
                 if best is None:
                     return None if res.status == "infeasible" else res
                 break
-            self.best, self.best_keep, self.best_sel = res, keep_col, self.selected.copy()
+            self._keep(res, keep_col, self.selected)
             if not self.converged:
                 break  # the gains of an unfinished LP certify nothing: the plan stands against L(μ)
-            if self._certified(res):
+            assert self.best is not None
+            if self._certified(self.best.objective, res.best_bound):
                 self.certified = True
                 break
             if self.deadline.now() - self.start > self.total * 0.9:
                 break  # no time left to rule the other columns out: report against the LP bound
-            self.selected[self._cap(np.nonzero(self._join_below(res.objective, self.selected))[0])] = True
+            assert self.best.objective is not None
+            self.selected[self._cap(np.nonzero(self._join_below(self.best.objective, self.selected))[0])] = True
         return None
 
-    def _certified(self, res: RawResult) -> bool:
+    def _certified(self, objective: float | None, restricted_bound: float | None) -> bool:
         """No left-out column can beat the plan by more than the gap (or the restricted bound with the
         left-out columns' floors already proves the gap): the restricted bound holds for the fleet."""
-        assert res.objective is not None
-        target = res.objective - self.opts.relative_gap * abs(res.objective)
-        join = self._join_below(res.objective, self.selected)
-        return not join.any() or (res.best_bound is not None and priced_bound(
-            res.best_bound, self.lp_bound, self.gain[~self.selected]) >= target - 1e-9 * max(1.0, abs(res.objective)))
+        assert objective is not None
+        target = objective - self.opts.relative_gap * abs(objective)
+        join = self._join_below(objective, self.selected)
+        return not join.any() or (restricted_bound is not None and priced_bound(
+            restricted_bound, self.lp_bound, self.gain[~self.selected]) >= target - 1e-9 * max(1.0, abs(objective)))
 
     def run(self) -> RawResult | None:
         """The pricing solve, start to end."""
@@ -413,6 +460,8 @@ class _PricingRun:
             lagrange_bound, plan_cols = self._services()
             if lagrange_bound is not None:
                 bound_known = max(bound_known, lagrange_bound)
+        if self.opts.progress is not None and math.isfinite(bound_known):
+            self.opts.progress.report(bound=bound_known, stage="lagrange" if plan_cols else "pricing-lp")
         # Stop as soon as a plan is within the gap of a bound that holds for the whole fleet (if there is one).
         stop_at = bound_known + self.opts.relative_gap * abs(bound_known) if math.isfinite(bound_known) else None
         self._first_restricted(plan_cols, stop_at)
@@ -438,6 +487,8 @@ class _PricingRun:
         bound = min(bound, best.objective)
         gap = (best.objective - bound) / max(abs(best.objective), 1e-9)
         status: Status = "optimal" if gap <= self.opts.relative_gap + 1e-12 else "feasible"
+        if self.opts.progress is not None:
+            self.opts.progress.report(best.objective, bound, "pricing")
         how = "restricted bound" if self.certified else ("priced bound" if bound > bound_known else (
             "Lagrangian bound" if lagrange_bound is not None and bound_known == lagrange_bound else "LP bound"))
         return replace(best, status=status, values=values, best_bound=bound, message=f"{best.message}; {how}; {priced}")

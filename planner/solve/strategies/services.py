@@ -8,14 +8,13 @@ import math
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
 from typing import TypeVar
 
 import numpy as np
 
 from planner.clock import Deadline
-from planner.solve.formulation.work import phase_members
-from planner.solve.problem import Column, Problem
+from planner.solve.problem import Problem
+from planner.solve.table import DECODE, PREFILL, UNIFIED, with_columns
 
 T = TypeVar("T")
 
@@ -40,59 +39,59 @@ def decomposable(problem: Problem) -> bool:
     return not (problem.power_budgets and negative)
 
 
-def _likely_plan(problem: Problem, service: str, members: list[Column]) -> tuple[Column, int] | None:
-    """The column that carries a phase alone most cheaply, with the replicas that takes."""
-    pools = {p.id: p for p in problem.pools}
-    lam = np.asarray({d.service: d for d in problem.demands}[service].bucket_rates_rps, dtype=float)
-    best: tuple[float, Column, int] | None = None
-    for c in members:
-        cap = np.asarray(c.capacity_rps, dtype=float)
-        if np.any((lam > 0) & (cap <= 0)):
-            continue
-        live = lam > 0
-        replicas = max(1, math.ceil(float(np.sum(lam[live] / cap[live])) / problem.headroom - 1e-9))
-        price = replicas * (c.devices * pools[c.pool].usd_per_device_hour + c.memory_devices * (
-            pools[c.memory_pool].usd_per_device_hour if c.memory_pool else 0.0))
-        if best is None or price < best[0]:
-            best = (price, c, replicas)
-    return None if best is None else (best[1], best[2])
+def _likely_columns(problem: Problem) -> list[tuple[int, int]]:
+    """Per (service, phase) the column (table index) that carries the phase alone most cheaply, with the
+    replicas that takes (A_prefill, and A_decode for disaggregated services; see work.phase_members)."""
+    t = problem.table
+    out: list[tuple[int, int]] = []
+    live = t.rates[t.service] > 0
+    serves_all = np.all((t.caps > 0) | ~live, axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        busy = np.where(live & (t.caps > 0), t.rates[t.service] / np.where(t.caps > 0, t.caps, 1.0), 0.0).sum(axis=1)
+    replicas = np.maximum(1, np.ceil(busy / problem.headroom - 1e-9))
+    price = np.where(serves_all, replicas * t.price, np.inf)
+    for cols in t.by_service:
+        role = t.role[cols]
+        phases = [role != DECODE] + ([role != PREFILL] if (role != UNIFIED).any() else [])
+        for members in phases:
+            if not members.any():
+                continue
+            cost = np.where(members, price[cols], np.inf)
+            j = int(np.argmin(cost))
+            if np.isfinite(cost[j]):
+                out.append((int(cols[j]), int(replicas[cols[j]])))
+    return out
 
 
 def roomy(problem: Problem) -> bool:
     """Whether each service's likely plan (per phase, the column that carries it alone most cheaply, with
     the replicas that takes) leaves every pool and power budget at most ROOMY_SHARE full. A guess, used
     only to pick the method; exactness never depends on it."""
-    pools = {p.id: p for p in problem.pools}
-    devices: dict[str, float] = {p.id: 0.0 for p in problem.pools}
-    watts: dict[str, float] = {k.id: 0.0 for k in problem.power_budgets}
-    for (service, _), members in phase_members(problem).items():
-        likely = _likely_plan(problem, service, members)
-        if likely is None:
-            continue
-        c, replicas = likely
-        devices[c.pool] += replicas * c.devices
-        if c.memory_pool:
-            devices[c.memory_pool] += replicas * c.memory_devices
-        dom = pools[c.pool].power_domain
-        if dom is not None:
-            watts[dom] = watts.get(dom, 0.0) + replicas * max(c.active_watts, c.idle_watts)
-    for p in problem.pools:
-        if p.max_nodes is not None and devices[p.id] > ROOMY_SHARE * p.max_nodes * p.devices_per_node:
+    t = problem.table
+    devices = np.zeros(len(problem.pools) + 1)
+    domain = {k.id: i for i, k in enumerate(problem.power_budgets)}
+    watts = np.zeros(len(problem.power_budgets) + 1)
+    pool_domain = np.asarray([domain.get(p.power_domain or "", -1) for p in problem.pools] + [-1])
+    for j, replicas in _likely_columns(problem):
+        devices[t.pool[j]] += replicas * t.devices[j]
+        devices[t.memory_pool[j]] += replicas * t.memory_devices[j]  # index −1: the spare last entry
+        watts[pool_domain[t.pool[j]]] += replicas * max(t.active_watts[j], t.idle_watts[j])
+    for i, p in enumerate(problem.pools):
+        if p.max_nodes is not None and devices[i] > ROOMY_SHARE * p.max_nodes * p.devices_per_node:
             return False
-    return all(watts[k.id] <= ROOMY_SHARE * k.expected_share * k.budget_watts for k in problem.power_budgets)
+    return all(watts[i] <= ROOMY_SHARE * k.expected_share * k.budget_watts
+               for i, k in enumerate(problem.power_budgets))
 
 
 def service_problems(problem: Problem) -> tuple[list[Problem], float]:
     """One problem per service (its columns, its running replicas) and the churn of running keys no column has."""
-    cols: dict[str, list[Column]] = {}
-    for c in problem.columns:
-        cols.setdefault(c.service, []).append(c)
+    t = problem.table
     out = []
-    for d in problem.demands:
-        mine = tuple(cols.get(d.service, ()))
-        keys = {c.key for c in mine}
-        out.append(replace(problem, columns=mine, demands=(d,),
-                           current_replicas={k: v for k, v in problem.current_replicas.items() if k in keys}))
+    for i, d in enumerate(problem.demands):
+        rows = t.by_service[i]
+        keys = {t.columns[j].key for j in rows}
+        out.append(with_columns(problem, rows, (d,), current_replicas={
+            k: v for k, v in problem.current_replicas.items() if k in keys}))
     all_keys = {c.key for c in problem.columns}
     orphan = sum(v for k, v in problem.current_replicas.items() if k not in all_keys)
     return out, problem.churn_usd_per_replica_change * orphan

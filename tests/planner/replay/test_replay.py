@@ -46,7 +46,9 @@ DATA = Path(__file__).resolve().parents[3] / "benchmarks" / "data"
 DS = DATA / "profiles" / "distserve"
 CAT = builtin_catalog()
 OPT13 = load_distserve(DS / "profiler-a100-80g.distserve.json", DS / "max_num_tokens.csv", "facebook/opt-13b")
-DISTSERVE = ReplayOptions(chunked_prefill=False, max_batched_tokens=10**7, max_batch=10**7)
+# DistServe's prototype: no batch limits, and the first token returned by the prefill instance.
+DISTSERVE = ReplayOptions(chunked_prefill=False, max_batched_tokens=10**7, max_batch=10**7,
+                          first_token_from_prefill=True)
 
 
 def fleet(ttft_ms: float = 200, tpot_ms: float = 100, model: str = "opt-13b") -> FleetSpec:
@@ -83,7 +85,7 @@ def test_prefill_queue_matches_md1_mean_ttft() -> None:
     # one prompt per iteration, fixed prefill time D: mean TTFT = D + λD²/(2(1−λD)) (M/D/1)
     d_s = OPT13.prefill_ms(plan((Role.PREFILL, 1)).replica_groups[0], [512]) / 1e3
     rate = 0.6 / d_s
-    opts = ReplayOptions(chunked_prefill=False, max_batched_tokens=512)
+    opts = ReplayOptions(chunked_prefill=False, max_batched_tokens=512, first_token_from_prefill=True)
     rep = replay(plan((Role.PREFILL, 1), (Role.DECODE, 8)), fleet(), CAT, OPT13, fixed(rate, n=6000), opts)
     r = rep.services[0]
     assert r.completed == r.requests
@@ -221,7 +223,7 @@ def test_verify_command_prints_json_and_exit_code(tmp_path: Path, capsys: pytest
     fleet_path = tmp_path / "fleet.yaml"
     fleet_path.write_text(yaml.safe_dump(f.model_dump(mode="json", by_alias=True, exclude_defaults=True)))
     plan_path = tmp_path / "plan.json"
-    plan_path.write_text(plan((Role.UNIFIED, 2)).model_dump_json())
+    plan_path.write_text(plan((Role.UNIFIED, 2)).model_copy(update={"fleet": f.name}).model_dump_json())
     code = verify_command(plan_path, fleet_path, "poisson", 1.0, "json", duration_s=120)
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert code == 0 and out["verified"] and out["services"][0]["service"] == "chat"

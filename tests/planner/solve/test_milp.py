@@ -28,15 +28,32 @@ from planner.solve import (
 EXACT = SolveOptions(relative_gap=0.0, time_limit_s=30)
 
 
-def _shares_feasible(problem: Problem, n: dict[str, int], nodes: dict[str, int]) -> bool:
-    """Is there a load split that the fixed replica counts can carry? An LP written from the problem's words."""
+def _role_class(c: Column) -> str:
+    return "unified" if c.role is Role.UNIFIED else ("prefill" if c.role is Role.PREFILL else "decode")
+
+
+def _shares_feasible(problem: Problem, n: dict[str, int], nodes: dict[str, int],
+                     classes: frozenset[str] | None = None) -> bool:
+    """Is there a load split that the fixed replica counts can carry, with shares only on role ``classes``
+    (all when None)? An LP written from the problem's words: cover, same-zone hand-off, capacity, power."""
     rates = {d.service: d.bucket_rates_rps for d in problem.demands}
+    zone = {p.id: p.zone for p in problem.pools}
     var: dict[tuple[str, int], int] = {}
     for c in problem.columns:
         for b, cap in enumerate(c.capacity_rps):
-            if cap > 0 and rates[c.service][b] > 0:
+            if cap > 0 and rates[c.service][b] > 0 and (classes is None or _role_class(c) in classes):
                 var[(c.key, b)] = len(var)
     a_eq, b_eq, a_ub, b_ub = [], [], [], []
+    for d in problem.demands:  # a prompt prefilled in a zone is decoded in that zone
+        for b, rate in enumerate(d.bucket_rates_rps):
+            for g in {zone[c.pool] for c in problem.columns}:
+                row = np.zeros(len(var))
+                for c in problem.columns:
+                    if c.service == d.service and zone[c.pool] == g and (c.key, b) in var:
+                        row[var[(c.key, b)]] = {"prefill": 1.0, "decode": -1.0}.get(_role_class(c), 0.0)
+                if rate > 0 and row.any() and not d.cross_zone_handoff:
+                    a_eq.append(row)
+                    b_eq.append(0.0)
     for d in problem.demands:
         for b, rate in enumerate(d.bucket_rates_rps):
             if rate <= 0:
@@ -115,9 +132,28 @@ def brute_force_cost(problem: Problem, max_replicas: int) -> float | None:
             plate = sum(p.nameplate_watts_per_node * nodes[p.id] for p in problem.pools if p.power_domain == kb.id)
             if plate > kb.oversubscription_ratio * kb.budget_watts + 1e-9:
                 ok = False
-        if ok and _shares_feasible(problem, n, nodes):
+        if ok and _zones_and_shares(problem, n, nodes):
             return cost
     return None
+
+
+def _zones_and_shares(problem: Problem, n: dict[str, int], nodes: dict[str, int]) -> bool:
+    """A load split exists, and (spread over zones) enough zones hold every role class that carries load."""
+    d = problem.demands[0]
+    zone = {p.id: p.zone for p in problem.pools}
+    classes = {_role_class(c) for c in problem.columns}
+    if d.spread_zones <= 1 or len(classes) < 2:
+        return _shares_feasible(problem, n, nodes)
+    for k in range(1, len(classes) + 1):
+        for used in itertools.combinations(sorted(classes), k):
+            complete = [g for g in set(zone.values())
+                        if all(any(n.get(c.key, 0) > 0 and zone[c.pool] == g and _role_class(c) == r
+                                   for c in problem.columns) for r in used)
+                        and any(n.get(c.key, 0) > 0 and zone[c.pool] == g and c.role is not Role.PREFILL
+                                for c in problem.columns)]
+            if len(complete) >= d.spread_zones and _shares_feasible(problem, n, nodes, frozenset(used)):
+                return True
+    return False
 
 
 def _random_problem(seed: int) -> Problem:

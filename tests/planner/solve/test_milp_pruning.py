@@ -1,14 +1,18 @@
-"""Dropping a service's columns that a same-shaped column in a roomy, no dearer pool beats keeps its optimum."""
+"""Dropping a service's columns that a same-shaped column in a roomy, no dearer pool beats keeps its optimum; so
+does dropping columns another column beats on every count; and finding them by sorting finds what every pair
+would."""
 
 from __future__ import annotations
 
 from dataclasses import replace
 
+import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from planner.schema import Role
-from planner.solve import Column, Demand, PoolSupply, Problem, SolveOptions, prune_roomy_pools, solve
+from planner.solve import Column, Demand, PoolSupply, Problem, SolveOptions, prune_dominated, prune_roomy_pools, solve
+from planner.solve.prune import dominated
 
 EXACT = SolveOptions(relative_gap=0.0, time_limit_s=20, decompose="off")
 CASES = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -76,3 +80,42 @@ def test_pruning_leaves_spread_and_running_plans_alone() -> None:
     running = Problem(pools, cols, (Demand("s", (3.0,)),), current_replicas={"c-b": 1},
                       churn_usd_per_replica_change=0.1)
     assert len(prune_roomy_pools(running).columns) == 2
+
+
+def _pairwise(groups: list[int], worse: list[list[float]], can_win: list[bool]) -> list[bool]:
+    """Which rows another row of their group beats, comparing every pair (the definition)."""
+    out = []
+    for b, wb in enumerate(worse):
+        beaten = False
+        for a, wa in enumerate(worse):
+            if a == b or groups[a] != groups[b] or not can_win[a]:
+                continue
+            if all(x <= y for x, y in zip(wa, wb, strict=True)) and (a < b or any(
+                    x < y for x, y in zip(wa, wb, strict=True))):
+                beaten = True
+                break
+        out.append(beaten)
+    return out
+
+
+@CASES
+@given(st.lists(st.tuples(st.integers(0, 2), st.lists(st.sampled_from([0.0, 1.0, 2.0]), min_size=3, max_size=3),
+                          st.booleans()), min_size=0, max_size=12))
+def test_dominance_by_sorting_finds_what_every_pair_finds(rows: list[tuple[int, list[float], bool]]) -> None:
+    groups = [g for g, _, _ in rows]
+    worse = [w for _, w, _ in rows]
+    can_win = [c for _, _, c in rows]
+    found = dominated(np.asarray(groups, dtype=np.int64), np.asarray([sum(w) for w in worse], dtype=float),
+                      np.asarray(worse, dtype=float).reshape(len(rows), 3), np.asarray(can_win, dtype=bool))
+    assert found.tolist() == _pairwise(groups, worse, can_win)
+
+
+@CASES
+@given(twin_pools())
+def test_dropping_dominated_columns_keeps_the_optimum(problem: Problem) -> None:
+    pruned, count = prune_dominated(problem)
+    assert len(pruned.columns) == len(problem.columns) - count
+    full, fewer = solve(problem, EXACT), solve(pruned, EXACT)
+    assert full.status == fewer.status
+    if full.objective is not None:
+        assert fewer.objective is not None and abs(full.objective - fewer.objective) <= 1e-6 * max(1.0, full.objective)

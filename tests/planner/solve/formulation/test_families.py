@@ -55,8 +55,9 @@ def _fleet() -> tuple[Problem, Solution]:
 def test_a_solved_plan_breaks_no_family() -> None:
     problem, sol = _fleet()
     assert violations(problem, sol) == []
-    assert [f.name for f in FAMILIES] == ["objective", "churn", "capacity", "cover", "buckets", "min_replicas",
-                                          "spread", "work", "pool", "power"]
+    assert [f.name for f in FAMILIES] == ["objective", "churn", "capacity", "cover", "handoff", "buckets",
+                                          "min_replicas", "spread", "zone_roles", "simplicity", "work", "pool",
+                                          "power", "tiers"]
 
 
 def test_cover_catches_a_bucket_not_shared_out() -> None:

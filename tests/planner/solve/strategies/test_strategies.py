@@ -10,16 +10,16 @@ import pytest
 
 from planner.clock import Deadline, FakeClock
 from planner.schema import Role
-from planner.solve import Column, Demand, PoolSupply, Problem, SolveOptions, choose_strategy, solve
+from planner.solve import Column, Demand, PoolSupply, Problem, SolveOptions, choose_strategy, solve, violations
 from planner.solve.backends import Backend, BackendName, HighsBackend, RawResult
 from planner.solve.formulation import Arrays, Matrix
+from planner.solve.incumbent import greedy_plan
 from planner.solve.strategies import (
     ByServiceStrategy,
     LagrangeStrategy,
     ServiceRunner,
     WholeStrategy,
 )
-from planner.solve.strategies.base import at_least
 
 EXACT = SolveOptions(relative_gap=0.0, time_limit_s=20)
 
@@ -51,14 +51,14 @@ class RecordingBackend:
 
 
 def _services(n: int, columns: int = 1, buckets: int = 1, max_nodes: int | None = None,
-              billing: str = "device") -> Problem:
+              billing: str = "device", rate: float = 1.0) -> Problem:
     """n services, each with ``columns`` unified columns per pool over ``buckets`` buckets, in two pools."""
     pools = tuple(PoolSupply(f"p{z}", f"zone{z}", None, 8, max_nodes, 1.0 + z, billing)  # type: ignore[arg-type]
                   for z in range(2))
     cols = tuple(Column(f"s{s}-p{z}-{j}", f"s{s}", Role.UNIFIED, f"p{z}", 1 + j % 2,
                         tuple(2.0 + 0.01 * j + 0.001 * b for b in range(buckets)))
                  for s in range(n) for z in range(2) for j in range(columns))
-    demands = tuple(Demand(f"s{s}", tuple(1.0 + 0.1 * b for b in range(buckets)), min_replicas=1) for s in range(n))
+    demands = tuple(Demand(f"s{s}", tuple(rate + 0.1 * b for b in range(buckets)), min_replicas=1) for s in range(n))
     return Problem(pools, cols, demands)
 
 
@@ -91,11 +91,15 @@ def test_whole_gives_the_backend_what_the_deadline_leaves() -> None:
     assert sol.solve_seconds == 3.0  # the fake clock's time, not the wall's
 
 
-def test_an_expired_deadline_still_gives_the_final_solve_its_floor() -> None:
+def test_an_expired_deadline_hands_the_start_back_at_once() -> None:
+    problem = _services(2)
     clock = FakeClock(t=100.0)
     backend = RecordingBackend(clock)
-    sol = WholeStrategy(EXACT, backend).solve(_services(2), Deadline(50.0, clock))
-    assert backend.given_s == [0.5] and sol.status == "optimal"
+    sol = WholeStrategy(EXACT, backend).solve(problem, Deadline(50.0, clock), greedy_plan(problem))
+    assert backend.given_s == [] and sol.objective is None  # nothing runs past the deadline
+    answer = solve(problem, EXACT, deadline=Deadline(50.0, clock))
+    assert answer.status == "feasible" and answer.best_bound is None and answer.objective is not None
+    assert not violations(problem, answer) and answer.backends == {"incumbent": "greedy"}
 
 
 def test_lagrange_solves_nothing_past_its_deadline() -> None:
@@ -111,15 +115,16 @@ def test_lagrange_solves_nothing_past_its_deadline() -> None:
 
 def test_by_service_refines_only_while_time_is_left() -> None:
     """With weak bounds the fleet's gap is wide, so the services are solved again while time is left; when
-    each solve takes the whole budget on the fake clock, there is one run per service and no more."""
+    each solve takes the whole budget on the fake clock, there is one run per service and no more. (Each service
+    needs 1.5 replicas' work, so its own floor, 1.5 replicas' price, is below its optimum of two.)"""
     opts = SolveOptions(relative_gap=0.0, decompose="on", threads=1)
     clock = FakeClock()
     slow = RecordingBackend(clock, takes_s=100.0, weak=True)
-    sol = ByServiceStrategy(opts, slow).solve(_services(3), Deadline.after(10.0, clock))
+    sol = ByServiceStrategy(opts, slow).solve(_services(3, rate=3.0), Deadline.after(10.0, clock))
     assert len(slow.given_s) == 3 and "(3 services, 3 runs)" in sol.message
     assert sol.status == "feasible" and sol.backends == {"services/milp": "highs"}
     fast = RecordingBackend(FakeClock(), weak=True)
-    ByServiceStrategy(opts, fast).solve(_services(3), Deadline.after(10.0, fast.clock))
+    ByServiceStrategy(opts, fast).solve(_services(3, rate=3.0), Deadline.after(10.0, fast.clock))
     assert len(fast.given_s) > 3
 
 
@@ -137,12 +142,6 @@ def test_the_runner_shares_the_time_left_and_skips_what_cannot_start() -> None:
     assert given == pytest.approx([2.5, 2.5, 2.5, 2.5])
     assert runner.run([4], task, Deadline(10.0, clock)) == [None]  # nothing left to start with
     assert ServiceRunner(1, 1.0).run([5], task, Deadline(20.0, clock), stop=lambda: True) == [None]
-
-
-def test_at_least_lifts_a_deadline_to_a_floor() -> None:
-    clock = FakeClock(t=5.0)
-    assert at_least(Deadline(4.0, clock), 0.5).end == 5.5
-    assert at_least(Deadline(9.0, clock), 0.5).end == 9.0
 
 
 def test_each_stage_names_the_backend_that_ran_it() -> None:

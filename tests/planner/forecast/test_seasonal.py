@@ -1,0 +1,60 @@
+"""The seasonal forecast: it learns a day's shape, its interval covers about what it says, and it falls back
+to the prior (the fleet's rate) until it has two days of history."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from planner.forecast import ForecastError, SeasonalForecaster, forecast_rates
+from planner.forecast.seasonal import interval_coverage
+
+SEASON = 24
+
+
+def _day(rng: np.random.Generator, days: int, noise: float = 0.05) -> np.ndarray:
+    t = np.arange(days * SEASON)
+    base = 10.0 * (0.3 + 0.7 * np.exp(-0.5 * (((t % SEASON) - 13.0) / 3.0) ** 2))
+    return np.asarray(base * np.exp(rng.normal(0.0, noise, t.size)), dtype=float)
+
+
+def test_the_forecast_follows_the_morning_ramp_and_its_interval_covers_about_its_quantile() -> None:
+    rng = np.random.default_rng(1)
+    series = _day(rng, 6)
+    history, future = series[: 5 * SEASON], series[5 * SEASON:]
+    f = forecast_rates(history, SEASON, SEASON, quantile=0.9)
+    assert f.method == "ets" and len(f) == SEASON
+    # The ramp from night to peak is forecast, not the last value repeated.
+    assert f.median_rps[13] > 2.5 * f.median_rps[2]
+    assert np.all(f.upper_rps >= f.median_rps) and np.all(f.lower_rps <= f.median_rps)
+    assert np.max(np.abs(np.log(f.median_rps / future))) < 0.25
+    assert interval_coverage(future, f.upper_rps) >= 0.75
+
+
+def test_parameters_are_kept_between_refits_and_the_state_follows_every_observation() -> None:
+    rng = np.random.default_rng(2)
+    series = _day(rng, 5)
+    fc = SeasonalForecaster(SEASON, refit_every=3)
+    fc.forecast(series[: 4 * SEASON], 1, 0.9)
+    fitted = fc._params
+    again = fc.forecast(series[: 4 * SEASON + 1], 1, 0.9)
+    assert fc._params is fitted  # filtered with the same parameters, not fitted again
+    surged = series[: 4 * SEASON + 1].copy()
+    surged[-4:] *= 3.0  # a surge moves the filtered level at once, without a refit
+    assert fc.forecast(surged, 1, 0.9).median_rps[0] > again.median_rps[0]
+    fc.forecast(series[: 4 * SEASON + 2], 1, 0.9)
+    assert fc._params is not fitted  # the third forecast since the fit refits
+
+
+def test_without_two_days_of_history_the_prior_is_the_forecast() -> None:
+    f = forecast_rates(np.full(30, 3.0), SEASON * 2, 4, 0.9, prior_rps=24.0)
+    assert f.method == "prior" and np.allclose(f.upper_rps, 24.0)
+    assert forecast_rates(np.full(3, 3.0), SEASON, 2, 0.9).method == "last"
+
+
+@pytest.mark.parametrize(("history", "horizon", "quantile", "field"), [
+    (np.array([1.0, -1.0]), 1, 0.9, "history"), (np.ones(50), 0, 0.9, "horizon"),
+    (np.ones(50), 1, 1.0, "quantile"), (np.array([1.0, np.nan]), 1, 0.9, "history")])
+def test_bad_arguments_name_the_field(history: np.ndarray, horizon: int, quantile: float, field: str) -> None:
+    with pytest.raises(ForecastError, match=field):
+        forecast_rates(history, SEASON, horizon, quantile)

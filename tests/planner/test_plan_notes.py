@@ -1,0 +1,102 @@
+"""What a plan says about itself: the model's error band per group and whether the plan holds at the p90
+error, planning against the band, pipelines only where they are cheaper, every role in every spread zone, and
+the quickstart re-planned under these rules."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from planner.io.fleetfile import load_fleet, parse_fleet
+from planner.pipeline import plan_fleet
+from planner.schema import FleetSpec, Plan, Role
+
+QUICKSTART = Path(__file__).resolve().parents[2] / "examples" / "quickstart.yaml"
+
+DECODE_HEAVY = """\
+name: decode-heavy
+pools:
+  - {id: a10g, device: a10g, devices_per_node: 8, max_nodes: 8, zone: a, price_usd_per_device_hour: 1.0}
+services:
+  - id: chat
+    model: llama-3-8b
+    traffic:
+      rate_rps: 6
+      buckets:
+        - {input_tokens: 1024, output_tokens: 256, share: 1.0}
+    slo: {ttft_ms: 1000, tpot_ms: 60}
+    allowed_roles: [prefill, decode]
+    tp_options: [1]
+planner:
+  pp_options: [1, 2]
+"""
+
+
+@pytest.fixture(scope="module")
+def quickstart() -> tuple[FleetSpec, Plan]:
+    fleet = load_fleet(QUICKSTART)
+    return fleet, plan_fleet(fleet, baselines=False)
+
+
+def test_every_group_shows_the_models_error_band(quickstart: tuple[FleetSpec, Plan]) -> None:
+    _, plan = quickstart
+    for g in plan.replica_groups:
+        assert g.error_band is not None and g.error_band.scored_on
+        assert g.utilisation_at_p90_error is not None and g.utilisation_at_p90_error >= g.utilisation
+        assert (g.error_band.decode_p90_pct is not None) == (g.configuration.role is not Role.PREFILL)
+    robust = [f for f in plan.findings if f.constraint == "robustness"]
+    assert len(robust) == 1 and "p90 error band" in robust[0].message
+
+
+def test_quickstart_uses_no_needless_pipeline_and_runs_every_role_in_every_zone(
+        quickstart: tuple[FleetSpec, Plan]) -> None:
+    fleet, plan = quickstart
+    zone = {p.id: p.zone for p in fleet.pools}
+    explained = {f.constraint for f in plan.findings if f.constraint.startswith("pipeline[")}
+    for g in plan.replica_groups:
+        # every model of the quickstart fits its device at pp 1 with some TP, so a pipeline needs its finding
+        assert g.configuration.pp == 1 or f"pipeline[{g.service}]" in explained
+    for svc in fleet.services:
+        groups = [g for g in plan.replica_groups if g.service == svc.id]
+        roles = {g.configuration.role for g in groups if any(ld.prefill_share + ld.decode_share > 0 for ld in g.load)}
+        full = [z for z in set(zone.values()) if roles <= {g.configuration.role for g in groups
+                                                            if zone[g.pool] == z}]
+        assert len(full) >= svc.spread_zones, svc.id
+        # KV caches stay in their zone: each zone's prefill shares are decoded there
+        for z in set(zone.values()):
+            pre = sum(ld.prefill_share for g in groups if zone[g.pool] == z and g.configuration.role is Role.PREFILL
+                      for ld in g.load)
+            dec = sum(ld.decode_share for g in groups if zone[g.pool] == z and g.configuration.role is Role.DECODE
+                      for ld in g.load)
+            assert pre == pytest.approx(dec, abs=1e-4), (svc.id, z)
+        assert len({g.configuration.label() for g in groups}) <= fleet.planner.max_configurations_per_service
+
+
+def test_planning_against_the_p90_band_costs_more_and_holds_at_it(quickstart: tuple[FleetSpec, Plan]) -> None:
+    fleet, plan = quickstart
+    robust_fleet = fleet.model_copy(update={"planner": fleet.planner.model_copy(update={"robustness": "p90"})})
+    robust = plan_fleet(robust_fleet, baselines=False, marginals=False)
+    print(f"\nquickstart ${plan.cost_usd_per_hour:.2f}/h on the model's steps, ${robust.cost_usd_per_hour:.2f}/h "
+          "against the p90 error band")
+    assert robust.cost_usd_per_hour > plan.cost_usd_per_hour
+    # sized on steps that much slower, every group keeps within its capacity there (up to the headroom)
+    assert all((g.utilisation_at_p90_error or 0.0) <= 1.0 + 1e-6 for g in robust.replica_groups)
+    assert "step times slowed by the 90th-percentile" in next(f.message for f in robust.findings
+                                                             if f.constraint == "robustness")
+
+
+def test_a_pipeline_stays_only_with_the_saving_it_brings() -> None:
+    """Llama-3-8B decode on A10G: at PP1 the KV cache left beside the 16 GB of weights binds (1.67 req/s per
+    device); PP2 puts half the weights on each stage and runs until TPOT binds (3.64 per device). The plan
+    keeps the pipeline and its finding says what plans without one cost."""
+    plan = plan_fleet(parse_fleet(DECODE_HEAVY, "decode-heavy.yaml"), baselines=False)
+    piped = [g for g in plan.replica_groups if g.configuration.pp > 1]
+    assert piped
+    notes = [f for f in plan.findings if f.constraint == "pipeline[chat]"]
+    assert notes and notes[0].value is not None and notes[0].value > 0
+    assert "costs $" in notes[0].message
+    # with a single pp the same fleet costs what the finding says more
+    flat = parse_fleet(DECODE_HEAVY.replace("pp_options: [1, 2]", "pp_options: [1]"), "flat.yaml")
+    assert plan_fleet(flat, baselines=False, marginals=False).cost_usd_per_hour == pytest.approx(
+        plan.cost_usd_per_hour + notes[0].value, rel=1e-3)
