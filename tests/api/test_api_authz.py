@@ -137,6 +137,9 @@ CASES = [
          lambda w: ("POST", "/v1/whatif", {"json": {"upsert_services": [service_doc(w.fresh("svc"), team=OWNER)]}})),
     Case("POST", "/v1/whatif/scenarios", "planner",
          lambda w: ("POST", "/v1/whatif/scenarios", {"json": {"scenarios": [{"name": "x2", "set": ["rate*=2"]}]}})),
+    Case("POST", "/v1/traces", "planner",
+         lambda w: ("POST", "/v1/traces", {"content": "ContextTokens,GeneratedTokens\n10,5\n",
+                                           "headers": {"Content-Type": "text/csv"}})),
     Case("GET", "/v1/audit", "admin", _get("/v1/audit")),
 ]
 UNAUTHENTICATED = {("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/metrics")}
