@@ -412,6 +412,7 @@ HTTP_CASES: list[HttpCase] = [
     HttpCase("limit-huge", "GET", "/v1/pools?limit=1000000", 422, ["limit"]),
     HttpCase("offset-text", "GET", "/v1/pools?offset=x", 422, ["offset"]),
     HttpCase("method-not-allowed", "PATCH", "/v1/pools", 405, []),
+    HttpCase("method-not-allowed-item", "POST", "/v1/pools/h100-a", 405, []),
     HttpCase("unknown-path", "GET", "/v1/nothing", 404, []),
     HttpCase("domain-infinity", "POST", "/v1/power-domains", 422, ["budget_watts"],
              content='{"id": "row-b", "budget_watts": 1e999}', headers=J),

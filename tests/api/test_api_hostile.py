@@ -175,3 +175,9 @@ def test_planning_is_limited_per_team(make_sqlite_api: ApiFactory) -> None:
         assert api.client.post("/v1/plans", json={}, headers=beta).status_code == 202  # another team goes on
     finally:
         planner.gate.set()
+
+
+def test_a_405_lists_every_method_of_the_path(api: Api) -> None:
+    r = api.client.patch("/v1/pools")
+    assert r.status_code == 405 and r.headers["allow"] == "GET, POST"
+    assert api.client.patch("/v1/pools/x").headers["allow"] == "DELETE, GET, PUT"
