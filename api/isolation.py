@@ -27,6 +27,8 @@ from pydantic import ValidationError
 from planner.schema import FleetSpec, Plan
 
 DEFAULT_FUNCTION = "planner.pipeline:plan_fleet"
+# Imported once in the forkserver, so a worker costs a fork; a module that cannot be imported is skipped.
+PRELOAD = ["planner.pipeline", "api.isolation", "highspy"]
 
 
 class TimeLimitExceeded(Exception):
@@ -59,6 +61,11 @@ def _child(conn: Connection, function: str, fleet_json: str, current_json: str |
         conn.send(("plan", plan.model_dump_json()))
     except MemoryError:
         conn.send(("memory", f"the planner ran out of its {memory_bytes >> 20} MiB of memory"))
+    except (ImportError, OSError) as exc:
+        if memory_bytes > 0 and ("map" in str(exc) or "memory" in str(exc).lower()):
+            conn.send(("memory", f"the planner ran out of its {memory_bytes >> 20} MiB of memory ({exc})"))
+        else:
+            conn.send(("error", f"{type(exc).__name__}: {exc}"))
     except ValidationError as exc:
         conn.send(("invalid", f"invalid fleet: {exc.error_count()} error(s): {exc.errors()[0]['msg']}"))
     except (ValueError, KeyError, OverflowError, ZeroDivisionError) as exc:
@@ -87,7 +94,7 @@ def _forkserver() -> Any:
             ctx: Any
             if "forkserver" in methods:
                 ctx = multiprocessing.get_context("forkserver")
-                ctx.set_forkserver_preload(["planner.pipeline", "api.isolation"])
+                ctx.set_forkserver_preload(PRELOAD)
             else:
                 ctx = multiprocessing.get_context("spawn")
             _context = ctx

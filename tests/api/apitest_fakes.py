@@ -104,3 +104,9 @@ def spin_planner(fleet: FleetSpec, *, current: Plan | None = None) -> Plan:
     n = 0
     while True:
         n += 1
+
+
+def hog_planner(fleet: FleetSpec, *, current: Plan | None = None) -> Plan:
+    """A planner that asks for 2 GiB (run in a worker process by the memory-limit test)."""
+    hog = bytearray(2 << 30)
+    raise AssertionError(f"{len(hog)} bytes were allowed")
