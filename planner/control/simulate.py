@@ -38,7 +38,7 @@ from planner.schema import FleetSpec, Plan, Traffic
 from planner.solve import Problem, SolveOptions, explain_infeasible, solve
 from planner.solve.formulation.transition import Transition
 from planner.solve.problem import column_price
-from planner.tolerance import PLANNER_ENGINE
+from planner.tolerance import planner_engine
 
 WARM_S = 3600.0  # the hour before the day whose requests give the length mix the loop plans for
 
@@ -149,7 +149,7 @@ class _Replayer:
                                          reqs.output_tokens[sel])
         if not workload:
             return {}
-        sim = _TracedSim(plan, self.fleet, self.catalog, self.times, workload, PLANNER_ENGINE)
+        sim = _TracedSim(plan, self.fleet, self.catalog, self.times, workload, planner_engine(self.fleet))
         sim.run()
         r = sim.req
         svc_of = np.asarray(r.service, dtype=np.int64)

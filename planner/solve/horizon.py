@@ -33,7 +33,7 @@ from planner.solve.formulation.transition import (
 )
 from planner.solve.formulation.work import phase_members
 from planner.solve.problem import Problem, Solution, SolveOptions, Status, pool_usage
-from planner.solve.strategies.base import at_least, solution_of
+from planner.solve.strategies.base import solution_of
 
 MIN_SOLVE_S = 0.5
 
@@ -91,16 +91,16 @@ def build_horizon(hp: HorizonProblem, options: SolveOptions) -> Stack:
         stack.periods.append(f)
         stack.offsets.append(off)
         stack.row_offsets.append(roff)
-        m.col_lb += f.m.col_lb
-        m.col_ub += f.m.col_ub
-        m.cost += [c * hours for c in f.m.cost]
-        m.integer += f.m.integer
-        m.row_lb += f.m.row_lb
-        m.row_ub += f.m.row_ub
+        m.col_lb.extend(f.m.col_lb)
+        m.col_ub.extend(f.m.col_ub)
+        m.cost.extend(c * hours for c in f.m.cost)
+        m.integer.extend(f.m.integer)
+        m.row_lb.extend(f.m.row_lb)
+        m.row_ub.extend(f.m.row_ub)
         m.row_names += [f"{name}@{len(stack.periods) - 1}" for name in f.m.row_names]
-        m.nz_row += [r + roff for r in f.m.nz_row]
-        m.nz_col += [c + off for c in f.m.nz_col]
-        m.nz_val += f.m.nz_val
+        m.nz_row.extend(r + roff for r in f.m.nz_row)
+        m.nz_col.extend(c + off for c in f.m.nz_col)
+        m.nz_val.extend(f.m.nz_val)
         m.offset += f.m.offset * hours
     add_moves(stack, hp.current, tr)
     add_dwell(stack, hp.last_move_age, tr)
@@ -116,6 +116,12 @@ def _period_solution(hp: HorizonProblem, stack: Stack, raw: RawResult, t: int, b
     block = raw.values[stack.offsets[t]: stack.offsets[t] + len(f.m.cost)]
     sol = solution_of(f.problem, f, RawResult(raw.status, block, None, None), backend, seconds, {})
     return replace(sol, objective=sol.cost_usd_per_hour)
+
+
+def at_least(deadline: Deadline, seconds: float) -> Deadline:
+    """The deadline, or ``seconds`` from now where that is later: each period's plan must be made, so its solve
+    gets a minimum even when the loop's period is nearly spent."""
+    return Deadline(max(deadline.end, deadline.now() + seconds), deadline.clock)
 
 
 def solve_horizon(hp: HorizonProblem, options: SolveOptions, deadline: Deadline) -> HorizonSolution:
