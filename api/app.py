@@ -12,10 +12,11 @@ from api.auth import TokenCache
 from api.db import Database
 from api.deps import Services
 from api.jobs import JobRunner, Planner, Recovered, default_planner
+from api.limits import TeamLimits
 from api.middleware import ApiMetrics, BodyLimitMiddleware, MetricsMiddleware
 from api.problems import install_handlers
 from api.provision import KubernetesProvisioner, Provisioner, RecordingProvisioner
-from api.routes import audit, catalog, health, plans, pools, power_domains, services, whatif
+from api.routes import audit, catalog, health, plans, pools, power_domains, services, traces, whatif
 from api.settings import Settings
 from api.verify import ReplayVerifier, Verifier
 
@@ -43,14 +44,15 @@ def create_app(settings: Settings | None = None, *, planner: Planner | None = No
             metrics.jobs_recovered.labels("adopted").inc(found.adopted)
             metrics.jobs_recovered.labels("failed").inc(found.failed)
 
-        runner = JobRunner(db, planner or default_planner(), workers=cfg.job_workers,
+        runner = JobRunner(db, planner or default_planner(cfg.planner_memory_mb << 20), workers=cfg.job_workers,
                            on_outcome=lambda outcome: metrics.jobs.labels(outcome).inc(),
                            heartbeat_s=cfg.job_heartbeat_s, on_recovered=recovered,
                            verifier=verifier or ReplayVerifier(duration_s=cfg.verify_duration_s))
         runner.start()
         app.state.services = Services(settings=cfg, db=db, planner=runner.planner,
                                       provisioner=provisioner or provisioner_for(cfg), runner=runner,
-                                      metrics=metrics, tokens=TokenCache(cfg.token_cache_s))
+                                      metrics=metrics, tokens=TokenCache(cfg.token_cache_s),
+                                      limits=TeamLimits(cfg.whatif_per_team, cfg.whatif_concurrency))
         try:
             yield
         finally:
@@ -65,7 +67,7 @@ def create_app(settings: Settings | None = None, *, planner: Planner | None = No
     )
     install_handlers(app)
     for router in (catalog.router, pools.router, services.router, power_domains.router, plans.router,
-                   whatif.router, audit.router, health.router):
+                   whatif.router, traces.router, audit.router, health.router):
         app.include_router(router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=cfg.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)

@@ -3,13 +3,32 @@
 from __future__ import annotations
 
 import gc
+from typing import TYPE_CHECKING
 
 import typer
 
 from api.auth import ApiRole
 from planner.cli.common import fail
 
+if TYPE_CHECKING:
+    from api.settings import Settings
+
 token_app = typer.Typer(help="API tokens: create and revoke bearer tokens.", no_args_is_help=True)
+
+
+def load_settings() -> Settings:
+    """The API's settings from MEDLEY_* variables; one line naming the variable and exit 2 when one is bad."""
+    from pydantic import ValidationError
+
+    from api.settings import Settings
+
+    try:
+        return Settings()
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err.get("loc", ()))
+        reason = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+        fail(f"MEDLEY_{field.upper()}: {reason}" if field else reason)
 
 
 def serve(host: str = typer.Option("127.0.0.1", help="address to listen on"),
@@ -17,19 +36,10 @@ def serve(host: str = typer.Option("127.0.0.1", help="address to listen on"),
           access_log: bool = typer.Option(True, help="log one line per request (method, path, status)")) -> None:
     """Start the REST API (settings from MEDLEY_* variables; SQLite in the user's data dir by default)."""
     import uvicorn
-    from pydantic import ValidationError
 
     from api.app import create_app
-    from api.settings import Settings
 
-    try:
-        settings = Settings()
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        field = ".".join(str(p) for p in err.get("loc", ()))
-        reason = str(err.get("msg", "invalid")).removeprefix("Value error, ")
-        typer.echo(f"MEDLEY_{field.upper()}: {reason}" if field else reason, err=True)
-        raise typer.Exit(code=2) from None
+    settings = load_settings()
     target = (f"applies go to {settings.kubeconfig or 'the in-cluster service account or ~/.kube/config'}"
               if settings.provisioner == "kubernetes" else "applies are only recorded")
     typer.echo(f"medley api on http://{host}:{port} (database: {_safe_url(settings.database_url)}; {target})",
@@ -58,9 +68,8 @@ def create(team: str = typer.Option(..., help="team the token acts for"),
     from api import migrate
     from api.auth import create_token
     from api.db import Database
-    from api.settings import Settings
 
-    settings = Settings()
+    settings = load_settings()
     db = Database(settings.database_url)
     try:
         migrate.upgrade(db.engine)
@@ -80,9 +89,8 @@ def revoke(token_id: str = typer.Argument(..., help="id printed by `medley token
     """Revoke a token by its id."""
     from api.auth import revoke_token
     from api.db import Database
-    from api.settings import Settings
 
-    db = Database(Settings().database_url)
+    db = Database(load_settings().database_url)
     try:
         with db.write() as s:
             ok = revoke_token(s, token_id)

@@ -13,6 +13,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from api.auth import ApiRole, Principal, TokenCache, authenticate, hash_token
 from api.db import Database
 from api.jobs import JobRunner, Planner
+from api.limits import TeamLimits
 from api.middleware import ApiMetrics
 from api.problems import ApiError, FieldError
 from api.provision import Provisioner
@@ -30,6 +31,7 @@ class Services:
     runner: JobRunner
     metrics: ApiMetrics
     tokens: TokenCache
+    limits: TeamLimits
 
 
 async def services(request: Request) -> Services:

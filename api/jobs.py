@@ -1,7 +1,8 @@
 """Planning jobs: run the planner off the request path, with a time limit, and survive restarts.
 
 A job row holds the fleet snapshot it plans. A worker thread takes a queued job (conditional update
-``queued → running``), calls the planner in a separate thread and waits at most the job's time limit, then
+``queued → running``), runs the planner in a worker process (``api.isolation``) that is killed at the job's
+time limit, then
 verifies the plan by replay (``api.verify``: ``Plan.verified`` and a finding that says why or why not); the
 plan and the job's success are committed in one transaction. Several API processes may share a database:
 every queued or running job names the process that holds it and when that process last said it was alive
@@ -12,24 +13,25 @@ and runs it; running, it is failed as interrupted and ``retry`` plans the same s
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 import socket
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from pydantic import ValidationError
-from sqlalchemy import ColumnElement, or_, select, update
+from sqlalchemy import ColumnElement, func, or_, select, update
 
 from api.auth import Principal
 from api.db import Database, JobRow, utcnow
-from api.store import audit, get_plan, latest_plan, plan_teams, store_plan
+from api.isolation import IsolatedPlanner, PlannerFailure, TimeLimitExceeded
+from api.limits import too_many
+from api.store import audit, fleet_teams, get_plan, latest_plan, plan_teams, store_plan
 from api.verify import Verifier
 from planner.ports import Planner as Planner  # the planner port; api.app and api.deps take it from here
 from planner.schema import Finding, FleetSpec, Plan
@@ -49,36 +51,17 @@ class Recovered:
     failed: int  # running jobs of a silent process, failed as interrupted
 
 
-def default_planner() -> Planner:
-    """``planner.pipeline.plan_fleet``, imported when first called (the API starts without it)."""
-
-    def plan(fleet: FleetSpec, *, current: Plan | None = None) -> Plan:
-        # Imported by name at call time: the API starts (and type-checks) without the solver stack loaded.
-        plan_fleet = importlib.import_module("planner.pipeline").plan_fleet
-        result: Plan = plan_fleet(fleet, current=current)
-        return result
-
-    return plan
-
-
-class TimeLimitExceeded(Exception):
-    """The planner did not return within the time limit."""
-
-
-class PlannerFailure(Exception):
-    """The planner refused the fleet: infeasible (with findings) or invalid."""
-
-    def __init__(self, message: str, findings: list[dict[str, Any]]) -> None:
-        super().__init__(message)
-        self.message = message
-        self.findings = findings
+def default_planner(memory_bytes: int = 4 << 30) -> Planner:
+    """``planner.pipeline.plan_fleet`` in killable worker processes (``api.isolation``)."""
+    return IsolatedPlanner(memory_bytes=memory_bytes)
 
 
 def call_with_limit(fn: Callable[[], T], limit_s: float) -> T:
     """Run ``fn`` in a daemon thread; raise TimeLimitExceeded if it has not returned after ``limit_s``.
 
-    Python cannot stop a thread, so a planner that overruns keeps its thread until it returns; its result is
-    dropped. The planner's own ``time_limit_s`` is capped to the same limit so the solver stops itself too.
+    Only for planners that cannot run in a process of their own (test doubles): a thread cannot be stopped,
+    so an overrunning one keeps running until it returns and its result is dropped. The real planner runs in
+    :class:`api.isolation.IsolatedPlanner`, whose limit kills the work.
     """
     box: dict[str, Any] = {}
 
@@ -100,9 +83,13 @@ def call_with_limit(fn: Callable[[], T], limit_s: float) -> T:
 
 
 def run_planner(planner: Planner, fleet: FleetSpec, current: Plan | None, limit_s: float) -> Plan:
-    """Call the planner under a time limit; infeasible or invalid fleets become :class:`PlannerFailure`."""
+    """Call the planner under a time limit; infeasible or invalid fleets become :class:`PlannerFailure`.
+
+    The planner's own ``time_limit_s`` is capped to the limit too, so the solver stops itself in time."""
     capped = fleet.model_copy(update={"planner": fleet.planner.model_copy(
         update={"time_limit_s": min(fleet.planner.time_limit_s, limit_s)})})
+    if isinstance(planner, IsolatedPlanner):
+        return planner.run(capped, current, limit_s)
     try:
         return call_with_limit(lambda: planner(capped, current=current), limit_s)
     except TimeLimitExceeded:
@@ -207,13 +194,20 @@ class JobRunner:
         return found
 
     def create(self, fleet: FleetSpec, *, based_on: str | None, who: Principal, time_limit_s: float,
-               retry_of: str | None = None) -> JobRow:
-        """Store a queued job (its own transaction) and hand it to a worker."""
+               retry_of: str | None = None, notes: Sequence[Finding] = (), max_active: int | None = None) -> JobRow:
+        """Store a queued job (its own transaction) and hand it to a worker; ``notes`` go into its plan's
+        findings. With ``max_active``, a team that already has that many queued or running jobs gets 429."""
         job_id = uuid.uuid4().hex[:16]
         with self.db.write() as s:
+            if max_active is not None:
+                active = s.scalar(select(func.count()).select_from(JobRow).where(
+                    JobRow.team == who.team, JobRow.status.in_(("queued", "running"))))
+                if (active or 0) >= max_active:
+                    raise too_many("planning jobs", max_active, f"team {who.team!r}")
+            kept = {"notes": [n.model_dump(mode="json") for n in notes]} if notes else None
             row = JobRow(id=job_id, status="queued", fleet=fleet.model_dump(mode="json", by_alias=True),
                          based_on=based_on, requested_by=who.actor, team=who.team, time_limit_s=time_limit_s,
-                         plan_id=None, error=None, findings=None, retry_of=retry_of, created_at=utcnow(),
+                         plan_id=None, error=None, findings=kept, retry_of=retry_of, created_at=utcnow(),
                          started_at=None, finished_at=None, runner=self.instance, heartbeat_at=utcnow())
             s.add(row)
             audit(s, who, "retry" if retry_of else "request", "plan-job", job_id, None,
@@ -248,7 +242,8 @@ class JobRunner:
             job = s.scalars(select(JobRow).where(JobRow.id == job_id)).one()
             fleet = FleetSpec.model_validate(job.fleet)
             limit_s, based_on, actor = job.time_limit_s, job.based_on, job.requested_by
-            parent = get_plan(s, based_on) if based_on else latest_plan(s, fleet.name)
+            notes = [Finding.model_validate(n) for n in (job.findings or {}).get("notes", [])]
+            parent = get_plan(s, based_on) if based_on else latest_plan(s, fleet.name, teams=fleet_teams(fleet))
             current = Plan.model_validate(parent.body) if parent is not None else None
             parent_id = parent.id if parent is not None else None
         try:
@@ -262,6 +257,8 @@ class JobRunner:
             self._on_outcome("infeasible" if exc.findings else "invalid")
             return
         plan = self._verified(plan, fleet)
+        if notes:
+            plan = plan.model_copy(update={"findings": [*plan.findings, *notes]})
         with self.db.write() as s:
             # Claim the success first: a job failed meanwhile (its time limit, or a sweep that took this process
             # for dead) must not leave a plan behind. The row stays locked until the plan is in.

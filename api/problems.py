@@ -6,6 +6,7 @@ Validation errors name each offending field (a dotted path into the body, query 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 from http import HTTPStatus
 from typing import Any
@@ -106,6 +107,16 @@ def from_validation_error(exc: ValidationError, prefix: Sequence[str | int] = ("
     return ApiError(422, detail, errors=errors)
 
 
+def allowed_methods(request: Request) -> list[str]:
+    """Every method the API document lists at this request's path (the ``Allow`` of a 405)."""
+    path = request.url.path
+    methods: set[str] = set()
+    for template, item in request.app.openapi().get("paths", {}).items():
+        if re.fullmatch(re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template)), path):
+            methods |= {m.upper() for m in item}
+    return sorted(methods)
+
+
 def install_handlers(app: FastAPI) -> None:
     """Turn every error (ours, FastAPI's, Starlette's, unexpected) into problem+json."""
 
@@ -123,8 +134,10 @@ def install_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         errors = [FieldError(field="body", reason=str(exc.detail))] if exc.status_code in (400, 413) else []
-        return problem_response(request, exc.status_code, str(exc.detail), errors=errors,
-                                headers=dict(exc.headers or {}))
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            headers["Allow"] = ", ".join(allowed_methods(request))
+        return problem_response(request, exc.status_code, str(exc.detail), errors=errors, headers=headers)
 
     @app.exception_handler(DataError)
     async def _data(request: Request, exc: DataError) -> JSONResponse:

@@ -43,6 +43,22 @@ class Settings(BaseSettings):
                                      description="seconds of Poisson traffic replayed to verify a new plan")
     require_shared_database: bool = Field(default=False, description=(
         "refuse to start on SQLite: set where several API replicas run (the shipped Deployment does)"))
+    input_dirs: str = Field(default="", description=(
+        "directories (separated by ':') from which the files a fleet names are read: a service's "
+        "traffic.trace_file, planner.perf_profile; relative names are read from the first. Empty (the default): "
+        "no such file is read (upload a trace to POST /v1/traces for its buckets)"))
+    max_trace_bytes: int = Field(default=8 << 20, ge=1024, le=1 << 30,
+                                 description="largest trace read from an input directory or uploaded")
+    planner_memory_mb: int = Field(default=4096, ge=0, description=(
+        "address space of each planning worker process (0: no limit); a worker over it fails its job"))
+    whatif_per_team: int = Field(default=2, ge=1, le=64, description="synchronous what-ifs a team runs at once")
+    whatif_concurrency: int = Field(default=4, ge=1, le=64, description="synchronous what-ifs run at once")
+    jobs_per_team: int = Field(default=4, ge=1, le=1000, description="queued and running planning jobs per team")
+
+    @property
+    def input_roots(self) -> list[Path]:
+        """The input directories, in order."""
+        return [Path(p.strip()) for p in self.input_dirs.split(":") if p.strip()]
 
     @model_validator(mode="after")
     def _shared(self) -> Settings:
@@ -57,5 +73,11 @@ class Settings(BaseSettings):
     def _driver(cls, url: str) -> str:
         # A bare postgresql:// URL would pick psycopg2, which is not installed; psycopg 3 is.
         if url.startswith("postgresql://") or url.startswith("postgres://"):
-            return "postgresql+psycopg://" + url.split("://", 1)[1]
+            url = "postgresql+psycopg://" + url.split("://", 1)[1]
+        scheme = url.split("://", 1)[0] if "://" in url else ""
+        backend, _, driver = scheme.partition("+")
+        if backend not in ("sqlite", "postgresql") or (backend == "postgresql" and driver not in ("", "psycopg")) \
+                or (backend == "sqlite" and driver not in ("", "pysqlite")):
+            raise ValueError(f"unsupported database {scheme or url[:20]!r}: use sqlite:///PATH or "
+                             "postgresql://USER:PASSWORD@HOST/DB")
         return url

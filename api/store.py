@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session, defer
 from api.auth import Principal
 from api.db import AuditRow, PlanRow, PoolRow, PowerDomainRow, ServiceRow, utcnow
 from api.problems import ApiError, field_error
-from planner.schema import Plan, Pool, PowerDomain, Service
+from planner.schema import FleetSpec, Plan, Pool, PowerDomain, Service
 
 DocRow = PoolRow | ServiceRow | PowerDomainRow
 M = TypeVar("M", Pool, Service, PowerDomain)
@@ -187,11 +187,25 @@ def get_plan(session: Session, plan_id: str) -> PlanRow | None:
     return session.scalars(select(PlanRow).where(PlanRow.id == plan_id)).first()
 
 
-def latest_plan(session: Session, fleet: str) -> PlanRow | None:
-    """The newest plan of a fleet (the default parent of the next one)."""
-    return session.scalars(
-        select(PlanRow).where(PlanRow.fleet == fleet).order_by(PlanRow.number.desc()).limit(1)
-    ).first()
+def fleet_teams(fleet: FleetSpec) -> list[str]:
+    """Teams whose services a fleet plans: the lineage its plans belong to."""
+    return sorted({s.team for s in fleet.services})
+
+
+LINEAGE_SCAN = 1000  # plans of a fleet looked through for the newest of a lineage
+
+
+def latest_plan(session: Session, fleet: str, *, teams: Sequence[str] | None = None) -> PlanRow | None:
+    """The newest plan of a fleet (the default parent of the next one); with ``teams``, the newest plan made
+    for exactly those teams, so one team's plans never become another's starting point."""
+    stmt = select(PlanRow).where(PlanRow.fleet == fleet).order_by(PlanRow.number.desc())
+    if teams is None:
+        return session.scalars(stmt.limit(1)).first()
+    wanted = sorted(set(teams))
+    ids = session.execute(select(PlanRow.id, PlanRow.teams).where(PlanRow.fleet == fleet)
+                          .order_by(PlanRow.number.desc()).limit(LINEAGE_SCAN)).all()
+    found = next((pid for pid, row_teams in ids if sorted(set(row_teams or [])) == wanted), None)
+    return get_plan(session, found) if found is not None else None
 
 
 def list_plans(session: Session, *, limit: int, offset: int) -> Sequence[PlanRow]:

@@ -262,7 +262,7 @@ def real_fleet(n_services: int, n_devices: int, n_buckets: int, seed: int = 0, f
                time_limit_s: float = 10.0, relative_gap: float = 0.005) -> FleetSpec:
     """A fleet over n_devices types, a pool per type and zone (node limits grow with n_services/20 unless
     ``fixed_pools``), n_services services cycling through 7B–72B models with random rates, SLOs and length
-    histograms over n_buckets (input, output) cells."""
+    histograms over n_buckets (input, output) cells, those that fit the model's context."""
     rng = random.Random(seed)
     devs, extra = real_devices(n_devices)
     grow = 1.0 if fixed_pools else max(1.0, n_services / 20)
@@ -273,14 +273,16 @@ def real_fleet(n_services: int, n_devices: int, n_buckets: int, seed: int = 0, f
     ins = REAL_INPUTS[:k] if k <= len(REAL_INPUTS) else tuple(sorted(REAL_INPUTS + MORE_INPUTS))[:k]
     cells = list(itertools.product(ins, REAL_OUTPUTS))[:n_buckets]
     services = []
+    models = builtin_catalog().models
     for i in range(n_services):
         w = [rng.random() for _ in cells]
-        total = sum(w)
         model = REAL_MODELS[i % len(REAL_MODELS)]
+        # A service's buckets are the cells its model's context holds (a 4k-context model has fewer).
+        fits = [(cell, x) for cell, x in zip(cells, w, strict=True) if sum(cell) <= models[model].max_context_tokens]
+        total = sum(x for _, x in fits)
         big = "70b" in model or "72b" in model or "34b" in model
         rate = rng.uniform(0.5, 4) if big else rng.uniform(2, 20)
-        buckets = [LengthBucket(input_tokens=a, output_tokens=b, share=x / total)
-                   for (a, b), x in zip(cells, w, strict=True)]
+        buckets = [LengthBucket(input_tokens=a, output_tokens=b, share=x / total) for (a, b), x in fits]
         services.append(Service(id=f"svc-{i}", model=model, traffic=Traffic(rate_rps=rate, buckets=buckets),
                                 slo=SLO(ttft_ms=rng.choice([2000, 5000, 10000]),
                                         tpot_ms=rng.choice([50, 80, 120, 150])),

@@ -46,8 +46,8 @@ def first_difference(a: Any, b: Any, path: str = "") -> str | None:
         ids_b = [x.get("id") for x in b if isinstance(x, dict)]
         if len(ids_a) == len(a) and len(ids_b) == len(b) and None not in ids_a + ids_b:
             if ids_a != ids_b:
-                gone = sorted(set(ids_a) - set(ids_b))
-                new = sorted(set(ids_b) - set(ids_a))
+                gone = sorted(str(x) for x in set(ids_a) - set(ids_b))
+                new = sorted(str(x) for x in set(ids_b) - set(ids_a))
                 what = (f"{', '.join(map(str, gone))} only in the plan's fleet" if gone else
                         f"{', '.join(map(str, new))} not in the plan's fleet" if new else "another order")
                 return f"{path}: {what}"

@@ -8,6 +8,7 @@ cost is never above Mélange's on the same file.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypedDict
@@ -38,6 +39,9 @@ def problem_from_case(case: Mapping[str, Any]) -> Problem:
     pools = []
     columns = []
     for gpu, info in case["gpu_info"].items():
+        cost = float(info["cost"])
+        if not math.isfinite(cost) or cost < 0:
+            raise ValueError(f"gpu_info.{gpu}.cost: must be a non-negative number of $/h (got {info['cost']!r})")
         pools.append(
             PoolSupply(
                 id=gpu,
@@ -45,7 +49,7 @@ def problem_from_case(case: Mapping[str, Any]) -> Problem:
                 power_domain=None,
                 devices_per_node=1,
                 max_nodes=None,
-                usd_per_device_hour=float(info["cost"]),
+                usd_per_device_hour=cost,
             )
         )
         tputs = [float(t) for row in info["tputs"] for t in row]

@@ -4,8 +4,9 @@
 its options into the :class:`planner.ports.Planner` that what-if and N-1 planning call in their loops.
 
 One deadline, ``planner.time_limit_s`` from the start of candidate generation, covers the whole command: the
-candidates, the solve (which always has the greedy plan to hand back), and then, in the time the solve left or
-at least ``EXTRAS_SHARE`` of it, the marginal values and the baselines, each of which stops at its share.
+candidates (pricing stops at ``PRICING_SHARE`` of it where what is priced serves every bucket), the solve
+(which always has the greedy plan to hand back), and then, in the time the solve left or at least
+``EXTRAS_SHARE`` of it, the marginal values and the baselines, each of which stops at its share.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from planner.fingerprint import fleet_digest, fleet_snapshot
 from planner.io.profiles import fleet_calibration, fleet_perf_model
 from planner.model.calibration import Calibration
 from planner.model.candidates import (
+    DROP_UNPRICED,
     Candidate,
     CandidatesLate,
     CandidateStats,
@@ -74,6 +76,9 @@ _SERVING = SERVING_ROLES
 # With baselines or marginal values asked for, the solve leaves them at least this share of the time after the
 # candidates (they get whatever it leaves), the marginal values first and at most half of it.
 EXTRAS_SHARE = 0.2
+# Pricing the candidates may take this share of the time limit; then the configurations not priced yet are left
+# out where the priced ones serve every bucket (unified replicas are priced first), so the solve has time left.
+PRICING_SHARE = 0.4
 
 
 class InfeasibleFleet(Exception):
@@ -116,15 +121,16 @@ def service_buckets(fleet: FleetSpec, base_dir: Path | None = None) -> dict[str,
 
 def build_inputs(fleet: FleetSpec, *, catalog: Catalog | None = None, perf: PerfModel | None = None,
                  current: Plan | None = None, base_dir: Path | None = None,
-                 deadline: Deadline | None = None) -> PlanInputs:
+                 deadline: Deadline | None = None, price_by: Deadline | None = None) -> PlanInputs:
     """Candidates, pools, demands and budgets of a fleet as a MILP problem (dominated columns pruned).
 
-    Raises CandidatesLate when ``deadline`` passes before the candidates are computed."""
+    Raises CandidatesLate when ``deadline`` passes before the candidates are computed; configurations not
+    priced by ``price_by`` are left out where the others serve every bucket (``generate_candidates``)."""
     cat = catalog or fleet_catalog(fleet)
     model = perf or fleet_perf_model(fleet)
     cal = model.calibration if isinstance(model, RooflinePerfModel) else fleet_calibration(fleet)
     buckets = service_buckets(fleet, base_dir)
-    cands, stats = generate_candidates(fleet, cat, model, buckets, fleet_limits(fleet, cal), deadline)
+    cands, stats = generate_candidates(fleet, cat, model, buckets, fleet_limits(fleet, cal), deadline, price_by)
     pools = []
     for p in fleet.pools:
         dev = cat.device(p.device)
@@ -192,7 +198,8 @@ def plan_fleet(fleet: FleetSpec, *, current: Plan | None = None, catalog: Catalo
     model = perf or fleet_perf_model(fleet)
     opts = _options(fleet, backend, record)
     try:
-        inputs = build_inputs(fleet, catalog=cat, perf=model, current=current, base_dir=base_dir, deadline=until)
+        inputs = build_inputs(fleet, catalog=cat, perf=model, current=current, base_dir=base_dir, deadline=until,
+                              price_by=until.share(PRICING_SHARE))
     except CandidatesLate as exc:
         raise InfeasibleFleet([Finding(kind="infeasible", constraint="time_limit",
                                        message=f"{exc}: no plan within {fleet.planner.time_limit_s:g} s; raise "
@@ -212,6 +219,16 @@ def plan_fleet(fleet: FleetSpec, *, current: Plan | None = None, catalog: Catalo
         raise InfeasibleFleet([Finding(kind="infeasible", constraint="solver", message=_no_solution(sol, opts))])
     quiet = replace(opts, progress=None)
     inputs, sol, findings = _prefer_no_pipelines(inputs, sol, quiet, until.share(0.5))
+    unpriced = inputs.stats.dropped.get(DROP_UNPRICED, 0)
+    if unpriced:
+        # The solver's bound holds for the configurations it was given, not for the fleet: none is reported.
+        sol = replace(sol, best_bound=None, relative_gap=None, status="feasible",
+                      message=f"{sol.message}; {unpriced} configurations unpriced, so no bound for the fleet")
+        findings.append(Finding(
+            kind="note", constraint="time_limit", value=float(unpriced),
+            message=f"{unpriced} configurations were not priced within {PRICING_SHARE:.0%} of the time limit "
+                    "(unified replicas were, first): a plan with them may cost less, and the plan has no proven "
+                    "gap; raise planner.time_limit_s"))
     if marginals:
         share = until.share(0.5) if baselines else until
         findings += marginal_values(inputs.problem, sol, quiet, deadline=share)

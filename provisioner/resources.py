@@ -79,7 +79,12 @@ def _shared(fleetplan: Resource, pools: list[Resource], domains: list[Resource])
 def fleet_inputs(fleetplan: Resource, pools: list[Resource], services: list[Resource],
                  domains: list[Resource]) -> FleetInputs:
     """The fleet of the valid resources; raises SpecError when a shared resource (pool, domain) is invalid."""
+    from planner.io.files import FileAccess
     from planner.io.fleetfile import check_fleet
+
+    # The controller reads no file a resource names (a tenant could name any path on its host).
+    no_files = FileAccess.within((), refusal="the controller reads no files: give traffic.buckets (POST the "
+                                 "trace to the API's /v1/traces for them)")
 
     name = fleetplan["metadata"]["name"]
     pool_specs, domain_specs, options = _shared(fleetplan, pools, domains)
@@ -104,7 +109,7 @@ def fleet_inputs(fleetplan: Resource, pools: list[Resource], services: list[Reso
             obj, service = kept.pop(index)
             invalid[service.id] = f"{_where(obj, 'LLMService')}: {first_error(exc)}"
             continue
-        bad = _catalog_problems(check_fleet(fleet), fleet)
+        bad = _catalog_problems(check_fleet(fleet, access=no_files), fleet)
         if not bad:
             break
         for index in sorted(bad, reverse=True):

@@ -6,17 +6,28 @@ thread pool. Write routes stay synchronous (thread pool), since SQLite may wait 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from fastapi import Path, Query, Response
+from fastapi import Depends, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ValidationError
 
 from api.auth import Principal
 from api.db import ServiceRow
 from api.deps import Services, etag, seen_version
-from api.problems import ETAG_HEADER, LOCATION_HEADER, ApiError, field_error, problem_responses, with_headers
+from api.problems import (
+    ETAG_HEADER,
+    LOCATION_HEADER,
+    ApiError,
+    field_error,
+    from_validation_error,
+    problem_responses,
+    with_headers,
+)
 from api.store import DocRow, Kind, M, create_doc, delete_doc, get_doc, list_docs, read_doc, replace_doc
+from planner.io.strict import validate_strict
 
 # OpenAPI responses shared by the document routers (pools, services, power domains).
 WRITE_RESPONSES = problem_responses(404, 409, 412, 413, 428)
@@ -97,3 +108,20 @@ def no_check(_: DocRow) -> None:
 def row_team(row: DocRow) -> str:
     """Owning team of a stored document (services only; others are shared)."""
     return row.team if isinstance(row, ServiceRow) else ""
+
+
+def strict_body(model: type[BaseModel]) -> Any:
+    """Dependency: the JSON body validated again with types as written (``planner.io.strict``), so ``true`` is
+    not 1 and ``"24"`` is not 24; 422 naming the field otherwise."""
+
+    async def check(request: Request) -> None:
+        try:
+            data = json.loads(await request.body() or b"null")
+        except ValueError:
+            return  # the route's own parsing reports bodies that are not JSON
+        try:
+            validate_strict(model, data)
+        except ValidationError as exc:
+            raise from_validation_error(exc) from exc
+
+    return Depends(check)

@@ -20,22 +20,22 @@ from pydantic import BaseModel, Field, ValidationError
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy import select
 
-from api.auth import Principal
+from api.auth import ApiRole, Principal
 from api.db import JobRow, PlanRow, utcnow
 from api.deps import IfMatch, PlannerRole, Svc, Viewer, etag, forbid_team, seen_version
 from api.diff import PlanDiff, diff_plans
+from api.fleets import Built, checked_fleet, scope_services
 from api.problems import (
     ETAG_HEADER,
     LOCATION_HEADER,
     ApiError,
     FieldError,
     field_error,
-    from_validation_error,
     problem_responses,
     with_headers,
 )
 from api.provision import ApplyOutcome, ApplyRefused, ProvisionerUnavailable
-from api.routes._documents import Limit, Offset
+from api.routes._documents import Limit, Offset, strict_body
 from api.store import (
     POOLS,
     POWER_DOMAINS,
@@ -45,8 +45,7 @@ from api.store import (
     list_plans,
     transition_plan,
 )
-from planner.io.fleetfile import check_fleet
-from planner.schema import Finding, FleetSpec, Id, Plan, PlannerOptions, Pool, PowerDomain, Service
+from planner.schema import Finding, FleetSpec, Id, Plan, PlannerOptions
 
 router = APIRouter(tags=["plans"], responses=problem_responses(400, 401, 403, 422))
 
@@ -161,57 +160,36 @@ def _check_options(options: PlannerOptions) -> None:
         raise field_error(422, "body.options.roles", "must not be empty")
 
 
-def build_fleet(svc: Svc, req: PlanRequest) -> FleetSpec:
-    """The stored pools, services and power domains as one fleet, checked against the catalog (422)."""
+def build_fleet(svc: Svc, req: PlanRequest, who: Principal) -> Built:
+    """The stored pools, power domains and the caller's services (``api.fleets``) as one checked fleet.
+
+    A planner plans its own team's services, and may start only from a plan of teams it may change (403)."""
     with svc.db.read() as s:
         pools, services, domains = all_docs(s, POOLS), all_docs(s, SERVICES), all_docs(s, POWER_DOMAINS)
-        if req.based_on is not None and get_plan(s, req.based_on) is None:
-            raise field_error(422, "body.based_on", f"unknown plan {req.based_on!r}")
-    if req.services is not None:
-        known = {x.id for x in services}
-        for i, sid in enumerate(req.services):
-            if sid not in known:
-                raise field_error(422, f"body.services.{i}", f"unknown service {sid!r}")
-        wanted = set(req.services)
-        services = [x for x in services if x.id in wanted]
+        if req.based_on is not None:
+            parent = get_plan(s, req.based_on)
+            if parent is None:
+                raise field_error(422, "body.based_on", f"unknown plan {req.based_on!r}")
+            _check_teams(who, parent)
+    chosen = scope_services(services, who, req.services)
     options = req.options or PlannerOptions()
     _check_options(options)
-    return checked_fleet(req.fleet, pools, services, domains, options)
-
-
-def checked_fleet(name: str, pools: list[Pool], services: list[Service], domains: list[PowerDomain],
-                  options: PlannerOptions) -> FleetSpec:
-    """These documents as one fleet, checked against the catalog; 422 naming the stored documents."""
-    try:
-        fleet = FleetSpec(name=name, pools=pools, services=services, power_domains=domains, planner=options)
-    except ValidationError as exc:
-        raise from_validation_error(exc, ("fleet",)) from exc
-    try:
-        problems = check_fleet(fleet)
-    except (ValueError, KeyError, ZeroDivisionError) as exc:
-        raise field_error(422, "fleet", f"cannot be checked: {exc}") from exc
-    if problems:
-        names = {"services": [x.id for x in fleet.services], "pools": [p.id for p in fleet.pools]}
-        errors = []
-        for loc, reason in problems:
-            parts = [str(p) for p in loc]
-            if len(loc) >= 2 and isinstance(loc[1], int) and str(loc[0]) in names:
-                parts[1] = names[str(loc[0])][loc[1]]  # name the stored document, not a list index
-            errors.append(FieldError(field="fleet." + ".".join(parts), reason=reason))
-        raise ApiError(422, "; ".join(f"{e.field}: {e.reason}" for e in errors[:5]), errors=errors)
-    return fleet
+    named = set(req.services or ())
+    return checked_fleet(req.fleet, pools, chosen, domains, options, settings=svc.settings,
+                         owns=lambda x: x.id in named or (who.role is not ApiRole.ADMIN and x.team == who.team))
 
 
 # --------------------------------------------------------------------------------------- jobs
 
 
 @router.post("/v1/plans", status_code=202, response_model=Job,
-             responses={**problem_responses(413), **with_headers(202, "job accepted", location=LOCATION_HEADER)})
+             responses={**problem_responses(413, 429), **with_headers(202, "job accepted", location=LOCATION_HEADER)},
+             dependencies=[strict_body(PlanRequest)])
 def request_plan(req: PlanRequest, svc: Svc, who: PlannerRole) -> JSONResponse:
-    """Start a planning job over the stored fleet; 202 with the job's URL in Location."""
-    fleet = build_fleet(svc, req)
-    limit = svc.settings.job_time_limit_s
-    job = svc.runner.create(fleet, based_on=req.based_on, who=who, time_limit_s=limit)
+    """Start a planning job over the caller's services (an admin's: all); 202 with the job's URL in Location."""
+    built = build_fleet(svc, req, who)
+    job = svc.runner.create(built.fleet, based_on=req.based_on, who=who, time_limit_s=svc.settings.job_time_limit_s,
+                            notes=built.notes, max_active=svc.settings.jobs_per_team)
     return _accepted(job)
 
 
@@ -225,17 +203,22 @@ async def get_job(job_id: JobId, svc: Svc, _: Viewer) -> Job:
 
 
 @router.post("/v1/plan-jobs/{job_id}/retry", status_code=202, response_model=Job,
-             responses={**problem_responses(404, 409), **with_headers(202, "job accepted", location=LOCATION_HEADER)})
+             responses={**problem_responses(404, 409, 429),
+                        **with_headers(202, "job accepted", location=LOCATION_HEADER)})
 def retry_job(job_id: JobId, svc: Svc, who: PlannerRole) -> JSONResponse:
-    """Plan a failed job's fleet snapshot again as a new job (202)."""
+    """Plan a failed job's fleet snapshot again as a new job (202); only a caller who may change every service
+    of the snapshot (of a snapshot without services: the job's team) may retry it."""
     old = svc.runner.get(job_id)
     if old is None:
         raise ApiError(404, f"job {job_id!r} not found")
+    fleet = FleetSpec.model_validate(old.fleet)
+    for team in sorted({x.team for x in fleet.services} or {old.team}):
+        if not who.may_change_team(team):
+            raise forbid_team(who, team, f"job {job_id!r}, which plans services")
     if old.status != "failed":
         raise ApiError(409, f"job {job_id!r} is {old.status}; only failed jobs can be retried")
-    fleet = FleetSpec.model_validate(old.fleet)
     job = svc.runner.create(fleet, based_on=old.based_on, who=who, time_limit_s=svc.settings.job_time_limit_s,
-                            retry_of=old.id)
+                            retry_of=old.id, max_active=svc.settings.jobs_per_team)
     return _accepted(job)
 
 
@@ -329,7 +312,9 @@ def fleet_of_plan(svc: Svc, row: PlanRow) -> FleetSpec:
             pools, services, domains = all_docs(s, POOLS), all_docs(s, SERVICES), all_docs(s, POWER_DOMAINS)
     if snapshot is not None:
         return FleetSpec.model_validate(snapshot)
-    return checked_fleet(row.fleet, pools, services, domains, PlannerOptions())
+    teams = set(row.teams)
+    return checked_fleet(row.fleet, pools, [x for x in services if x.team in teams], domains, PlannerOptions(),
+                         settings=svc.settings, owns=lambda _: True).fleet
 
 
 @router.post("/v1/plans/{plan_id}/apply", response_model=PlanStatus, responses={

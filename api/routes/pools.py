@@ -21,6 +21,7 @@ from api.routes._documents import (
     list_response,
     no_check,
     replace_response,
+    strict_body,
 )
 from api.store import POOLS
 from planner.catalog import builtin_catalog
@@ -49,14 +50,15 @@ async def get_pool(pool_id: DocId, svc: Svc, _: Viewer) -> JSONResponse:
     return get_response(svc, POOLS, pool_id)
 
 
-@router.post("", response_model=Pool, status_code=status.HTTP_201_CREATED, responses=CREATED_RESPONSES)
+@router.post("", response_model=Pool, status_code=status.HTTP_201_CREATED, responses=CREATED_RESPONSES,
+             dependencies=[strict_body(Pool)])
 def create_pool(pool: Pool, svc: Svc, who: Admin) -> JSONResponse:
     """Register a pool (admin)."""
     _check_catalog(pool)
     return create_response(svc, POOLS, pool, who, "/v1/pools")
 
 
-@router.put("/{pool_id}", response_model=Pool, responses=REPLACED_RESPONSES)
+@router.put("/{pool_id}", response_model=Pool, responses=REPLACED_RESPONSES, dependencies=[strict_body(Pool)])
 def replace_pool(pool_id: DocId, pool: Pool, svc: Svc, who: Admin, if_match: IfMatch = None) -> JSONResponse:
     """Replace a pool (admin, If-Match required)."""
     _check_catalog(pool)

@@ -21,6 +21,7 @@ from api.routes._documents import (
     list_response,
     no_check,
     replace_response,
+    strict_body,
 )
 from api.store import POWER_DOMAINS
 from planner.schema import PowerDomain
@@ -40,13 +41,15 @@ async def get_power_domain(domain_id: DocId, svc: Svc, _: Viewer) -> JSONRespons
     return get_response(svc, POWER_DOMAINS, domain_id)
 
 
-@router.post("", response_model=PowerDomain, status_code=status.HTTP_201_CREATED, responses=CREATED_RESPONSES)
+@router.post("", response_model=PowerDomain, status_code=status.HTTP_201_CREATED, responses=CREATED_RESPONSES,
+             dependencies=[strict_body(PowerDomain)])
 def create_power_domain(domain: PowerDomain, svc: Svc, who: Admin) -> JSONResponse:
     """Register a power domain (admin)."""
     return create_response(svc, POWER_DOMAINS, domain, who, "/v1/power-domains")
 
 
-@router.put("/{domain_id}", response_model=PowerDomain, responses=REPLACED_RESPONSES)
+@router.put("/{domain_id}", response_model=PowerDomain, responses=REPLACED_RESPONSES,
+            dependencies=[strict_body(PowerDomain)])
 def replace_power_domain(domain_id: DocId, domain: PowerDomain, svc: Svc, who: Admin,
                          if_match: IfMatch = None) -> JSONResponse:
     """Replace a power domain (admin, If-Match required)."""

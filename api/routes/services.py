@@ -25,9 +25,11 @@ from api.routes._documents import (
     list_response,
     replace_response,
     row_team,
+    strict_body,
 )
 from api.store import SERVICES, DocRow
 from planner.catalog import builtin_catalog
+from planner.io.semantics import length_problems
 from planner.schema import Service
 
 router = APIRouter(prefix="/v1/services", tags=["services"], responses=problem_responses(400, 401, 403, 422))
@@ -38,8 +40,13 @@ def _check(service: Service, who: Principal) -> None:
         raise field_error(422, "body.team", "must be 1 to 128 characters")
     if not who.may_change_team(service.team):
         raise forbid_team(who, service.team, "services")
-    if service.model not in builtin_catalog().models:
+    models = builtin_catalog().models
+    if service.model not in models:
         raise field_error(422, "body.model", f"unknown model {service.model!r} (see /v1/catalog/models)")
+    problems = length_problems(0, service, models[service.model])
+    if problems:
+        loc, reason = problems[0]
+        raise field_error(422, "body." + ".".join(str(x) for x in loc[2:]), reason)
 
 
 def _owner_check(who: Principal) -> Check:
@@ -64,14 +71,15 @@ async def get_service(service_id: DocId, svc: Svc, _: Viewer) -> JSONResponse:
     return get_response(svc, SERVICES, service_id)
 
 
-@router.post("", response_model=Service, status_code=status.HTTP_201_CREATED, responses=CREATED_RESPONSES)
+@router.post("", response_model=Service, status_code=status.HTTP_201_CREATED, responses=CREATED_RESPONSES,
+             dependencies=[strict_body(Service)])
 def create_service(service: Service, svc: Svc, who: PlannerRole) -> JSONResponse:
     """Register a service for the caller's team (admins: any team)."""
     _check(service, who)
     return create_response(svc, SERVICES, service, who, "/v1/services")
 
 
-@router.put("/{service_id}", response_model=Service, responses=REPLACED_RESPONSES)
+@router.put("/{service_id}", response_model=Service, responses=REPLACED_RESPONSES, dependencies=[strict_body(Service)])
 def replace_service(service_id: DocId, service: Service, svc: Svc, who: PlannerRole,
                     if_match: IfMatch = None) -> JSONResponse:
     """Replace a service (If-Match required); neither its old nor its new team may be another's."""

@@ -208,7 +208,9 @@ def _plan_melange(path: str, solver: SolverName, fmt: OutputFormat) -> None:
     for dev, n in answer["allocation"].items():
         t.add_row(dev, str(n))
     console.print(t)
-    console.print(f"cost ${answer['cost_per_hour']:.2f}/h, {answer['status']}, {answer['solve_seconds']:.3f} s")
+    cost = answer["cost_per_hour"]
+    shown = f"cost ${cost:.2f}/h" if cost is not None else "no allocation"
+    console.print(f"{shown}, {answer['status']}, {answer['solve_seconds']:.3f} s")
 
 
 def print_plan(p: Any) -> None:

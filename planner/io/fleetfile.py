@@ -211,11 +211,18 @@ def max_replica_memory_gib(model: ModelSpec, device: DeviceType, devices: int) -
     return replica_free_gib(device, devices)
 
 
+MAX_POOL_NODES = 1_000_000
+
+
 def pool_problems(pool: Pool, cat: Catalog) -> list[tuple[str, str]]:
     """What the catalog says is wrong with one pool: (field, reason) for its device and its price."""
     if pool.device not in cat.devices:
         return [("device", f"unknown device {pool.device!r}" + _hint(pool.device, cat.devices))]
     out: list[tuple[str, str]] = []
+    if pool.max_nodes > MAX_POOL_NODES:
+        out.append(("max_nodes", f"{pool.max_nodes} is more than {MAX_POOL_NODES:,} nodes: not a pool"))
+    if not pool.zone.strip():
+        out.append(("zone", "must not be empty (replicas are spread over zones by this name)"))
     dev = cat.devices[pool.device]
     if pool.devices_per_node > dev.max_devices_per_node:
         out.append(("devices_per_node", f"{pool.devices_per_node} exceeds {dev.id}'s {dev.max_devices_per_node} "

@@ -8,12 +8,14 @@ Each check returns ``(location, reason)`` pairs in the fleet's own terms (``serv
 * SLOs against the model's best case: one request alone, at the smallest prompt of its traffic, on the
   fastest device and TP its pools allow (``perf.prefill_ms`` for TTFT, ``perf.decode_step_ms`` for TPOT); a
   target below that cannot be met by any number of replicas;
+* the fleet's name: a Kubernetes label value;
 * planner options: a headroom so small that replicas would be sized for thousands of times their load;
 * files a fleet names (traces, the engine profile): readable under the caller's :class:`FileAccess`.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,14 +28,21 @@ Problem = tuple[tuple[str | int, ...], str]
 MIN_HEADROOM = 0.05  # below this a replica is sized for more than 20× its load: a typo, not a policy
 
 
+NAME = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$")  # a Kubernetes label value, lower case
+
+
 def option_problems(fleet: FleetSpec) -> list[Problem]:
-    """Planner options no plan can use."""
+    """A fleet name that cannot label the fleet's objects, and planner options no plan can use."""
+    out: list[Problem] = []
+    if not NAME.match(fleet.name):
+        out.append((("name",), f"{fleet.name!r} is not a fleet name: 1 to 63 lower-case letters, digits, '-', '_' "
+                    "or '.', starting and ending with a letter or digit (it labels the fleet's objects)"))
     h = fleet.planner.headroom
     if h < MIN_HEADROOM:
-        return [(("planner", "headroom"), f"{h:g} is below {MIN_HEADROOM:g}: replicas would be sized for more "
-                 f"than {1 / MIN_HEADROOM:g}× their load (headroom is the share of a replica's capacity used, "
-                 "e.g. 0.85)")]
-    return []
+        out.append((("planner", "headroom"), f"{h:g} is below {MIN_HEADROOM:g}: replicas would be sized for more "
+                    f"than {1 / MIN_HEADROOM:g}× their load (headroom is the share of a replica's capacity used, "
+                    "e.g. 0.85)"))
+    return out
 
 
 def file_problems(fleet: FleetSpec, access: FileAccess, base_dir: Path | None = None) -> list[Problem]:

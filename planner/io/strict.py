@@ -42,14 +42,14 @@ class _StrictLoader(yaml.SafeLoader):
         for key_node, _ in node.value:
             if key_node.tag == "tag:yaml.org,2002:merge":
                 continue
-            key = self.construct_object(key_node, deep=True)  # type: ignore[no-untyped-call]
+            key = self.construct_object(key_node, deep=True)
             if isinstance(key, Hashable) and key in seen:
                 raise ConstructorError(
                     None, None, f"duplicate key {key!r} (first at line {seen[key]}); a key may appear once "
                     "in a mapping", key_node.start_mark)
             if isinstance(key, Hashable):
                 seen[key] = key_node.start_mark.line + 1
-        return super().construct_mapping(node, deep=deep)  # type: ignore[no-untyped-call,no-any-return]
+        return super().construct_mapping(node, deep=deep)
 
 
 # Dates stay the text written (the schema's date fields are strings), and numbers follow YAML 1.2, so
@@ -72,7 +72,7 @@ def load_yaml(text: str) -> tuple[Any, yaml.Node | None]:
     loader = _StrictLoader(text)
     try:
         root = loader.get_single_node()
-        data = loader.construct_document(root) if root is not None else None  # type: ignore[no-untyped-call]
+        data = loader.construct_document(root) if root is not None else None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else 1
@@ -81,7 +81,7 @@ def load_yaml(text: str) -> tuple[Any, yaml.Node | None]:
             raise YamlProblem(line, "(yaml)", problem) from None
         raise YamlProblem(line, "(yaml)", f"not valid YAML: {problem}") from None
     finally:
-        loader.dispose()  # type: ignore[no-untyped-call]
+        loader.dispose()
     _bounded(data)
     return data, root
 

@@ -3,9 +3,13 @@ one of its length buckets within its SLO, each with its capacity per bucket, pri
 columns.
 
 A fleet repeats itself: services share models, SLOs and length buckets, and a shape's step times do not
-depend on the SLO or the role. So one pass over the fleet computes each capacity table once per (shape, role,
-bucket lengths, SLO) and each step-time table once per (shape, lengths) (``_StepTimes``), and shares prices,
-watts and labels between the services that run the same configuration.
+depend on the SLO or the role. So one pass over the fleet first lists every configuration, then computes each
+capacity table once per (shape, role, bucket lengths, SLO, limits), the shapes and SLOs that share a model,
+role, lengths and percentile together (``shapes_capacity_tables``, unified replicas first), and each step-time
+table once per (shape, lengths) (``_StepTimes``), and shares prices, watts and labels between the services that
+run the same configuration. Past ``price_by`` the roles other than unified are left unpriced where unified
+replicas already serve every bucket and pricing at its pace would not end soon (an anytime answer for fleets
+too large for their time limit).
 """
 
 from __future__ import annotations
@@ -19,26 +23,40 @@ import numpy as np
 from planner.catalog import Catalog
 from planner.clock import Deadline
 from planner.model.calibration import Calibration
-from planner.model.capacity import Capacity, ServingLimits, capacity_table, replica_power_watts
+from planner.model.capacity import (
+    Capacity,
+    ServingLimits,
+    TableRef,
+    capacity_table,
+    replica_power_watts,
+    shapes_capacity_tables,
+)
 from planner.model.configurations import CandidateStats, ServiceConfiguration, column_key, fleet_configurations
 from planner.model.handoff import handoff_nic_gbitps
 from planner.model.memory import MemoryFit
 from planner.model.perf import PerfModel, ReplicaShape
 from planner.model.roofline import RooflinePerfModel
 from planner.roles import ROLES
-from planner.schema import Configuration, FleetSpec, LengthBucket, Pool, Service
+from planner.schema import SLO, Configuration, FleetSpec, LengthBucket, Pool, Role, Service
 from planner.solve import Column
 
 # The limits a configuration is sized under (batch cap, step-time slowdowns, cross-zone hand-off); the
 # pipeline builds it from the fleet and the calibration's error bands.
 LimitsFor = Callable[[ServiceConfiguration], ServingLimits]
 
-__all__ = ["DROP_NO_BUCKET", "Candidate", "CandidateStats", "CandidatesLate", "LimitsFor", "band_slowdown",
-           "column_key", "configuration_capacities", "fleet_limits", "generate_candidates", "serves_some_bucket"]
+__all__ = ["DROP_NO_BUCKET", "DROP_UNPRICED", "Candidate", "CandidateStats", "CandidatesLate", "LimitsFor",
+           "band_slowdown", "column_key", "configuration_capacities", "fleet_limits", "generate_candidates",
+           "serves_some_bucket"]
 
 DROP_NO_BUCKET = "meets the SLO for no bucket"
+DROP_UNPRICED = "not priced by the deadline"
 # Candidate generation looks at the deadline once per this many configurations.
 _CHECK_EVERY = 200
+# Capacity tables computed together: at most about this many (shape, SLO, bucket) rows at a time.
+_ROWS_PER_BATCH = 4096
+# Past ``price_by``, pricing goes on where at its pace it ends within this share of the time from ``price_by``
+# to the deadline.
+_FINISH_SHARE = 0.5
 
 
 class CandidatesLate(Exception):
@@ -54,9 +72,14 @@ class Candidate:
     pool: Pool
     memory_pool: Pool | None
     configuration: Configuration
-    capacities: tuple[Capacity, ...]
+    table: _Table
     usd_per_hour: float  # one replica, compute and memory devices
     limits: ServingLimits = ServingLimits()
+
+    @property
+    def capacities(self) -> tuple[Capacity, ...]:
+        """Capacity of one replica per bucket of its service, within its SLO."""
+        return self.table.capacities()
 
 
 def configuration_capacities(perf: PerfModel, option: ServiceConfiguration, buckets: Sequence[LengthBucket],
@@ -128,11 +151,16 @@ def _frozen(values: Any) -> Any:
 
 @dataclass(frozen=True)
 class _Table:
-    """A capacity table with what its columns take from it: the rates, and whether it serves any bucket."""
+    """A capacity table with what its columns take from it: the rates, and whether it serves any bucket; its
+    Capacity rows are built when asked."""
 
-    caps: tuple[Capacity, ...]
+    ref: TableRef
     rps: tuple[float, ...]
     serves: bool
+
+    def capacities(self) -> tuple[Capacity, ...]:
+        """The table's Capacity per bucket."""
+        return tuple(self.ref.capacities())
 
 
 @dataclass(frozen=True)
@@ -158,19 +186,75 @@ class _Pass:
         self.configs: dict[tuple[Any, ...], _Config] = {}
         self.prices: dict[str, float] = {}
 
-    def table(self, option: ServiceConfiguration, lengths: tuple[tuple[int, int], ...],
-              buckets: Sequence[LengthBucket], limits: ServingLimits) -> _Table:
-        """The configuration's capacity table for its service's lengths and SLO under ``limits`` (once per
-        shape, role, lengths, SLO and limits)."""
+    @staticmethod
+    def key(option: ServiceConfiguration, lengths: tuple[tuple[int, int], ...],
+            limits: ServingLimits) -> tuple[Any, ...]:
+        """What a capacity table depends on: shape, role, bucket lengths, the SLO's percentile, then its targets
+        and the limits."""
         slo = option.service.slo
-        key = (shape_key(option.shape), option.configuration.role, lengths, slo.ttft_ms, slo.tpot_ms, slo.percentile,
-               limits)
-        found = self.tables.get(key)
-        if found is None:
-            caps = configuration_capacities(self.perf, option, buckets, limits)
-            rps = tuple(c.rps for c in caps)
-            found = self.tables[key] = _Table(caps, rps, any(r > 0 for r in rps))
-        return found
+        return (shape_key(option.shape), option.configuration.role, lengths, slo.percentile, slo.ttft_ms,
+                slo.tpot_ms, limits)
+
+    def fill(self, todo: Sequence[tuple[ServiceConfiguration, ServingLimits]],
+             lengths: Mapping[str, tuple[tuple[int, int], ...]], buckets: Mapping[str, Sequence[LengthBucket]],
+             deadline: Deadline | None, price_by: Deadline | None = None) -> None:
+        """Every capacity table the configurations need: those of one model, role, bucket lengths and SLO
+        percentile, every shape, limits and SLO of them, computed together (``shapes_capacity_tables``), at
+        most ``_ROWS_PER_BATCH`` rows at a time, unified replicas first. Raises CandidatesLate when
+        ``deadline`` passes first; past ``price_by`` it leaves the other roles unpriced unless at its pace it
+        ends soon after (``_stop``)."""
+        # (model, role, lengths, percentile) → (shape, limits) → (an option of that shape, limits, keys → SLOs)
+        Entry = tuple[ServiceConfiguration, ServingLimits, dict[tuple[Any, ...], SLO]]
+        groups: dict[tuple[Any, ...], dict[tuple[Any, ...], Entry]] = {}
+        for option, lim in todo:
+            key = self.key(option, lengths[option.service.id], lim)
+            if key not in self.tables:
+                shapes = groups.setdefault((key[0][0], *key[1:4]), {})
+                shapes.setdefault((key[0], lim), (option, lim, {}))[2].setdefault(key, option.service.slo)
+        done = 0
+        total = sum(len(e[2]) for shapes in groups.values() for e in shapes.values())
+        start = price_by.now() if price_by is not None else 0.0
+        for group, shapes in sorted(groups.items(), key=lambda g: g[0][1] != Role.UNIFIED):
+            cut = price_by if group[1] != Role.UNIFIED else None
+            batch: list[Entry] = []
+            rows = 0
+            last = len(shapes) - 1
+            for n, entry in enumerate(shapes.values()):
+                batch.append(entry)
+                rows += len(entry[2]) * len(buckets[entry[0].service.id])
+                if rows >= _ROWS_PER_BATCH or n == last:
+                    if cut is not None and self._stop(cut, deadline, start, done, total):
+                        return
+                    done += self._compute(batch, buckets, deadline, done, len(todo))
+                    batch, rows = [], 0
+
+    @staticmethod
+    def _stop(price_by: Deadline, deadline: Deadline | None, start: float, done: int, total: int) -> bool:
+        """Past ``price_by``, pricing stops unless at its pace so far it ends before halfway from ``price_by``
+        to ``deadline``."""
+        now = price_by.now()
+        if now < price_by.end:
+            return False
+        if deadline is None or done <= 0:
+            return True
+        finish = now + (now - start) / done * (total - done)
+        return finish > price_by.end + _FINISH_SHARE * (deadline.end - price_by.end)
+
+    def _compute(self, batch: Sequence[tuple[ServiceConfiguration, ServingLimits, dict[tuple[Any, ...], SLO]]],
+                 buckets: Mapping[str, Sequence[LengthBucket]], deadline: Deadline | None, done: int,
+                 total: int) -> int:
+        """The tables of one batch of shapes (same model, role, lengths and percentile); how many."""
+        if deadline is not None and deadline.expired():
+            raise CandidatesLate(f"candidate generation stopped at the deadline after {done} of {total} "
+                                 "capacity tables")
+        first = batch[0][0]
+        tables = shapes_capacity_tables(self.perf, first.configuration.role, buckets[first.service.id],
+                                        [(option.shape, lim, list(slos.values())) for option, lim, slos in batch])
+        for (_, _, slos), per_slo in zip(batch, tables, strict=True):
+            for key, ref in zip(slos, per_slo, strict=True):
+                rps = ref.rates()
+                self.tables[key] = _Table(ref, rps, any(r > 0 for r in rps))
+        return sum(len(slos) for _, _, slos in batch)
 
     def price(self, pool: Pool) -> float:
         if pool.id not in self.prices:
@@ -204,33 +288,57 @@ class _Pass:
                      memory_devices=cfg.memory_devices, capacity_rps=table.rps, idle_watts=shared.idle_watts,
                      active_watts=shared.active_watts, label=shared.label, handoff_gbitps=shared.handoff_gbitps)
         return Candidate(column=col, service=option.service, pool=option.pool, memory_pool=mpool, configuration=cfg,
-                         capacities=table.caps, usd_per_hour=shared.usd_per_hour, limits=limits)
+                         table=table, usd_per_hour=shared.usd_per_hour, limits=limits)
 
 
 def generate_candidates(fleet: FleetSpec, catalog: Catalog, perf: PerfModel,
                         buckets: Mapping[str, Sequence[LengthBucket]],
                         limits: LimitsFor | None = None, deadline: Deadline | None = None,
-                        ) -> tuple[list[Candidate], CandidateStats]:
+                        price_by: Deadline | None = None) -> tuple[list[Candidate], CandidateStats]:
     """All feasible candidates of every service, with capacities per bucket from the performance model under
     ``limits`` (default: vLLM's batch cap, the model's step times, same-zone hand-offs).
 
-    Raises CandidatesLate when ``deadline`` passes before they are all computed."""
+    Raises CandidatesLate when ``deadline`` passes before they are all computed. Unified configurations are
+    priced first; past ``price_by`` the others not priced yet are left out (counted as ``DROP_UNPRICED``) where
+    pricing at its pace would not end soon after and every bucket of every service is already served, else
+    pricing goes on to ``deadline``."""
     stats = CandidateStats()
     out: list[Candidate] = []
     run = _Pass(catalog, perf)
     lengths = {s: tuple((b.input_tokens, b.output_tokens) for b in bs) for s, bs in buckets.items()}
+    todo: list[tuple[ServiceConfiguration, ServingLimits]] = []
     for i, option in enumerate(fleet_configurations(fleet, catalog, run.perf, stats)):
         if deadline is not None and i % _CHECK_EVERY == 0 and deadline.expired():
             raise CandidatesLate(f"candidate generation stopped at the deadline after {i} configurations")
-        sid = option.service.id
-        lim = limits(option) if limits is not None else ServingLimits()
-        table = run.table(option, lengths[sid], buckets[sid], lim)
+        todo.append((option, limits(option) if limits is not None else ServingLimits()))
+    run.fill(todo, lengths, buckets, deadline, price_by)
+    keys = [run.key(option, lengths[option.service.id], lim) for option, lim in todo]
+    if any(k not in run.tables for k in keys) and not _served(todo, keys, run, buckets):
+        run.fill(todo, lengths, buckets, deadline)  # not every bucket is served yet: price the rest
+    for (option, lim), key in zip(todo, keys, strict=True):
+        table = run.tables.get(key)
+        if table is None:
+            stats.drop(DROP_UNPRICED)
+            continue
         if not table.serves:
             stats.drop(DROP_NO_BUCKET)
             continue
         out.append(run.candidate(option, table, lim))
         stats.kept += 1
     return out, stats
+
+
+def _served(todo: Sequence[tuple[ServiceConfiguration, ServingLimits]], keys: Sequence[tuple[Any, ...]], run: _Pass,
+            buckets: Mapping[str, Sequence[LengthBucket]]) -> bool:
+    """Whether the tables priced so far serve every bucket of every service (some configuration each)."""
+    mine: dict[str, set[tuple[Any, ...]]] = {sid: set() for sid in buckets}
+    for (option, _), key in zip(todo, keys, strict=True):
+        mine[option.service.id].add(key)
+    for sid, bs in buckets.items():
+        rates = [t.rps for k in mine[sid] for t in [run.tables.get(k)] if t is not None and t.serves]
+        if bs and (not rates or not bool((np.array(rates) > 0).any(axis=0).all())):
+            return False
+    return True
 
 
 def band_slowdown(calibration: Calibration, device: str, phase: str, engine: str, robustness: str) -> float:

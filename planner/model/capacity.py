@@ -40,21 +40,23 @@ planning against the model's error band) and whether the hand-off may cross zone
 slack is capped at 12 service times, where the exact series is still precise (conservative beyond).
 
 Pure functions of values; :func:`capacity_table` evaluates all buckets of one configuration at once
-(vectorised; results memoised per (model, shape, role, buckets, SLO, limits)).
+(vectorised; results memoised per (model, shape, role, buckets, SLO, limits)); :func:`shapes_capacity_tables`
+evaluates the tables of many shapes, limits and SLOs of one role at once (one row per shape, SLO and bucket),
+each row's ``Capacity`` built only when asked.
 """
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import cast
+from typing import NamedTuple, cast
 
 import numpy as np
 import numpy.typing as npt
 
 from planner.model.collectives import NET_EFFICIENCY, offload_bytes_per_token
-from planner.model.handoff import admission_ms, admission_step_ms, handoff_bytes, handoff_ms, handoff_nic_gbitps
+from planner.model.handoff import INTER_ZONE_LATENCY_MS, admission_ms, admission_step_ms, handoff_nic_gbitps
 from planner.model.perf import PerfModel, ReplicaShape, check_shape
 from planner.model.queueing import (
     interruption_quantile,
@@ -70,8 +72,9 @@ from planner.model.roofline import RooflinePerfModel
 from planner.roles import ROLES
 from planner.schema import SLO, LengthBucket, Role
 
-__all__ = ["DEFAULT_MAX_NUM_SEQS", "MAX_BATCH", "Capacity", "ServingLimits", "capacity_table", "md1_max_load",
-           "md1_wait_cdf", "replica_capacity", "replica_power_watts"]
+__all__ = ["DEFAULT_MAX_NUM_SEQS", "MAX_BATCH", "Capacity", "RowTables", "ServingLimits", "TableRef", "capacity_table",
+           "capacity_tables", "md1_max_load", "md1_wait_cdf", "replica_capacity", "replica_power_watts",
+           "shapes_capacity_tables"]
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -100,9 +103,9 @@ class ServingLimits:
         return max(1, min(self.max_num_seqs, MAX_BATCH) // pp)
 
 
-@dataclass(frozen=True)
-class Capacity:
-    """Largest sustainable request rate of one replica for one bucket, and what limits it.
+class Capacity(NamedTuple):
+    """Largest sustainable request rate of one replica for one bucket, and what limits it (a named tuple: a
+    fleet's candidates hold hundreds of thousands of them).
 
     ``batch`` is one engine's mean batch; ``ttft_ms`` the TTFT at no load (prefill: with the hand-off and
     admission); ``handoff_ms`` the KV hand-off at this replica's NIC share (prefill and decode roles)."""
@@ -140,144 +143,233 @@ _BATCH_GRID = np.unique(np.round(np.geomspace(1, MAX_BATCH, 72))).astype(float)
 
 def _interp_rows(grid: FloatArray, table: FloatArray, b: FloatArray) -> FloatArray:
     """Row-wise linear interpolation of ``table[i, :]`` (over ``grid``) at ``b[i]``."""
-    idx = np.clip(np.searchsorted(grid, b) - 1, 0, len(grid) - 2)
+    # (np.minimum/np.maximum rather than np.clip: the same values without its per-call cost.)
+    idx = np.minimum(np.maximum(np.searchsorted(grid, b) - 1, 0), len(grid) - 2)
     x0, x1 = grid[idx], grid[idx + 1]
     rows = np.arange(len(b))
     y0, y1 = table[rows, idx], table[rows, idx + 1]
-    w = np.clip((b - x0) / (x1 - x0), 0.0, None)
+    w = np.maximum((b - x0) / (x1 - x0), 0.0)
     return np.asarray(y0 + w * (y1 - y0), dtype=float)
 
 
-def _largest_batch(grid: FloatArray, times: FloatArray, limit_ms: float, z: float) -> FloatArray:
-    """Largest mean batch per row whose percentile batch ``B + z√B`` has a step time within ``limit_ms``."""
+def _largest_batch(grid: FloatArray, times: FloatArray, limit_ms: FloatArray, z: float) -> FloatArray:
+    """Largest mean batch per row whose percentile batch ``B + z√B`` has a step time within the row's
+    ``limit_ms``."""
     n = len(grid)
-    ok = times <= limit_ms
+    ok = times <= limit_ms[:, None]
     # Step time rises with the batch: the feasible points are a prefix of each row.
     count = np.where(ok.all(axis=1), n, np.where(ok.any(axis=1), (~ok).argmax(axis=1), 0))
-    j = np.clip(count - 1, 0, n - 1)
-    jn = np.clip(count, 0, n - 1)
+    j = np.minimum(np.maximum(count - 1, 0), n - 1)
+    jn = np.minimum(np.maximum(count, 0), n - 1)
     rows = np.arange(times.shape[0])
     t0, t1 = times[rows, j], times[rows, jn]
     frac = np.where((count < n) & (t1 > t0), (limit_ms - t0) / np.where(t1 > t0, t1 - t0, 1.0), 0.0)
-    bp = grid[j] + (grid[jn] - grid[j]) * np.clip(frac, 0.0, 1.0)
+    bp = grid[j] + (grid[jn] - grid[j]) * np.minimum(np.maximum(frac, 0.0), 1.0)
     return np.where(count > 0, mean_from_percentile_batch(bp, z), 0.0)
 
 
 def _interp_grid(times: FloatArray, b: FloatArray) -> FloatArray:
     """Step times (rows: buckets, over ``_BATCH_GRID``) at the batches ``b`` (same for every row)."""
-    idx = np.clip(np.searchsorted(_BATCH_GRID, b) - 1, 0, len(_BATCH_GRID) - 2)
+    idx = np.minimum(np.maximum(np.searchsorted(_BATCH_GRID, b) - 1, 0), len(_BATCH_GRID) - 2)
     x0, x1 = _BATCH_GRID[idx], _BATCH_GRID[idx + 1]
-    w = np.clip((b - x0) / (x1 - x0), 0.0, None)
+    w = np.maximum((b - x0) / (x1 - x0), 0.0)
     return np.asarray(times[:, idx] + w * (times[:, idx + 1] - times[:, idx]), dtype=float)
 
 
 # ---------------------------------------------------------------------------------------------- roles
 
 
-def _prefill_caps(perf: PerfModel, shape: ReplicaShape, buckets: Sequence[LengthBucket], slo: SLO,
-                  lim: ServingLimits) -> list[Capacity]:
-    pct = target_percentile(slo.percentile)
-    prompt = np.array([b.input_tokens for b in buckets], dtype=float)
-    d = _prefill_ms(perf, shape, prompt, lim.prefill_slowdown)
-    nbytes = np.asarray(handoff_bytes(shape.model, prompt), dtype=float)
-    nic = handoff_nic_gbitps(shape)
-    x = np.asarray(handoff_ms(nbytes, nic, lim.cross_zone_handoff), dtype=float)
-    fixed = d + (x + admission_ms(slo) if lim.handoff_in_ttft else 0.0)  # TTFT at no load
-    load = md1_max_load_array((slo.ttft_ms - fixed) / d, pct)
-    rps_ttft = np.where(fixed < slo.ttft_ms, shape.pp * load / d * 1000.0, 0.0)
-    cap_nic = nic * 1e9 * NET_EFFICIENCY / (nbytes * 8)
+class RowTables:
+    """Capacity tables computed together: every row's rate in one array, a row's ``Capacity`` (what limits it)
+    built only when asked (a large fleet has millions of rows and looks at the chosen few)."""
+
+    def __init__(self, rps: FloatArray, build: Callable[[int, int], list[Capacity]]) -> None:
+        self.rps = rps
+        self._build = build
+
+    def rates(self, lo: int, hi: int) -> tuple[float, ...]:
+        """The rates of rows lo..hi (each the ``rps`` of that row's Capacity)."""
+        return tuple(self.rps[lo:hi].tolist())
+
+    def capacities(self, lo: int, hi: int) -> list[Capacity]:
+        """The Capacity of rows lo..hi."""
+        return self._build(lo, hi)
+
+
+@dataclass(frozen=True)
+class _Rows:
+    """Capacity tables computed together, one row per (shape and limits, SLO, bucket): shape by shape, SLO by
+    SLO, bucket by bucket, with what each row's shape, limits and SLO give it."""
+
+    s_in: FloatArray
+    s_out: FloatArray
+    ttft_slo: FloatArray
+    tpot_slo: FloatArray
+    admission_ms: FloatArray  # what decode admission adds to TTFT (where the hand-off counts in it)
+    step_limit: FloatArray  # the longest decode step of a decode-only replica
+    in_ttft: npt.NDArray[np.bool_]  # the hand-off and admission count in TTFT
+    pp: FloatArray
+    kv_tokens: FloatArray  # one engine's share
+    engine_cap: FloatArray
+    nbytes: FloatArray  # the prompt's KV cache
+    nic: FloatArray  # hand-off line rate, Gbit/s
+    cross_zone: npt.NDArray[np.bool_]
+    offload_bytes_per_token: FloatArray
+    link_gbytes: FloatArray  # compute-to-memory link of an offload shape, inf elsewhere
+    prefill_ms: FloatArray  # one prompt alone, slowed down (decode-only tables: unused)
+    times: FloatArray  # decode step times over _BATCH_GRID, slowed down (prefill-only tables: unused)
+
+
+Wanted = Sequence[tuple[ReplicaShape, ServingLimits, Sequence[SLO]]]
+
+
+def _rows(perf: PerfModel, wanted: Wanted, buckets: Sequence[LengthBucket], prefill: bool, decode: bool) -> _Rows:
+    """The rows of several shapes' tables under their limits for their SLOs (each shape's step times once)."""
+    s_in1 = np.array([b.input_tokens for b in buckets], dtype=float)
+    s_out1 = np.array([b.output_tokens for b in buckets], dtype=float)
+    nb = len(buckets)
+    ks = np.array([len(slos) for _, _, slos in wanted])
+    per_table = np.repeat(np.arange(len(wanted)), ks)  # each (shape, SLO) table's shape
+    per_row = np.repeat(per_table, nb)  # each row's shape
+
+    def scalar(values: Sequence[float]) -> FloatArray:
+        return np.asarray(np.array(values, dtype=float)[per_row], dtype=float)
+
+    def per_slo(values: Sequence[float]) -> FloatArray:
+        return np.repeat(np.array(values, dtype=float), nb)
+
+    def link(shape: ReplicaShape) -> float:
+        if not shape.offload:
+            return np.inf
+        assert shape.memory_device is not None
+        return min(shape.devices * shape.device.nic_gbitps_per_device(),
+                   shape.memory_devices * shape.memory_device.nic_gbitps_per_device()) / 8 * NET_EFFICIENCY
+
+    slos = [(x, lim) for _, lim, group in wanted for x in group]
+    grid = len(_BATCH_GRID)
+    if prefill:
+        d = np.stack([_prefill_ms(perf, sh, s_in1, lim.prefill_slowdown) for sh, lim, _ in wanted])
+        d_rows = d[per_table].reshape(-1)
+    else:
+        d_rows = np.zeros(len(per_row))
+    if decode:
+        t = np.stack([_decode_ms(perf, sh, _BATCH_GRID, s_in1 + s_out1 / 2, lim.decode_slowdown)
+                      for sh, lim, _ in wanted])
+        times = t[per_table].reshape(-1, grid)
+    else:
+        times = np.zeros((len(per_row), grid))
+    s_in = np.tile(s_in1, len(per_table))
+    return _Rows(
+        s_in=s_in, s_out=np.tile(s_out1, len(per_table)),
+        ttft_slo=per_slo([x.ttft_ms for x, _ in slos]), tpot_slo=per_slo([x.tpot_ms for x, _ in slos]),
+        admission_ms=per_slo([admission_ms(x) for x, _ in slos]),
+        step_limit=per_slo([admission_step_ms(x) if lim.handoff_in_ttft else x.tpot_ms for x, lim in slos]),
+        in_ttft=per_slo([lim.handoff_in_ttft for _, lim in slos]) > 0,
+        pp=scalar([sh.pp for sh, _, _ in wanted]),
+        kv_tokens=scalar([float(perf.memory(sh).kv_capacity_tokens) / sh.pp for sh, _, _ in wanted]),
+        engine_cap=scalar([float(lim.engine_cap(sh.pp)) for sh, lim, _ in wanted]),
+        nbytes=s_in * scalar([sh.model.kv_bytes_per_token for sh, _, _ in wanted]),
+        nic=scalar([handoff_nic_gbitps(sh) for sh, _, _ in wanted]),
+        cross_zone=scalar([lim.cross_zone_handoff for _, lim, _ in wanted]) > 0,
+        offload_bytes_per_token=scalar([offload_bytes_per_token(sh.model) for sh, _, _ in wanted]),
+        link_gbytes=scalar([link(sh) for sh, _, _ in wanted]), prefill_ms=d_rows, times=times)
+
+
+def _handoff_ms(r: _Rows) -> FloatArray:
+    """``handoff.handoff_ms`` of every row (its line rate and zone hop)."""
+    wire = r.nbytes * 8 / (r.nic * 1e9 * NET_EFFICIENCY) * 1e3
+    return np.asarray(wire + np.where(r.cross_zone, INTER_ZONE_LATENCY_MS, 0.0), dtype=float)
+
+
+def _prefill_caps(r: _Rows, percentile: float) -> RowTables:
+    pct = target_percentile(percentile)
+    d, ttft, nbytes = r.prefill_ms, r.ttft_slo, r.nbytes
+    x = _handoff_ms(r)
+    fixed = d + np.where(r.in_ttft, x + r.admission_ms, 0.0)  # TTFT at no load
+    load = md1_max_load_array((ttft - fixed) / d, pct)
+    rps_ttft = np.where(fixed < ttft, r.pp * load / d * 1000.0, 0.0)
+    cap_nic = r.nic * 1e9 * NET_EFFICIENCY / (nbytes * 8)
     rps = np.minimum(rps_ttft, cap_nic)
-    out = []
-    for i in range(len(buckets)):
-        if fixed[i] >= slo.ttft_ms:
-            why = ("prefill alone exceeds the TTFT SLO" if d[i] >= slo.ttft_ms
-                   else "prefill, KV hand-off and decode admission exceed the TTFT SLO")
-            out.append(Capacity(0.0, why, 1, float(fixed[i]), 0.0, 0.0, float(x[i])))
-            continue
-        why = "kv-transfer" if cap_nic[i] < rps_ttft[i] else "ttft"
-        out.append(Capacity(float(rps[i]), why, 1, float(fixed[i]), 0.0, float(rps[i] * nbytes[i] * 8 / 1e9),
-                            float(x[i])))
-    return out
+    late = fixed >= ttft
+    alone = d >= ttft
+    nic_bound = cap_nic < rps_ttft
+
+    def build(lo: int, hi: int) -> list[Capacity]:
+        return [Capacity(0.0, "prefill alone exceeds the TTFT SLO" if al
+                         else "prefill, KV hand-off and decode admission exceed the TTFT SLO", 1, f, 0.0, 0.0, xi)
+                if lt else Capacity(q, "kv-transfer" if nb_ else "ttft", 1, f, 0.0, q * nby * 8 / 1e9, xi)
+                for q, lt, al, nb_, f, nby, xi in zip(
+                    rps[lo:hi].tolist(), late[lo:hi].tolist(), alone[lo:hi].tolist(), nic_bound[lo:hi].tolist(),
+                    fixed[lo:hi].tolist(), nbytes[lo:hi].tolist(), x[lo:hi].tolist(), strict=True)]
+
+    return RowTables(np.where(late, 0.0, rps), build)
 
 
-def _offload_scale(shape: ReplicaShape, batch: FloatArray, t_step: FloatArray, z: float) -> FloatArray:
-    """Share of the rate the attention-offload link carries (Lamina's check: the per-step traffic within the
-    share α of the step it may use)."""
-    assert shape.memory_device is not None
-    link_gbytes = min(shape.devices * shape.device.nic_gbitps_per_device(),
-                      shape.memory_devices * shape.memory_device.nic_gbitps_per_device()) / 8 * NET_EFFICIENCY
-    need = offload_bytes_per_token(shape.model) * percentile_batch(batch, z) / (OFFLOAD_ALPHA * t_step / 1000.0) / 1e9
-    return np.asarray(np.where(need > link_gbytes, link_gbytes / np.maximum(need, 1e-12), 1.0), dtype=float)
-
-
-def _decode_caps(perf: PerfModel, shape: ReplicaShape, buckets: Sequence[LengthBucket], slo: SLO,
-                 lim: ServingLimits) -> list[Capacity]:
+def _decode_caps(r: _Rows, percentile: float) -> RowTables:
     """Decode-only replicas: each receives every request's KV cache over its NICs (see the module docstring)."""
-    z = z_score(target_percentile(slo.percentile))
-    p = shape.pp
-    s_in = np.array([b.input_tokens for b in buckets], dtype=float)
-    s_out = np.array([b.output_tokens for b in buckets], dtype=float)
-    ctx = s_in + s_out / 2  # mean context over a request's decode
-    kv_tokens = float(perf.memory(shape).kv_capacity_tokens) / p  # one engine's share
-    times = _decode_ms(perf, shape, _BATCH_GRID, ctx, lim.decode_slowdown)
-    step_limit = admission_step_ms(slo) if lim.handoff_in_ttft else slo.tpot_ms
+    z = z_score(target_percentile(percentile))
+    s_in, s_out, times, kv_tokens, p = r.s_in, r.s_out, r.times, r.kv_tokens, r.pp
+    step_limit = r.step_limit
     b_tpot = _largest_batch(_BATCH_GRID, times, step_limit, z)
     b_kv = mean_from_percentile_batch(kv_tokens / (s_in + s_out), z)
-    b_cap = float(mean_from_percentile_batch(float(lim.engine_cap(p)), z))
+    b_cap = mean_from_percentile_batch(r.engine_cap, z)
     batch = np.minimum(np.minimum(b_tpot, b_kv), b_cap)
     limited = np.where(batch == b_tpot, "tpot", np.where(batch == b_kv, "kv-capacity", "max-num-seqs"))
     t_step = _interp_rows(_BATCH_GRID, times, np.maximum(batch, 1.0))
     rps = np.where(batch > 0, p * batch / (s_out * t_step / 1000.0), 0.0)
-    nbytes = np.asarray(handoff_bytes(shape.model, s_in), dtype=float)
-    nic = handoff_nic_gbitps(shape)
-    cap_nic = nic * 1e9 * NET_EFFICIENCY / (nbytes * 8)
+    nbytes = r.nbytes
+    cap_nic = r.nic * 1e9 * NET_EFFICIENCY / (nbytes * 8)
     limited = np.where(cap_nic < rps, "kv-transfer", limited)
     rps = np.minimum(rps, cap_nic)
-    if shape.offload:
-        scale = _offload_scale(shape, batch, t_step, z)
+    if np.isfinite(r.link_gbytes).any():
+        # Lamina's check on offload shapes: the per-step traffic within the share α of the step it may use.
+        need = r.offload_bytes_per_token * percentile_batch(batch, z) / (OFFLOAD_ALPHA * t_step / 1000.0) / 1e9
+        scale = np.where(need > r.link_gbytes, r.link_gbytes / np.maximum(need, 1e-12), 1.0)
         limited = np.where(scale < 1.0, "offload-link", limited)
         rps = rps * scale
-    x = np.asarray(handoff_ms(nbytes, nic, lim.cross_zone_handoff), dtype=float)
-    caps = []
-    for i in range(len(buckets)):
-        if batch[i] <= 0 or t_step[i] > step_limit:
-            caps.append(Capacity(0.0, "decode step alone exceeds the TPOT SLO" if kv_tokens > 0
-                                 else "no KV capacity", 0, 0.0, float(times[i, 0]), 0.0, float(x[i])))
-            continue
-        caps.append(Capacity(float(rps[i]), str(limited[i]), float(batch[i]), 0.0, float(t_step[i]),
-                             float(rps[i] * nbytes[i] * 8 / 1e9), float(x[i])))
-    return caps
+    x = _handoff_ms(r)
+    empty = (batch <= 0) | (t_step > step_limit)
+    t0s = times[:, 0].copy()
+
+    def build(lo: int, hi: int) -> list[Capacity]:
+        return [Capacity(0.0, "decode step alone exceeds the TPOT SLO" if kv > 0 else "no KV capacity", 0, 0.0, t0,
+                         0.0, xi)
+                if e else Capacity(q, why, b, 0.0, t, q * nby * 8 / 1e9, xi)
+                for q, why, b, t, e, kv, t0, nby, xi in zip(
+                    rps[lo:hi].tolist(), limited[lo:hi].tolist(), batch[lo:hi].tolist(), t_step[lo:hi].tolist(),
+                    empty[lo:hi].tolist(), kv_tokens[lo:hi].tolist(), t0s[lo:hi].tolist(), nbytes[lo:hi].tolist(),
+                    x[lo:hi].tolist(), strict=True)]
+
+    return RowTables(np.where(empty, 0.0, rps), build)
 
 
 _UNIFIED_GRID = np.geomspace(0.02, MAX_BATCH, 96)  # ≤ 3% from a 400-point grid, median 0.05%
 
 
-def _unified_caps(perf: PerfModel, shape: ReplicaShape, buckets: Sequence[LengthBucket], slo: SLO,
-                  lim: ServingLimits) -> list[Capacity]:
+def _unified_caps(r: _Rows, percentile: float) -> RowTables:
     """Parametrise one engine by its mean decode batch B: Little's law with prefill stalls gives its rate
-    explicitly, ``λ = B / (s_out·T(B) + B·D)``, so every constraint is checked on a grid of B at once."""
-    pct = target_percentile(slo.percentile)
+    explicitly, ``λ = B / (s_out·T(B) + B·D)``, so every constraint is checked on a grid of B at once (and for
+    every row at once)."""
+    pct = target_percentile(percentile)
     z = z_score(pct)
-    p = shape.pp
-    s_in = np.array([b.input_tokens for b in buckets], dtype=float)[:, None]
-    s_out = np.array([b.output_tokens for b in buckets], dtype=float)[:, None]
-    d = _prefill_ms(perf, shape, s_in[:, 0], lim.prefill_slowdown)[:, None]
+    p = r.pp
+    s_in, s_out, times = r.s_in[:, None], r.s_out[:, None], r.times
+    d = r.prefill_ms[:, None]
     grid = _UNIFIED_GRID
-    times = _decode_ms(perf, shape, _BATCH_GRID, (s_in + s_out / 2)[:, 0], lim.decode_slowdown)
     t_mean = _interp_grid(times, np.maximum(grid, 1.0))
     b_pct = percentile_batch(grid, z)[None, :]
     t_pct = _interp_grid(times, np.maximum(b_pct[0], 1.0))
-    kv_tokens = float(perf.memory(shape).kv_capacity_tokens) / p
-    cap = float(lim.engine_cap(p))
+    kv_tokens = r.kv_tokens[:, None]
+    cap = r.engine_cap[:, None]
     lam = grid[None, :] * 1000.0 / (s_out * t_mean + grid[None, :] * d)  # req/s of one engine
     rho = lam * d / 1000.0
     t_eff = t_mean / np.maximum(1 - rho, 1e-9)
     interrupts = lam * s_out * t_eff / 1000.0
     tpot = t_pct + interruption_quantile(interrupts, rho, pct) * d / s_out
     ttft = d + t_pct
-    m_ttft = md1_max_load_array((slo.ttft_ms - ttft) / d, pct) - rho
-    m_tpot = (slo.tpot_ms - tpot) / slo.tpot_ms
-    m_kv = (kv_tokens - b_pct * (s_in + s_out)) / max(kv_tokens, 1.0)
+    m_ttft = md1_max_load_array((r.ttft_slo[:, None] - ttft) / d, pct) - rho
+    m_tpot = (r.tpot_slo[:, None] - tpot) / r.tpot_slo[:, None]
+    m_kv = (kv_tokens - b_pct * (s_in + s_out)) / np.maximum(kv_tokens, 1.0)
     m_cap = np.broadcast_to((cap - b_pct) / cap, m_kv.shape)
     margins = np.stack([m_ttft, m_tpot, m_kv, m_cap])
     margin = margins.min(axis=0)
@@ -287,24 +379,28 @@ def _unified_caps(perf: PerfModel, shape: ReplicaShape, buckets: Sequence[Length
     infeasible = margin < 0
     first_bad = np.where(infeasible.any(axis=1), infeasible.argmax(axis=1), n)
     j = first_bad - 1
-    rows = np.arange(len(buckets))
-    jc = np.clip(j, 0, n - 1)
-    jn = np.clip(j + 1, 0, n - 1)
+    rows = np.arange(len(j))
+    jc = np.minimum(np.maximum(j, 0), n - 1)
+    jn = np.minimum(np.maximum(j + 1, 0), n - 1)
     m0, m1 = margin[rows, jc], margin[rows, jn]
     w = np.where((j + 1 < n) & (m0 > m1), m0 / np.where(m0 > m1, m0 - m1, 1.0), 0.0)
     lam_star = lam[rows, jc] + w * (lam[rows, jn] - lam[rows, jc])
     b_star = grid[jc] + w * (grid[jn] - grid[jc])
     names = ("ttft", "tpot", "kv-capacity", "max-num-seqs")
-    caps = []
-    for i in range(len(buckets)):
-        if j[i] < 0:
-            why = names[int(margins[:, i, 0].argmin())]
-            caps.append(Capacity(0.0, why, 0, float(d[i, 0]), float(times[i, 0])))
-            continue
-        why = names[int(margins[:, i, jn[i]].argmin())] if j[i] + 1 < n else "max-batch"
-        caps.append(Capacity(float(p * lam_star[i]), why, float(b_star[i]), float(ttft[i, jc[i]]),
-                             float(tpot[i, jc[i]])))
-    return caps
+    first = margins[:, :, 0].argmin(axis=0)  # what binds at the smallest batch, and past the last point
+    after = margins[:, rows, jn].argmin(axis=0)
+    rps = p * lam_star
+    d0s, t0s, ttft_j, tpot_j = d[:, 0], times[:, 0].copy(), ttft[rows, jc], tpot[rows, jc]
+
+    def build(lo: int, hi: int) -> list[Capacity]:
+        return [Capacity(0.0, names[f], 0, d0, t0) if jj < 0
+                else Capacity(q, names[a] if jj + 1 < n else "max-batch", b_i, ttft_i, tpot_i)
+                for jj, f, a, d0, t0, q, b_i, ttft_i, tpot_i in zip(
+                    j[lo:hi].tolist(), first[lo:hi].tolist(), after[lo:hi].tolist(), d0s[lo:hi].tolist(),
+                    t0s[lo:hi].tolist(), rps[lo:hi].tolist(), b_star[lo:hi].tolist(), ttft_j[lo:hi].tolist(),
+                    tpot_j[lo:hi].tolist(), strict=True)]
+
+    return RowTables(np.where(j < 0, 0.0, rps), build)
 
 
 # ---------------------------------------------------------------------------------------------- public
@@ -318,33 +414,85 @@ def capacity_table(perf: PerfModel, shape: ReplicaShape, role: Role, buckets: Se
         key = cast(Hashable, perf)
         return list(_capacity_table_cached(key, shape, role, tuple(buckets), slo, lim))
     except TypeError:  # an unhashable performance model: compute without the memo
-        return _capacity_table(perf, shape, role, buckets, slo, lim)
+        return capacity_tables(perf, shape, role, buckets, [slo], lim)[0]
 
 
 @lru_cache(maxsize=200_000)
 def _capacity_table_cached(perf: Hashable, shape: ReplicaShape, role: Role, buckets: tuple[LengthBucket, ...],
                            slo: SLO, lim: ServingLimits) -> tuple[Capacity, ...]:
     assert isinstance(perf, PerfModel)
-    return tuple(_capacity_table(perf, shape, role, buckets, slo, lim))
+    return tuple(capacity_tables(perf, shape, role, buckets, [slo], lim)[0])
 
 
-def _capacity_table(perf: PerfModel, shape: ReplicaShape, role: Role, buckets: Sequence[LengthBucket],
-                    slo: SLO, lim: ServingLimits) -> list[Capacity]:
-    check_shape(shape)
-    if not buckets:
-        return []
+def capacity_tables(perf: PerfModel, shape: ReplicaShape, role: Role, buckets: Sequence[LengthBucket],
+                    slos: Sequence[SLO], limits: ServingLimits | None = None) -> list[list[Capacity]]:
+    """``capacity_table`` for several SLOs at once (one list per SLO, in order; not memoised)."""
+    tables = shapes_capacity_tables(perf, role, buckets, [(shape, limits or ServingLimits(), slos)])[0]
+    return [t.capacities() for t in tables]
+
+
+@dataclass(frozen=True)
+class TableRef:
+    """One capacity table inside rows computed together."""
+
+    rows: RowTables
+    lo: int
+    hi: int
+
+    def rates(self) -> tuple[float, ...]:
+        """Its rate per bucket."""
+        return self.rows.rates(self.lo, self.hi)
+
+    def capacities(self) -> list[Capacity]:
+        """Its Capacity per bucket."""
+        return self.rows.capacities(self.lo, self.hi)
+
+
+def shapes_capacity_tables(perf: PerfModel, role: Role, buckets: Sequence[LengthBucket],
+                           wanted: Wanted) -> list[list[TableRef]]:
+    """``capacity_table`` of several shapes, each under its limits for several SLOs (per shape, one table per
+    SLO, in order; not memoised): all of them in one pass of array arithmetic per SLO percentile."""
     spec = ROLES[role]
-    if spec.memory_devices and not shape.offload:
-        raise ValueError(f"memory_devices: the {role.value} role needs memory devices")
-    if not spec.memory_devices and shape.offload:
-        raise ValueError(f"memory_devices: role {role.value} does not use memory devices")
-    if not perf.memory(shape).fits:
-        return [Capacity(0.0, "memory: " + perf.memory(shape).reason, 0, 0.0, 0.0) for _ in buckets]
-    if not spec.decode:
-        return _prefill_caps(perf, shape, buckets, slo, lim)
-    if not spec.prefill:  # a decode replica receives each request's KV cache over its NICs
-        return _decode_caps(perf, shape, buckets, slo, lim)
-    return _unified_caps(perf, shape, buckets, slo, lim)
+    nb = len(buckets)
+    none = RowTables(np.zeros(0), lambda lo, hi: [])
+    out: list[list[TableRef]] = [[TableRef(none, 0, 0) for _ in slos] for _, _, slos in wanted]
+    if not buckets:
+        return out
+    live: list[tuple[int, int, ReplicaShape, ServingLimits, SLO]] = []  # (shape's index, SLO's index, ...)
+    for i, (shape, lim, slos) in enumerate(wanted):
+        check_shape(shape)
+        if spec.memory_devices and not shape.offload:
+            raise ValueError(f"memory_devices: the {role.value} role needs memory devices")
+        if not spec.memory_devices and shape.offload:
+            raise ValueError(f"memory_devices: role {role.value} does not use memory devices")
+        fit = perf.memory(shape)
+        if not fit.fits:
+            why = "memory: " + fit.reason
+            unfit = RowTables(np.zeros(nb), lambda lo, hi, why=why: [  # type: ignore[misc]
+                Capacity(0.0, why, 0, 0.0, 0.0) for _ in range(hi - lo)])
+            out[i] = [TableRef(unfit, 0, nb) for _ in slos]
+            continue
+        live.extend((i, j, shape, lim, slo) for j, slo in enumerate(slos))
+    for pct in dict.fromkeys(x[4].percentile for x in live):
+        by_shape: dict[int, list[tuple[int, int, ReplicaShape, ServingLimits, SLO]]] = {}
+        for x in live:
+            if x[4].percentile == pct:
+                by_shape.setdefault(x[0], []).append(x)
+        group = list(by_shape.values())
+        rows = _rows(perf, [(g[0][2], g[0][3], [x[4] for x in g]) for g in group], buckets, spec.prefill,
+                     spec.decode)
+        if not spec.decode:
+            tables = _prefill_caps(rows, pct)
+        elif not spec.prefill:  # a decode replica receives each request's KV cache over its NICs
+            tables = _decode_caps(rows, pct)
+        else:
+            tables = _unified_caps(rows, pct)
+        at = 0
+        for g in group:
+            for i, j, _, _, _ in g:
+                out[i][j] = TableRef(tables, at, at + nb)
+                at += nb
+    return out
 
 
 def replica_capacity(perf: PerfModel, shape: ReplicaShape, role: Role, bucket: LengthBucket,

@@ -171,8 +171,9 @@ def homogeneous(problem: Problem, shapes: Mapping[str, Shape], options: SolveOpt
 
 
 def _one_type(problem: Problem, device: str, options: SolveOptions, deadline: Deadline) -> TypePlan | None:
-    """One type's homogeneous plan: per service from its greedy plan (device billing), else one MILP."""
-    if not _device_billed(problem):
+    """One type's homogeneous plan: per service from its greedy plan (device billing), else one MILP (node
+    billing, or tier rows, which tie the services together through the commitment and spot losses)."""
+    if not _device_billed(problem) or problem.tiers is not None:
         return _solve_whole(problem, device, options, deadline)
     opts = replace(options, progress=None, decompose="off", pricing="off", highs_restart=False)
     subs, _ = service_problems(problem)

@@ -92,16 +92,16 @@ def build_horizon(hp: HorizonProblem, options: SolveOptions) -> Stack:
         stack.periods.append(f)
         stack.offsets.append(off)
         stack.row_offsets.append(roff)
-        m.col_lb += f.m.col_lb
-        m.col_ub += f.m.col_ub
+        m.col_lb.extend(f.m.col_lb)
+        m.col_ub.extend(f.m.col_ub)
         m.cost.extend(c * hours for c in f.m.cost)
-        m.integer += f.m.integer
-        m.row_lb += f.m.row_lb
-        m.row_ub += f.m.row_ub
+        m.integer.extend(f.m.integer)
+        m.row_lb.extend(f.m.row_lb)
+        m.row_ub.extend(f.m.row_ub)
         m.row_names += [f"{name}@{len(stack.periods) - 1}" for name in f.m.row_names]
         m.nz_row.extend(r + roff for r in f.m.nz_row)
         m.nz_col.extend(c + off for c in f.m.nz_col)
-        m.nz_val += f.m.nz_val
+        m.nz_val.extend(f.m.nz_val)
         m.offset += f.m.offset * hours
     add_moves(stack, hp.current, tr)
     add_dwell(stack, hp.last_move_age, tr)
@@ -119,18 +119,23 @@ def _period_solution(hp: HorizonProblem, stack: Stack, raw: RawResult, t: int, b
     return replace(sol, objective=sol.cost_usd_per_hour)
 
 
+def at_least(deadline: Deadline, seconds: float) -> Deadline:
+    """The deadline, or ``seconds`` from now where that is later: each period's plan must be made, so its solve
+    gets a minimum even when the loop's period is nearly spent."""
+    return Deadline(max(deadline.end, deadline.now() + seconds), deadline.clock)
+
+
 def solve_horizon(hp: HorizonProblem, options: SolveOptions, deadline: Deadline) -> HorizonSolution:
     """The cheapest sequence of plans (period $ plus move prices) by the deadline."""
     if not hp.periods:
         raise ValueError("periods: a horizon needs at least one period")
     start = deadline.now()
     stack = build_horizon(hp, options)
-    floor = Deadline(max(deadline.end, deadline.now() + MIN_SOLVE_S), deadline.clock)  # the move must be decided
     # A relative gap on an objective that carries dwell prices ($1000 a move by default) lets plans through that
     # pay far more per hour than the gap says; the horizon model is small, so it is solved to (near) optimality
     # and the deadline bounds the time.
     exact = replace(options, relative_gap=min(options.relative_gap, HORIZON_GAP))
-    raw = backend_for(options.backend).solve(stack.m, exact, floor)
+    raw = backend_for(options.backend).solve(stack.m, exact, at_least(deadline, MIN_SOLVE_S))
     seconds = deadline.now() - start
     nvars, nrows = len(stack.m.cost), len(stack.m.row_lb)
     if raw.values is None:

@@ -17,8 +17,6 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import linprog
-from scipy.sparse import coo_matrix
 
 from planner.roles import DECODE_ROLES, PREFILL_ROLES
 from planner.schema import Role
@@ -65,6 +63,10 @@ def reroute(problem: Problem, service: str, replicas: Mapping[str, int], lost: C
                 return Rerouted(float("inf"), {}, {})
             rows_eq += [(n_eq, i) for i in members]
             n_eq += 1
+    # SciPy's optimiser takes most of a second to import: only a reroute pays for it, not every command.
+    from scipy.optimize import linprog
+    from scipy.sparse import coo_matrix
+
     t = len(var)  # the peak variable
     cost = np.zeros(t + 1)
     cost[t] = 1.0

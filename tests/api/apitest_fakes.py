@@ -97,3 +97,16 @@ def service_doc(service_id: str = "chat", team: str = "assistants", rate_rps: fl
 
 def domain_doc(domain_id: str = "row-a") -> dict[str, Any]:
     return {"id": domain_id, "budget_watts": 60000}
+
+
+def spin_planner(fleet: FleetSpec, *, current: Plan | None = None) -> Plan:
+    """A planner that never returns and burns a CPU (run in a worker process by the time-limit tests)."""
+    n = 0
+    while True:
+        n += 1
+
+
+def hog_planner(fleet: FleetSpec, *, current: Plan | None = None) -> Plan:
+    """A planner that asks for 2 GiB (run in a worker process by the memory-limit test)."""
+    hog = bytearray(2 << 30)
+    raise AssertionError(f"{len(hog)} bytes were allowed")

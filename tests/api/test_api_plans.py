@@ -156,9 +156,18 @@ def test_catalog_problems_are_422_before_any_job(api: Api) -> None:
     admin = _seed(api)
     bad = service_doc("big", allowed_pools=["nowhere"])
     assert api.client.post("/v1/services", json=bad, headers=admin).status_code == 201
-    r = api.client.post("/v1/plans", json={}, headers=admin)
-    assert r.status_code == 422
-    assert any(e["field"] == "fleet.services.big.allowed_pools" for e in r.json()["errors"])
+    # The owning team's planner, and anyone naming the service, is told what is wrong before any job.
+    for headers, body in ((api.headers("assistants", "planner"), {}), (admin, {"services": ["big"]})):
+        r = api.client.post("/v1/plans", json=body, headers=headers)
+        assert r.status_code == 422
+        assert any(e["field"] == "fleet.services.big.allowed_pools" for e in r.json()["errors"])
+    # Another team's plans go on; a whole-fleet plan leaves the bad service out and says so.
+    assert _plan(api, api.headers("devtools", "planner"))["status"] == "succeeded"
+    job = _plan(api, admin)
+    plan = api.client.get(job["plan_url"], headers=admin).json()
+    assert {g["service"] for g in plan["replica_groups"]} == {"chat", "code"}
+    assert any("service big of team assistants was left out" in f["message"] and "nowhere" in f["message"]
+               for f in plan["findings"])
 
 
 def test_job_time_limit(make_api: ApiFactory) -> None:
@@ -178,10 +187,12 @@ def test_job_time_limit(make_api: ApiFactory) -> None:
 def test_whatif_is_synchronous_and_stores_nothing(api: Api) -> None:
     admin = _seed(api)
     planner_h = api.headers("assistants", "planner")
-    r = api.client.post("/v1/whatif", json={"upsert_services": [service_doc(rate_rps=95)],
-                                            "remove_services": ["code"]}, headers=planner_h)
+    # A planner's what-if plans its own team's services only, and may not drop another team's.
+    r = api.client.post("/v1/whatif", json={"upsert_services": [service_doc(rate_rps=95)]}, headers=planner_h)
     assert r.status_code == 200, r.text
     assert {g["service"]: g["replicas"] for g in r.json()["replica_groups"]} == {"chat": 10}
+    r = api.client.post("/v1/whatif", json={"remove_services": ["code"]}, headers=planner_h)
+    assert r.status_code == 403 and "devtools" in r.json()["detail"]
     assert api.client.get("/v1/plans", headers=admin).json() == []
     assert api.client.get("/v1/services/chat", headers=admin).json()["traffic"]["rate_rps"] == 24
     too_many = {"upsert_services": [service_doc(f"s{i}") for i in range(60)]}

@@ -1,7 +1,13 @@
-"""Property-based API test over the served OpenAPI document: no 5xx, responses conform to the schema."""
+"""Property-based API test over the served OpenAPI document: no 5xx, responses conform to the schema.
+
+Runs against the app with a fake planner on each backend, and against the app with the real planner (worker
+processes, replay verification). ``MEDLEY_FUZZ_EXAMPLES`` sets the examples per operation (12 by default, so
+the suite stays quick; ``MEDLEY_FUZZ_EXAMPLES=300 pytest tests/api/test_api_schemathesis.py -k real`` is the
+full run)."""
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -36,15 +42,24 @@ class Fuzzed:
     auth: dict[str, str]
 
 
-@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)])
+EXAMPLES = int(os.environ.get("MEDLEY_FUZZ_EXAMPLES", "12"))
+
+
+@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.integration),
+                                        "real-planner"])
 def fuzzed(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fuzzed]:
-    """A running app on each backend, seeded with a pool, a service and a plan, and an admin token."""
-    if request.param == "sqlite":
-        url = f"sqlite+pysqlite:///{tmp_path_factory.mktemp('fuzz') / 'fuzz.db'}"
-    else:
+    """A running app on each backend (and one with the real planner), seeded with a pool, a service and a plan,
+    and an admin token."""
+    if request.param == "postgresql":
         url = request.getfixturevalue("pg_cluster").create_database()
-    app = create_app(Settings(database_url=url), planner=FakePlanner(), provisioner=RecordingProvisioner(),
-                     verifier=FakeVerifier())
+    else:
+        url = f"sqlite+pysqlite:///{tmp_path_factory.mktemp('fuzz') / 'fuzz.db'}"
+    if request.param == "real-planner":
+        app = create_app(Settings(database_url=url, whatif_time_limit_s=5, job_time_limit_s=20,
+                                  verify_duration_s=20), provisioner=RecordingProvisioner())
+    else:
+        app = create_app(Settings(database_url=url), planner=FakePlanner(), provisioner=RecordingProvisioner(),
+                         verifier=FakeVerifier())
     with TestClient(app) as client:
         with app.state.services.db.write() as s:
             token, _ = create_token(s, "assistants", ApiRole.ADMIN)
@@ -52,7 +67,7 @@ def fuzzed(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
         client.post("/v1/pools", json=pool_doc(), headers=h)
         client.post("/v1/services", json=service_doc(), headers=h)
         job = client.post("/v1/plans", json={}, headers=h).headers["location"]
-        for _ in range(200):
+        for _ in range(3000):
             if client.get(job, headers=h).json()["status"] not in ("queued", "running"):
                 break
             time.sleep(0.02)
@@ -83,7 +98,7 @@ OPERATIONS = [result.ok() for result in schema.get_all_operations()]
 def test_no_5xx_and_schema_conformant(operation: Any, fuzzed: Fuzzed) -> None:
     # Explicit and generated examples only (no coverage or stateful phases), so the run stays bounded.
     @given(operation.as_strategy())
-    @settings(max_examples=12, deadline=None, database=None, suppress_health_check=list(HealthCheck),
+    @settings(max_examples=EXAMPLES, deadline=None, database=None, suppress_health_check=list(HealthCheck),
               phases=[Phase.explicit, Phase.generate])
     def run(case: schemathesis.Case) -> None:
         case.call_and_validate(headers=fuzzed.auth, checks=CHECKS, app=fuzzed.app)

@@ -8,7 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from planner.catalog import builtin_catalog
 from planner.io.fleetfile import load_fleet, parse_fleet
+from planner.model.memory import memory_fit
+from planner.model.perf import ReplicaShape
 from planner.pipeline import plan_fleet
 from planner.schema import FleetSpec, Plan, Role
 
@@ -71,6 +74,21 @@ def test_quickstart_uses_no_needless_pipeline_and_runs_every_role_in_every_zone(
                       for ld in g.load)
             assert pre == pytest.approx(dec, abs=1e-4), (svc.id, z)
         assert len({g.configuration.label() for g in groups}) <= fleet.planner.max_configurations_per_service
+
+
+def test_quickstart_puts_tp_over_two_on_pcie_only_where_nothing_smaller_fits(
+        quickstart: tuple[FleetSpec, Plan]) -> None:
+    """All-reduce across more than two PCIe-only GPUs is slow (8 GPUs: 0.5 MiB in 503 µs); a plan uses it only
+    for a model that fits that device at no smaller TP, with or without a pipeline."""
+    fleet, plan = quickstart
+    cat = builtin_catalog()
+    model = {s.id: s.model for s in fleet.services}
+    for g in plan.replica_groups:
+        dev = cat.device(g.configuration.device)
+        if dev.link_kind == "pcie" and g.configuration.tp > 2:
+            m = cat.model(model[g.service])
+            assert not any(memory_fit(ReplicaShape(model=m, device=dev, tp=tp, pp=pp)).fits
+                           for tp in (1, 2) for pp in fleet.planner.pp_options), g.configuration.label()
 
 
 def test_planning_against_the_p90_band_costs_more_and_holds_at_it(quickstart: tuple[FleetSpec, Plan]) -> None:

@@ -74,3 +74,19 @@ def test_the_fleetplan_selector_names_its_resources():
     assert selector_of(FLEETPLAN) == ""
     scoped = _cr("FleetPlan", "f", {"mode": "auto", "selector": {"matchLabels": {"team": "a", "env": "prod"}}})
     assert selector_of(scoped) == "env=prod,team=a"
+
+
+def test_the_controller_reads_no_file_a_resource_names(tmp_path):
+    trace = tmp_path / "chat.csv"
+    trace.write_text("ContextTokens,GeneratedTokens\n100,20\n")
+    services = [_service("chat", "assistants"),
+                *(_service(f"t{i}", "tenants", traffic={"rate_rps": 1, "trace_file": path})
+                  for i, path in enumerate([str(trace), "/etc/passwd", "/dev/zero", "/nonexistent.csv"]))]
+    inputs = fleet_inputs(FLEETPLAN, POOLS, services, [])
+    assert [s.id for s in inputs.fleet.services] == ["chat"]
+    reasons = {inputs.invalid[f"t{i}"].split(": ", 1)[1] for i in range(4)}
+    assert reasons == {"spec.traffic: the controller reads no files: give traffic.buckets (POST the trace to the "
+                       "API's /v1/traces for them)"}
+    with pytest.raises(SpecError, match="reads no files"):
+        fleet_inputs(_cr("FleetPlan", "medley", {"mode": "auto", "planner": {"perf_profile": str(trace)}}),
+                     POOLS, services[:1], [])

@@ -45,7 +45,7 @@ def violations(problem: Problem, solution: Solution) -> list[str]:
     """The replicas that can serve each phase of a bucket carry its rate at headroom."""
     out = []
     for d in problem.demands:
-        cols = [c for c in problem.columns if c.service == d.service]
+        cols = problem.by_service.get(d.service, ())
         for b, rate in enumerate(d.bucket_rates_rps):
             if rate <= 0:
                 continue

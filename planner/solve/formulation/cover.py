@@ -40,12 +40,17 @@ def violations(problem: Problem, solution: Solution) -> list[str]:
     """Each phase of each bucket with traffic is shared out in full."""
     out = []
     service_of = {c.key: c.service for c in problem.columns}
+    totals: dict[tuple[str, str, int], float] = {}
+    for phase, shares in (("prefill", solution.prefill_share), ("decode", solution.decode_share)):
+        for (k, b), v in shares.items():
+            at = (phase, service_of[k], b)
+            totals[at] = totals.get(at, 0.0) + v
     for d in problem.demands:
         for b, rate in enumerate(d.bucket_rates_rps):
             if rate <= 0:
                 continue
-            for phase, shares in (("prefill", solution.prefill_share), ("decode", solution.decode_share)):
-                total = sum(v for (k, bb), v in shares.items() if bb == b and service_of[k] == d.service)
+            for phase in ("prefill", "decode"):
+                total = totals.get((phase, d.service, b), 0)
                 if abs(total - 1.0) > TOLERANCE:
                     out.append(f"{d.service} bucket {b} {phase} covered {total}")
     return out

@@ -84,9 +84,7 @@ def zone_shares(problem: Problem, solution: Solution, d: Demand, b: int) -> dict
     """(prefill share, decode-only share) of bucket b per zone in a plan."""
     zone = {p.id: p.zone for p in problem.pools}
     out: dict[str, tuple[float, float]] = {}
-    for c in problem.columns:
-        if c.service != d.service:
-            continue
+    for c in problem.by_service.get(d.service, ()):
         pre, dec = out.get(zone[c.pool], (0.0, 0.0))
         if c.role is Role.PREFILL:
             pre += solution.prefill_share.get((c.key, b), 0.0)
@@ -124,7 +122,7 @@ def violations(problem: Problem, solution: Solution) -> list[str]:
     zone = {p.id: p.zone for p in problem.pools}
     out = []
     for d in problem.demands:
-        cols = [c for c in problem.columns if c.service == d.service]
+        cols = list(problem.by_service.get(d.service, ()))
         for b, rate in enumerate(d.bucket_rates_rps):
             if rate <= 0:
                 continue
@@ -148,7 +146,7 @@ def structural(problem: Problem, d: Demand) -> list[Finding]:
     """Buckets that only disaggregated replicas can serve, where no zone (or, across zones, no pair at all)
     holds a prefill and a decode configuration that can take the hand-off."""
     zone = {p.id: p.zone for p in problem.pools}
-    cols = [c for c in problem.columns if c.service == d.service]
+    cols = list(problem.by_service.get(d.service, ()))
     out = []
     for b, rate in enumerate(d.bucket_rates_rps):
         if rate <= 0 or any(c.role is Role.UNIFIED and c.capacity_rps[b] > 0 for c in cols):

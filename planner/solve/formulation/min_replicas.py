@@ -29,8 +29,8 @@ def violations(problem: Problem, solution: Solution) -> list[str]:
     """Each service has at least its minimum of serving replicas."""
     out = []
     for d in problem.demands:
-        serving = sum(solution.replicas.get(c.key, 0) for c in problem.columns
-                      if c.service == d.service and c.role in SERVING_ROLES)
+        serving = sum(solution.replicas.get(c.key, 0) for c in problem.by_service.get(d.service, ())
+                      if c.role in SERVING_ROLES)
         if serving < d.min_replicas:
             out.append(f"{d.service} min replicas: {serving} < {d.min_replicas}")
     return out

@@ -29,7 +29,7 @@ from planner.solve.problem import Column, Demand, Problem, Solution
 
 def labels_of(problem: Problem, service: str) -> list[str]:
     """The configurations among a service's columns, in column order."""
-    return list(dict.fromkeys(c.label or c.key for c in problem.columns if c.service == service))
+    return list(dict.fromkeys(c.label or c.key for c in problem.by_service.get(service, ())))
 
 
 def replica_bound(f: Built, c: Column, d: Demand) -> float:
@@ -62,8 +62,8 @@ def add_simplicity(f: Built, d: Demand) -> None:
 
 def used_labels(problem: Problem, solution: Solution, service: str) -> list[str]:
     """The configurations a plan gives replicas to, for one service."""
-    return list(dict.fromkeys(c.label or c.key for c in problem.columns
-                              if c.service == service and solution.replicas.get(c.key, 0) > 0))
+    return list(dict.fromkeys(c.label or c.key for c in problem.by_service.get(service, ())
+                              if solution.replicas.get(c.key, 0) > 0))
 
 
 def violations(problem: Problem, solution: Solution) -> list[str]:

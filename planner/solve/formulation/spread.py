@@ -38,8 +38,8 @@ def violations(problem: Problem, solution: Solution) -> list[str]:
     zone = {p.id: p.zone for p in problem.pools}
     out = []
     for d in problem.demands:
-        zones = {zone[c.pool] for c in problem.columns
-                 if c.service == d.service and c.role in SERVING_ROLES and solution.replicas.get(c.key, 0) > 0}
+        zones = {zone[c.pool] for c in problem.by_service.get(d.service, ())
+                 if c.role in SERVING_ROLES and solution.replicas.get(c.key, 0) > 0}
         if d.spread_zones > 1 and len(zones) < d.spread_zones:
             out.append(f"{d.service} spread over {len(zones)} zones < {d.spread_zones}")
     return out

@@ -60,7 +60,7 @@ def violations(problem: Problem, solution: Solution) -> list[str]:
     for d in problem.demands:
         if d.spread_zones <= 1:
             continue
-        cols = [c for c in problem.columns if c.service == d.service]
+        cols = list(problem.by_service.get(d.service, ()))
         if len({role_class(c) for c in cols}) < 2:  # the rows exist only then (add_zone_roles)
             continue
         busy = {k for (k, _), v in shares.items() if v > 1e-9}

@@ -65,6 +65,8 @@ _SERVICES_SHARE = 0.96
 # _FIRST_PASS_GAP, so every service has a plan and a bound early; the refinement then closes the widest gaps.
 _FIRST_PASS_S = 1.0
 _FIRST_PASS_GAP = 0.02
+# A service of the first pass with a start and less than this left keeps its part of the start.
+_LATE_S = 0.05
 
 Shares = dict[tuple[str, int], float]
 
@@ -203,6 +205,13 @@ class _ServicePass:
             self._report()
         return True
 
+    def _first(self, i: int, seconds: float) -> bool:
+        """Service i in the first pass; once the pass's time is up, a service with a part of the start keeps it
+        (and its bucket bound) rather than run past the deadline."""
+        if self.best[i] is not None and self.until.end - self.until.now() < _LATE_S:
+            return True
+        return self._run_one(i, seconds)
+
     def _report(self) -> None:
         """The fleet's plan (when the services' plans fit together) and bound, to the progress record."""
         progress = self.opts.progress
@@ -293,7 +302,7 @@ class _ServicePass:
         order = sorted(range(self.k), key=lambda i: self.sizes[i])
         if (self.until.end - self.until.now()) * self.runner.workers / max(1, self.k) < _FIRST_PASS_S:
             self.pass_gap = max(self.opts.relative_gap, _FIRST_PASS_GAP)
-        first_pass = self._batch(order)
+        first_pass = self.runner.run(order, self._first, self.until)
         self.pass_gap = self.opts.relative_gap
         for i, ok in zip(order, first_pass, strict=True):
             if ok is False:

@@ -112,3 +112,23 @@ def test_batch_cap_binds_in_both(max_num_seqs: int) -> None:
     z = 1.6448536269514722
     assert small.limited_by == "max-num-seqs"
     assert small.batch + z * math.sqrt(small.batch) == pytest.approx(max_num_seqs)
+
+
+def test_pipeline_prefill_gains_nothing_over_tp1_replicas_in_either() -> None:
+    """A10G, Llama-3-8B, 1,024-token prompts: one PP2 prefill replica against two TP1 prefill replicas (the
+    same two devices). The model gives them the same rate within 10% (PP2 3.28 req/s, two TP1 3.03: each
+    pipeline stage sends its own layers' KV cache, over two devices' NIC shares); the replay, whose router pools
+    the pipeline's engines and the replicas alike, gives both 5.27."""
+    fleet, partner = _fleet("a10g", 1024, 256), (Role.DECODE, 1, 1, 20)
+    b = [LengthBucket(input_tokens=1024, output_tokens=256, share=1.0)]
+    tp1, pp2 = (capacity_table(PM, ReplicaShape(model=CAT.model("llama-3-8b"), device=CAT.device("a10g"), tp=1,
+                                                pp=pp), Role.PREFILL, b, CHAT)[0].rps for pp in (1, 2))
+    assert pp2 == pytest.approx(2 * tp1, rel=0.10)
+    best = []
+    for groups in ([(Role.PREFILL, 1, 2, 1), partner], [(Role.PREFILL, 1, 1, 2), partner]):
+        plan = _plan("a10g", groups)
+        best.append(max_rate_meeting_slo(lambda r, p=plan: _replay(p, fleet, r, 1024, 256).meets_slo, 0.05,
+                                         2.5 * pp2, tolerance_rps=0.03 * pp2))
+    print(f"\nprefill: capacity PP2 {pp2:.3f} vs 2 x TP1 {2 * tp1:.3f}; replay PP2 {best[0]:.3f} vs 2 x TP1 "
+          f"{best[1]:.3f} req/s")
+    assert best[0] == pytest.approx(best[1], rel=0.10)

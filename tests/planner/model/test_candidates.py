@@ -1,0 +1,69 @@
+"""Candidate generation: tables computed together equal tables computed one by one; pricing cut short at its
+deadline keeps unified replicas for every bucket and counts what it left out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from planner.catalog import fleet_catalog
+from planner.clock import Deadline, FakeClock
+from planner.io.fleetfile import load_fleet
+from planner.io.profiles import default_perf_model, fleet_perf_model
+from planner.model.candidates import DROP_UNPRICED, fleet_limits, generate_candidates
+from planner.model.capacity import ServingLimits, capacity_table, shapes_capacity_tables
+from planner.model.configurations import CandidateStats, fleet_configurations
+from planner.pipeline import service_buckets
+from planner.schema import SLO, Role
+
+QUICKSTART = Path(__file__).resolve().parents[3] / "examples" / "quickstart.yaml"
+
+
+def test_tables_computed_together_equal_tables_one_by_one() -> None:
+    """Every role, several shapes, limits and SLOs (two percentiles) in one call: each table as capacity_table
+    gives it."""
+    fleet = load_fleet(QUICKSTART)
+    perf = default_perf_model()
+    buckets = service_buckets(fleet)
+    options = list(fleet_configurations(fleet, fleet_catalog(fleet), perf, CandidateStats()))
+    slos = [SLO(ttft_ms=800, tpot_ms=60), SLO(ttft_ms=3000, tpot_ms=150), SLO(ttft_ms=2000, tpot_ms=90, percentile=90)]
+    for role in (Role.UNIFIED, Role.PREFILL, Role.DECODE, Role.DECODE_OFFLOAD):
+        mine = [o for o in options if o.configuration.role is role and o.service.id == "chat"][:12]
+        assert mine, role
+        shapes = list({id(o.shape): o.shape for o in mine}.values())
+        limits = [ServingLimits(), ServingLimits(max_num_seqs=32, prefill_slowdown=1.2, decode_slowdown=1.3,
+                                                 cross_zone_handoff=True), ServingLimits(handoff_in_ttft=False)]
+        wanted = [(s, lim, slos) for s in shapes for lim in limits]
+        together = shapes_capacity_tables(perf, role, buckets["chat"], wanted)
+        served = 0
+        for (shape, lim, _), tables in zip(wanted, together, strict=True):
+            for slo, table in zip(slos, tables, strict=True):
+                alone = capacity_table(perf, shape, role, buckets["chat"], slo, lim)
+                assert table.capacities() == alone
+                assert table.rates() == tuple(c.rps for c in alone)
+                served += any(c.rps > 0 for c in alone)
+        assert served > 0, role  # the comparison covers tables that serve, not only empty ones
+
+
+def test_pricing_cut_at_its_deadline_keeps_unified_replicas_for_every_bucket() -> None:
+    fleet = load_fleet(QUICKSTART)
+    cat, perf, buckets = fleet_catalog(fleet), fleet_perf_model(fleet), service_buckets(fleet)
+    limits = fleet_limits(fleet, perf.calibration)
+    full, full_stats = generate_candidates(fleet, cat, perf, buckets, limits)
+    clock = FakeClock()
+    # Past its share with no deadline to finish by, pricing stops after the unified replicas.
+    cut, stats = generate_candidates(fleet, cat, perf, buckets, limits, None, price_by=Deadline.after(0.0, clock))
+    # With a deadline far off and pricing that takes no time on this clock, it goes on to the end.
+    whole, whole_stats = generate_candidates(fleet, cat, perf, buckets, limits, Deadline.after(60.0, clock),
+                                             price_by=Deadline.after(0.0, clock))
+    assert len(whole) == len(full) and DROP_UNPRICED not in whole_stats.dropped
+    assert DROP_UNPRICED not in full_stats.dropped
+    assert stats.dropped[DROP_UNPRICED] > 0
+    roles = {c.configuration.role for c in cut}
+    assert Role.UNIFIED in roles and len(cut) < len(full)
+    for svc in fleet.services:
+        mine = [c for c in cut if c.service.id == svc.id]
+        for b in range(len(buckets[svc.id])):
+            assert any(c.column.capacity_rps[b] > 0 and c.configuration.role is Role.UNIFIED for c in mine), (svc.id, b)
+    # The candidates kept are the full run's own, with the same capacities.
+    by_key = {c.column.key: c.column.capacity_rps for c in full}
+    assert all(by_key[c.column.key] == c.column.capacity_rps for c in cut)
