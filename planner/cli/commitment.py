@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from planner.cli.common import png_or_svg
 from planner.whatif.commitment import HOURS_PER_MONTH, CommitmentReport
 
 if TYPE_CHECKING:
@@ -69,17 +70,11 @@ def commitment_figure(report: CommitmentReport) -> Figure:
 
 def write_commitment_plot(report: CommitmentReport, path: Path) -> None:
     """PNG, or an SVG inside a small HTML page."""
-    fig = commitment_figure(report)
-    if path.suffix.lower() == ".png":
-        fig.savefig(path, dpi=110)
+    svg = png_or_svg(commitment_figure(report), path)
+    if svg is None:
         return
     import html
-    import io
 
-    buf = io.StringIO()
-    fig.savefig(buf, format="svg")
-    svg = buf.getvalue()
-    svg = svg[svg.find("<svg"):]
     title = html.escape(summary_line(report))
     path.write_text(f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{title}</title></head><body>"
                     f"<p>{title}</p>\n{svg}\n</body></html>\n", encoding="utf-8")

@@ -82,6 +82,20 @@ class Progress:
             self._held.clear()
 
 
+def png_or_svg(fig: Any, path: Path) -> str | None:
+    """Save a matplotlib figure as PNG when ``path`` ends in .png (None); otherwise its SVG element, without the
+    XML prolog and DOCTYPE, which do not belong inside HTML, for the caller's page."""
+    if path.suffix.lower() == ".png":
+        fig.savefig(path, dpi=110)
+        return None
+    import io
+
+    buf = io.StringIO()
+    fig.savefig(buf, format="svg")
+    svg = buf.getvalue()
+    return svg[svg.find("<svg"):]
+
+
 def writable_file(path: str, option: str) -> Path:
     """An output file that can be written: its folder exists and is writable (checked before long work)."""
     out = Path(path)

@@ -20,7 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from planner.cli.common import fail, writable_file
+from planner.cli.common import fail, png_or_svg, writable_file
 from planner.io.fleetfile import FleetError, load_fleet
 from planner.pipeline import InfeasibleFleet
 from planner.whatif import (
@@ -280,16 +280,9 @@ def series(report: SweepReport) -> dict[str, Any]:
 
 def write_plot(report: SweepReport, path: Path) -> None:
     """PNG, or self-contained HTML (inline SVG and the series as JSON; nothing fetched from the network)."""
-    fig = sweep_figure(report)
-    if path.suffix.lower() == ".png":
-        fig.savefig(path, dpi=110)
+    svg = png_or_svg(sweep_figure(report), path)
+    if svg is None:
         return
-    import io
-
-    buf = io.StringIO()
-    fig.savefig(buf, format="svg")
-    svg = buf.getvalue()
-    svg = svg[svg.find("<svg"):]  # drop the XML prolog and DOCTYPE, which do not belong inside HTML
     head, body = sweep_rows(report)
     table = "<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>" + "".join(
         "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in body) + "</table>"
