@@ -7,6 +7,12 @@ One deadline, ``planner.time_limit_s`` from the start of candidate generation, c
 candidates (pricing stops at ``PRICING_SHARE`` of it where what is priced serves every bucket), the solve
 (which always has the greedy plan to hand back), and then, in the time the solve left or at least
 ``EXTRAS_SHARE`` of it, the marginal values and the baselines, each of which stops at its share.
+
+A large fleet (``QUICK_MIN_CONFIGURATIONS`` configurations to price) first gets a quick pass: its unified,
+single-stage configurations alone priced and planned greedily, a plan within seconds. It starts the full solve
+where every row of the full model holds for it, and it is the answer when pricing every configuration or the
+solve does not end in time, or finds nothing cheaper (said in a finding; the full model's bound, where one
+holds for the fleet, gives its gap).
 """
 
 from __future__ import annotations
@@ -38,7 +44,7 @@ from planner.model.candidates import (
 from planner.model.handoff import INTER_ZONE_USD_PER_GB
 from planner.model.perf import PerfModel
 from planner.model.roofline import RooflinePerfModel
-from planner.plan_notes import group_notes, pipeline_finding, plan_findings
+from planner.plan_notes import GroupLoad, groups_notes, pipeline_finding, plan_findings
 from planner.ports import Planner
 from planner.roles import SERVING_ROLES
 from planner.schema import (
@@ -47,6 +53,7 @@ from planner.schema import (
     Finding,
     FleetSpec,
     LengthBucket,
+    ModelErrorBand,
     Plan,
     ReplicaGroup,
     Role,
@@ -62,13 +69,16 @@ from planner.solve import (
     Problem,
     Solution,
     SolveOptions,
+    Status,
     explain_infeasible,
     marginal_values,
     prune_dominated,
     solve,
+    uncovered_buckets,
 )
 from planner.solve.baselines import Shape, TypePlan, homogeneous, single_type
 from planner.solve.formulation.handoff import cross_zone_usd_per_hour
+from planner.solve.incumbent import checked_greedy_plan, covers, plan_violations
 from planner.solve.progress import Progress
 from planner.tiers import TierError, with_billing, with_tiers
 
@@ -79,6 +89,10 @@ EXTRAS_SHARE = 0.2
 # Pricing the candidates may take this share of the time limit; then the configurations not priced yet are left
 # out where the priced ones serve every bucket (unified replicas are priced first), so the solve has time left.
 PRICING_SHARE = 0.4
+# Fleets with at least this many configurations to price (services × pools × TP × PP × roles, before the
+# memory and SLO checks) first get a plan of unified, single-stage replicas alone (``quick_fleet``): a plan
+# within seconds however long pricing every configuration takes, and the start of the full solve.
+QUICK_MIN_CONFIGURATIONS = 10_000
 
 
 class InfeasibleFleet(Exception):
@@ -176,6 +190,55 @@ def build_inputs(fleet: FleetSpec, *, catalog: Catalog | None = None, perf: Perf
                       stats=stats, pruned=pruned, perf=model, calibration=cal)
 
 
+def configuration_count(fleet: FleetSpec) -> int:
+    """How many configurations pricing the fleet would look at, before the memory and SLO checks:
+    Σ over services of allowed pools × TP × PP × roles (an upper estimate of the candidates)."""
+    o = fleet.planner
+    total = 0
+    for svc in fleet.services:
+        pools = sum(1 for p in fleet.pools if p.max_nodes != 0 and (svc.allowed_pools is None
+                                                                     or p.id in svc.allowed_pools))
+        roles = sum(1 for r in o.roles if svc.allowed_roles is None or r in svc.allowed_roles)
+        total += pools * len(svc.tp_options or o.tp_options) * len(o.pp_options) * roles
+    return total
+
+
+def quick_fleet(fleet: FleetSpec) -> FleetSpec | None:
+    """The fleet with unified, single-stage replicas only (the quick pass's configurations), or None where a
+    service may not run unified replicas."""
+    if Role.UNIFIED not in fleet.planner.roles or any(
+            s.allowed_roles is not None and Role.UNIFIED not in s.allowed_roles for s in fleet.services):
+        return None
+    opts = fleet.planner.model_copy(update={"roles": [Role.UNIFIED], "pp_options": [1]})
+    return fleet.model_copy(update={"planner": opts})
+
+
+@dataclass(frozen=True)
+class QuickPlan:
+    """The quick pass's answer: its inputs (unified single-stage candidates) and its greedy plan."""
+
+    inputs: PlanInputs
+    solution: Solution
+
+
+def quick_plan(fleet: FleetSpec, cat: Catalog, model: PerfModel, current: Plan | None, base_dir: Path | None,
+               deadline: Deadline) -> QuickPlan | None:
+    """A plan of unified single-stage replicas, greedy (``incumbent.checked_greedy_plan``), where the fleet is
+    large enough (``QUICK_MIN_CONFIGURATIONS``) that pricing every configuration takes long; None where the
+    fleet is small, a service may not run unified, or those replicas serve not every bucket."""
+    small = quick_fleet(fleet) if configuration_count(fleet) >= QUICK_MIN_CONFIGURATIONS else None
+    if small is None:
+        return None
+    try:
+        inputs = build_inputs(small, catalog=cat, perf=model, current=current, base_dir=base_dir, deadline=deadline)
+    except (CandidatesLate, InfeasibleFleet):
+        return None
+    if uncovered_buckets(inputs.problem):
+        return None
+    plan = checked_greedy_plan(inputs.problem, deadline)
+    return None if plan is None else QuickPlan(inputs, plan)
+
+
 def _options(fleet: FleetSpec, backend: str | None, progress: Progress | None = None) -> SolveOptions:
     o = fleet.planner
     return SolveOptions(backend=cast(BackendName, backend or o.solver), time_limit_s=o.time_limit_s,
@@ -197,13 +260,18 @@ def plan_fleet(fleet: FleetSpec, *, current: Plan | None = None, catalog: Catalo
     cat = catalog or fleet_catalog(fleet)
     model = perf or fleet_perf_model(fleet)
     opts = _options(fleet, backend, record)
+    quick = quick_plan(fleet, cat, model, current, base_dir, until)
+    if quick is not None:
+        record.report(quick.solution.objective, None, "quick")
     try:
         inputs = build_inputs(fleet, catalog=cat, perf=model, current=current, base_dir=base_dir, deadline=until,
                               price_by=until.share(PRICING_SHARE))
     except CandidatesLate as exc:
-        raise InfeasibleFleet([Finding(kind="infeasible", constraint="time_limit",
-                                       message=f"{exc}: no plan within {fleet.planner.time_limit_s:g} s; raise "
-                                               "planner.time_limit_s")]) from exc
+        if quick is None:
+            raise InfeasibleFleet([Finding(kind="infeasible", constraint="time_limit",
+                                           message=f"{exc}: no plan within {fleet.planner.time_limit_s:g} s; raise "
+                                                   "planner.time_limit_s")]) from exc
+        return _quick_answer(fleet, quick, opts, cat, current, created_at, record, None, str(exc))
     record.mark("candidates")
     blocked = preflight(fleet, cat, model, inputs.problem, inputs.buckets)
     if blocked:
@@ -211,12 +279,16 @@ def plan_fleet(fleet: FleetSpec, *, current: Plan | None = None, catalog: Catalo
     extras = baselines or marginals
     left = until.end - until.now()
     solve_until = Deadline(until.end - EXTRAS_SHARE * left, until.clock) if extras else until
-    sol = solve(inputs.problem, opts, deadline=solve_until)
+    start = quick.solution if quick is not None and _starts(inputs.problem, quick.solution) else None
+    sol = solve(inputs.problem, opts, deadline=solve_until, start=start)
     if sol.status not in ("optimal", "feasible"):
         if sol.status == "infeasible":
             raise InfeasibleFleet(explain_infeasible(inputs.problem, replace(opts, progress=None),
                                                      deadline=until))
-        raise InfeasibleFleet([Finding(kind="infeasible", constraint="solver", message=_no_solution(sol, opts))])
+        if quick is None:
+            raise InfeasibleFleet([Finding(kind="infeasible", constraint="solver",
+                                           message=_no_solution(sol, opts))])
+        return _quick_answer(fleet, quick, opts, cat, current, created_at, record, None, _no_solution(sol, opts))
     quiet = replace(opts, progress=None)
     inputs, sol, findings = _prefer_no_pipelines(inputs, sol, quiet, until.share(0.5))
     unpriced = inputs.stats.dropped.get(DROP_UNPRICED, 0)
@@ -229,12 +301,49 @@ def plan_fleet(fleet: FleetSpec, *, current: Plan | None = None, catalog: Catalo
             message=f"{unpriced} configurations were not priced within {PRICING_SHARE:.0%} of the time limit "
                     "(unified replicas were, first): a plan with them may cost less, and the plan has no proven "
                     "gap; raise planner.time_limit_s"))
+    if quick is not None and _cheaper(quick.solution, sol):
+        return _quick_answer(fleet, quick, opts, cat, current, created_at, record, sol.best_bound,
+                             "the full model found nothing cheaper in time")
     if marginals:
         share = until.share(0.5) if baselines else until
         findings += marginal_values(inputs.problem, sol, quiet, deadline=share)
     base = _baselines(inputs, quiet, until) if baselines else []
     plan = assemble_plan(fleet, inputs, sol, opts, cat, base, findings, current, created_at, record)
     return with_billing(plan, inputs.problem, sol.replicas, fleet, cat)
+
+
+def _starts(problem: Problem, plan: Solution) -> bool:
+    """Whether a plan of the quick pass is one of the full problem (its columns kept, every row met)."""
+    return covers(problem, plan) and not plan_violations(problem, plan)
+
+
+def _cheaper(plan: Solution, than: Solution) -> bool:
+    """Whether ``plan`` costs less than ``than`` (by more than rounding)."""
+    a, b = plan.objective, than.objective
+    return a is not None and (b is None or a < b - 1e-6 * max(1.0, abs(b)))
+
+
+def _quick_answer(fleet: FleetSpec, quick: QuickPlan, opts: SolveOptions, cat: Catalog, current: Plan | None,
+                  created_at: str, record: Progress, bound: float | None, why: str) -> Plan:
+    """The quick pass's plan as the answer (the full model gave nothing cheaper, or nothing, in time), against
+    the full model's bound where one holds for the fleet; without binding rows, marginal values or baselines,
+    which would describe the quick pass's smaller model, not the fleet."""
+    sol = quick.solution
+    gap = None
+    if bound is not None and sol.objective is not None:
+        bound = min(bound, sol.objective)
+        gap = max(0.0, (sol.objective - bound) / max(abs(sol.objective), 1e-9))
+    status: Status = "optimal" if gap is not None and gap <= opts.relative_gap + 1e-12 else "feasible"
+    sol = replace(sol, status=status, best_bound=bound, relative_gap=gap,
+                  message=f"greedy plan of unified single-stage replicas ({why})")
+    record.report(sol.objective, bound, "answer")
+    record.close("answer")
+    note = Finding(kind="note", constraint="time_limit", message=(
+        f"the plan uses unified single-stage replicas only: {why} within {fleet.planner.time_limit_s:g} s; "
+        "binding rows, marginal values and baselines were skipped; raise planner.time_limit_s for a plan over "
+        "every configuration"))
+    plan = assemble_plan(fleet, quick.inputs, sol, opts, cat, [], [note], current, created_at, record)
+    return with_billing(plan, quick.inputs.problem, sol.replicas, fleet, cat)
 
 
 def _no_solution(sol: Solution, opts: SolveOptions) -> str:
@@ -351,34 +460,24 @@ def assemble_plan(fleet: FleetSpec, inputs: PlanInputs, sol: Solution, opts: Sol
                   baselines: list[Baseline], findings: list[Finding], current: Plan | None,
                   created_at: str, progress: Progress | None = None) -> Plan:
     """Turn a MILP solution into the Plan a platform team reads (with the progress of its solve, if given)."""
-    groups: list[ReplicaGroup] = []
     rates = {d.service: d.bucket_rates_rps for d in inputs.problem.demands}
+    rows: list[tuple[Candidate, int, list[BucketLoad], float]] = []
     for key, n in sorted(sol.replicas.items()):
         if n <= 0:
             continue
         c = inputs.candidates[key]
-        bs = inputs.buckets[c.service.id]
-        load = []
-        busy = 0.0
-        for b_idx, b in enumerate(bs):
-            ps = sol.prefill_share.get((key, b_idx), 0.0)
-            ds = sol.decode_share.get((key, b_idx), 0.0)
-            if ps > 1e-9 or ds > 1e-9:
-                load.append(BucketLoad(input_tokens=b.input_tokens, output_tokens=b.output_tokens,
-                                       prefill_share=round(min(ps, 1.0), 6), decode_share=round(min(ds, 1.0), 6)))
-            cap = c.column.capacity_rps[b_idx]
-            if cap > 0:
-                share = ps if c.configuration.role is Role.PREFILL else ds
-                busy += rates[c.service.id][b_idx] * share / cap
-        util = min(busy / n, 1.0)
-        band, util90 = (None, None)
-        if inputs.perf is not None and inputs.calibration is not None:
-            band, util90 = group_notes(inputs.perf, cat, inputs.calibration, c, bs, rates[c.service.id], load, n)
-        groups.append(ReplicaGroup(
-            service=c.service.id, pool=c.pool.id, memory_pool=c.memory_pool.id if c.memory_pool else None,
-            configuration=c.configuration, replicas=n, cost_usd_per_hour=round(c.usd_per_hour * n, 4),
-            expected_watts=round(n * (c.column.idle_watts + util * (c.column.active_watts - c.column.idle_watts)), 1),
-            utilisation=round(util, 4), load=load, error_band=band, utilisation_at_p90_error=util90))
+        load, busy = _group_load(c, inputs.buckets[c.service.id], rates[c.service.id], sol)
+        rows.append((c, n, load, min(busy / n, 1.0)))
+    notes: list[tuple[ModelErrorBand | None, float | None]] = [(None, None)] * len(rows)
+    if inputs.perf is not None and inputs.calibration is not None:
+        notes = groups_notes(inputs.perf, cat, inputs.calibration, [
+            GroupLoad(c, inputs.buckets[c.service.id], rates[c.service.id], load, n) for c, n, load, _ in rows])
+    groups = [ReplicaGroup(
+        service=c.service.id, pool=c.pool.id, memory_pool=c.memory_pool.id if c.memory_pool else None,
+        configuration=c.configuration, replicas=n, cost_usd_per_hour=round(c.usd_per_hour * n, 4),
+        expected_watts=round(n * (c.column.idle_watts + util * (c.column.active_watts - c.column.idle_watts)), 1),
+        utilisation=round(util, 4), load=load, error_band=band, utilisation_at_p90_error=util90)
+        for (c, n, load, util), (band, util90) in zip(rows, notes, strict=True)]
     devices_by_pool: dict[str, int] = defaultdict(int)
     for g in groups:
         devices_by_pool[g.pool] += g.replicas * g.configuration.devices
@@ -409,6 +508,25 @@ def assemble_plan(fleet: FleetSpec, inputs: PlanInputs, sol: Solution, opts: Sol
         demand=[ServiceDemand(service=s.id, rate_rps=s.traffic.rate_rps, buckets=inputs.buckets[s.id])
                 for s in fleet.services],
         fleet_digest=fleet_digest(fleet), fleet_snapshot=fleet_snapshot(fleet))
+
+
+def _group_load(c: Candidate, buckets: Sequence[LengthBucket], rates: Sequence[float],
+                sol: Solution) -> tuple[list[BucketLoad], float]:
+    """A column's share of each bucket in a solution, and the replicas' worth of load it carries."""
+    key = c.column.key
+    load = []
+    busy = 0.0
+    for b_idx, b in enumerate(buckets):
+        ps = sol.prefill_share.get((key, b_idx), 0.0)
+        ds = sol.decode_share.get((key, b_idx), 0.0)
+        if ps > 1e-9 or ds > 1e-9:
+            load.append(BucketLoad(input_tokens=b.input_tokens, output_tokens=b.output_tokens,
+                                   prefill_share=round(min(ps, 1.0), 6), decode_share=round(min(ds, 1.0), 6)))
+        cap = c.column.capacity_rps[b_idx]
+        if cap > 0:
+            share = ps if c.configuration.role is Role.PREFILL else ds
+            busy += rates[b_idx] * share / cap
+    return load, busy
 
 
 def serving_replicas(plan: Plan) -> Mapping[str, int]:

@@ -10,12 +10,12 @@ assembles a plan.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from planner.catalog import Catalog
 from planner.model.calibration import Calibration
 from planner.model.candidates import Candidate
-from planner.model.capacity import capacity_table
+from planner.model.capacity import ServingLimits, shapes_capacity_tables
 from planner.model.perf import PerfModel, ReplicaShape
 from planner.roles import ROLES
 from planner.schema import BucketLoad, Finding, LengthBucket, ModelErrorBand, PlannerOptions, Role
@@ -45,16 +45,15 @@ def shape_of(c: Candidate, catalog: Catalog) -> ReplicaShape:
                         memory_devices=cfg.memory_devices if cfg.memory_device else 0)
 
 
-def utilisation_at_band(perf: PerfModel, catalog: Catalog, c: Candidate, band: ModelErrorBand | None,
-                        buckets: Sequence[LengthBucket], rates: Sequence[float], load: Sequence[BucketLoad],
-                        replicas: int) -> float | None:
-    """The group's utilisation with every step slower by the band's p90 error (``UTILISATION_CAP`` where the
-    slower steps cannot meet the SLO for a bucket it serves); None without a band."""
-    if band is None or replicas <= 0:
-        return None
-    lim = replace(c.limits, prefill_slowdown=1 + (band.prefill_p90_pct or 0.0) / 100,
-                  decode_slowdown=1 + (band.decode_p90_pct or 0.0) / 100)
-    caps = capacity_table(perf, shape_of(c, catalog), c.configuration.role, list(buckets), c.service.slo, lim)
+def _band_limits(c: Candidate, band: ModelErrorBand) -> ServingLimits:
+    """The candidate's limits with every step slower by the band's p90 error."""
+    return replace(c.limits, prefill_slowdown=1 + (band.prefill_p90_pct or 0.0) / 100,
+                   decode_slowdown=1 + (band.decode_p90_pct or 0.0) / 100)
+
+
+def _busy_at(c: Candidate, buckets: Sequence[LengthBucket], rates: Sequence[float], load: Sequence[BucketLoad],
+             replicas: int, caps: Sequence[float]) -> float:
+    """A group's utilisation on capacities ``caps`` per bucket (``UTILISATION_CAP`` where one it serves is 0)."""
     shares = {(ld.input_tokens, ld.output_tokens): ld for ld in load}
     busy = 0.0
     for b, rate, cap in zip(buckets, rates, caps, strict=True):
@@ -62,10 +61,43 @@ def utilisation_at_band(perf: PerfModel, catalog: Catalog, c: Candidate, band: M
         share = 0.0 if ld is None else (ld.prefill_share if c.configuration.role is Role.PREFILL else ld.decode_share)
         if share <= 0:
             continue
-        if cap.rps <= 0:
+        if cap <= 0:
             return UTILISATION_CAP
-        busy += rate * share / cap.rps
+        busy += rate * share / cap
     return min(round(busy / replicas, 4), UTILISATION_CAP)
+
+
+@dataclass(frozen=True)
+class GroupLoad:
+    """One replica group of a plan as its notes need it: its candidate, buckets, rates, load and replicas."""
+
+    candidate: Candidate
+    buckets: Sequence[LengthBucket]
+    rates: Sequence[float]
+    load: Sequence[BucketLoad]
+    replicas: int
+
+
+def groups_notes(perf: PerfModel, catalog: Catalog, cal: Calibration,
+                 groups: Sequence[GroupLoad]) -> list[tuple[ModelErrorBand | None, float | None]]:
+    """Each group's error band and its utilisation at the band's p90 (None without a band): the slowed capacity
+    tables of all groups of one role and buckets computed together (one pass of array arithmetic each)."""
+    bands = [group_error_band(cal, g.candidate.configuration.device, g.candidate.configuration.role) for g in groups]
+    batches: dict[tuple[Role, tuple[LengthBucket, ...]], list[int]] = {}
+    for i, (g, band) in enumerate(zip(groups, bands, strict=True)):
+        if band is not None and g.replicas > 0:
+            batches.setdefault((g.candidate.configuration.role, tuple(g.buckets)), []).append(i)
+    utils: list[float | None] = [None] * len(groups)
+    for (role, buckets), members in batches.items():
+        wanted = []
+        for i in members:
+            c, band = groups[i].candidate, bands[i]
+            assert band is not None
+            wanted.append((shape_of(c, catalog), _band_limits(c, band), [c.service.slo]))
+        for i, per_slo in zip(members, shapes_capacity_tables(perf, role, list(buckets), wanted), strict=True):
+            g = groups[i]
+            utils[i] = _busy_at(g.candidate, g.buckets, g.rates, g.load, g.replicas, per_slo[0].rates())
+    return list(zip(bands, utils, strict=True))
 
 
 def robustness_finding(opts: PlannerOptions, groups: Mapping[str, float | None], headroom: float) -> Finding:
@@ -100,14 +132,6 @@ def cross_zone_finding(costs: Mapping[str, float]) -> list[Finding]:
     return [Finding(kind="note", constraint=f"handoff[{s}]",
                     message=f"{s}: KV caches handed across zones cost ${usd:.2f}/h (not in the devices' $/h)",
                     value=usd) for s, usd in sorted(costs.items()) if usd > 0.005]
-
-
-def group_notes(perf: PerfModel, catalog: Catalog, cal: Calibration, c: Candidate, buckets: Sequence[LengthBucket],
-                rates: Sequence[float], load: Sequence[BucketLoad],
-                replicas: int) -> tuple[ModelErrorBand | None, float | None]:
-    """A group's error band and its utilisation at the band's p90."""
-    band = group_error_band(cal, c.configuration.device, c.configuration.role)
-    return band, utilisation_at_band(perf, catalog, c, band, buckets, rates, load, replicas)
 
 
 def plan_findings(opts: PlannerOptions, headroom: float, group_util: Mapping[str, float | None],
