@@ -83,12 +83,15 @@ def groups_notes(perf: PerfModel, catalog: Catalog, cal: Calibration,
     """Each group's error band and its utilisation at the band's p90 (None without a band): the slowed capacity
     tables of all groups of one role and buckets computed together (one pass of array arithmetic each)."""
     bands = [group_error_band(cal, g.candidate.configuration.device, g.candidate.configuration.role) for g in groups]
-    batches: dict[tuple[Role, tuple[LengthBucket, ...]], list[int]] = {}
+    # A capacity table depends on the buckets' lengths, not their shares: services of one model share them.
+    batches: dict[tuple[Role, tuple[tuple[int, int], ...]], list[int]] = {}
     for i, (g, band) in enumerate(zip(groups, bands, strict=True)):
         if band is not None and g.replicas > 0:
-            batches.setdefault((g.candidate.configuration.role, tuple(g.buckets)), []).append(i)
+            lengths = tuple((b.input_tokens, b.output_tokens) for b in g.buckets)
+            batches.setdefault((g.candidate.configuration.role, lengths), []).append(i)
     utils: list[float | None] = [None] * len(groups)
-    for (role, buckets), members in batches.items():
+    for (role, _), members in batches.items():
+        buckets = groups[members[0]].buckets
         wanted = []
         for i in members:
             c, band = groups[i].candidate, bands[i]
