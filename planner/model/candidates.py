@@ -14,9 +14,11 @@ too large for their time limit).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import gc
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 
@@ -164,19 +166,10 @@ class _Table:
         return tuple(self.ref.capacities())
 
 
-_T = TypeVar("_T")
 # Roles by a small integer: an enum member hashes in Python, an int does not.
 _ROLE_IDS = {role: i for i, role in enumerate(Role)}
 # A table's key: the ids of its (shape, role), of its (bucket lengths, SLO) and of its limits in the pass.
 Key = tuple[int, int, int]
-
-
-def _copy_with(template: _T, **changes: object) -> _T:
-    """``dataclasses.replace`` of a frozen dataclass without running its ``__init__`` again (its fields are
-    values already built; a large fleet copies hundreds of thousands of columns this way)."""
-    out = object.__new__(type(template))
-    out.__dict__.update(template.__dict__, **changes)
-    return out
 
 
 class _Option:
@@ -193,7 +186,7 @@ class _Option:
         self.column = column  # its column for the group's first service (capacities left empty)
         self.tail = tail  # column_key(service, …) is the service's id, then this tail
         self.usd_per_hour = usd_per_hour  # one replica, compute and memory devices
-        self.candidate: Candidate | None = None  # its first candidate, which the others copy
+        self.candidate: Candidate | None = None  # its first candidate: the others copy its fields
 
 
 class _Class:
@@ -208,7 +201,7 @@ class _Class:
         self.slo = slo
         self.lengths = lengths  # the id of its bucket lengths
         self.buckets = buckets
-        self.kept: list[tuple[_Option, _Table, ServingLimits]] = []
+        self.kept: list[tuple[str, dict[str, Any], dict[str, Any]]] = []  # (key tail, column's, candidate's fields)
         self.dropped: dict[str, int] = {}
 
 
@@ -370,31 +363,39 @@ class _Pass:
         return all(not bs or (sid in services and answer[id(services[sid])]) for sid, bs in buckets.items())
 
     def settle(self, cls: _Class) -> None:
-        """A class's candidates (configuration, table, limits) and its drops, once its tables are priced."""
+        """A class's drops and, per candidate, the fields of its column and of itself that its services share
+        (all but their own key and service), once its tables are priced."""
         for o, key, lim in zip(cls.options, cls.keys, cls.limits, strict=True):
             table = self.tables.get(key)
             reason = DROP_UNPRICED if table is None else None if table.serves else DROP_NO_BUCKET
             if reason is not None:
                 cls.dropped[reason] = cls.dropped.get(reason, 0) + 1
-            else:
-                assert table is not None
-                cls.kept.append((o, table, lim))
+                continue
+            assert table is not None
+            if o.candidate is None:
+                option = o.option
+                o.candidate = Candidate(column=o.column, service=option.service, pool=option.pool,
+                                        memory_pool=option.memory_pool, configuration=option.configuration,
+                                        table=table, usd_per_hour=o.usd_per_hour, limits=lim)
+            cls.kept.append((o.tail, {**o.column.__dict__, "capacity_rps": table.rps},
+                             {**o.candidate.__dict__, "table": table, "limits": lim}))
 
-    @staticmethod
-    def candidate(service: Service, o: _Option, table: _Table, limits: ServingLimits) -> Candidate:
-        """The candidate of one service's configuration (the first of a configuration built, the others copied
-        from it with their own service, capacities and limits)."""
+
+def _candidates(order: Sequence[tuple[Service, _Class]]) -> list[Candidate]:
+    """Every service's candidates, in order: each a copy of its class's fields with the service's own key and
+    service, made without running the frozen dataclasses' ``__init__`` again (the fields are values already
+    built, and a large fleet has hundreds of thousands of candidates)."""
+    out: list[Candidate] = []
+    new = object.__new__
+    for service, cls in order:
         sid = service.id
-        first = o.candidate
-        if first is None:
-            option = o.option
-            col = _copy_with(o.column, key=sid + o.tail, service=sid, capacity_rps=table.rps)
-            first = o.candidate = Candidate(column=col, service=service, pool=option.pool,
-                                            memory_pool=option.memory_pool, configuration=option.configuration,
-                                            table=table, usd_per_hour=o.usd_per_hour, limits=limits)
-            return first
-        col = _copy_with(first.column, key=sid + o.tail, service=sid, capacity_rps=table.rps)
-        return _copy_with(first, column=col, service=service, table=table, limits=limits)
+        for tail, column, fields in cls.kept:
+            col = new(Column)
+            col.__dict__.update(column, key=sid + tail, service=sid)
+            candidate = new(Candidate)
+            candidate.__dict__.update(fields, column=col, service=service)
+            out.append(candidate)
+    return out
 
 
 # One entry of a fill group: a shape, its limits and its tables' keys → SLOs.
@@ -412,6 +413,27 @@ def generate_candidates(fleet: FleetSpec, catalog: Catalog, perf: PerfModel,
     priced first; past ``price_by`` the others not priced yet are left out (counted as ``DROP_UNPRICED``) where
     pricing at its pace would not end soon after and every bucket of every service is already served, else
     pricing goes on to ``deadline``."""
+    with _collector_paused():
+        return _generate(fleet, catalog, perf, buckets, limits, deadline, price_by)
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Python's cycle collector paused: candidates are hundreds of thousands of long-lived objects without
+    cycles, and each full collection while they pile up (one per quarter the heap grows) walks all of them
+    again, for nothing. What is built does not depend on it."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
+def _generate(fleet: FleetSpec, catalog: Catalog, perf: PerfModel, buckets: Mapping[str, Sequence[LengthBucket]],
+              limits: LimitsFor | None, deadline: Deadline | None,
+              price_by: Deadline | None) -> tuple[list[Candidate], CandidateStats]:
     stats = CandidateStats()
     run = _Pass(catalog, perf, limits)
     services: dict[str, _Class] = {}
@@ -427,15 +449,13 @@ def generate_candidates(fleet: FleetSpec, catalog: Catalog, perf: PerfModel,
     run.fill(classes, deadline, price_by, total)
     if any(k not in run.tables for c in classes for k in c.keys) and not run.served(classes, services, buckets):
         run.fill(classes, deadline, None, total)  # not every bucket is served yet: price the rest
-    out: list[Candidate] = []
     for cls in classes:
         run.settle(cls)
-    for service, cls in order:
+    for _, cls in order:
         for reason, n in cls.dropped.items():
             stats.dropped[reason] = stats.dropped.get(reason, 0) + n
-        out.extend(run.candidate(service, o, table, lim) for o, table, lim in cls.kept)
         stats.kept += len(cls.kept)
-    return out, stats
+    return _candidates(order), stats
 
 
 def band_slowdown(calibration: Calibration, device: str, phase: str, engine: str, robustness: str) -> float:
