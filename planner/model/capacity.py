@@ -358,6 +358,14 @@ def _decode_caps(r: _Rows, percentile: float) -> RowTables:
 _UNIFIED_GRID = np.geomspace(0.02, MAX_BATCH, 96)  # ≤ 3% from a 400-point grid, median 0.05%
 
 
+def _pairs(src: npt.NDArray[np.intp], values: FloatArray) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
+    """The distinct (shape row, value) pairs of the rows: one row of each, and each row's pair."""
+    _, value = np.unique(values, return_inverse=True)
+    _, one, pair = np.unique(src * (int(value.max(initial=0)) + 1) + value.reshape(-1), return_index=True,
+                             return_inverse=True)
+    return one, pair.reshape(-1)
+
+
 def _unified_caps(r: _Rows, percentile: float) -> RowTables:
     """Parametrise one engine by its mean decode batch B: Little's law with prefill stalls gives its rate
     explicitly, ``λ = B / (s_out·T(B) + B·D)``, so every constraint is checked on a grid of B at once (and for
@@ -381,10 +389,13 @@ def _unified_caps(r: _Rows, percentile: float) -> RowTables:
     ttft = d + t_pct
     m_kv = (kv_tokens - b_pct * (s_in + s_out)) / np.maximum(kv_tokens, 1.0)
     m_cap = np.broadcast_to((cap - b_pct) / cap, m_kv.shape)
-    # The SLO's margins, per row.
-    m_ttft = md1_max_load_array((r.ttft_slo[:, None] - ttft[src]) / d[src], pct) - rho[src]
-    m_tpot = (r.tpot_slo[:, None] - tpot[src]) / r.tpot_slo[:, None]
-    margin = np.minimum(np.minimum(m_ttft, m_tpot), np.minimum(m_kv, m_cap)[src])
+    # The SLO's margins, once per shape row and target (``at``: each row's (shape row, target) pair).
+    one, ttft_at = _pairs(src, r.ttft_slo)
+    m_ttft = md1_max_load_array((r.ttft_slo[one][:, None] - ttft[src[one]]) / d[src[one]], pct) - rho[src[one]]
+    one, tpot_at = _pairs(src, r.tpot_slo)
+    tpot_slo = r.tpot_slo[one][:, None]
+    m_tpot = (tpot_slo - tpot[src[one]]) / tpot_slo
+    margin = np.minimum(np.minimum(m_ttft[ttft_at], m_tpot[tpot_at]), np.minimum(m_kv, m_cap)[src])
     # λ(B) rises with B and the margins fall: take the last point before the first infeasible one and
     # interpolate the binding margin's zero crossing to the next grid point.
     n = len(grid)
@@ -403,7 +414,8 @@ def _unified_caps(r: _Rows, percentile: float) -> RowTables:
 
     def binding(at: npt.NDArray[np.intp]) -> npt.NDArray[np.intp]:
         """Which margin is smallest at grid point ``at`` of each row (the first of equal ones)."""
-        return np.asarray(np.stack([m_ttft[rows, at], m_tpot[rows, at], m_kv[src, at], m_cap[src, at]]).argmin(axis=0))
+        return np.asarray(np.stack([m_ttft[ttft_at, at], m_tpot[tpot_at, at], m_kv[src, at], m_cap[src, at]])
+                          .argmin(axis=0))
 
     first = binding(np.zeros(len(j), dtype=np.intp))  # what binds at the smallest batch, and past the last point
     after = binding(jn)
