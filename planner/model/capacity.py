@@ -358,6 +358,12 @@ def _decode_caps(r: _Rows, percentile: float) -> RowTables:
 _UNIFIED_GRID = np.geomspace(0.02, MAX_BATCH, 96)  # ≤ 3% from a 400-point grid, median 0.05%
 
 
+def _first_negative(values: FloatArray) -> npt.NDArray[np.intp]:
+    """Per row, the first column whose value is negative (the number of columns where none is)."""
+    negative = values < 0
+    return np.where(negative.any(axis=1), negative.argmax(axis=1), values.shape[1])
+
+
 def _pairs(src: npt.NDArray[np.intp], values: FloatArray) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
     """The distinct (shape row, value) pairs of the rows: one row of each, and each row's pair."""
     _, value = np.unique(values, return_inverse=True)
@@ -395,17 +401,25 @@ def _unified_caps(r: _Rows, percentile: float) -> RowTables:
     one, tpot_at = _pairs(src, r.tpot_slo)
     tpot_slo = r.tpot_slo[one][:, None]
     m_tpot = (tpot_slo - tpot[src[one]]) / tpot_slo
-    margin = np.minimum(np.minimum(m_ttft[ttft_at], m_tpot[tpot_at]), np.minimum(m_kv, m_cap)[src])
+    m_kv_cap = np.minimum(m_kv, m_cap)
+
+    def margin(at: npt.NDArray[np.intp] | slice) -> FloatArray:
+        """Each row's smallest margin at its grid point ``at`` (or over a slice of the grid)."""
+        return np.minimum(np.minimum(m_ttft[ttft_at, at], m_tpot[tpot_at, at]), m_kv_cap[src, at])
+
     # λ(B) rises with B and the margins fall: take the last point before the first infeasible one and
-    # interpolate the binding margin's zero crossing to the next grid point.
+    # interpolate the binding margin's zero crossing to the next grid point. A row's first infeasible point
+    # is the first of its margins' own (a margin is not NaN), found once per (shape row, target).
     n = len(grid)
-    infeasible = margin < 0
-    first_bad = np.where(infeasible.any(axis=1), infeasible.argmax(axis=1), n)
+    if np.isnan(m_ttft).any() or np.isnan(m_tpot).any() or np.isnan(m_kv_cap).any():
+        first_bad = _first_negative(margin(slice(None)))
+    else:
+        first_bad = np.minimum(np.minimum(_first_negative(m_ttft)[ttft_at], _first_negative(m_tpot)[tpot_at]),
+                               _first_negative(m_kv_cap)[src])
     j = first_bad - 1
-    rows = np.arange(len(j))
     jc = np.minimum(np.maximum(j, 0), n - 1)
     jn = np.minimum(np.maximum(j + 1, 0), n - 1)
-    m0, m1 = margin[rows, jc], margin[rows, jn]
+    m0, m1 = margin(jc), margin(jn)
     w = np.where((j + 1 < n) & (m0 > m1), m0 / np.where(m0 > m1, m0 - m1, 1.0), 0.0)
     lam_c, lam_n = lam[src, jc], lam[src, jn]
     lam_star = lam_c + w * (lam_n - lam_c)
