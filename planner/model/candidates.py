@@ -3,13 +3,16 @@ one of its length buckets within its SLO, each with its capacity per bucket, pri
 columns.
 
 A fleet repeats itself: services share models, SLOs and length buckets, and a shape's step times do not
-depend on the SLO or the role. So one pass over the fleet first lists every configuration, then computes each
-capacity table once per (shape, role, bucket lengths, SLO, limits), the shapes and SLOs that share a model,
-role, lengths and percentile together (``shapes_capacity_tables``, unified replicas first), and each step-time
-table once per (shape, lengths) (``_StepTimes``), and shares prices, watts and labels between the services that
-run the same configuration. Past ``price_by`` the roles other than unified are left unpriced where unified
-replicas already serve every bucket and pricing at its pace would not end soon (an anytime answer for fleets
-too large for their time limit).
+depend on the SLO or the role. So one pass over the fleet first lists every configuration once per group of
+services with the same choices (``grouped_configurations``), then computes each capacity table once per
+(shape, role, bucket lengths, SLO, limits), the shapes and SLOs that share a model, role, lengths and
+percentile together (``shapes_capacity_tables``, unified replicas first), and each step-time table once per
+(shape, lengths) (``_StepTimes``). Services with the same configurations, bucket lengths, SLO and hand-off
+policy form a class that looks its tables up once; limits are asked once per (device, hand-off policy); prices,
+watts and labels are computed once per configuration of a group, and each service's candidates are copies of
+its class's with the service's own key. Past ``price_by`` the roles other than unified are left unpriced where
+unified replicas already serve every bucket and pricing at its pace would not end soon (an anytime answer for
+fleets too large for their time limit).
 """
 
 from __future__ import annotations

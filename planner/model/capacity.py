@@ -41,8 +41,9 @@ slack is capped at 12 service times, where the exact series is still precise (co
 
 Pure functions of values; :func:`capacity_table` evaluates all buckets of one configuration at once
 (vectorised; results memoised per (model, shape, role, buckets, SLO, limits)); :func:`shapes_capacity_tables`
-evaluates the tables of many shapes, limits and SLOs of one role at once (one row per shape, SLO and bucket),
-each row's ``Capacity`` built only when asked.
+evaluates the tables of many shapes, limits and SLOs of one role at once (one row per shape, SLO and bucket;
+what does not depend on the SLO once per shape and bucket, and a unified replica's SLO margins once per shape,
+bucket and target), each row's ``Capacity`` built only when asked.
 """
 
 from __future__ import annotations
@@ -361,7 +362,7 @@ _UNIFIED_GRID = np.geomspace(0.02, MAX_BATCH, 96)  # ≤ 3% from a 400-point gri
 def _first_negative(values: FloatArray) -> npt.NDArray[np.intp]:
     """Per row, the first column whose value is negative (the number of columns where none is)."""
     negative = values < 0
-    return np.where(negative.any(axis=1), negative.argmax(axis=1), values.shape[1])
+    return np.asarray(np.where(negative.any(axis=1), negative.argmax(axis=1), values.shape[1]))
 
 
 def _pairs(src: npt.NDArray[np.intp], values: FloatArray) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
