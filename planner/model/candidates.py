@@ -21,6 +21,7 @@ import gc
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -225,6 +226,7 @@ class _Pass:
         self.limit_of: dict[tuple[str, str], tuple[int, ServingLimits]] = {}
         self.groups: dict[int, tuple[list[ServiceConfiguration], list[_Option]]] = {}
         self.classes: dict[tuple[int, int, str], _Class] = {}
+        self.group_lims: dict[tuple[int, str], tuple[list[int], list[ServingLimits]]] = {}
 
     def _id(self, value: object) -> int:
         return self.ids.setdefault(value, len(self.ids))
@@ -269,6 +271,16 @@ class _Pass:
         self.groups[id(shared)] = (shared, out)  # the list kept alive: its id stays its own
         return out
 
+    def group_limits(self, shared: list[ServiceConfiguration],
+                     kv_handoff: str) -> tuple[list[int], list[ServingLimits]]:
+        """The limits of a group's configurations under a hand-off policy, and their ids (once per pair)."""
+        key = (id(shared), kv_handoff)
+        found = self.group_lims.get(key)
+        if found is None:
+            pairs = [self.limits(o.device, kv_handoff) for o in self.options(shared)]
+            found = self.group_lims[key] = ([lid for lid, _ in pairs], [lim for _, lim in pairs])
+        return found
+
     def service_class(self, service: Service, shared: list[ServiceConfiguration],
                       buckets: Sequence[LengthBucket]) -> _Class:
         """The class of a service: its group's configurations with their table keys under its limits."""
@@ -279,11 +291,8 @@ class _Pass:
         found = self.classes.get(ckey)
         if found is None:
             options = self.options(shared)
-            keys, limits = [], []
-            for o in options:
-                lid, lim = self.limits(o.device, service.kv_handoff)
-                keys.append((o.signature, profile, lid))
-                limits.append(lim)
+            lids, limits = self.group_limits(shared, service.kv_handoff)
+            keys = list(zip([o.signature for o in options], repeat(profile), lids, strict=False))
             found = self.classes[ckey] = _Class(options, keys, limits, slo, lengths, buckets)
         return found
 
