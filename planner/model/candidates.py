@@ -205,7 +205,9 @@ class _Class:
         self.slo = slo
         self.lengths = lengths  # the id of its bucket lengths
         self.buckets = buckets
-        self.kept: list[tuple[str, dict[str, Any], dict[str, Any]]] = []  # (key tail, column's, candidate's fields)
+        # Per candidate: its key's tail, the fields of its configuration's first column and candidate, its
+        # table and limits.
+        self.kept: list[tuple[str, dict[str, Any], dict[str, Any], _Table, ServingLimits]] = []
         self.dropped: dict[str, int] = {}
 
 
@@ -375,8 +377,7 @@ class _Pass:
         return all(not bs or (sid in services and answer[id(services[sid])]) for sid, bs in buckets.items())
 
     def settle(self, cls: _Class) -> None:
-        """A class's drops and, per candidate, the fields of its column and of itself that its services share
-        (all but their own key and service), once its tables are priced."""
+        """A class's drops and what its services' candidates are copied from, once its tables are priced."""
         for o, key, lim in zip(cls.options, cls.keys, cls.limits, strict=True):
             table = self.tables.get(key)
             reason = DROP_UNPRICED if table is None else None if table.serves else DROP_NO_BUCKET
@@ -389,23 +390,22 @@ class _Pass:
                 o.candidate = Candidate(column=o.column, service=option.service, pool=option.pool,
                                         memory_pool=option.memory_pool, configuration=option.configuration,
                                         table=table, usd_per_hour=o.usd_per_hour, limits=lim)
-            cls.kept.append((o.tail, {**o.column.__dict__, "capacity_rps": table.rps},
-                             {**o.candidate.__dict__, "table": table, "limits": lim}))
+            cls.kept.append((o.tail, o.column.__dict__, o.candidate.__dict__, table, lim))
 
 
 def _candidates(order: Sequence[tuple[Service, _Class]]) -> list[Candidate]:
-    """Every service's candidates, in order: each a copy of its class's fields with the service's own key and
-    service, made without running the frozen dataclasses' ``__init__`` again (the fields are values already
-    built, and a large fleet has hundreds of thousands of candidates)."""
+    """Every service's candidates, in order: each a copy of its configuration's first candidate and column with
+    the service's own key, service, capacities and limits, made without running the frozen dataclasses'
+    ``__init__`` again (the fields are values already built; a large fleet has hundreds of thousands)."""
     out: list[Candidate] = []
     new = object.__new__
     for service, cls in order:
         sid = service.id
-        for tail, column, fields in cls.kept:
+        for tail, column, fields, table, limits in cls.kept:
             col = new(Column)
-            col.__dict__.update(column, key=sid + tail, service=sid)
+            col.__dict__.update(column, key=sid + tail, service=sid, capacity_rps=table.rps)
             candidate = new(Candidate)
-            candidate.__dict__.update(fields, column=col, service=service)
+            candidate.__dict__.update(fields, column=col, service=service, table=table, limits=limits)
             out.append(candidate)
     return out
 
