@@ -41,8 +41,9 @@ slack is capped at 12 service times, where the exact series is still precise (co
 
 Pure functions of values; :func:`capacity_table` evaluates all buckets of one configuration at once
 (vectorised; results memoised per (model, shape, role, buckets, SLO, limits)); :func:`shapes_capacity_tables`
-evaluates the tables of many shapes, limits and SLOs of one role at once (one row per shape, SLO and bucket),
-each row's ``Capacity`` built only when asked.
+evaluates the tables of many shapes, limits and SLOs of one role at once (one row per shape, SLO and bucket;
+what does not depend on the SLO once per shape and bucket, and a unified replica's SLO margins once per shape,
+bucket and target), each row's ``Capacity`` built only when asked.
 """
 
 from __future__ import annotations
@@ -195,19 +196,31 @@ class RowTables:
         """The Capacity of rows lo..hi."""
         return self._build(lo, hi)
 
+    def table_rates(self, width: int) -> tuple[list[tuple[float, ...]], list[bool]]:
+        """Every table's rates (tables of ``width`` rows, in order) and whether it serves some bucket."""
+        if width == 0:
+            return [()], [False]
+        per = self.rps.reshape(-1, width)
+        serves = cast(list[bool], (per > 0).any(axis=1).tolist())
+        return list(map(tuple, per.tolist())), serves
+
 
 @dataclass(frozen=True)
 class _Rows:
     """Capacity tables computed together, one row per (shape and limits, SLO, bucket): shape by shape, SLO by
-    SLO, bucket by bucket, with what each row's shape, limits and SLO give it."""
+    SLO, bucket by bucket. What the shape and its limits give a bucket is kept once per (shape, bucket), a
+    *shape row* (``src``: each row's shape row); what the SLO gives it, per row."""
 
-    s_in: FloatArray
-    s_out: FloatArray
+    src: npt.NDArray[np.intp]
+    # Per row.
     ttft_slo: FloatArray
     tpot_slo: FloatArray
     admission_ms: FloatArray  # what decode admission adds to TTFT (where the hand-off counts in it)
     step_limit: FloatArray  # the longest decode step of a decode-only replica
     in_ttft: npt.NDArray[np.bool_]  # the hand-off and admission count in TTFT
+    # Per shape row.
+    s_in: FloatArray
+    s_out: FloatArray
     pp: FloatArray
     kv_tokens: FloatArray  # one engine's share
     engine_cap: FloatArray
@@ -227,13 +240,13 @@ def _rows(perf: PerfModel, wanted: Wanted, buckets: Sequence[LengthBucket], pref
     """The rows of several shapes' tables under their limits for their SLOs (each shape's step times once)."""
     s_in1 = np.array([b.input_tokens for b in buckets], dtype=float)
     s_out1 = np.array([b.output_tokens for b in buckets], dtype=float)
-    nb = len(buckets)
+    nb, ns = len(buckets), len(wanted)
     ks = np.array([len(slos) for _, _, slos in wanted])
-    per_table = np.repeat(np.arange(len(wanted)), ks)  # each (shape, SLO) table's shape
-    per_row = np.repeat(per_table, nb)  # each row's shape
+    per_table = np.repeat(np.arange(ns), ks)  # each (shape, SLO) table's shape
+    src = (per_table[:, None] * nb + np.arange(nb)[None, :]).reshape(-1)
 
     def scalar(values: Sequence[float]) -> FloatArray:
-        return np.asarray(np.array(values, dtype=float)[per_row], dtype=float)
+        return np.repeat(np.array(values, dtype=float), nb)
 
     def per_slo(values: Sequence[float]) -> FloatArray:
         return np.repeat(np.array(values, dtype=float), nb)
@@ -248,47 +261,45 @@ def _rows(perf: PerfModel, wanted: Wanted, buckets: Sequence[LengthBucket], pref
     slos = [(x, lim) for _, lim, group in wanted for x in group]
     grid = len(_BATCH_GRID)
     if prefill:
-        d = np.stack([_prefill_ms(perf, sh, s_in1, lim.prefill_slowdown) for sh, lim, _ in wanted])
-        d_rows = d[per_table].reshape(-1)
+        d = np.stack([_prefill_ms(perf, sh, s_in1, lim.prefill_slowdown) for sh, lim, _ in wanted]).reshape(-1)
     else:
-        d_rows = np.zeros(len(per_row))
+        d = np.zeros(ns * nb)
     if decode:
-        t = np.stack([_decode_ms(perf, sh, _BATCH_GRID, s_in1 + s_out1 / 2, lim.decode_slowdown)
-                      for sh, lim, _ in wanted])
-        times = t[per_table].reshape(-1, grid)
+        times = np.stack([_decode_ms(perf, sh, _BATCH_GRID, s_in1 + s_out1 / 2, lim.decode_slowdown)
+                          for sh, lim, _ in wanted]).reshape(-1, grid)
     else:
-        times = np.zeros((len(per_row), grid))
-    s_in = np.tile(s_in1, len(per_table))
+        times = np.zeros((ns * nb, grid))
+    s_in = np.tile(s_in1, ns)
     return _Rows(
-        s_in=s_in, s_out=np.tile(s_out1, len(per_table)),
-        ttft_slo=per_slo([x.ttft_ms for x, _ in slos]), tpot_slo=per_slo([x.tpot_ms for x, _ in slos]),
+        src=src, ttft_slo=per_slo([x.ttft_ms for x, _ in slos]), tpot_slo=per_slo([x.tpot_ms for x, _ in slos]),
         admission_ms=per_slo([admission_ms(x) for x, _ in slos]),
         step_limit=per_slo([admission_step_ms(x) if lim.handoff_in_ttft else x.tpot_ms for x, lim in slos]),
         in_ttft=per_slo([lim.handoff_in_ttft for _, lim in slos]) > 0,
-        pp=scalar([sh.pp for sh, _, _ in wanted]),
+        s_in=s_in, s_out=np.tile(s_out1, ns), pp=scalar([sh.pp for sh, _, _ in wanted]),
         kv_tokens=scalar([float(perf.memory(sh).kv_capacity_tokens) / sh.pp for sh, _, _ in wanted]),
         engine_cap=scalar([float(lim.engine_cap(sh.pp)) for sh, lim, _ in wanted]),
         nbytes=s_in * scalar([sh.model.kv_bytes_per_token for sh, _, _ in wanted]),
         nic=scalar([handoff_nic_gbitps(sh) for sh, _, _ in wanted]),
         cross_zone=scalar([lim.cross_zone_handoff for _, lim, _ in wanted]) > 0,
         offload_bytes_per_token=scalar([offload_bytes_per_token(sh.model) for sh, _, _ in wanted]),
-        link_gbytes=scalar([link(sh) for sh, _, _ in wanted]), prefill_ms=d_rows, times=times)
+        link_gbytes=scalar([link(sh) for sh, _, _ in wanted]), prefill_ms=d, times=times)
 
 
 def _handoff_ms(r: _Rows) -> FloatArray:
-    """``handoff.handoff_ms`` of every row (its line rate and zone hop)."""
+    """``handoff.handoff_ms`` of every shape row (its line rate and zone hop)."""
     wire = r.nbytes * 8 / (r.nic * 1e9 * NET_EFFICIENCY) * 1e3
     return np.asarray(wire + np.where(r.cross_zone, INTER_ZONE_LATENCY_MS, 0.0), dtype=float)
 
 
 def _prefill_caps(r: _Rows, percentile: float) -> RowTables:
     pct = target_percentile(percentile)
-    d, ttft, nbytes = r.prefill_ms, r.ttft_slo, r.nbytes
-    x = _handoff_ms(r)
+    src = r.src
+    d, ttft, nbytes = r.prefill_ms[src], r.ttft_slo, r.nbytes[src]
+    x = _handoff_ms(r)[src]
     fixed = d + np.where(r.in_ttft, x + r.admission_ms, 0.0)  # TTFT at no load
     load = md1_max_load_array((ttft - fixed) / d, pct)
-    rps_ttft = np.where(fixed < ttft, r.pp * load / d * 1000.0, 0.0)
-    cap_nic = r.nic * 1e9 * NET_EFFICIENCY / (nbytes * 8)
+    rps_ttft = np.where(fixed < ttft, r.pp[src] * load / d * 1000.0, 0.0)
+    cap_nic = (r.nic * 1e9 * NET_EFFICIENCY / (r.nbytes * 8))[src]
     rps = np.minimum(rps_ttft, cap_nic)
     late = fixed >= ttft
     alone = d >= ttft
@@ -308,26 +319,28 @@ def _prefill_caps(r: _Rows, percentile: float) -> RowTables:
 def _decode_caps(r: _Rows, percentile: float) -> RowTables:
     """Decode-only replicas: each receives every request's KV cache over its NICs (see the module docstring)."""
     z = z_score(target_percentile(percentile))
-    s_in, s_out, times, kv_tokens, p = r.s_in, r.s_out, r.times, r.kv_tokens, r.pp
+    src = r.src
+    s_in, s_out, times, kv_tokens, p = r.s_in[src], r.s_out[src], r.times[src], r.kv_tokens[src], r.pp[src]
     step_limit = r.step_limit
     b_tpot = _largest_batch(_BATCH_GRID, times, step_limit, z)
     b_kv = mean_from_percentile_batch(kv_tokens / (s_in + s_out), z)
-    b_cap = mean_from_percentile_batch(r.engine_cap, z)
+    b_cap = mean_from_percentile_batch(r.engine_cap[src], z)
     batch = np.minimum(np.minimum(b_tpot, b_kv), b_cap)
     limited = np.where(batch == b_tpot, "tpot", np.where(batch == b_kv, "kv-capacity", "max-num-seqs"))
     t_step = _interp_rows(_BATCH_GRID, times, np.maximum(batch, 1.0))
     rps = np.where(batch > 0, p * batch / (s_out * t_step / 1000.0), 0.0)
-    nbytes = r.nbytes
-    cap_nic = r.nic * 1e9 * NET_EFFICIENCY / (nbytes * 8)
+    nbytes = r.nbytes[src]
+    cap_nic = (r.nic * 1e9 * NET_EFFICIENCY / (r.nbytes * 8))[src]
     limited = np.where(cap_nic < rps, "kv-transfer", limited)
     rps = np.minimum(rps, cap_nic)
     if np.isfinite(r.link_gbytes).any():
         # Lamina's check on offload shapes: the per-step traffic within the share α of the step it may use.
-        need = r.offload_bytes_per_token * percentile_batch(batch, z) / (OFFLOAD_ALPHA * t_step / 1000.0) / 1e9
-        scale = np.where(need > r.link_gbytes, r.link_gbytes / np.maximum(need, 1e-12), 1.0)
+        link = r.link_gbytes[src]
+        need = r.offload_bytes_per_token[src] * percentile_batch(batch, z) / (OFFLOAD_ALPHA * t_step / 1000.0) / 1e9
+        scale = np.where(need > link, link / np.maximum(need, 1e-12), 1.0)
         limited = np.where(scale < 1.0, "offload-link", limited)
         rps = rps * scale
-    x = _handoff_ms(r)
+    x = _handoff_ms(r)[src]
     empty = (batch <= 0) | (t_step > step_limit)
     t0s = times[:, 0].copy()
 
@@ -346,13 +359,27 @@ def _decode_caps(r: _Rows, percentile: float) -> RowTables:
 _UNIFIED_GRID = np.geomspace(0.02, MAX_BATCH, 96)  # ≤ 3% from a 400-point grid, median 0.05%
 
 
+def _first_negative(values: FloatArray) -> npt.NDArray[np.intp]:
+    """Per row, the first column whose value is negative (the number of columns where none is)."""
+    negative = values < 0
+    return np.asarray(np.where(negative.any(axis=1), negative.argmax(axis=1), values.shape[1]))
+
+
+def _pairs(src: npt.NDArray[np.intp], values: FloatArray) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
+    """The distinct (shape row, value) pairs of the rows: one row of each, and each row's pair."""
+    _, value = np.unique(values, return_inverse=True)
+    _, one, pair = np.unique(src * (int(value.max(initial=0)) + 1) + value.reshape(-1), return_index=True,
+                             return_inverse=True)
+    return one, pair.reshape(-1)
+
+
 def _unified_caps(r: _Rows, percentile: float) -> RowTables:
     """Parametrise one engine by its mean decode batch B: Little's law with prefill stalls gives its rate
     explicitly, ``λ = B / (s_out·T(B) + B·D)``, so every constraint is checked on a grid of B at once (and for
-    every row at once)."""
+    every row at once; what does not depend on the SLO, once per shape row)."""
     pct = target_percentile(percentile)
     z = z_score(pct)
-    p = r.pp
+    src = r.src
     s_in, s_out, times = r.s_in[:, None], r.s_out[:, None], r.times
     d = r.prefill_ms[:, None]
     grid = _UNIFIED_GRID
@@ -367,30 +394,48 @@ def _unified_caps(r: _Rows, percentile: float) -> RowTables:
     interrupts = lam * s_out * t_eff / 1000.0
     tpot = t_pct + interruption_quantile(interrupts, rho, pct) * d / s_out
     ttft = d + t_pct
-    m_ttft = md1_max_load_array((r.ttft_slo[:, None] - ttft) / d, pct) - rho
-    m_tpot = (r.tpot_slo[:, None] - tpot) / r.tpot_slo[:, None]
     m_kv = (kv_tokens - b_pct * (s_in + s_out)) / np.maximum(kv_tokens, 1.0)
     m_cap = np.broadcast_to((cap - b_pct) / cap, m_kv.shape)
-    margins = np.stack([m_ttft, m_tpot, m_kv, m_cap])
-    margin = margins.min(axis=0)
+    # The SLO's margins, once per shape row and target (``at``: each row's (shape row, target) pair).
+    one, ttft_at = _pairs(src, r.ttft_slo)
+    m_ttft = md1_max_load_array((r.ttft_slo[one][:, None] - ttft[src[one]]) / d[src[one]], pct) - rho[src[one]]
+    one, tpot_at = _pairs(src, r.tpot_slo)
+    tpot_slo = r.tpot_slo[one][:, None]
+    m_tpot = (tpot_slo - tpot[src[one]]) / tpot_slo
+    m_kv_cap = np.minimum(m_kv, m_cap)
+
+    def margin(at: npt.NDArray[np.intp] | slice) -> FloatArray:
+        """Each row's smallest margin at its grid point ``at`` (or over a slice of the grid)."""
+        return np.minimum(np.minimum(m_ttft[ttft_at, at], m_tpot[tpot_at, at]), m_kv_cap[src, at])
+
     # λ(B) rises with B and the margins fall: take the last point before the first infeasible one and
-    # interpolate the binding margin's zero crossing to the next grid point.
+    # interpolate the binding margin's zero crossing to the next grid point. A row's first infeasible point
+    # is the first of its margins' own (a margin is not NaN), found once per (shape row, target).
     n = len(grid)
-    infeasible = margin < 0
-    first_bad = np.where(infeasible.any(axis=1), infeasible.argmax(axis=1), n)
+    if np.isnan(m_ttft).any() or np.isnan(m_tpot).any() or np.isnan(m_kv_cap).any():
+        first_bad = _first_negative(margin(slice(None)))
+    else:
+        first_bad = np.minimum(np.minimum(_first_negative(m_ttft)[ttft_at], _first_negative(m_tpot)[tpot_at]),
+                               _first_negative(m_kv_cap)[src])
     j = first_bad - 1
-    rows = np.arange(len(j))
     jc = np.minimum(np.maximum(j, 0), n - 1)
     jn = np.minimum(np.maximum(j + 1, 0), n - 1)
-    m0, m1 = margin[rows, jc], margin[rows, jn]
+    m0, m1 = margin(jc), margin(jn)
     w = np.where((j + 1 < n) & (m0 > m1), m0 / np.where(m0 > m1, m0 - m1, 1.0), 0.0)
-    lam_star = lam[rows, jc] + w * (lam[rows, jn] - lam[rows, jc])
+    lam_c, lam_n = lam[src, jc], lam[src, jn]
+    lam_star = lam_c + w * (lam_n - lam_c)
     b_star = grid[jc] + w * (grid[jn] - grid[jc])
     names = ("ttft", "tpot", "kv-capacity", "max-num-seqs")
-    first = margins[:, :, 0].argmin(axis=0)  # what binds at the smallest batch, and past the last point
-    after = margins[:, rows, jn].argmin(axis=0)
-    rps = p * lam_star
-    d0s, t0s, ttft_j, tpot_j = d[:, 0], times[:, 0].copy(), ttft[rows, jc], tpot[rows, jc]
+
+    def binding(at: npt.NDArray[np.intp]) -> npt.NDArray[np.intp]:
+        """Which margin is smallest at grid point ``at`` of each row (the first of equal ones)."""
+        return np.asarray(np.stack([m_ttft[ttft_at, at], m_tpot[tpot_at, at], m_kv[src, at], m_cap[src, at]])
+                          .argmin(axis=0))
+
+    first = binding(np.zeros(len(j), dtype=np.intp))  # what binds at the smallest batch, and past the last point
+    after = binding(jn)
+    rps = r.pp[src] * lam_star
+    d0s, t0s, ttft_j, tpot_j = r.prefill_ms[src], times[src, 0], ttft[src, jc], tpot[src, jc]
 
     def build(lo: int, hi: int) -> list[Capacity]:
         return [Capacity(0.0, names[f], 0, d0, t0) if jj < 0

@@ -16,7 +16,8 @@ configuration dropped is counted under its reason in :class:`CandidateStats`.
 
 Services that run the same model with the same pool, TP and role choices have the same configurations, so
 ``fleet_configurations`` enumerates them once per such group (the configurations and shapes are shared
-values; each service gets its own ``ServiceConfiguration`` and its own counts).
+values; each service gets its own ``ServiceConfiguration`` and its own counts); ``grouped_configurations``
+hands out each group's list as it is, for callers that work a group at a time.
 """
 
 from __future__ import annotations
@@ -188,10 +189,10 @@ def _group(service: Service) -> tuple[object, ...]:
             None if service.allowed_roles is None else tuple(service.allowed_roles))
 
 
-def fleet_configurations(fleet: FleetSpec, catalog: Catalog, perf: PerfModel,
-                         stats: CandidateStats | None = None) -> Iterator[ServiceConfiguration]:
-    """Every configuration of every service, service by service in fleet order (enumerated once per group of
-    services with the same model, pools, TP options and roles)."""
+def grouped_configurations(fleet: FleetSpec, catalog: Catalog, perf: PerfModel, stats: CandidateStats | None = None
+                           ) -> Iterator[tuple[Service, list[ServiceConfiguration]]]:
+    """Every service in fleet order with its group's configurations: one list shared by the services of a
+    group (same model, pools, TP options and roles), whose ``service`` is the group's first service."""
     seen: dict[tuple[object, ...], tuple[list[ServiceConfiguration], CandidateStats]] = {}
     for service in fleet.services:
         key = _group(service)
@@ -201,6 +202,14 @@ def fleet_configurations(fleet: FleetSpec, catalog: Catalog, perf: PerfModel,
         options, counts = seen[key]
         if stats is not None:
             stats.add(counts)
+        yield service, options
+
+
+def fleet_configurations(fleet: FleetSpec, catalog: Catalog, perf: PerfModel,
+                         stats: CandidateStats | None = None) -> Iterator[ServiceConfiguration]:
+    """Every configuration of every service, service by service in fleet order (enumerated once per group of
+    services with the same model, pools, TP options and roles)."""
+    for service, options in grouped_configurations(fleet, catalog, perf, stats):
         for o in options:
             yield o if o.service is service else ServiceConfiguration(service, o.pool, o.memory_pool,
                                                                       o.configuration, o.shape)

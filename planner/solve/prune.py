@@ -3,7 +3,8 @@ pools a same-shaped, no dearer column in a roomy pool beats.
 
 Both are found by sorting, not by comparing every pair: within a group, columns are ordered by a key that a
 dominating column never exceeds (the sum of its normalised counts, or its price), so each column need only be
-checked against the columns before it in its group, one offset at a time over all groups at once.
+checked against the columns before it in its group, one offset at a time over all groups at once (and
+one count at a time, on the pairs the counts so far leave).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import numpy as np
 
 from planner.roles import DECODE_ONLY_ROLES, SERVING_ROLES
 from planner.schema import Role
-from planner.solve.problem import Column, Problem, plan_cost_usd_per_hour, pool_usage
+from planner.solve.problem import Problem, plan_cost_usd_per_hour, pool_usage
 from planner.solve.table import DECODE, PREFILL, UNIFIED, with_columns
 
 
@@ -30,33 +31,42 @@ def dominated(groups: np.ndarray, key: np.ndarray, worse: np.ndarray, can_win: n
     if n < 2:
         return out
     order = np.lexsort((np.arange(n), key, groups))
-    g, w = groups[order], worse[order]
+    g = groups[order]
+    columns = worse[order].T  # one (strided) array per entry of ``worse``
     win = np.ones(n, dtype=bool) if can_win is None else can_win[order]
     starts = np.r_[0, np.nonzero(g[1:] != g[:-1])[0] + 1]
-    longest = int(np.diff(np.r_[starts, n]).max())
+    sizes = np.diff(np.r_[starts, n])
+    place = np.arange(n) - np.repeat(starts, sizes)  # each row's place in its group
     beaten = np.zeros(n, dtype=bool)
-    for k in range(1, longest):
-        b = np.arange(k, n)
+    for k in range(1, int(sizes.max())):
+        b = np.nonzero(place >= k)[0]  # the rows k places after one of their group
         a = b - k
-        same = (g[a] == g[b]) & win[a] & ~beaten[b]
+        same = win[a] & ~beaten[b]
         if not same.any():
             continue
         b, a = b[same], a[same]
-        le = np.all(w[a] <= w[b], axis=1)
+        for entry in columns:  # entry by entry, on the pairs every entry so far keeps
+            le = entry[a] <= entry[b]
+            b, a = b[le], a[le]
         # Equal rows: the one first in the problem's order wins (the sort put it first among equal keys).
-        beaten[b[le]] = True
+        beaten[b] = True
     out[order] = beaten
     if exempt is not None:
         out &= ~exempt
     return out
 
 
-def _handoff_cost(c: Column) -> float:
-    """A column's KV hand-off rate as a cost: a prefill needs decodes at least as fast (higher is worse), a
-    decode takes prefills no faster than itself (higher is better); 0 for unified columns."""
-    if c.role is Role.PREFILL:
-        return c.handoff_gbitps
-    return -c.handoff_gbitps if c.role in DECODE_ONLY_ROLES else 0.0
+# Enum members hash in Python; these tables go by the member's identity. Roles 0–3 for the dominance groups;
+# the sign of a role's hand-off rate as a cost: a prefill needs decodes at least as fast (higher is worse), a
+# decode takes prefills no faster than itself (higher is better); unified columns hand nothing off.
+_GROUP_ROLES = (Role.UNIFIED, Role.PREFILL, Role.DECODE, Role.DECODE_OFFLOAD)
+_ROLE_GROUP = {id(r): i for i, r in enumerate(_GROUP_ROLES)}
+_HANDOFF_SIGN = np.array([1 if r is Role.PREFILL else -1 if r in DECODE_ONLY_ROLES else 0 for r in _GROUP_ROLES])
+
+
+def _handoff_costs(sign: np.ndarray, gbitps: np.ndarray) -> np.ndarray:
+    """Columns' KV hand-off rates as a cost (``_HANDOFF_SIGN``; 0 for unified columns)."""
+    return np.where(sign > 0, gbitps, np.where(sign < 0, -gbitps, 0.0))
 
 
 def prune_dominated(problem: Problem) -> tuple[Problem, int]:
@@ -66,16 +76,17 @@ def prune_dominated(problem: Problem) -> tuple[Problem, int]:
     cols = t.columns
     if len(cols) < 2:
         return problem, 0
-    role_of = {Role.UNIFIED: 0, Role.PREFILL: 1, Role.DECODE: 2, Role.DECODE_OFFLOAD: 3}
-    roles = np.fromiter((role_of[c.role] for c in cols), dtype=np.int64, count=len(cols))
+    roles = np.array([_ROLE_GROUP[id(c.role)] for c in cols], dtype=np.int64)
     groups = ((t.service * 4 + roles) * (len(problem.pools) + 1) + t.pool) * (len(problem.pools) + 1) + (
         t.memory_pool + 1)
-    handoff = np.fromiter((_handoff_cost(c) for c in cols), dtype=float, count=len(cols))
+    handoff = _handoff_costs(_HANDOFF_SIGN[roles], np.array([c.handoff_gbitps for c in cols], dtype=float))
     worse = np.column_stack([t.devices, t.memory_devices, t.idle_watts, t.active_watts, handoff, -t.caps])
     scale = np.maximum(np.abs(worse).max(axis=0), 1e-12)
     # Columns in the running plan stay, so the churn term sees them; a column drawing less busy than idle breaks
     # the power argument behind dominance, so it stays too.
-    exempt = np.fromiter((problem.current_replicas.get(c.key, 0) > 0 for c in cols), dtype=bool, count=len(cols))
+    current = problem.current_replicas
+    exempt = (np.array([current.get(c.key, 0) > 0 for c in cols], dtype=bool) if current
+              else np.zeros(len(cols), dtype=bool))
     exempt |= t.active_watts < t.idle_watts
     drop = dominated(groups, (worse / scale).sum(axis=1), worse, exempt=exempt)
     if not drop.any():

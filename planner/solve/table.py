@@ -4,6 +4,7 @@ column × bucket capacity matrix, so heuristics, pruning and pricing work on who
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from itertools import chain
 
 import numpy as np
 
@@ -13,6 +14,8 @@ from planner.solve.problem import Column, Demand, Problem
 # Role codes in ``ColumnTable.role``: what a column's replicas serve.
 UNIFIED, PREFILL, DECODE = 0, 1, 2
 _ROLE_CODE = {Role.UNIFIED: UNIFIED, Role.PREFILL: PREFILL, Role.DECODE: DECODE, Role.DECODE_OFFLOAD: DECODE}
+# The same by the member's identity (an enum member hashes in Python; its id does not).
+_ROLE_BY_ID = {id(role): code for role, code in _ROLE_CODE.items()}
 
 
 @dataclass(frozen=True)
@@ -43,31 +46,28 @@ class ColumnTable:
         rates = np.zeros((len(problem.demands), width))
         for i, d in enumerate(problem.demands):
             rates[i, :len(d.bucket_rates_rps)] = d.bucket_rates_rps
-        lengths = np.fromiter((len(c.capacity_rps) for c in cols), dtype=np.int64, count=len(cols))
-        if len(cols) and (lengths == width).all():
-            caps = np.fromiter((x for c in cols for x in c.capacity_rps), dtype=float,
-                               count=len(cols) * width).reshape(len(cols), width)
-        else:
-            caps = np.zeros((len(cols), width))
-            for j, c in enumerate(cols):
-                caps[j, :len(c.capacity_rps)] = c.capacity_rps
+        n = len(cols)
+        per_column = [c.capacity_rps for c in cols]
+        lengths = np.array([len(x) for x in per_column], dtype=np.int64)
+        flat = np.fromiter(chain.from_iterable(per_column), dtype=float, count=int(lengths.sum()))
+        caps = np.zeros((n, width))
+        caps[np.arange(width)[None, :] < lengths[:, None]] = flat  # row by row, each row's buckets in order
         device_price = np.asarray([p.usd_per_device_hour for p in problem.pools] + [0.0])
-        service = np.fromiter((svc[c.service] for c in cols), dtype=np.int64, count=len(cols))
-        pools = np.fromiter((pool[c.pool] for c in cols), dtype=np.int64, count=len(cols))
-        mpools = np.fromiter((pool[c.memory_pool] if c.memory_pool is not None else -1 for c in cols),
-                             dtype=np.int64, count=len(cols))
-        devices = np.fromiter((c.devices for c in cols), dtype=float, count=len(cols))
-        mdevices = np.fromiter((c.memory_devices if c.memory_pool is not None else 0 for c in cols),
-                               dtype=float, count=len(cols))
+        service = np.array([svc[c.service] for c in cols], dtype=np.int64)
+        pools = np.array([pool[c.pool] for c in cols], dtype=np.int64)
+        mpools = np.array([pool[c.memory_pool] if c.memory_pool is not None else -1 for c in cols],
+                          dtype=np.int64)
+        devices = np.array([c.devices for c in cols], dtype=float)
+        mdevices = np.array([c.memory_devices if c.memory_pool is not None else 0 for c in cols], dtype=float)
         order = np.argsort(service, kind="stable")
         bounds = np.searchsorted(service[order], np.arange(len(problem.demands) + 1))
         return ColumnTable(
             columns=cols, service=service,
-            role=np.fromiter((_ROLE_CODE[c.role] for c in cols), dtype=np.int8, count=len(cols)),
+            role=np.array([_ROLE_BY_ID[id(c.role)] for c in cols], dtype=np.int8),
             pool=pools, memory_pool=mpools, devices=devices, memory_devices=mdevices,
             price=devices * device_price[pools] + mdevices * device_price[mpools],
-            idle_watts=np.fromiter((c.idle_watts for c in cols), dtype=float, count=len(cols)),
-            active_watts=np.fromiter((c.active_watts for c in cols), dtype=float, count=len(cols)),
+            idle_watts=np.array([c.idle_watts for c in cols], dtype=float),
+            active_watts=np.array([c.active_watts for c in cols], dtype=float),
             caps=caps, rates=rates,
             by_service=tuple(order[bounds[i]:bounds[i + 1]] for i in range(len(problem.demands))))
 
