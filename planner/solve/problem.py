@@ -145,7 +145,7 @@ class SolveOptions:
     highs_restart: bool = False
     # HiGHS's primal heuristics (feasibility jump, RINS, RENS, root reduced cost) look for plans. A solve that
     # starts from the plan to beat (a marginal-value probe starts from the answer, which still fits) or on a
-    # small sub-model needs only the bound proved: without them the quickstart's probe takes a third of the CPU.
+    # small sub-model needs only the bound proved: without them the quickstart's probe takes half the CPU.
     highs_heuristics: bool = True
     # Where improvements to the plan and the bound are reported as they come (see planner.solve.progress).
     progress: Reporter | None = field(default=None, compare=False, repr=False)
