@@ -1,5 +1,6 @@
-"""Start-up: ``medley plan`` imports no web, database or Kubernetes library; ``medley --help`` lists every
-command, plugins included, without importing them; a plugin still runs when invoked."""
+"""Start-up: ``medley plan`` imports no web, database or Kubernetes library (nor rich for a JSON answer);
+``medley --help`` lists every command, plugins included, without importing them; a plugin still runs when
+invoked."""
 
 from __future__ import annotations
 
@@ -42,6 +43,7 @@ def test_plan_imports_no_web_database_or_kubernetes_library() -> None:
     assert json.loads(proc.stdout)["replica_groups"]
     assert "planner.pipeline" in imported  # the importtime record is read right
     assert not tops(imported) & {*HEAVY, *PLUGIN_PACKAGES}
+    assert "rich" not in tops(imported)  # an answer in JSON prints no table
 
 
 def test_help_lists_every_command_without_importing_one() -> None:
