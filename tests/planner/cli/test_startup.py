@@ -79,3 +79,17 @@ def test_a_plugin_runs_when_invoked_through_the_root() -> None:
     assert result.exit_code == 0 and "Usage" in result.output
     result = CliRunner().invoke(app, ["no-such-command"])
     assert result.exit_code == 2
+
+
+@pytest.mark.parametrize(("given", "expected"), [(None, "1"), ("4", "4")])
+def test_medley_runs_numpy_without_blas_threads_unless_told(monkeypatch: pytest.MonkeyPatch, given: str | None,
+                                                            expected: str) -> None:
+    import planner.cli.common
+    from planner.cli.main import main
+
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", given or "")  # restored after the test, whatever main() sets
+    if given is None:
+        monkeypatch.delenv("OPENBLAS_NUM_THREADS")
+    monkeypatch.setattr(planner.cli.common, "run_guarded", lambda entry, argv: None)
+    main(["version"])
+    assert os.environ["OPENBLAS_NUM_THREADS"] == expected
