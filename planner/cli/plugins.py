@@ -10,14 +10,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cache
-from importlib import import_module
-from typing import TYPE_CHECKING, Any, ClassVar
+from importlib.metadata import EntryPoint, entry_points
+from typing import Any, ClassVar
 
 import typer
 from typer.core import TyperCommand, TyperGroup
-
-if TYPE_CHECKING:
-    from importlib.metadata import EntryPoint
 
 PLUGIN_GROUP = "medley.cli"
 
@@ -49,28 +46,13 @@ class Lazy:
 
 @cache
 def plugins() -> dict[str, EntryPoint]:
-    """The ``medley.cli`` entry points by command name (read only when a name is not the planner's own: the
-    package metadata costs an import and a scan of the installed distributions)."""
-    from importlib.metadata import entry_points
-
+    """The ``medley.cli`` entry points by command name."""
     return {ep.name: ep for ep in entry_points(group=PLUGIN_GROUP)}
 
 
-def _load(target: EntryPoint | str) -> Any:
-    """What an entry point or a ``module:attribute`` target names, imported."""
-    if not isinstance(target, str):
-        return target.load()
-    module, _, attr = target.partition(":")
-    obj: Any = import_module(module)
-    for part in filter(None, attr.split(".")):
-        obj = getattr(obj, part)
-    return obj
-
-
-def load_command(name: str, target: EntryPoint | str) -> Command:
-    """Import a command (an entry point or a ``module:attribute`` target) and make it as ``medley`` mounts it:
-    a Typer app a sub-group, a function a command."""
-    sub = _load(target)
+def load_command(name: str, ep: EntryPoint) -> Command:
+    """Import a command and make it as ``medley`` mounts it: a Typer app a sub-group, a function a command."""
+    sub = ep.load()
     mount = typer.Typer(add_completion=False)
     if not isinstance(sub, typer.Typer):
         mount.command(name=name)(sub)
@@ -84,13 +66,13 @@ def load_command(name: str, target: EntryPoint | str) -> Command:
 class LazyCommand(TyperCommand):
     """A command known by name and short help; it is loaded when invoked (``--help`` on it included)."""
 
-    def __init__(self, name: str, help_text: str, target: EntryPoint | str) -> None:
+    def __init__(self, name: str, help_text: str, ep: EntryPoint) -> None:
         super().__init__(name, help=help_text, short_help=help_text)
-        self.target = target
+        self.ep = ep
 
     def load(self) -> Command:
         """The real command."""
-        return load_command(self.name or "", self.target)
+        return load_command(self.name or self.ep.name, self.ep)
 
     def make_context(self, info_name: str | None, args: list[str], parent: Context | None = None,
                      **extra: Any) -> Context:
@@ -113,7 +95,7 @@ class PluginGroup(TyperGroup):
             return own
         if cmd_name in self.lazy:
             spec = self.lazy[cmd_name]
-            return LazyCommand(cmd_name, spec.help, spec.target)
+            return LazyCommand(cmd_name, spec.help, EntryPoint(cmd_name, spec.target, "medley.builtin"))
         ep = plugins().get(cmd_name)
         if ep is None:
             return None
