@@ -17,18 +17,26 @@ import time
 import traceback
 from collections.abc import Callable, Sequence
 from enum import StrEnum
+from functools import cache
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import typer
-import yaml
-from rich.console import Console
-from rich.table import Table
 
-# Wide enough for the plan tables when stdout is a file or a pipe; the terminal's width otherwise.
-console = Console(width=None if sys.stdout.isatty() else 160)
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
 
 DEBUG_FLAG = "--debug"
+
+
+@cache
+def get_console() -> Console:
+    """The console tables print to: wide enough for the plan tables when stdout is a file or a pipe, the
+    terminal's width otherwise (made on first use, so a command that answers in JSON never imports rich)."""
+    from rich.console import Console
+
+    return Console(width=None if sys.stdout.isatty() else 160)
 
 
 class OutputFormat(StrEnum):
@@ -51,9 +59,11 @@ def emit(data: Any, fmt: OutputFormat, table: Table | None = None) -> None:
     if fmt is OutputFormat.JSON:
         sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
     elif fmt is OutputFormat.YAML:
+        import yaml
+
         sys.stdout.write(yaml.safe_dump(data, sort_keys=False))
     elif table is not None:
-        console.print(table)
+        get_console().print(table)
 
 
 class Progress:

@@ -12,9 +12,8 @@ from enum import StrEnum
 from typing import Any
 
 import typer
-from rich.table import Table
 
-from planner.cli.common import FormatOption, OutputFormat, Progress, console, emit, fail, writable_file
+from planner.cli.common import FormatOption, OutputFormat, Progress, emit, fail, get_console, writable_file
 from planner.io.fleetfile import FleetError, load_fleet
 from planner.schema import SolverName
 
@@ -202,6 +201,9 @@ def _plan_melange(path: str, solver: SolverName, fmt: OutputFormat) -> None:
     if fmt is not OutputFormat.TABLE:
         emit(answer, fmt)
         return
+    from rich.table import Table
+
+    console = get_console()
     t = Table(title=f"Mélange problem {Path(path).name}")
     for c in ("device", "count"):
         t.add_column(c)
@@ -216,6 +218,9 @@ def _plan_melange(path: str, solver: SolverName, fmt: OutputFormat) -> None:
 def print_plan(p: Any) -> None:
     """Human summary: replica groups (with the model's held-out error band, median/p90, and the utilisation
     the group would run at with steps that much slower), totals, baselines with the saving, and findings."""
+    from rich.table import Table
+
+    console = get_console()
     t = Table(title=f"Plan {p.id} for fleet {p.fleet}")
     numeric = ("replicas", "devices", "util", "error", "at p90", "$/h", "W")
     for col in ("service", "pool", "configuration", *numeric):

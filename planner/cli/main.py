@@ -58,6 +58,11 @@ def _root() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: every error ends in one line and a non-zero exit (``--debug``: the trace)."""
+    import os
+
+    # The planner's arrays are small vectors: OpenBLAS threads never pay, yet they start and spin when numpy is
+    # imported (0.1 s CPU or more per command). Set before any command imports numpy; a user's value stands.
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     from planner.cli.common import run_guarded
 
     run_guarded(lambda args: app(args=args, prog_name="medley", standalone_mode=False), argv)

@@ -15,7 +15,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from planner.cli.common import console, fail
+from planner.cli.common import fail, get_console
 from planner.control.report import DayReport
 
 
@@ -100,6 +100,7 @@ def simulate_command(
     if fmt is SimulateFormat.JSON:
         sys.stdout.write(report.model_dump_json(indent=2) + "\n")
         return
+    console = get_console()
     console.print(_table(report))
     console.print(f"static peak plan ${report.static_usd_per_hour:.2f}/h; the loop {100 * report.saving:.1f}% "
                   f"cheaper at {100 * report.attainment_ratio:.2f}% of its attainment; worst hour "

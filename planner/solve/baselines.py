@@ -175,7 +175,8 @@ def _one_type(problem: Problem, device: str, options: SolveOptions, deadline: De
     billing, or tier rows, which tie the services together through the commitment and spot losses)."""
     if not _device_billed(problem) or problem.tiers is not None:
         return _solve_whole(problem, device, options, deadline)
-    opts = replace(options, progress=None, decompose="off", pricing="off", highs_restart=False)
+    opts = replace(options, progress=None, decompose="off", pricing="off", highs_restart=False,
+                   highs_heuristics=False)
     subs, _ = service_problems(problem)
     cost, bound = 0.0, 0.0
     replicas: dict[str, int] = {}

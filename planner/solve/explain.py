@@ -4,6 +4,8 @@ worth (each family's probe, solved again)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from planner.clock import Deadline
 from planner.schema import Finding
 from planner.solve.backends import backend_for
@@ -79,7 +81,8 @@ def marginal_values(problem: Problem, solution: Solution, options: SolveOptions 
 
     Each loosened problem is solved from the plan (which still fits it) in an even share of what is left of
     ``deadline`` (default: options.time_limit_s from now); a probe without time left says so."""
-    opts = options or SolveOptions()
+    # Each probe starts from the plan, so HiGHS has the plan to beat: it is left to prove the bound.
+    opts = replace(options or SolveOptions(), highs_heuristics=False)
     if solution.objective is None:
         return []
     until = deadline or Deadline.after(opts.time_limit_s)

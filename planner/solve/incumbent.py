@@ -362,6 +362,9 @@ def start_vector(problem: Problem, built: Built, plan: Solution) -> np.ndarray:
     for sr, i in built.role_flags.items():
         values[i] = 1.0 if sr in carried else 0.0
     demands = {d.service: d for d in problem.demands}
+    used = {(c.service, c.label or c.key) for c in problem.columns if plan.replicas.get(c.key, 0) > 0}
+    for sl, i in built.config_flags.items():
+        values[i] = 1.0 if sl in used else 0.0
     for (s, b, g), i in built.crossing.items():
         pre, dec = zone_shares(problem, plan, demands[s], b).get(g, (0.0, 0.0))
         values[i] = max(0.0, pre - dec)

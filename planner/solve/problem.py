@@ -143,6 +143,10 @@ class SolveOptions:
     # synthetic 5- and 10-service fleets 4.8 s and 5.2 s instead of 8.0 s and 6.0 s (same plans), and the
     # 20-service one ends its 10 s at 1.27% instead of 1.66%; Mélange's cases are unchanged.
     highs_restart: bool = False
+    # HiGHS's primal heuristics (feasibility jump, RINS, RENS, root reduced cost) look for plans. A solve that
+    # starts from the plan to beat (a marginal-value probe starts from the answer, which still fits) or on a
+    # small sub-model needs only the bound proved: without them the quickstart's probe takes half the CPU.
+    highs_heuristics: bool = True
     # Where improvements to the plan and the bound are reported as they come (see planner.solve.progress).
     progress: Reporter | None = field(default=None, compare=False, repr=False)
 

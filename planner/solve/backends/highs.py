@@ -77,6 +77,11 @@ def quiet_stdout() -> AbstractContextManager[None]:
     return _SILENCER.silenced()
 
 
+# The primal heuristics ``SolveOptions.highs_heuristics`` turns off.
+_HEURISTICS = ("mip_heuristic_run_feasibility_jump", "mip_heuristic_run_rins", "mip_heuristic_run_rens",
+               "mip_heuristic_run_root_reduced_cost")
+
+
 class HighsBackend:
     """HiGHS through highspy."""
 
@@ -98,6 +103,9 @@ class HighsBackend:
         h.setOptionValue("mip_rel_gap", float(options.relative_gap))
         if not options.highs_restart:
             h.setOptionValue("mip_allow_restart", False)
+        if not options.highs_heuristics:
+            for heuristic in _HEURISTICS:
+                h.setOptionValue(heuristic, False)
         has_integer = bool(m.integer.any())
         h.passModel(_lp(highspy, m, has_integer))
         if start is not None:

@@ -43,6 +43,7 @@ class Built:
     churn_var: dict[str, int] = field(default_factory=dict)  # column key → |n − current| variable
     zones: dict[tuple[str, str], int] = field(default_factory=dict)  # (service, zone) → z variable (spread)
     role_flags: dict[tuple[str, str], int] = field(default_factory=dict)  # (service, role class) → u (zone_roles)
+    config_flags: dict[tuple[str, str], int] = field(default_factory=dict)  # (service, label) → y (simplicity)
     # (service, bucket, zone) → e, the share that hands off across zones (handoff, cross-zone services)
     crossing: dict[tuple[str, int, str], int] = field(default_factory=dict)
 

@@ -51,6 +51,7 @@ def add_simplicity(f: Built, d: Demand) -> None:
     if k is None or len(labels) <= k:
         return
     y = {lab: f.m.var(0.0, 1.0, 0.0, True) for lab in labels}
+    f.config_flags.update({(d.service, lab): v for lab, v in y.items()})
     for c in cols:
         f.m.row(f"config_used[{c.key}]", [f.n[c.key], y[c.label or c.key]], [1.0, -replica_bound(f, c, d)], -INF, 0.0)
     cols_y, vals = list(y.values()), [1.0] * len(y)

@@ -1,5 +1,6 @@
-"""Start-up: ``medley plan`` imports no web, database or Kubernetes library; ``medley --help`` lists every
-command, plugins included, without importing them; a plugin still runs when invoked."""
+"""Start-up: ``medley plan`` imports no web, database or Kubernetes library (nor rich for a JSON answer);
+``medley --help`` lists every command, plugins included, without importing them; a plugin still runs when
+invoked."""
 
 from __future__ import annotations
 
@@ -42,6 +43,7 @@ def test_plan_imports_no_web_database_or_kubernetes_library() -> None:
     assert json.loads(proc.stdout)["replica_groups"]
     assert "planner.pipeline" in imported  # the importtime record is read right
     assert not tops(imported) & {*HEAVY, *PLUGIN_PACKAGES}
+    assert "rich" not in tops(imported)  # an answer in JSON prints no table
 
 
 def test_help_lists_every_command_without_importing_one() -> None:
@@ -77,3 +79,17 @@ def test_a_plugin_runs_when_invoked_through_the_root() -> None:
     assert result.exit_code == 0 and "Usage" in result.output
     result = CliRunner().invoke(app, ["no-such-command"])
     assert result.exit_code == 2
+
+
+@pytest.mark.parametrize(("given", "expected"), [(None, "1"), ("4", "4")])
+def test_medley_runs_numpy_without_blas_threads_unless_told(monkeypatch: pytest.MonkeyPatch, given: str | None,
+                                                            expected: str) -> None:
+    import planner.cli.common
+    from planner.cli.main import main
+
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", given or "")  # restored after the test, whatever main() sets
+    if given is None:
+        monkeypatch.delenv("OPENBLAS_NUM_THREADS")
+    monkeypatch.setattr(planner.cli.common, "run_guarded", lambda entry, argv: None)
+    main(["version"])
+    assert os.environ["OPENBLAS_NUM_THREADS"] == expected
