@@ -215,13 +215,15 @@ def day_arrivals(curve: RateCurve, rng: np.random.Generator, *, trace_s: FloatAr
             np.maximum(np.asarray(outs[keep], dtype=np.int64), 1))
 
 
-def history_rates(peak_rps: float, day: DaySpec, step_s: float, rng: np.random.Generator) -> FloatArray:
-    """Observed per-step rates of the ``history_days`` before the simulated day (Poisson counts)."""
+def history_rates(peak_rps: float, day: DaySpec, step_s: float, rng: np.random.Generator,
+                  offset_s: float = 0.0) -> FloatArray:
+    """Observed per-step rates of the ``history_days`` before the simulated day (Poisson counts); the series
+    starts ``offset_s`` into the 24-hour curve, so it keeps the clock of the requests that follow it."""
     out = []
     steps = int(round(86400.0 / step_s))
     for _ in range(day.history_days):
         level = max(0.1, float(rng.normal(1.0, day.day_to_day)))
-        curve = rate_curve(peak_rps, day, 86400.0, rng, level=level)
+        curve = rate_curve(peak_rps, day, 86400.0, rng, level=level, offset_s=offset_s)
         expected = curve.mean_rates(0.0, step_s, steps) * step_s
         out.append(rng.poisson(expected) / step_s)
     return np.concatenate(out).astype(np.float64) if out else np.zeros(0)

@@ -83,7 +83,9 @@ def generate_traffic(inputs: DayInputs, period_s: float) -> tuple[TraceTraffic, 
             buckets=s.traffic.length_buckets() if trace is None else (),
             burst_cv=src.burst_cv if src is not None else 1.0)
         requests[s.id] = ServiceRequests(times - WARM_S, ins, outs)
-        hist = history_rates(peak, day, period_s, rng)
+        # The history ends where the warm hour starts (the curve's 23:00), so its days start there too: a
+        # history on another clock teaches the forecast a season shifted against the day it forecasts.
+        hist = history_rates(peak, day, period_s, rng, offset_s=86400.0 - WARM_S)
         history[s.id] = RateSeries(-WARM_S - hist.shape[0] * period_s, period_s, hist) if hist.size else \
             RateSeries(-WARM_S, period_s, hist)
         steps = int(round(span / period_s))
