@@ -146,7 +146,8 @@ class ControlLoop:
             self.menu = menu_columns(self.inputs.problem, self.fleet, self.settings.menu_scales,
                                      self.settings.solve, self.clock)
         for s in self.fleet.services:
-            self.forecasters.setdefault(s.id, SeasonalForecaster(self.settings.season_steps))
+            self.forecasters.setdefault(s.id, SeasonalForecaster(self.settings.season_steps,
+                                                                 step_s=self.settings.transition.period_s))
 
     def observe(self, source: TrafficSource, now_s: float) -> dict[str, float]:
         """Correct the capacity of each (service, role) that runs by the attainment the service showed over the
