@@ -58,3 +58,21 @@ def test_without_two_days_of_history_the_prior_is_the_forecast() -> None:
 def test_bad_arguments_name_the_field(history: np.ndarray, horizon: int, quantile: float, field: str) -> None:
     with pytest.raises(ForecastError, match=field):
         forecast_rates(history, SEASON, horizon, quantile)
+
+
+def test_given_the_step_the_interval_is_of_the_rate_not_of_a_steps_count() -> None:
+    """Counts of Poisson arrivals around a smooth daily rate: the interval of the count over-covers the rate
+    (it holds the sampling noise the capacity model already queues for); the rate's is narrower and still
+    covers about its quantile."""
+    rng = np.random.default_rng(4)
+    step_s = 20.0  # 60–200 requests a step: a sampling noise of 7–13% on the log
+    t = np.arange(7 * SEASON)
+    rate = 10.0 * (0.3 + 0.7 * np.exp(-0.5 * (((t % SEASON) - 13.0) / 3.0) ** 2)) * np.exp(rng.normal(0, 0.03, t.size))
+    counts = rng.poisson(rate * step_s) / step_s
+    history, future = counts[: 6 * SEASON], rate[6 * SEASON:]
+    of_count = SeasonalForecaster(SEASON).forecast(history, SEASON, 0.9)
+    of_rate = SeasonalForecaster(SEASON, step_s=step_s).forecast(history, SEASON, 0.9)
+    assert np.allclose(of_rate.median_rps, of_count.median_rps)
+    assert np.all(of_rate.upper_rps < of_count.upper_rps) and np.all(of_rate.lower_rps > of_count.lower_rps)
+    assert interval_coverage(future, of_count.upper_rps) == 1.0
+    assert interval_coverage(future, of_rate.upper_rps) >= 0.75
