@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from planner.forecast import ForecastError, SeasonalForecaster, forecast_rates
-from planner.forecast.seasonal import interval_coverage
+from planner.forecast.seasonal import interval, interval_coverage
 
 SEASON = 24
 
@@ -76,3 +76,14 @@ def test_given_the_step_the_interval_is_of_the_rate_not_of_a_steps_count() -> No
     assert np.all(of_rate.upper_rps < of_count.upper_rps) and np.all(of_rate.lower_rps > of_count.lower_rps)
     assert interval_coverage(future, of_count.upper_rps) == 1.0
     assert interval_coverage(future, of_rate.upper_rps) >= 0.75
+
+
+def test_the_variance_counts_the_states_the_history_set_and_keeps_a_floor() -> None:
+    z = 1.2815515655446004  # the 0.9 quantile of the standard normal
+    mean, upper = np.zeros(2), np.full(2, z)  # the model's one-σ² interval
+    _, up = interval(mean, upper, np.full(48, 5.0), 0.9, 24, None)
+    assert up == pytest.approx(np.full(2, z * np.sqrt(48 / 21)))  # 24 seasonal states + level + α, γ
+    _, up = interval(mean, upper, np.full(48, 5.0), 0.9, 24, step_s=1e6)  # counts of millions: no noise
+    assert up == pytest.approx(np.full(2, z * np.sqrt(48 / 21)), rel=1e-5)
+    _, up = interval(mean, 0.1 * upper, np.full(48, 0.5), 0.9, 24, step_s=2.0)  # one request a step: all noise
+    assert up == pytest.approx(np.full(2, 0.1 * z * np.sqrt(48 / 21 / 4)))  # the floor
