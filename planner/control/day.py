@@ -15,7 +15,8 @@ normalised to one request per unit and tiled end to end (each copy rotated by a 
 cover the day, are mapped through the inverse of the cumulative rate Λ(t) = ∫₀ᵗ λ(u) du — time rescaling,
 so a 1-second cluster in the trace stays a cluster, stretched or squeezed by the local rate. A service
 without a trace gets Gamma gaps (coefficient of variation ``burst_cv``, 1 = Poisson) with lengths from its
-buckets. The history days before the simulated one are per-step counts, Poisson around ∫ λ over the step.
+buckets. The history days before the simulated one are per-step counts, Poisson around ∫ λ over the step,
+on the clock of the requests that follow them (``history_rates``' ``offset_s``).
 """
 
 from __future__ import annotations
