@@ -16,10 +16,7 @@ plans (a configuration the loop has not run yet starts from it too):
     p ≤ w ≤ p + g, or fewer than n_min requests observed: d unchanged (g the guard: a dead band)
 
 Only a miss of the SLO itself derates: a period that meets the percentile needs no more capacity than the
-model gives, and paying for more is what the static plan does. Nor does a miss in a period whose observed
-rate exceeded the rate its plan was sized for (load ℓ = observed / planned > 1): that miss is the
-forecast's — a burst above the interval — and derating the model for it would pay for the burst for hours
-while the factor recovers; the next period's forecast already sees the higher rate.
+model gives, and paying for more is what the static plan does.
 
 A derated column carries less load per replica, so the next plan adds replicas or moves load elsewhere;
 the correction stays with the service's traffic, not the hour, so what the loop learns at night holds by day.
@@ -55,10 +52,8 @@ def answered_share(role: Role, observed: Attainment) -> float | None:
     return observed.ttft if "prefill" in phases else observed.tpot
 
 
-def update_factor(factor: float, role: Role, observed: Attainment, percentile: float, rule: Feedback,
-                  load: float = 1.0) -> float:
-    """The next capacity factor of a column from what its group showed over the last period; ``load``: the
-    period's observed rate over the rate its plan was sized for (a miss above 1 is the forecast's)."""
+def update_factor(factor: float, role: Role, observed: Attainment, percentile: float, rule: Feedback) -> float:
+    """The next capacity factor of a column from what its group showed over the last period."""
     share = answered_share(role, observed)
     if share is None or observed.requests < rule.min_requests:
         return factor
@@ -66,8 +61,6 @@ def update_factor(factor: float, role: Role, observed: Attainment, percentile: f
     upper = share + rule.z * math.sqrt(max(share * (1.0 - share), 1e-4) / observed.requests)
     short = (p - upper) / max(1.0 - p, 1e-3)
     if short > 0:
-        if load > 1.0:
-            return factor
         return max(rule.min_factor, factor / (1.0 + rule.gain * min(short, 2.0)))
     if share > min(p + rule.guard, 0.999):
         return min(1.0, factor / rule.recover)

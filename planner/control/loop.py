@@ -21,9 +21,7 @@ every column at period 0's demand instead, and says so in the decision.
 
 Before forecasting, the loop corrects the capacity of every configuration of each (service, role) that runs
 by the attainment the service was observed to give over the last period (``planner.control.feedback``): the
-correction belongs to the service's traffic, so a configuration the loop has not run yet starts from it too;
-a period whose observed rate exceeded the rate the plan was sized for is the forecast's miss and corrects
-nothing.
+correction belongs to the service's traffic, so a configuration the loop has not run yet starts from it too.
 """
 
 from __future__ import annotations
@@ -142,7 +140,6 @@ class ControlLoop:
     forecasters: dict[str, SeasonalForecaster] = field(default_factory=dict)
     factors: dict[str, float] = field(default_factory=dict)  # service/role → capacity factor (SLO feedback)
     last: Solution | None = None  # the plan in force (its replicas are ``current``)
-    planned: dict[str, float] = field(default_factory=dict)  # the rates the plan in force is sized for
 
     def __post_init__(self) -> None:
         if not self.menu:
@@ -162,14 +159,11 @@ class ControlLoop:
             slos = {s.id: s.slo for s in self.fleet.services}
             running = {(columns[k].service, columns[k].role) for k, n in self.current.items()
                        if n > 0 and k in columns}
-            services = {svc for svc, _ in running}
-            seen = {svc: source.attainment(svc, since, now_s, slos[svc]) for svc in services}
-            load = {svc: source.window(svc, since, now_s).rate_rps / self.planned[svc]
-                    if self.planned.get(svc, 0.0) > 0 else 1.0 for svc in services}
+            seen = {svc: source.attainment(svc, since, now_s, slos[svc]) for svc in {svc for svc, _ in running}}
             for svc, role in sorted(running):
                 key = factor_key(svc, role)
                 old = self.factors.get(key, 1.0)
-                self.factors[key] = update_factor(old, role, seen[svc], slos[svc].percentile, rule, load[svc])
+                self.factors[key] = update_factor(old, role, seen[svc], slos[svc].percentile, rule)
         return {k: f for k, f in self.factors.items() if f < 1.0}
 
     def problem_at(self, rates: Mapping[str, float], restrict: bool = True) -> Problem:
@@ -232,7 +226,6 @@ class ControlLoop:
                             factors, ahead, tr.prestart_s())
         self.current = _plus(after, ahead)
         self.last = solution
-        self.planned = dict(planned)
         self.step += 1
         return decision
 
