@@ -140,6 +140,8 @@ def interval(mean: FloatArray, upper: FloatArray, history_rps: FloatArray, quant
     from scipy.stats import norm
 
     z = float(norm.ppf(quantile))
+    if z <= 0.0:  # the median: no interval above it to widen
+        return mean.copy(), mean.copy()
     n = int(np.asarray(history_rps).size)
     var = ((upper - mean) / z) ** 2 * n / max(n - season_steps - 3, 1)
     if step_s is not None:

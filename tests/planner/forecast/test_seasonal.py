@@ -87,3 +87,9 @@ def test_the_variance_counts_the_states_the_history_set_and_keeps_a_floor() -> N
     assert up == pytest.approx(np.full(2, z * np.sqrt(48 / 21)), rel=1e-5)
     _, up = interval(mean, 0.1 * upper, np.full(48, 0.5), 0.9, 24, step_s=2.0)  # one request a step: all noise
     assert up == pytest.approx(np.full(2, 0.1 * z * np.sqrt(48 / 21 / 4)))  # the floor
+
+
+def test_planning_for_the_median_gives_the_median_as_the_bound() -> None:
+    series = _day(np.random.default_rng(3), 3)
+    f = SeasonalForecaster(SEASON, step_s=60.0).forecast(series, 4, 0.5)
+    assert np.all(np.isfinite(f.upper_rps)) and np.allclose(f.upper_rps, f.median_rps)
