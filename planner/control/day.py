@@ -15,7 +15,8 @@ normalised to one request per unit and tiled end to end (each copy rotated by a 
 cover the day, are mapped through the inverse of the cumulative rate Λ(t) = ∫₀ᵗ λ(u) du — time rescaling,
 so a 1-second cluster in the trace stays a cluster, stretched or squeezed by the local rate. A service
 without a trace gets Gamma gaps (coefficient of variation ``burst_cv``, 1 = Poisson) with lengths from its
-buckets. The history days before the simulated one are per-step counts, Poisson around ∫ λ over the step.
+buckets. The history days before the simulated one are per-step counts, Poisson around ∫ λ over the step,
+on the clock of the requests that follow them (``history_rates``' ``offset_s``).
 """
 
 from __future__ import annotations
@@ -215,13 +216,15 @@ def day_arrivals(curve: RateCurve, rng: np.random.Generator, *, trace_s: FloatAr
             np.maximum(np.asarray(outs[keep], dtype=np.int64), 1))
 
 
-def history_rates(peak_rps: float, day: DaySpec, step_s: float, rng: np.random.Generator) -> FloatArray:
-    """Observed per-step rates of the ``history_days`` before the simulated day (Poisson counts)."""
+def history_rates(peak_rps: float, day: DaySpec, step_s: float, rng: np.random.Generator,
+                  offset_s: float = 0.0) -> FloatArray:
+    """Observed per-step rates of the ``history_days`` before the simulated day (Poisson counts); the series
+    starts ``offset_s`` into the 24-hour curve, so it keeps the clock of the requests that follow it."""
     out = []
     steps = int(round(86400.0 / step_s))
     for _ in range(day.history_days):
         level = max(0.1, float(rng.normal(1.0, day.day_to_day)))
-        curve = rate_curve(peak_rps, day, 86400.0, rng, level=level)
+        curve = rate_curve(peak_rps, day, 86400.0, rng, level=level, offset_s=offset_s)
         expected = curve.mean_rates(0.0, step_s, steps) * step_s
         out.append(rng.poisson(expected) / step_s)
     return np.concatenate(out).astype(np.float64) if out else np.zeros(0)

@@ -3,8 +3,15 @@
 Every ``period_s`` the loop reads each service's observed rates (a ``TrafficSource``), forecasts the next
 ``horizon_periods + K`` periods (``planner.forecast``; K = ⌈start-up / period⌉) at the quantile the service
 plans for (its SLO percentile unless the loop is told one), gives each period the demand it must carry while
-later replicas load (``carried_rates``), and solves the horizon model (``planner.solve.horizon``): plans
-for every period with the moves between them priced. It applies period 0 and solves again next period.
+its successors' replicas load (``carried_rates``; none when a replica loads within a period), and solves the
+horizon model (``planner.solve.horizon``): plans for every period with the moves between them priced. It
+applies period 0 and solves again next period.
+
+Start-up is hidden by starting ahead, not by holding the next period's plan all through this one: the
+replicas that period 1's plan adds over period 0's start ``Transition.prestart_s`` into the period (KΔ − L),
+so they are Ready when period 1 begins and paid only from L before (``Decision.ahead``). That start is
+period 1's move: the service counts as moved at the next step (age 0 to its horizon model, whose period 0
+then completes the move), so the dwell rule still allows one move per window.
 
 The horizon model works on a *menu* of columns: the union of the single-period optima at a ladder of rate
 scales of the fleet's stated (peak) rates, plus whatever runs. The cheapest configuration for each load level
@@ -25,7 +32,7 @@ from dataclasses import dataclass, field, replace
 from planner.catalog import fleet_catalog
 from planner.clock import SYSTEM_CLOCK, Clock, Deadline
 from planner.control.feedback import Feedback, update_factor
-from planner.control.moves import routed
+from planner.control.moves import fit_starts, routed
 from planner.forecast import Forecast, SeasonalForecaster
 from planner.observe.source import TrafficSource
 from planner.pipeline import PlanInputs, assemble_plan
@@ -71,6 +78,15 @@ class Decision:
     moved: frozenset[str]
     fallback: str = ""
     factors: dict[str, float] = field(default_factory=dict)  # capacity factors below 1 (SLO feedback)
+    ahead: dict[str, int] = field(default_factory=dict)  # replicas started ``ahead_s`` into the period for period 1
+    ahead_s: float = 0.0
+
+
+def _plus(a: Mapping[str, int], b: Mapping[str, int]) -> dict[str, int]:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = out.get(k, 0) + v
+    return {k: v for k, v in out.items() if v > 0}
 
 
 def factor_key(service: str, role: str) -> str:
@@ -130,7 +146,8 @@ class ControlLoop:
             self.menu = menu_columns(self.inputs.problem, self.fleet, self.settings.menu_scales,
                                      self.settings.solve, self.clock)
         for s in self.fleet.services:
-            self.forecasters.setdefault(s.id, SeasonalForecaster(self.settings.season_steps))
+            self.forecasters.setdefault(s.id, SeasonalForecaster(self.settings.season_steps,
+                                                                 step_s=self.settings.transition.period_s))
 
     def observe(self, source: TrafficSource, now_s: float) -> dict[str, float]:
         """Correct the capacity of each (service, role) that runs by the attainment the service showed over the
@@ -179,7 +196,7 @@ class ControlLoop:
         tr = self.settings.transition
         factors = self.observe(source, now_s)
         forecasts = self.forecast(source, now_s)
-        carried = {svc: carried_rates(f.upper_rps.tolist(), tr.lookahead())[: self.settings.horizon_periods]
+        carried = {svc: carried_rates(f.upper_rps.tolist(), tr.carried())[: self.settings.horizon_periods]
                    for svc, f in forecasts.items()}
         periods = tuple(self.problem_at({svc: rates[t] for svc, rates in carried.items()})
                         for t in range(self.settings.horizon_periods))
@@ -202,12 +219,24 @@ class ControlLoop:
         moved = frozenset(moved_services(periods[0], before, after))
         for svc in moved:
             self.last_move[svc] = self.step
+        ahead = self.ahead_of(horizon, after) if not fallback else {}
+        for svc in moved_services(periods[0], after, _plus(after, ahead)):
+            self.last_move[svc] = self.step + 1  # the start of period 1's move
         decision = Decision(self.step, now_s, before, after, solution, horizon, forecasts, planned, moved, fallback,
-                            factors)
-        self.current = after
+                            factors, ahead, tr.prestart_s())
+        self.current = _plus(after, ahead)
         self.last = solution
         self.step += 1
         return decision
+
+    def ahead_of(self, horizon: HorizonSolution, after: Mapping[str, int]) -> dict[str, int]:
+        """Replicas period 1's plan adds over ``after``, those that fit next to it (pools, power): started ahead
+        so they are Ready when period 1 begins. None when a replica loads in no time or the horizon is one period."""
+        tr = self.settings.transition
+        if tr.startup_s <= 0 or len(horizon.plans) < 2:
+            return {}
+        wanted = {k: n - after.get(k, 0) for k, n in horizon.plans[1].replicas.items() if n > after.get(k, 0)}
+        return fit_starts(self.inputs.problem, after, wanted) if wanted else {}
 
     def kept(self, rates: Mapping[str, float]) -> Solution:
         """What runs, with the load split that carries the most of ``rates`` it can (a plan's routing is part

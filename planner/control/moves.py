@@ -10,7 +10,9 @@ free, start again — and when no wave can move without leaving a service short,
 says why (``Rollout.blocked``): it never breaks before it makes.
 
 ``timeline`` turns the waves into time: a start wave lasts the model's start-up (its replicas are paid, not
-yet Ready), a stop wave takes its replicas out of service at once and pays them while they drain.
+yet Ready), a stop wave takes its replicas out of service at once and pays them while they drain; replicas
+started ahead for the next period's plan (``fit_starts`` keeps them within the same limits) are paid from
+the moment they start and join the Ready set at the next period.
 """
 
 from __future__ import annotations
@@ -117,12 +119,25 @@ def _largest(ok: Callable[[int], bool], top: int) -> int:
     return lo
 
 
+def fit_starts(limits: Problem, running: Mapping[str, int], wanted: Mapping[str, int]) -> dict[str, int]:
+    """The most of ``wanted`` (column by column, in service order) that can start next to ``running`` within the
+    pools' node limits and the power domains' nameplate."""
+    service = {c.key: c.service for c in limits.columns}
+    started: dict[str, int] = {}
+    for k in sorted((k for k, v in wanted.items() if v > 0), key=lambda k: (service.get(k, ""), k)):
+        def fits(i: int, k: str = k) -> bool:
+            return not within_limits(limits, _plus(running, _plus(started, {k: i})))
+        n = _largest(fits, wanted[k])
+        if n:
+            started[k] = n
+    return started
+
+
 def order_moves(limits: Problem, need: Problem, before: Mapping[str, int], after: Mapping[str, int]) -> Rollout:
     """Waves from ``before`` to ``after``: pools and power of ``limits`` kept at every step, and every stop
     only while the Ready replicas left carry ``need`` (the demand the new plan is sized for)."""
     ready = {k: v for k, v in before.items() if v > 0}
     target = {k: v for k, v in after.items() if v > 0}
-    service = {c.key: c.service for c in limits.columns}
     prices = {c.key: column_price(c, {p.id: p for p in limits.pools}) for c in limits.columns}
     waves: list[Wave] = []
     blocked = ""
@@ -131,13 +146,7 @@ def order_moves(limits: Problem, need: Problem, before: Mapping[str, int], after
         to_stop = {k: ready[k] - target.get(k, 0) for k in ready if ready[k] > target.get(k, 0)}
         if not to_start and not to_stop:
             break
-        started: dict[str, int] = {}
-        for k in sorted(to_start, key=lambda k: (service.get(k, ""), k)):
-            def fits(i: int, k: str = k, ready: dict[str, int] = ready, started: dict[str, int] = started) -> bool:
-                return not within_limits(limits, _plus(ready, _plus(started, {k: i})))
-            n = _largest(fits, to_start[k])
-            if n:
-                started[k] = n
+        started = fit_starts(limits, ready, to_start)
         if started:
             waves.append(Wave("start", started, _plus(ready, started), _plus(ready, started)))
             ready = _plus(ready, started)
@@ -172,9 +181,11 @@ class Segment:
     paid: dict[str, int]
 
 
-def timeline(rollout: Rollout, startup_s: float, period_s: float) -> list[Segment]:
+def timeline(rollout: Rollout, startup_s: float, period_s: float, ahead: Mapping[str, int] | None = None,
+             ahead_s: float | None = None) -> list[Segment]:
     """The period's segments: a start wave keeps the Ready set and pays its new replicas for ``startup_s``;
-    a stop wave changes the Ready set at once (its draining is paid apart, ``drain_usd``)."""
+    a stop wave changes the Ready set at once (its draining is paid apart, ``drain_usd``); ``ahead``, replicas
+    for the next plan, are paid from ``ahead_s`` into the period (or once the waves are done, if later)."""
     segments: list[Segment] = []
     at = 0.0
     ready = dict(rollout.before)
@@ -185,8 +196,12 @@ def timeline(rollout: Rollout, startup_s: float, period_s: float) -> list[Segmen
                 segments.append(Segment(at, end, ready, _plus(ready, wave.replicas)))
             at += startup_s
         ready = wave.ready
-    if at < period_s:
-        segments.append(Segment(at, period_s, ready, dict(ready)))
+    extra = {k: v for k, v in (ahead or {}).items() if v > 0}
+    split = max(at, ahead_s if ahead_s is not None else period_s) if extra else period_s
+    if at < min(split, period_s):
+        segments.append(Segment(at, min(split, period_s), ready, dict(ready)))
+    if split < period_s:
+        segments.append(Segment(split, period_s, ready, _plus(ready, extra)))
     return segments
 
 

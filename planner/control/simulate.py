@@ -3,7 +3,8 @@
 The day's requests come from ``planner.control.day`` (a diurnal curve over the fleet's stated peak rates,
 bursts, traces stretched over it) and are observed through a ``TraceTraffic``. Every period the loop decides
 (``ControlLoop.decide``), the move is ordered into waves (``planner.control.moves``) and laid out in time
-(start-up, drain); the period's $ is what the waves keep paid. On ``sample_s`` seconds of each stretch with
+(start-up, drain), and the replicas the next period's plan adds start ahead, to be Ready when it begins; the
+period's $ is what the waves and the early starts keep paid. On ``sample_s`` seconds of each stretch with
 a different Ready set — while new replicas load (the old plan serves) and once the move is done — the
 replay serves the period's actual requests against the Ready replicas, and against the static plan sized
 for the stated peak. Attainment is the share of replayed requests that met both TTFT and TPOT targets.
@@ -83,7 +84,9 @@ def generate_traffic(inputs: DayInputs, period_s: float) -> tuple[TraceTraffic, 
             buckets=s.traffic.length_buckets() if trace is None else (),
             burst_cv=src.burst_cv if src is not None else 1.0)
         requests[s.id] = ServiceRequests(times - WARM_S, ins, outs)
-        hist = history_rates(peak, day, period_s, rng)
+        # The history ends where the warm hour starts (the curve's 23:00), so its days start there too: a
+        # history on another clock teaches the forecast a season shifted against the day it forecasts.
+        hist = history_rates(peak, day, period_s, rng, offset_s=86400.0 - WARM_S)
         history[s.id] = RateSeries(-WARM_S - hist.shape[0] * period_s, period_s, hist) if hist.size else \
             RateSeries(-WARM_S, period_s, hist)
         steps = int(round(span / period_s))
@@ -228,7 +231,7 @@ class _Day:
         decision = loop.decide(self.replayer.source, now)
         limits = loop.problem_at(decision.planned_rps, restrict=False)
         rollout = order_moves(limits, limits, decision.before, decision.after)
-        segments = timeline(rollout, settings.transition.startup_s, period)
+        segments = timeline(rollout, settings.transition.startup_s, period, decision.ahead, decision.ahead_s)
         plan_after = loop.plan_of(decision.solution, decision.planned_rps)
         counts_loop: dict[str, list[int]] = {}
         counts_static: dict[str, list[int]] = {}
@@ -252,7 +255,8 @@ class _Day:
         usd += drain_usd(limits, rollout, settings.transition.drain_s)
         return StepRow(
             step=k, start_s=now, loop_usd=usd, static_usd=self.static.cost_usd_per_hour * period / 3600.0,
-            loop_usd_per_hour=decision.solution.cost_usd_per_hour or 0.0, started=rollout.started,
+            loop_usd_per_hour=decision.solution.cost_usd_per_hour or 0.0,
+            started=rollout.started + sum(decision.ahead.values()),
             stopped=rollout.stopped, waves=len(rollout.waves), blocked=rollout.blocked,
             short_waves=_short_waves(loop, rollout, decision.planned_rps),
             moved=sorted(decision.moved), fallback=decision.fallback,

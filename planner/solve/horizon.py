@@ -6,8 +6,9 @@ paid, one move per dwell window, hysteresis on shrinking, make-before-break room
 ``planner.solve.formulation.transition``), and solves the whole on one backend by the deadline. The
 control loop applies period 0 and solves again next period (receding horizon).
 
-``carried_rates`` gives each period the demand it must carry while the next periods' replicas load:
-max(λ_t, …, λ_{t+K}), K = ⌈start-up / period⌉.
+``carried_rates`` gives each period the demand it must carry while its successors' replicas load:
+max(λ_t, …, λ_{t+C}), C = ``Transition.carried()`` = ⌈start-up / period⌉ − 1 (0 when a replica loads within a
+period: the loop starts the next plan's replicas ahead, ``Transition.prestart_s``).
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ class HorizonSolution:
 
 
 def carried_rates(rates: Sequence[float], lookahead: int) -> list[float]:
-    """max(λ_t, …, λ_{t+K}) per period (the last periods carry what the horizon still shows)."""
+    """max(λ_t, …, λ_{t+lookahead}) per period (the last periods carry what the horizon still shows)."""
     out = []
     for t in range(len(rates)):
         out.append(max(rates[t: t + lookahead + 1]))
@@ -202,12 +203,13 @@ def dwell_moves(hp: HorizonProblem, sol: HorizonSolution) -> dict[str, int]:
     problem = hp.periods[0]
     times: dict[str, list[int]] = {d.service: [] for d in problem.demands}
     for svc, age in hp.last_move_age.items():
-        if svc in times and age >= 1:
-            times[svc].append(-age)
+        if svc in times and age >= 0:
+            times[svc].append(-age)  # age 0: the move into period 0 began ahead; period 0's changes complete it
     before: Mapping[str, int] = hp.current
     for t, plan in enumerate(sol.plans):
         for svc in moved_services(problem, before, plan.replicas):
-            times.setdefault(svc, []).append(t)
+            if t not in times.setdefault(svc, []):
+                times[svc].append(t)
         before = plan.replicas
     for svc, ts in times.items():
         extra = sum(1 for i in range(1, len(ts)) if ts[i] - ts[i - 1] < w)

@@ -15,7 +15,9 @@ Rows
   moved[c,t]:    up[c,t] + dn[c,t] − M_c moved[s_c,t] ≤ 0, with n[c,t] ≤ M_c := max(cur_c, min(pool bound,
                  ⌈(1+η) Σ_b λ_{t,b}/(h cap_{c,b})⌉ + min_s + 1)) (no cheapest plan holds more of c than carry s alone)
   shrunk[c,t]:   dn[c,t] − M_c shrunk[s_c,t] ≤ 0
-  dwell[s,t]:    Σ_{τ=max(0,t−W+1)..t} moved[s,τ] + [s moved a ≥ 1 periods ago and t + a < W] − v[s,t] ≤ 1
+  dwell[s,t]:    Σ_{τ=max(0,t−W+1)..t} moved[s,τ] + [s moved a ≥ 1 periods ago and t + a < W] − v[s,t] ≤ 1;
+                 a = 0 (the move into period 0 began last period: its replicas were started ahead) counts as
+                 moved[s,0] = 1 for the later periods, and period 0's own changes complete that move
   hysteresis[s,φ,t]: Σ_{c∈A_φ} ρ_c n[c,t] − η β_t shrunk[s,t] ≥ β_t    (the work row of the work family with
                  one reference column r: u_b = 1/cap_{r,b}, ρ_c = max_b u_b cap_{c,b}, β_t = Σ_b λ_{t,b} u_b / h;
                  a period that shrinks s keeps η of its work spare, so noise around a size does not stop and
@@ -27,8 +29,10 @@ Objective terms (USD)
   + Σ_{c,t} (π_c L/3600 + σ) up[c,t]    a new replica is paid while its model loads (L s) and costs σ to start
   + Σ_{c,t} π_c D/3600 dn[c,t]          a stopped replica is paid while it drains (D s)
   + Σ_{s,t} ω v[s,t]                    a move inside the dwell window
-with π_c the replica's $/h. Start-up time also shapes the demand: period t's copy carries
-max(λ_t, …, λ_{t+K}), K = ⌈L/Δ⌉, because replicas started for t+1 are not Ready for its first L seconds.
+with π_c the replica's $/h. Start-up time also shapes when replicas start and what a period carries
+(K = ⌈L/Δ⌉): the replicas plan t+1 adds start KΔ − L seconds into period t (ahead: Ready when they are
+needed, not earlier), and period t's copy carries max(λ_t, …, λ_{t+K−1}) — for L ≤ Δ just λ_t; a start-up
+longer than a period makes a plan also hold the periods its successors' replicas spend loading.
 """
 
 from __future__ import annotations
@@ -58,8 +62,17 @@ class Transition:
     dwell_violation_usd: float = 1000.0  # price of each move beyond one per dwell window
 
     def lookahead(self) -> int:
-        """K = ⌈L/Δ⌉: how many later periods a plan must also carry while their new replicas load."""
+        """K = ⌈L/Δ⌉: how many periods ahead a replica must start to be Ready when its plan is in force."""
         return math.ceil(self.startup_s / self.period_s - 1e-9) if self.startup_s > 0 else 0
+
+    def carried(self) -> int:
+        """K − 1 (at least 0): how many later periods a plan also carries while its successors' replicas load."""
+        return max(self.lookahead() - 1, 0)
+
+    def prestart_s(self) -> float:
+        """KΔ − L: seconds into a period at which the replicas the next plan adds start, so that they are Ready
+        at the start of period K (the next period when L ≤ Δ) and no earlier."""
+        return self.lookahead() * self.period_s - self.startup_s if self.startup_s > 0 else self.period_s
 
 
 @dataclass
@@ -134,15 +147,17 @@ def add_moves(s: Stack, current: Mapping[str, int], tr: Transition) -> None:
 
 
 def add_dwell(s: Stack, last_move_age: Mapping[str, int], tr: Transition) -> None:
-    """dwell[s,t]: one move per W periods, counting a move ``a`` periods before period 0 (priced slack v)."""
+    """dwell[s,t]: one move per W periods, counting a move ``a`` periods before period 0 (priced slack v); a = 0:
+    the move into period 0 was begun ahead, so it counts as period 0's move and period 0's changes are free."""
     w = tr.dwell_periods
     if w <= 1:
         return
     for svc in s.periods[0].demands:
         age = last_move_age.get(svc)
         for t in range(len(s.periods)):
-            members = [s.moved[(svc, tau)] for tau in range(max(0, t - w + 1), t + 1)]
-            before = 1.0 if age is not None and age >= 1 and t + age < w else 0.0
+            first = max(1 if age == 0 else 0, t - w + 1)
+            members = [s.moved[(svc, tau)] for tau in range(first, t + 1)]
+            before = 1.0 if age is not None and age >= 0 and t + age < w else 0.0
             v = s.m.var(0.0, INF, tr.dwell_violation_usd, False)
             s.m.row(f"dwell[{svc},{t}]", [*members, v], [1.0] * len(members) + [-1.0], -INF, 1.0 - before)
 

@@ -3,7 +3,7 @@ spare, alternate when a pool is full, and stop (blocked) rather than break befor
 
 from __future__ import annotations
 
-from planner.control.moves import order_moves, serves, timeline, within_limits
+from planner.control.moves import Rollout, order_moves, serves, timeline, within_limits
 from planner.schema import Role
 from planner.solve import Column, Demand, PoolSupply, PowerBudget, Problem
 
@@ -62,3 +62,12 @@ def test_timeline_pays_new_replicas_while_they_load() -> None:
     segs = timeline(r, startup_s=300.0, period_s=900.0)
     assert [(s.start_s, s.end_s) for s in segs] == [(0.0, 300.0), (300.0, 900.0)]
     assert segs[0].ready == {"a": 3} and segs[0].paid == {"a": 3, "b": 1} and segs[1].ready == {"b": 1}
+
+
+def test_replicas_started_ahead_are_paid_from_their_start_not_from_the_period_start() -> None:
+    rollout = Rollout({"a": 1}, {"a": 1}, ())
+    segments = timeline(rollout, startup_s=300.0, period_s=900.0, ahead={"b": 2}, ahead_s=600.0)
+    assert [(s.start_s, s.end_s) for s in segments] == [(0.0, 600.0), (600.0, 900.0)]
+    assert segments[0].paid == {"a": 1} and segments[1].paid == {"a": 1, "b": 2}
+    assert all(s.ready == {"a": 1} for s in segments)  # Ready only at the next period
+    assert len(timeline(rollout, 300.0, 900.0)) == 1

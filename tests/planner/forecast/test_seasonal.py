@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from planner.forecast import ForecastError, SeasonalForecaster, forecast_rates
-from planner.forecast.seasonal import interval_coverage
+from planner.forecast.seasonal import interval, interval_coverage
 
 SEASON = 24
 
@@ -58,3 +58,38 @@ def test_without_two_days_of_history_the_prior_is_the_forecast() -> None:
 def test_bad_arguments_name_the_field(history: np.ndarray, horizon: int, quantile: float, field: str) -> None:
     with pytest.raises(ForecastError, match=field):
         forecast_rates(history, SEASON, horizon, quantile)
+
+
+def test_given_the_step_the_interval_is_of_the_rate_not_of_a_steps_count() -> None:
+    """Counts of Poisson arrivals around a smooth daily rate: the interval of the count over-covers the rate
+    (it holds the sampling noise the capacity model already queues for); the rate's is narrower and still
+    covers about its quantile."""
+    rng = np.random.default_rng(4)
+    step_s = 20.0  # 60–200 requests a step: a sampling noise of 7–13% on the log
+    t = np.arange(7 * SEASON)
+    rate = 10.0 * (0.3 + 0.7 * np.exp(-0.5 * (((t % SEASON) - 13.0) / 3.0) ** 2)) * np.exp(rng.normal(0, 0.03, t.size))
+    counts = rng.poisson(rate * step_s) / step_s
+    history, future = counts[: 6 * SEASON], rate[6 * SEASON:]
+    of_count = SeasonalForecaster(SEASON).forecast(history, SEASON, 0.9)
+    of_rate = SeasonalForecaster(SEASON, step_s=step_s).forecast(history, SEASON, 0.9)
+    assert np.allclose(of_rate.median_rps, of_count.median_rps)
+    assert np.all(of_rate.upper_rps < of_count.upper_rps) and np.all(of_rate.lower_rps > of_count.lower_rps)
+    assert interval_coverage(future, of_count.upper_rps) == 1.0
+    assert interval_coverage(future, of_rate.upper_rps) >= 0.75
+
+
+def test_the_variance_counts_the_states_the_history_set_and_keeps_a_floor() -> None:
+    z = 1.2815515655446004  # the 0.9 quantile of the standard normal
+    mean, upper = np.zeros(2), np.full(2, z)  # the model's one-σ² interval
+    _, up = interval(mean, upper, np.full(48, 5.0), 0.9, 24, None)
+    assert up == pytest.approx(np.full(2, z * np.sqrt(48 / 21)))  # 24 seasonal states + level + α, γ
+    _, up = interval(mean, upper, np.full(48, 5.0), 0.9, 24, step_s=1e6)  # counts of millions: no noise
+    assert up == pytest.approx(np.full(2, z * np.sqrt(48 / 21)), rel=1e-5)
+    _, up = interval(mean, 0.1 * upper, np.full(48, 0.5), 0.9, 24, step_s=2.0)  # one request a step: all noise
+    assert up == pytest.approx(np.full(2, 0.1 * z * np.sqrt(48 / 21 / 4)))  # the floor
+
+
+def test_planning_for_the_median_gives_the_median_as_the_bound() -> None:
+    series = _day(np.random.default_rng(3), 3)
+    f = SeasonalForecaster(SEASON, step_s=60.0).forecast(series, 4, 0.5)
+    assert np.all(np.isfinite(f.upper_rps)) and np.allclose(f.upper_rps, f.median_rps)

@@ -116,3 +116,21 @@ def test_a_move_inside_the_dwell_window_is_priced_and_reported() -> None:
     tr_dear = replace(tr, dwell_violation_usd=1e6)
     hp, sol = _solve([6.0], tr_dear, current={"small": 2}, age={"svc": 1})
     assert dwell_moves(hp, sol) == {"svc": 1}  # demand must be served: the move happens, at its price
+
+
+def test_start_ahead_lead_and_carry_follow_the_start_up() -> None:
+    assert Transition(period_s=900, startup_s=300).prestart_s() == 600.0  # Ready when the next period begins
+    assert Transition(period_s=900, startup_s=300).carried() == 0
+    assert Transition(period_s=300, startup_s=480).prestart_s() == 120.0  # Ready two periods on
+    assert Transition(period_s=300, startup_s=480).carried() == 1
+
+
+def test_a_move_begun_ahead_is_period_zeros_move_and_holds_the_dwell_window() -> None:
+    """Age 0: the service's move into period 0 began last period (replicas started ahead). Completing it in
+    period 0 is free; another move inside the window is priced."""
+    tr = Transition(period_s=900, startup_s=0, drain_s=0, dwell_periods=4, hysteresis=0.0, dwell_violation_usd=1e4)
+    hp, sol = _solve([2.0, 6.0], tr, current={"small": 2}, age={"svc": 0})
+    capacity = sol.plans[0].replicas.get("small", 0) + 4 * sol.plans[0].replicas.get("big", 0)
+    assert capacity >= 6.0 and dwell_moves(hp, sol) == {}  # grows in period 0 rather than moving twice
+    hp, sol = _solve([2.0, 6.0], tr, current={"small": 2})
+    assert sol.plans[0].replicas == {"small": 2}  # no move to complete: wait for period 1
