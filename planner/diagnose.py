@@ -20,11 +20,14 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
+import numpy as np
+
 from planner.catalog import Catalog
 from planner.model.configurations import CandidateStats, ServiceConfiguration, service_configurations
 from planner.model.perf import PerfModel
 from planner.schema import DeviceKind, Finding, FleetSpec, LengthBucket, Service
-from planner.solve.problem import Column, Problem
+from planner.solve.problem import Problem
+from planner.solve.table import ColumnTable
 
 
 def preflight(fleet: FleetSpec, catalog: Catalog, perf: PerfModel, problem: Problem,
@@ -33,16 +36,15 @@ def preflight(fleet: FleetSpec, catalog: Catalog, perf: PerfModel, problem: Prob
     if not fleet.services:
         return [Finding(kind="infeasible", constraint="services",
                         message="the fleet has no services: there is nothing to plan")]
-    by_service: dict[str, list[Column]] = {}
-    for c in problem.columns:
-        by_service.setdefault(c.service, []).append(c)
+    with_columns = {c.service for c in problem.columns}
+    table = problem.table
+    index = {d.service: i for i, d in enumerate(problem.demands)}
     out: list[Finding] = []
     for svc in fleet.services:
-        columns = by_service.get(svc.id, [])
-        if not columns:
+        if svc.id not in with_columns:
             out.append(_no_columns(svc, fleet, catalog, perf, buckets[svc.id]))
-        elif svc.traffic.rate_rps > 0:
-            short = _demand(svc, columns, problem, buckets[svc.id])
+        elif svc.traffic.rate_rps > 0 and svc.id in index:
+            short = _demand(svc, table, table.by_service[index[svc.id]], problem, buckets[svc.id])
             if short is not None:
                 out.append(short)
     return out
@@ -90,19 +92,27 @@ def _shape(key: tuple[str, int, int]) -> str:
     return f"{device} tp{tp}" + (f" pp{pp}" if pp > 1 else "")
 
 
-def _demand(svc: Service, columns: list[Column], problem: Problem, buckets: Sequence[LengthBucket]) -> Finding | None:
-    """A lower bound on the devices the service's rate needs against what its pools hold (None when it fits)."""
-    pools = {p.id: p for p in problem.pools}
-    used = {c.pool for c in columns} | {c.memory_pool for c in columns if c.memory_pool}
-    if any(pools[p].max_nodes is None for p in used):
+def _demand(svc: Service, table: ColumnTable, rows: np.ndarray, problem: Problem,
+            buckets: Sequence[LengthBucket]) -> Finding | None:
+    """A lower bound on the devices the service's rate needs against what its pools hold (None when it fits).
+
+    ``rows`` are the service's columns in the problem's table (arrays, so a service with thousands of
+    columns costs one maximum per bucket)."""
+    if not len(rows):
         return None
-    held = sum(pools[p].devices_per_node * (pools[p].max_nodes or 0) for p in used)
+    used_ix = np.unique(np.concatenate([table.pool[rows], table.memory_pool[rows]]))
+    used = [problem.pools[int(i)] for i in used_ix if i >= 0]
+    if any(p.max_nodes is None for p in used):
+        return None
+    held = sum(p.devices_per_node * (p.max_nodes or 0) for p in used)
+    per_device = table.caps[rows] / (table.devices[rows] + table.memory_devices[rows])[:, None]
+    best_per_bucket = per_device.max(axis=0)
     need = 0.0
     for b, bucket in enumerate(buckets):
         rate = svc.traffic.rate_rps * bucket.share
         if rate <= 0:
             continue
-        best = max(c.capacity_rps[b] / (c.devices + c.memory_devices) for c in columns)
+        best = float(best_per_bucket[b]) if b < len(best_per_bucket) else 0.0
         if best <= 0:
             return None  # the cover check names an unserved bucket
         need += rate / (best * problem.headroom)
@@ -112,5 +122,6 @@ def _demand(svc: Service, columns: list[Column], problem: Problem, buckets: Sequ
                        message=f"service {svc.id}: {svc.traffic.rate_rps:.4g} req/s needs {shown} devices "
                                f"even at the best capacity per device of its configurations (headroom "
                                f"{problem.headroom:g}), but the pools it may use hold {held:,} "
-                               f"({', '.join(sorted(used))})", value=need if math.isfinite(need) else None)
+                               f"({', '.join(sorted(p.id for p in used))})",
+                       value=need if math.isfinite(need) else None)
     return None

@@ -24,9 +24,11 @@ def fleet_snapshot(fleet: FleetSpec) -> dict[str, Any]:
     return fleet.model_dump(mode="json", by_alias=True)
 
 
-def fleet_digest(fleet: FleetSpec) -> str:
-    """SHA-256 of the fleet's canonical JSON (sorted keys, no whitespace)."""
-    text = json.dumps(fleet_snapshot(fleet), sort_keys=True, separators=(",", ":"), allow_nan=True)
+def fleet_digest(fleet: FleetSpec, snapshot: dict[str, Any] | None = None) -> str:
+    """SHA-256 of the fleet's canonical JSON (sorted keys, no whitespace); ``snapshot``: its
+    ``fleet_snapshot`` where the caller has it already (a large fleet's takes a while to make)."""
+    data = fleet_snapshot(fleet) if snapshot is None else snapshot
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"), allow_nan=True)
     return "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 

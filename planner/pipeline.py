@@ -21,7 +21,7 @@ import hashlib
 import json
 import math
 from collections import defaultdict
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import cast
@@ -30,6 +30,7 @@ from planner.catalog import Catalog, fleet_catalog
 from planner.clock import Deadline
 from planner.diagnose import preflight
 from planner.fingerprint import fleet_digest, fleet_snapshot
+from planner.heap import planning_heap
 from planner.io.profiles import fleet_calibration, fleet_perf_model
 from planner.model.calibration import Calibration
 from planner.model.candidates import (
@@ -89,6 +90,12 @@ EXTRAS_SHARE = 0.2
 # Pricing the candidates may take this share of the time limit; then the configurations not priced yet are left
 # out where the priced ones serve every bucket (unified replicas are priced first), so the solve has time left.
 PRICING_SHARE = 0.4
+# The solve ends this share of the time limit (at most half of what the candidates left) before the deadline:
+# making the plan from the solution (loads, error bands, the fleet's snapshot) takes about 0.4 s at 200
+# services, and the command's wall time is what the limit promises.
+FINISH_SHARE = 0.05
+# A quick plan is the answer without a solve where the candidates leave the solve less than this.
+MIN_SOLVE_S = 0.5
 # Fleets with at least this many configurations to price (services × pools × TP × PP × roles, before the
 # memory and SLO checks) first get a plan of unified, single-stage replicas alone (``quick_fleet``): a plan
 # within seconds however long pricing every configuration takes, and the start of the full solve.
@@ -255,6 +262,14 @@ def plan_fleet(fleet: FleetSpec, *, current: Plan | None = None, catalog: Catalo
     ``progress`` records (and shows) the plan and bound as they improve. ``baselines`` and ``marginals``
     (binding rows and marginal values) solve again within what the main solve leaves; drafts that are not the
     answer skip them."""
+    with planning_heap() as built:  # the collector paused while the inputs are built, then they are frozen
+        return _plan_fleet(fleet, current, catalog, perf, backend, baselines, marginals, base_dir, created_at,
+                           deadline, progress, built)
+
+
+def _plan_fleet(fleet: FleetSpec, current: Plan | None, catalog: Catalog | None, perf: PerfModel | None,
+                backend: str | None, baselines: bool, marginals: bool, base_dir: Path | None, created_at: str,
+                deadline: Deadline | None, progress: Progress | None, built: Callable[[], None]) -> Plan:
     until = deadline or Deadline.after(fleet.planner.time_limit_s)
     record = progress or Progress(until.clock)
     cat = catalog or fleet_catalog(fleet)
@@ -273,12 +288,17 @@ def plan_fleet(fleet: FleetSpec, *, current: Plan | None = None, catalog: Catalo
                                                    "planner.time_limit_s")]) from exc
         return _quick_answer(fleet, quick, opts, cat, current, created_at, record, None, str(exc))
     record.mark("candidates")
+    built()
     blocked = preflight(fleet, cat, model, inputs.problem, inputs.buckets)
     if blocked:
         raise InfeasibleFleet(blocked)
     extras = baselines or marginals
     left = until.end - until.now()
-    solve_until = Deadline(until.end - EXTRAS_SHARE * left, until.clock) if extras else until
+    finish = min(FINISH_SHARE * fleet.planner.time_limit_s, 0.5 * max(left, 0.0))
+    solve_until = Deadline(until.end - finish - (EXTRAS_SHARE * left if extras else 0.0), until.clock)
+    if quick is not None and solve_until.remaining() < MIN_SOLVE_S:
+        return _quick_answer(fleet, quick, opts, cat, current, created_at, record, None,
+                             "pricing every configuration left no time to solve")
     start = quick.solution if quick is not None and _starts(inputs.problem, quick.solution) else None
     sol = solve(inputs.problem, opts, deadline=solve_until, start=start)
     if sol.status not in ("optimal", "feasible"):
@@ -484,6 +504,7 @@ def assemble_plan(fleet: FleetSpec, inputs: PlanInputs, sol: Solution, opts: Sol
         if g.memory_pool:
             devices_by_pool[g.memory_pool] += g.replicas * g.configuration.memory_devices
     tokens_per_hour = sum(d.tokens_per_s for d in inputs.problem.demands) * 3600
+    snapshot = fleet_snapshot(fleet)
     cost = sol.cost_usd_per_hour or 0.0
     report = SolverReport(backend=opts.backend, status=sol.status, objective=sol.objective,
                           best_bound=sol.best_bound, relative_gap=sol.relative_gap,
@@ -507,7 +528,7 @@ def assemble_plan(fleet: FleetSpec, inputs: PlanInputs, sol: Solution, opts: Sol
             cross_zone_usd_per_hour(inputs.problem, sol))],
         demand=[ServiceDemand(service=s.id, rate_rps=s.traffic.rate_rps, buckets=inputs.buckets[s.id])
                 for s in fleet.services],
-        fleet_digest=fleet_digest(fleet), fleet_snapshot=fleet_snapshot(fleet))
+        fleet_digest=fleet_digest(fleet, snapshot), fleet_snapshot=snapshot)
 
 
 def _group_load(c: Candidate, buckets: Sequence[LengthBucket], rates: Sequence[float],

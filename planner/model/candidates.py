@@ -17,9 +17,7 @@ fleets too large for their time limit).
 
 from __future__ import annotations
 
-import gc
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import repeat
 from typing import Any
@@ -28,6 +26,7 @@ import numpy as np
 
 from planner.catalog import Catalog
 from planner.clock import Deadline
+from planner.heap import collector_paused
 from planner.model.calibration import Calibration
 from planner.model.capacity import (
     Capacity,
@@ -425,22 +424,8 @@ def generate_candidates(fleet: FleetSpec, catalog: Catalog, perf: PerfModel,
     priced first; past ``price_by`` the others not priced yet are left out (counted as ``DROP_UNPRICED``) where
     pricing at its pace would not end soon after and every bucket of every service is already served, else
     pricing goes on to ``deadline``."""
-    with _collector_paused():
+    with collector_paused():  # see planner.heap
         return _generate(fleet, catalog, perf, buckets, limits, deadline, price_by)
-
-
-@contextmanager
-def _collector_paused() -> Iterator[None]:
-    """Python's cycle collector paused: candidates are hundreds of thousands of long-lived objects without
-    cycles, and each full collection while they pile up (one per quarter the heap grows) walks all of them
-    again, for nothing. What is built does not depend on it."""
-    was = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was:
-            gc.enable()
 
 
 def _generate(fleet: FleetSpec, catalog: Catalog, perf: PerfModel, buckets: Mapping[str, Sequence[LengthBucket]],

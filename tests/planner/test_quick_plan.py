@@ -98,3 +98,33 @@ def test_notes_of_many_groups_match_each_group_alone(fleet: FleetSpec) -> None:
     assert together == alone
     assert [u for _, u in together] == [g.utilisation_at_p90_error for g in plan.replica_groups]
     assert all(u is not None and u > 0 for _, u in together)
+
+
+def test_quick_plan_is_the_answer_when_pricing_leaves_no_time_to_solve(fleet: FleetSpec,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pricing every configuration ends 0.2 s before the deadline: no solve starts (it would overrun the
+    limit), the quick plan is the answer and says why."""
+    monkeypatch.setattr(pipeline, "QUICK_MIN_CONFIGURATIONS", 0)
+    clock = FakeClock()
+    real_build, real_solve = pipeline.build_inputs, pipeline.solve
+    calls: list[bool] = []
+    solves: list[bool] = []
+
+    def slow_second(*args: Any, **kwargs: Any) -> pipeline.PlanInputs:
+        out = real_build(*args, **kwargs)
+        if calls:
+            clock.advance(9.8 - clock.now())
+        calls.append(True)
+        return out
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        solves.append(True)
+        return real_solve(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "build_inputs", slow_second)
+    monkeypatch.setattr(pipeline, "solve", counted)
+    plan = plan_fleet(fleet, deadline=Deadline.after(10.0, clock))
+    assert len(calls) == 2 and solves == []
+    assert plan.replica_groups and all(g.configuration.role is Role.UNIFIED for g in plan.replica_groups)
+    [note] = [f for f in plan.findings if f.constraint == "time_limit"]
+    assert "left no time to solve" in note.message
