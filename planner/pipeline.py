@@ -78,6 +78,7 @@ from planner.solve import (
     uncovered_buckets,
 )
 from planner.solve.baselines import Shape, TypePlan, homogeneous, single_type
+from planner.solve.bounds import fleet_floor
 from planner.solve.formulation.handoff import cross_zone_usd_per_hour
 from planner.solve.incumbent import checked_greedy_plan, covers, plan_violations
 from planner.solve.progress import Progress
@@ -90,12 +91,17 @@ EXTRAS_SHARE = 0.2
 # Pricing the candidates may take this share of the time limit; then the configurations not priced yet are left
 # out where the priced ones serve every bucket (unified replicas are priced first), so the solve has time left.
 PRICING_SHARE = 0.4
-# The solve ends this share of the time limit (at most half of what the candidates left) before the deadline:
-# making the plan from the solution (loads, error bands, the fleet's snapshot) takes about 0.4 s at 200
-# services, and the command's wall time is what the limit promises.
+# Making the plan from a solution (loads, error bands, the fleet's snapshot) takes about 2 ms a service here
+# (0.4 s at 200 services, 1 s at 500): the candidates and the solve end this long before the deadline, at
+# least FINISH_SHARE of the time limit and at most a quarter of it, so the command's wall time is what the
+# limit promises.
 FINISH_SHARE = 0.05
-# A quick plan is the answer without a solve where the candidates leave the solve less than this.
+FINISH_S_PER_SERVICE = 0.002
+# Where a quick plan exists, a solve starts only with at least this long left: setting up the solve by
+# service (each service's problem, its part of the start, its bucket bound) takes about 5 ms a service here,
+# and a solve that cannot run past its set-up only delays the quick plan.
 MIN_SOLVE_S = 0.5
+SOLVE_SETUP_S_PER_SERVICE = 0.006
 # Fleets with at least this many configurations to price (services × pools × TP × PP × roles, before the
 # memory and SLO checks) first get a plan of unified, single-stage replicas alone (``quick_fleet``): a plan
 # within seconds however long pricing every configuration takes, and the start of the full solve.
@@ -272,15 +278,19 @@ def _plan_fleet(fleet: FleetSpec, current: Plan | None, catalog: Catalog | None,
                 deadline: Deadline | None, progress: Progress | None, built: Callable[[], None]) -> Plan:
     until = deadline or Deadline.after(fleet.planner.time_limit_s)
     record = progress or Progress(until.clock)
+    limit = max(until.remaining(), 0.0)
+    finish = min(max(FINISH_SHARE * limit, FINISH_S_PER_SERVICE * len(fleet.services)), 0.25 * limit)
     cat = catalog or fleet_catalog(fleet)
     model = perf or fleet_perf_model(fleet)
     opts = _options(fleet, backend, record)
     quick = quick_plan(fleet, cat, model, current, base_dir, until)
     if quick is not None:
         record.report(quick.solution.objective, None, "quick")
+    # With a quick plan to fall back on, the candidates too end in time to make the plan.
+    priced_by = Deadline(until.end - finish, until.clock) if quick is not None else until
     try:
-        inputs = build_inputs(fleet, catalog=cat, perf=model, current=current, base_dir=base_dir, deadline=until,
-                              price_by=until.share(PRICING_SHARE))
+        inputs = build_inputs(fleet, catalog=cat, perf=model, current=current, base_dir=base_dir,
+                              deadline=priced_by, price_by=until.share(PRICING_SHARE))
     except CandidatesLate as exc:
         if quick is None:
             raise InfeasibleFleet([Finding(kind="infeasible", constraint="time_limit",
@@ -294,10 +304,12 @@ def _plan_fleet(fleet: FleetSpec, current: Plan | None, catalog: Catalog | None,
         raise InfeasibleFleet(blocked)
     extras = baselines or marginals
     left = until.end - until.now()
-    finish = min(FINISH_SHARE * fleet.planner.time_limit_s, 0.5 * max(left, 0.0))
-    solve_until = Deadline(until.end - finish - (EXTRAS_SHARE * left if extras else 0.0), until.clock)
-    if quick is not None and solve_until.remaining() < MIN_SOLVE_S:
-        return _quick_answer(fleet, quick, opts, cat, current, created_at, record, None,
+    solve_until = Deadline(until.end - min(finish, 0.5 * max(left, 0.0)) - (EXTRAS_SHARE * left if extras else 0.0),
+                           until.clock)
+    if quick is not None and solve_until.remaining() < max(MIN_SOLVE_S,
+                                                             SOLVE_SETUP_S_PER_SERVICE * len(fleet.services)):
+        floor = None if inputs.stats.dropped.get(DROP_UNPRICED, 0) else fleet_floor(inputs.problem)
+        return _quick_answer(fleet, quick, opts, cat, current, created_at, record, floor,
                              "pricing every configuration left no time to solve")
     start = quick.solution if quick is not None and _starts(inputs.problem, quick.solution) else None
     sol = solve(inputs.problem, opts, deadline=solve_until, start=start)

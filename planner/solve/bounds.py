@@ -45,3 +45,13 @@ def bucket_floor(problem: Problem, service: int, mask: np.ndarray | None = None)
 
     per_bucket = np.minimum(cheapest(role == UNIFIED), cheapest(role == PREFILL) + cheapest(role == DECODE))
     return max(float(per_bucket.sum()), replicas)
+
+
+def fleet_floor(problem: Problem) -> float | None:
+    """The sum of every service's ``bucket_floor``: a bound on the fleet's cost, each service over its own
+    columns with the shared rows (pools, power) dropped. None where the objective is not a sum of replica
+    prices over services (node billing, tiers) or a service has no column for a bucket with traffic."""
+    if problem.tiers is not None or any(p.billing != "device" for p in problem.pools):
+        return None
+    total = sum(bucket_floor(problem, i) for i in range(len(problem.demands)))
+    return total if math.isfinite(total) else None

@@ -128,3 +128,7 @@ def test_quick_plan_is_the_answer_when_pricing_leaves_no_time_to_solve(fleet: Fl
     assert plan.replica_groups and all(g.configuration.role is Role.UNIFIED for g in plan.replica_groups)
     [note] = [f for f in plan.findings if f.constraint == "time_limit"]
     assert "left no time to solve" in note.message
+    # Every configuration was priced, so the services' bucket floors bound the fleet: the gap is honest.
+    rep = plan.solver
+    assert rep.best_bound is not None and rep.objective is not None and 0 < rep.best_bound <= rep.objective
+    assert rep.relative_gap == pytest.approx((rep.objective - rep.best_bound) / rep.objective)
