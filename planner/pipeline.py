@@ -6,13 +6,16 @@ its options into the :class:`planner.ports.Planner` that what-if and N-1 plannin
 One deadline, ``planner.time_limit_s`` from the start of candidate generation, covers the whole command: the
 candidates (pricing stops at ``PRICING_SHARE`` of it where what is priced serves every bucket), the solve
 (which always has the greedy plan to hand back), and then, in the time the solve left or at least
-``EXTRAS_SHARE`` of it, the marginal values and the baselines, each of which stops at its share.
+``EXTRAS_SHARE`` of it, the marginal values and the baselines, each of which stops at its share. The solve (and,
+where a quick plan exists, the candidates) end early by the time making the plan takes (``FINISH_SHARE``,
+``FINISH_S_PER_SERVICE``), so the command ends by its deadline, not after it.
 
 A large fleet (``QUICK_MIN_CONFIGURATIONS`` configurations to price) first gets a quick pass: its unified,
 single-stage configurations alone priced and planned greedily, a plan within seconds. It starts the full solve
 where every row of the full model holds for it, and it is the answer when pricing every configuration or the
-solve does not end in time, or finds nothing cheaper (said in a finding; the full model's bound, where one
-holds for the fleet, gives its gap).
+solve does not end in time, or finds nothing cheaper, or would not get past its set-up in the time left
+(``SOLVE_SETUP_S_PER_SERVICE``); a finding says so, and the full model's bound (or, with no solve, the sum of
+the services' bucket floors) gives its gap where one holds for the fleet.
 """
 
 from __future__ import annotations
