@@ -20,6 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
+from planner.cli.common import Progress as Lines
 from planner.cli.common import fail, png_or_svg, writable_file
 from planner.io.fleetfile import FleetError, load_fleet
 from planner.pipeline import InfeasibleFleet
@@ -341,6 +342,7 @@ def whatif_command(
                                  help="with --commitment: hourly demand (a 'scale' column, or req/s per service); "
                                       "default: a diurnal/weekly year"),
     levels: int = typer.Option(6, "--levels", min=1, max=48, help="with --commitment: load levels planned"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress on stderr"),
 ) -> None:
     """Plan what-if scenarios side by side with the baseline, or find the best commitment (--commitment).
 
@@ -370,12 +372,15 @@ def whatif_command(
     planner = default_planner(base_dir)
     verifier = default_verifier(verify_duration_s, base_dir=base_dir) if verify else None
     err = Console(stderr=True)
+    # A bar on a terminal; elsewhere (CI logs, pipes) a line per plan once planning has run a second.
+    lines = Lines(enabled=not quiet and not err.is_terminal, after_s=1.0)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=err, transient=True, disable=not err.is_terminal) as bar:
+                  console=err, transient=True, disable=quiet or not err.is_terminal) as bar:
         task = bar.add_task("planning", total=None)
 
         def progress(done: int, total: int, name: str) -> None:
             bar.update(task, completed=done, total=total, description=f"planning {name}")
+            lines(f"[{done}/{total}] " + ("all planned" if done == total else f"planning {name}"))
 
         report: WhatIfReport | SweepReport
         try:

@@ -306,3 +306,22 @@ def test_html_plot_is_self_contained(tmp_path: Path) -> None:
 def test_markdown_sections() -> None:
     md = "\n".join(markdown_table(t, rows) for t, rows in report_sections(_synthetic_sweep(True)))
     assert "### Cost/SLO frontier" in md and "| 90 | infeasible |" in md
+
+
+def test_cli_says_its_progress_off_a_terminal_and_quiet_drops_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Off a terminal (CI logs, pipes) the bar is off, so each plan gets a line on stderr; stdout stays JSON."""
+    import functools
+
+    import planner.cli.whatif as cli_whatif
+
+    monkeypatch.setattr(cli_whatif, "Lines", functools.partial(cli_whatif.Lines, after_s=0.0))
+    args = ["whatif", str(QUICKSTART), "-s", "rate*=0.5", "--format", "json"]
+    res = CliRunner().invoke(_cli(), args)
+    assert res.exit_code == 0, res.stderr
+    said = [line.split(" (")[0] for line in res.stderr.splitlines()]
+    assert said == ["medley: [0/2] planning baseline", "medley: [1/2] planning rate*=0.5", "medley: [2/2] all planned"]
+    assert json.loads(res.stdout)["scenarios"][0]["name"] == "rate*=0.5"
+    quiet = CliRunner().invoke(_cli(), [*args, "--quiet"])
+    assert quiet.exit_code == 0 and quiet.stderr == ""
+    cost = [json.loads(r.stdout)["baseline"]["cost_usd_per_hour"] for r in (res, quiet)]
+    assert cost[0] == pytest.approx(cost[1])
