@@ -282,7 +282,8 @@ def _plan_fleet(fleet: FleetSpec, current: Plan | None, catalog: Catalog | None,
     until = deadline or Deadline.after(fleet.planner.time_limit_s)
     record = progress or Progress(until.clock)
     limit = max(until.remaining(), 0.0)
-    finish = min(max(FINISH_SHARE * limit, FINISH_S_PER_SERVICE * len(fleet.services)), 0.25 * limit)
+    finish = min(max(FINISH_SHARE * limit, FINISH_S_PER_SERVICE * len(fleet.services)), 0.25 * limit) \
+        if math.isfinite(limit) else 0.0
     cat = catalog or fleet_catalog(fleet)
     model = perf or fleet_perf_model(fleet)
     opts = _options(fleet, backend, record)
@@ -308,7 +309,7 @@ def _plan_fleet(fleet: FleetSpec, current: Plan | None, catalog: Catalog | None,
     extras = baselines or marginals
     left = until.end - until.now()
     solve_until = Deadline(until.end - min(finish, 0.5 * max(left, 0.0)) - (EXTRAS_SHARE * left if extras else 0.0),
-                           until.clock)
+                           until.clock) if math.isfinite(left) else until
     if quick is not None and solve_until.remaining() < max(MIN_SOLVE_S,
                                                              SOLVE_SETUP_S_PER_SERVICE * len(fleet.services)):
         floor = None if inputs.stats.dropped.get(DROP_UNPRICED, 0) else fleet_floor(inputs.problem)

@@ -132,3 +132,13 @@ def test_quick_plan_is_the_answer_when_pricing_leaves_no_time_to_solve(fleet: Fl
     rep = plan.solver
     assert rep.best_bound is not None and rep.objective is not None and 0 < rep.best_bound <= rep.objective
     assert rep.relative_gap == pytest.approx((rep.objective - rep.best_bound) / rep.objective)
+
+
+def test_no_deadline_plans_to_the_end(fleet: FleetSpec, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without a deadline (Deadline.never) no stage's share of it is NaN: the quick pass, the pricing and the
+    solve all run, and the answer is the full model's."""
+    monkeypatch.setattr(pipeline, "QUICK_MIN_CONFIGURATIONS", 0)
+    plan = plan_fleet(fleet, baselines=False, deadline=Deadline.never())
+    assert not [f for f in plan.findings if f.constraint == "time_limit"]
+    assert plan.solver.status == "optimal" and plan.solver.relative_gap is not None
+    assert plan.solver.relative_gap <= fleet.planner.relative_gap
