@@ -43,6 +43,10 @@ from planner.whatif import (
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
+# Progress lines (off a terminal, and for the commitment search) start once planning has run this long, so a
+# quick answer stays clean.
+PROGRESS_AFTER_S = 1.0
+
 
 class WhatIfFormat(StrEnum):
     TABLE = "table"
@@ -348,7 +352,7 @@ def whatif_command(
 
     Scenarios change traffic, prices, pools, SLOs, services, power, the commitment or the spot share."""
     if commitment:
-        _commitment(fleet_file, forecast, levels, plot, fmt, bool(scenario or scenarios_file or sweep))
+        _commitment(fleet_file, forecast, levels, plot, fmt, bool(scenario or scenarios_file or sweep), quiet)
         return
     if forecast:
         fail(f"--forecast {forecast}: a forecast is for --commitment")
@@ -373,7 +377,7 @@ def whatif_command(
     verifier = default_verifier(verify_duration_s, base_dir=base_dir) if verify else None
     err = Console(stderr=True)
     # A bar on a terminal; elsewhere (CI logs, pipes) a line per plan once planning has run a second.
-    lines = Lines(enabled=not quiet and not err.is_terminal, after_s=1.0)
+    lines = Lines(enabled=not quiet and not err.is_terminal, after_s=PROGRESS_AFTER_S)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=err, transient=True, disable=quiet or not err.is_terminal) as bar:
         task = bar.add_task("planning", total=None)
@@ -410,7 +414,7 @@ def whatif_command(
 
 
 def _commitment(fleet_file: str, forecast: str | None, levels: int, plot: str | None, fmt: WhatIfFormat,
-                others: bool) -> None:
+                others: bool, quiet: bool = False) -> None:
     """``--commitment``: read the fleet and the forecast, search, render."""
     from planner.cli.commitment import curve_rows, level_rows, summary_line, write_commitment_plot
     from planner.whatif.commitment import commitment_whatif, diurnal_weekly, parse_hourly
@@ -435,8 +439,9 @@ def _commitment(fleet_file: str, forecast: str | None, levels: int, plot: str | 
         factors = diurnal_weekly([s.id for s in fleet.services])
         source = "diurnal/weekly generator"
     try:
+        lines = Lines(enabled=not quiet, after_s=PROGRESS_AFTER_S)  # a line per plan once the search has run a while
         report = commitment_whatif(fleet, factors, default_planner(Path(fleet_file).parent), levels=levels,
-                                   forecast=source)
+                                   forecast=source, progress=lambda done, total, what: lines(f"planning {what}"))
     except InfeasibleFleet as exc:
         fail(f"{fleet_file}: infeasible: {exc}")
     if plot:

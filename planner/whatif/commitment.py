@@ -26,7 +26,7 @@ from __future__ import annotations
 import csv
 import io
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 
 import numpy as np
@@ -173,15 +173,21 @@ def breakpoints(usage: Sequence[tuple[Mapping[str, float], float]], tiers: Tiers
 
 
 def commitment_whatif(fleet: FleetSpec, factors: np.ndarray, planner: Planner, *, levels: int = 6,
-                      forecast: str = "", replan: bool = True, catalog: Catalog | None = None) -> CommitmentReport:
-    """The commitment that minimises the expected bill over ``factors`` (hours × services; see module)."""
+                      forecast: str = "", replan: bool = True, catalog: Catalog | None = None,
+                      progress: Callable[[int, int, str], None] | None = None) -> CommitmentReport:
+    """The commitment that minimises the expected bill over ``factors`` (hours × services; see module);
+    ``progress(done, total, what)`` is told before each plan (the level plans, then the replans)."""
     cat = catalog or fleet_catalog(fleet)
     prices = {p.id: cat.pool_price(p) for p in fleet.pools}
     tiers = Tiers(credits=pool_credits(fleet, cat, True))
     sunk = reserved_usd_per_hour(fleet, cat)
     rates = [s.traffic.rate_rps for s in fleet.services]
     bins = load_levels(factors, rates, levels)
-    plans = [planner(_scaled(fleet, scale, 0.0)) for scale, _ in bins]
+    say = progress or (lambda done, total, what: None)
+    plans = []
+    for i, (scale, _) in enumerate(bins):
+        say(i, len(bins), f"load level {i + 1} of {len(bins)}")
+        plans.append(planner(_scaled(fleet, scale, 0.0)))
     usage = [(billed(plan, fleet), weight) for plan, (_, weight) in zip(plans, bins, strict=True)]
     points = [CommitmentPoint(commitment_usd_per_hour=round(c, 4),
                               expected_usd_per_hour=round(expected_bill(c, usage, tiers, prices, sunk), 4))
@@ -189,7 +195,10 @@ def commitment_whatif(fleet: FleetSpec, factors: np.ndarray, planner: Planner, *
     best = min(points, key=lambda p: (p.expected_usd_per_hour, p.commitment_usd_per_hour))
     replanned = None
     if replan and best.commitment_usd_per_hour > 0:
-        bills = [planner(_scaled(fleet, scale, best.commitment_usd_per_hour)) for scale, _ in bins]
+        bills = []
+        for i, (scale, _) in enumerate(bins):
+            say(i, len(bins), f"load level {i + 1} of {len(bins)} with ${best.commitment_usd_per_hour:.2f}/h committed")
+            bills.append(planner(_scaled(fleet, scale, best.commitment_usd_per_hour)))
         replanned = round(sum(w * (p.billing.total_usd_per_hour if p.billing else p.cost_usd_per_hour)
                               for p, (_, w) in zip(bills, bins, strict=True)), 4)
     services = [s.id for s in fleet.services]

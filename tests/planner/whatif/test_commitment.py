@@ -148,3 +148,29 @@ def test_the_command_finds_a_commitment_from_a_forecast_file(tmp_path: Path) -> 
     bad = CliRunner().invoke(_cli(), ["whatif", str(tmp_path / "fleet.yaml"), "--forecast", "x.csv",
                                       "--scenario", "rate*=2"])
     assert bad.exit_code == 2 and "--forecast x.csv: a forecast is for --commitment" in bad.stderr
+
+
+def test_the_search_says_each_plan_before_it_makes_it(fleet: FleetSpec) -> None:
+    said: list[tuple[int, int, str]] = []
+    factors = np.asarray([[0.5, 1.0], [1.0, 1.0]])
+    report = commitment_whatif(fleet, factors, _fake_planner, levels=2,
+                               progress=lambda done, total, what: said.append((done, total, what)))
+    committed = f"with ${report.best_commitment_usd_per_hour:.2f}/h committed"
+    assert said == [(0, 2, "load level 1 of 2"), (1, 2, "load level 2 of 2"),
+                    (0, 2, f"load level 1 of 2 {committed}"), (1, 2, f"load level 2 of 2 {committed}")]
+
+
+def test_the_command_says_its_plans_unless_quiet(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import planner.cli.whatif as cli_whatif
+
+    monkeypatch.setattr(cli_whatif, "PROGRESS_AFTER_S", 0.0)
+    (tmp_path / "fleet.yaml").write_text(FLEET, encoding="utf-8")
+    args = ["whatif", str(tmp_path / "fleet.yaml"), "--commitment", "--levels", "2", "--format", "json"]
+    loud = CliRunner().invoke(_cli(), args)
+    assert loud.exit_code == 0, loud.stderr
+    assert [line.split(" (")[0] for line in loud.stderr.splitlines()][:2] == [
+        "medley: planning load level 1 of 2", "medley: planning load level 2 of 2"]
+    quiet = CliRunner().invoke(_cli(), [*args, "-q"])
+    assert quiet.exit_code == 0 and quiet.stderr == ""
+    assert json.loads(quiet.stdout)["best_commitment_usd_per_hour"] == pytest.approx(
+        json.loads(loud.stdout)["best_commitment_usd_per_hour"])

@@ -310,11 +310,9 @@ def test_markdown_sections() -> None:
 
 def test_cli_says_its_progress_off_a_terminal_and_quiet_drops_it(monkeypatch: pytest.MonkeyPatch) -> None:
     """Off a terminal (CI logs, pipes) the bar is off, so each plan gets a line on stderr; stdout stays JSON."""
-    import functools
-
     import planner.cli.whatif as cli_whatif
 
-    monkeypatch.setattr(cli_whatif, "Lines", functools.partial(cli_whatif.Lines, after_s=0.0))
+    monkeypatch.setattr(cli_whatif, "PROGRESS_AFTER_S", 0.0)
     args = ["whatif", str(QUICKSTART), "-s", "rate*=0.5", "--format", "json"]
     res = CliRunner().invoke(_cli(), args)
     assert res.exit_code == 0, res.stderr
