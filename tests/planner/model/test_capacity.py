@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import random
-import time
 from pathlib import Path
 
 import numpy as np
@@ -145,7 +144,9 @@ def test_unified_is_below_both_pure_roles() -> None:
     assert caps[Role.UNIFIED].tpot_ms <= 50 + 1e-6 and caps[Role.UNIFIED].ttft_ms < 400
 
 
-def test_capacity_table_matches_single_calls_and_is_fast() -> None:
+def test_capacity_table_matches_single_calls() -> None:
+    """A table over 30 buckets gives what one call per bucket gives, for every shape and role (its speed is the
+    candidate generation's, measured by benchmarks/solver_scaling.py, not timed here)."""
     pm = default_perf_model()
     buckets = [LengthBucket(input_tokens=i, output_tokens=o, share=1 / 30)
                for i in (64, 128, 256, 512, 1024, 2048) for o in (16, 64, 256, 512, 1024)]
@@ -156,15 +157,14 @@ def test_capacity_table_matches_single_calls_and_is_fast() -> None:
     shapes = [shape(m, d, tp) for m in ("llama-2-7b", "llama-2-13b", "llama-3-8b")
               for d in ("a100-80gb", "h100-sxm", "l4", "a10g", "l40s", "t4") for tp in (1, 2, 4)]
     shapes = [x for x in shapes if pm.memory(x).fits]
-    t0 = time.perf_counter()
-    n = 0
+    assert len(shapes) > 20
+    other = SLO(ttft_ms=1400, tpot_ms=90)
     for x in shapes:
         for role in (Role.PREFILL, Role.DECODE, Role.UNIFIED):
-            capacity_table(pm, x, role, buckets, SLO(ttft_ms=1400, tpot_ms=90))
-            n += len(buckets)
-    per_k = (time.perf_counter() - t0) / n * 1000 * 1000
-    print(f"\ncapacity: {n} (configuration, bucket) evaluations, {per_k:.1f} ms per 1000")
-    assert per_k < 200  # generous: shared CI machines; typical is 20–60 ms per 1000
+            rows = capacity_table(pm, x, role, buckets, other)
+            assert len(rows) == len(buckets)
+            for b in (0, 13, 29):
+                assert rows[b] == replica_capacity(pm, x, role, buckets[b], other)
 
 
 def test_memory_misfit_gives_zero_and_says_why() -> None:
