@@ -7,17 +7,13 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-import yaml
-
+from planner.io.strict import safe_load
 from planner.schema import DeviceType, FleetSpec, ModelSpec, Pool, PriceBook
-
-# PyYAML's safe loader on libyaml's parser (ten times faster) where PyYAML was built with it.
-_SafeLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def _load_list(name: str) -> list[dict[str, Any]]:
     text = resources.files("planner").joinpath("data", name).read_text(encoding="utf-8")
-    data = yaml.load(text, Loader=_SafeLoader)  # a safe loader, on libyaml where PyYAML has it
+    data = safe_load(text)
     assert isinstance(data, list), f"{name} must hold a list"
     return data
 

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field, replace
 from planner.catalog import fleet_catalog
 from planner.clock import SYSTEM_CLOCK, Clock, Deadline
 from planner.control.feedback import Feedback, update_factor
-from planner.control.moves import fit_starts, routed
+from planner.control.moves import fit_starts, plus, routed
 from planner.forecast import Forecast, SeasonalForecaster
 from planner.observe.source import TrafficSource
 from planner.pipeline import PlanInputs, assemble_plan
@@ -80,13 +80,6 @@ class Decision:
     factors: dict[str, float] = field(default_factory=dict)  # capacity factors below 1 (SLO feedback)
     ahead: dict[str, int] = field(default_factory=dict)  # replicas started ``ahead_s`` into the period for period 1
     ahead_s: float = 0.0
-
-
-def _plus(a: Mapping[str, int], b: Mapping[str, int]) -> dict[str, int]:
-    out = dict(a)
-    for k, v in b.items():
-        out[k] = out.get(k, 0) + v
-    return {k: v for k, v in out.items() if v > 0}
 
 
 def factor_key(service: str, role: str) -> str:
@@ -220,11 +213,12 @@ class ControlLoop:
         for svc in moved:
             self.last_move[svc] = self.step
         ahead = self.ahead_of(horizon, after) if not fallback else {}
-        for svc in moved_services(periods[0], after, _plus(after, ahead)):
+        running = plus(after, ahead)
+        for svc in moved_services(periods[0], after, running):
             self.last_move[svc] = self.step + 1  # the start of period 1's move
         decision = Decision(self.step, now_s, before, after, solution, horizon, forecasts, planned, moved, fallback,
                             factors, ahead, tr.prestart_s())
-        self.current = _plus(after, ahead)
+        self.current = running
         self.last = solution
         self.step += 1
         return decision

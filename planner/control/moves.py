@@ -59,7 +59,8 @@ class Rollout:
         return sum(sum(w.replicas.values()) for w in self.waves if w.kind == "stop")
 
 
-def _plus(a: Mapping[str, int], b: Mapping[str, int], sign: int = 1) -> dict[str, int]:
+def plus(a: Mapping[str, int], b: Mapping[str, int], sign: int = 1) -> dict[str, int]:
+    """Replica counts ``a`` with ``b`` added (``sign`` −1: taken away), keeping only the positive ones."""
     out = dict(a)
     for k, v in b.items():
         out[k] = out.get(k, 0) + sign * v
@@ -126,7 +127,7 @@ def fit_starts(limits: Problem, running: Mapping[str, int], wanted: Mapping[str,
     started: dict[str, int] = {}
     for k in sorted((k for k, v in wanted.items() if v > 0), key=lambda k: (service.get(k, ""), k)):
         def fits(i: int, k: str = k) -> bool:
-            return not within_limits(limits, _plus(running, _plus(started, {k: i})))
+            return not within_limits(limits, plus(running, plus(started, {k: i})))
         n = _largest(fits, wanted[k])
         if n:
             started[k] = n
@@ -148,19 +149,19 @@ def order_moves(limits: Problem, need: Problem, before: Mapping[str, int], after
             break
         started = fit_starts(limits, ready, to_start)
         if started:
-            waves.append(Wave("start", started, _plus(ready, started), _plus(ready, started)))
-            ready = _plus(ready, started)
+            waves.append(Wave("start", started, plus(ready, started), plus(ready, started)))
+            ready = plus(ready, started)
         stopped: dict[str, int] = {}
         for k in sorted(to_stop, key=lambda k: (-prices.get(k, 0.0), k)):
             def still_serves(i: int, k: str = k, ready: dict[str, int] = ready,
                              stopped: dict[str, int] = stopped) -> bool:
-                return serves(need, _plus(ready, _plus(stopped, {k: i}), -1))
+                return serves(need, plus(ready, plus(stopped, {k: i}), -1))
             n = _largest(still_serves, to_stop[k])
             if n:
                 stopped[k] = n
         if stopped:
-            waves.append(Wave("stop", stopped, _plus(ready, stopped, -1), dict(ready)))
-            ready = _plus(ready, stopped, -1)
+            waves.append(Wave("stop", stopped, plus(ready, stopped, -1), dict(ready)))
+            ready = plus(ready, stopped, -1)
         if not started and not stopped:
             short = list(to_start)
             blocked = ("no room to start " + ", ".join(short) + " next to the running replicas, and none of "
@@ -193,7 +194,7 @@ def timeline(rollout: Rollout, startup_s: float, period_s: float, ahead: Mapping
         if wave.kind == "start":
             end = min(period_s, at + startup_s)
             if end > at:
-                segments.append(Segment(at, end, ready, _plus(ready, wave.replicas)))
+                segments.append(Segment(at, end, ready, plus(ready, wave.replicas)))
             at += startup_s
         ready = wave.ready
     extra = {k: v for k, v in (ahead or {}).items() if v > 0}
@@ -201,7 +202,7 @@ def timeline(rollout: Rollout, startup_s: float, period_s: float, ahead: Mapping
     if at < min(split, period_s):
         segments.append(Segment(at, min(split, period_s), ready, dict(ready)))
     if split < period_s:
-        segments.append(Segment(split, period_s, ready, _plus(ready, extra)))
+        segments.append(Segment(split, period_s, ready, plus(ready, extra)))
     return segments
 
 

@@ -52,6 +52,7 @@ import numpy as np
 import yaml
 
 from planner.catalog import Catalog
+from planner.io.strict import safe_load
 from planner.model.calibration import Calibration
 from planner.model.measured import PHASES, MeasuredPoint
 from planner.model.roofline import RooflinePerfModel
@@ -199,8 +200,7 @@ def shipped_calibration() -> Calibration:
     res = resources.files("planner").joinpath("data", "calibration.yaml")
     if not res.is_file():
         return Calibration()
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's parser where PyYAML has it: faster
-    return Calibration.from_mapping(yaml.load(res.read_text(encoding="utf-8"), Loader=loader) or {})
+    return Calibration.from_mapping(safe_load(res.read_text(encoding="utf-8")) or {})
 
 
 def load_profile(path: Path) -> Calibration:

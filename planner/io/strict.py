@@ -37,12 +37,18 @@ class YamlProblem(ValueError):
 
 # libyaml's parser with PyYAML's safe constructor and resolver (which the strict loader overrides below).
 if TYPE_CHECKING:
-    _SafeLoader = yaml.SafeLoader
+    SafeLoader = yaml.SafeLoader
 else:
-    _SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
-class _StrictLoader(_SafeLoader):
+def safe_load(text: str) -> Any:
+    """PyYAML's safe load on libyaml's parser where PyYAML has it: for the files Medley ships (catalog,
+    calibration); what users write goes through ``load_yaml``."""
+    return yaml.load(text, Loader=SafeLoader)
+
+
+class _StrictLoader(SafeLoader):
     """Safe loader that refuses duplicate keys and leaves timestamps as strings."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Hashable, Any]:
