@@ -6,37 +6,23 @@ import gc
 import math
 
 import pytest
+from test_pipeline import _small
 
 from planner.catalog import fleet_catalog
 from planner.diagnose import preflight
 from planner.heap import planning_heap
-from planner.io.fleetfile import parse_fleet
 from planner.io.profiles import fleet_perf_model
 from planner.pipeline import InfeasibleFleet, build_inputs, plan_fleet
-from planner.schema import FleetSpec
-
-FLEET = """\
-name: small
-pools:
-  - {id: l4-a, device: l4, devices_per_node: 8, max_nodes: 1, zone: a, price_usd_per_device_hour: 0.8}
-  - {id: a100-b, device: a100-80gb, devices_per_node: 8, max_nodes: 1, zone: b, price_usd_per_device_hour: 3.67}
-services:
-  - id: chat
-    model: llama-2-7b
-    traffic:
-      rate_rps: RATE
-      buckets:
-        - {input_tokens: 512, output_tokens: 128, share: 0.7}
-        - {input_tokens: 2048, output_tokens: 256, share: 0.3}
-    slo: {ttft_ms: 1500, tpot_ms: 120}
-"""
+from planner.schema import Finding, FleetSpec
 
 
-def _fleet(rate: float) -> FleetSpec:
-    return parse_fleet(FLEET.replace("RATE", f"{rate:g}"), "small.yaml")
+def _fleet(rate: float, max_nodes: int = 1) -> FleetSpec:
+    """The pipeline tests' small fleet (an L4 pool and an A100 pool) at ``rate`` with ``max_nodes`` per pool."""
+    return _small(**{"rate_rps: 6": f"rate_rps: {rate:g}", "max_nodes: 4": f"max_nodes: {max_nodes}",
+                     "max_nodes: 2": f"max_nodes: {max_nodes}"})
 
 
-def _findings(fleet: FleetSpec) -> list:  # type: ignore[type-arg]
+def _findings(fleet: FleetSpec) -> list[Finding]:
     inputs = build_inputs(fleet)
     return preflight(fleet, fleet_catalog(fleet), fleet_perf_model(fleet), inputs.problem, inputs.buckets)
 
@@ -74,7 +60,7 @@ def test_a_rate_the_pools_hold_passes_preflight() -> None:
 
 
 def test_pools_without_nodes_are_named() -> None:
-    fleet = parse_fleet(FLEET.replace("RATE", "2").replace("max_nodes: 1", "max_nodes: 0"), "small.yaml")
+    fleet = _fleet(2, max_nodes=0)
     with pytest.raises(InfeasibleFleet) as info:
         plan_fleet(fleet, baselines=False, marginals=False)
     [finding] = info.value.findings
