@@ -2,11 +2,16 @@ r"""A plan at once: greedy by cost per capacity, service by service, inside the 
 
 For one service with rates λ_b, a column c carrying bucket b alone costs π_c·λ_b/(h·cap_{c,b}) per hour (its
 replica price times the replicas' worth of load it takes on). Each bucket goes to the cheapest unified column,
-or to the cheapest prefill column plus the cheapest decode column when that pair is cheaper (this is the
-service's LP without the pools); each column then gets ⌈busy_c/h⌉ replicas. Rounding wastes most where many
-columns each carry little, so a column gives its buckets (whole) to the spare capacity h·n − busy of the other
-columns of its phase while that saves one of its replicas. The cheapest plan that uses one unified column for
-every bucket (or one prefill and one decode column) is tried too, and the cheaper kept. Then the serving
+or to the cheapest prefill column plus the cheapest decode column that can take its hand-off when that pair is
+cheaper (this is the service's LP without the pools); each column then gets ⌈busy_c/h⌉ replicas. A pair can
+take the hand-off when both run in one zone and the decode receives at least as fast as the prefill sends
+(ν_d ≥ ν_p, the hand-off family's rows): per zone and per prefill NIC rate v, the cheapest prefill with ν ≤ v
+and the cheapest decode with ν ≥ v. Rounding wastes most where many columns each carry little, so a column
+gives its buckets (whole) to the spare capacity h·n − busy of the other columns of its phase that can take them
+(for a prefill or a decode: a column its bucket's partner can still hand off with) while that saves one of its
+replicas. The cheapest plan that uses one unified column for every bucket (or one prefill and one decode column
+that can pair) is tried too, and so is the bucket plan of unified columns alone (pairs that win bucket by bucket
+may lose once rounded up); the cheapest is kept. Then the serving
 replicas are raised to the service's minimum and spread over its zones (one replica of the cheapest serving
 column per missing zone).
 
@@ -92,7 +97,41 @@ def _replicas(busy: np.ndarray, h: float) -> np.ndarray:
     return np.ceil(busy / h - _EPS).clip(min=0.0)
 
 
-def _give_away(plan: _Plan, load: np.ndarray, role: np.ndarray, price: np.ndarray, h: float) -> None:
+@dataclass(frozen=True)
+class _Links:
+    """Where one service's columns run and how fast they hand off KV caches: which prefill may pair with which
+    decode (same zone, ν_decode ≥ ν_prefill)."""
+
+    zone: np.ndarray
+    nu: np.ndarray  # Gbit/s a replica hands KV caches at (prefill and decode-only columns)
+
+    def pairs(self, role: np.ndarray, ok: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per zone and per NIC rate v of its prefills: the prefills with ν ≤ v and the decodes with ν ≥ v (any
+        of the one with any of the other can pair, and every pair that can is in one of them)."""
+        pre, dec = ok & (role == PREFILL), ok & (role == DECODE)
+        out = []
+        for g in np.unique(self.zone[pre]):
+            here = self.zone == g
+            for v in np.unique(self.nu[pre & here]):
+                d = dec & here & (self.nu >= v)
+                if d.any():
+                    out.append((pre & here & (self.nu <= v), d))
+        return out
+
+    def takers(self, plan: _Plan, k: int, role: np.ndarray, b: int) -> np.ndarray:
+        """The columns that may take over bucket b's phase from column k: its role and, for a prefill or a
+        decode, one that the bucket's other phase can still hand off with."""
+        same = np.asarray(role == role[k])
+        if role[k] == PREFILL:
+            partner = plan.dec[b]
+            return np.asarray(same & (self.zone == self.zone[partner]) & (self.nu <= self.nu[partner]))
+        if role[k] == DECODE:
+            partner = plan.pre[b]
+            return np.asarray(same & (self.zone == self.zone[partner]) & (self.nu >= self.nu[partner]))
+        return same
+
+
+def _give_away(plan: _Plan, load: np.ndarray, role: np.ndarray, price: np.ndarray, h: float, links: _Links) -> None:
     """Columns hand whole buckets to the spare capacity of columns of their phase while that saves a replica."""
     for _ in range(_IMPROVE_ROUNDS):
         improved = False
@@ -109,7 +148,7 @@ def _give_away(plan: _Plan, load: np.ndarray, role: np.ndarray, price: np.ndarra
             moves: list[tuple[int, int]] = []
             moved = 0.0
             for b in mine[np.argsort(-load[k, mine])]:
-                fits = others & (load[:, b] <= spare + _EPS)
+                fits = others & links.takers(plan, k, role, int(b)) & (load[:, b] <= spare + _EPS)
                 if not fits.any():
                     continue
                 j = int(np.argmax(np.where(fits, spare, -_INF)))
@@ -142,32 +181,44 @@ def _one_column(load: np.ndarray, mask: np.ndarray, price: np.ndarray, h: float)
     return j, float(cost[j])
 
 
-def _alone(load: np.ndarray, role: np.ndarray, price: np.ndarray, ok: np.ndarray, h: float) -> _Plan | None:
-    """The cheapest plan of one unified column, or of one prefill and one decode column."""
+def _alone(load: np.ndarray, role: np.ndarray, price: np.ndarray, ok: np.ndarray, h: float,
+           links: _Links) -> _Plan | None:
+    """The cheapest plan of one unified column, or of one prefill and one decode column that can pair."""
     nb = load.shape[1]
     u, cost_u = _one_column(load, ok & (role == UNIFIED), price, h)
-    p, cost_p = _one_column(load, ok & (role == PREFILL), price, h)
-    d, cost_d = _one_column(load, ok & (role == DECODE), price, h)
-    if not math.isfinite(min(cost_u, cost_p + cost_d)):
+    p, d, cost_pd = -1, -1, _INF
+    for pre_ok, dec_ok in links.pairs(role, ok):
+        pj, cost_p = _one_column(load, pre_ok, price, h)
+        dj, cost_d = _one_column(load, dec_ok, price, h)
+        if cost_p + cost_d < cost_pd:
+            p, d, cost_pd = pj, dj, cost_p + cost_d
+    if not math.isfinite(min(cost_u, cost_pd)):
         return None
-    pre, dec = (np.full(nb, u), np.full(nb, u)) if cost_u <= cost_p + cost_d else (np.full(nb, p), np.full(nb, d))
+    pre, dec = (np.full(nb, u), np.full(nb, u)) if cost_u <= cost_pd else (np.full(nb, p), np.full(nb, d))
     busy = _busy(np.where(np.isfinite(load), load, 0.0), pre, dec)
     return _Plan(_replicas(busy, h), busy, pre, dec)
 
 
-def _bucket_plan(load: np.ndarray, role: np.ndarray, price: np.ndarray, ok: np.ndarray, h: float) -> _Plan | None:
-    """Each bucket on its cheapest unified column or prefill + decode pair, rounded up, then improved."""
+def _bucket_plan(load: np.ndarray, role: np.ndarray, price: np.ndarray, ok: np.ndarray, h: float,
+                 links: _Links) -> _Plan | None:
+    """Each bucket on its cheapest unified column or prefill + decode pair that can pair, rounded up, then
+    improved."""
     unit = np.where(np.isfinite(load), price[:, None] * load / h, _INF)
     bu, vu = _cheapest(unit, ok & (role == UNIFIED))
-    bp, vp = _cheapest(unit, ok & (role == PREFILL))
-    bd, vd = _cheapest(unit, ok & (role == DECODE))
-    if not np.all(np.isfinite(np.minimum(vu, vp + vd))):
+    nb = load.shape[1]
+    bp, bd, vpd = np.zeros(nb, dtype=np.int64), np.zeros(nb, dtype=np.int64), np.full(nb, _INF)
+    for pre_ok, dec_ok in links.pairs(role, ok):
+        p, vp = _cheapest(unit, pre_ok)
+        d, vd = _cheapest(unit, dec_ok)
+        better = vp + vd < vpd
+        bp, bd, vpd = np.where(better, p, bp), np.where(better, d, bd), np.where(better, vp + vd, vpd)
+    if not np.all(np.isfinite(np.minimum(vu, vpd))):
         return None
-    uni = vu <= vp + vd
+    uni = vu <= vpd
     pre, dec = np.where(uni, bu, bp), np.where(uni, bu, bd)
     busy = _busy(load, pre, dec)
     plan = _Plan(_replicas(busy, h), busy, pre, dec)
-    _give_away(plan, load, role, price, h)
+    _give_away(plan, load, role, price, h, links)
     return plan
 
 
@@ -233,9 +284,13 @@ def _plan_service(fleet: _Fleet, s: int, unified_only: bool) -> _Plan | None:
     with np.errstate(divide="ignore"):
         load = np.where(caps > 0, t.rates[s, live] / np.where(caps > 0, caps, 1.0), _INF)
     role, price, h = t.role[cols], t.price[cols], problem.headroom
+    links = _Links(fleet.pool_zone[t.pool[cols]], np.asarray([t.columns[j].handoff_gbitps for j in cols.tolist()]))
     ok = (role == UNIFIED) if unified_only else np.ones(len(cols), dtype=bool)
     for _ in range(len(problem.pools) + 1):
-        plans = [p for p in (_bucket_plan(load, role, price, ok, h), _alone(load, role, price, ok, h)) if p]
+        uni = ok & (role == UNIFIED)
+        tries = (_bucket_plan(load, role, price, ok, h, links), _alone(load, role, price, ok, h, links),
+                 _bucket_plan(load, role, price, uni, h, links) if (ok & ~uni).any() else None)
+        plans = [p for p in tries if p]
         if not plans:
             return None
         plan = min(plans, key=lambda p: p.cost(price))

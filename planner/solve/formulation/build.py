@@ -45,11 +45,12 @@ def build(problem: Problem, elastic: bool = False, link: bool = True, bucket_row
     for d in problem.demands:
         covering = cover.cover_terms(f, d)
         knapsack = buckets.bucket_terms(f, d) if bucket_rows else None
+        handing = handoff.handoff_terms(f, d)
         for b, rate in enumerate(d.bucket_rates_rps):
             if rate <= 0:
                 continue
             cover.add_cover(f, d, b, covering)
-            handoff.add_handoff(f, d, b)
+            handoff.add_handoff(f, d, b, handing)
             if knapsack is not None:
                 buckets.add_bucket_rows(f, d, b, knapsack)
         min_replicas.add_min_replicas(f, d)

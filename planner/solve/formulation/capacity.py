@@ -31,10 +31,8 @@ def add_capacity(f: Built, c: Column) -> None:
     f.loads[c.key] = load
     # n is integer, so a column that carries any share of a bucket has a whole replica: x ≤ n. Implied by the
     # integer model, it lifts the LP bound where small buckets would otherwise ride on 0.1 of a replica.
-    first_link = len(f.m.row_lb)
-    for xv in xs_list if f.link else ():
-        f.m.row("link", [xv, nv], [1.0, -1.0], -INF, 0.0)
-    f.link_rows[c.key] = range(first_link, len(f.m.row_lb))
+    f.link_rows[c.key] = f.m.pair_rows("link", xs, nv, (1.0, -1.0), -INF, 0.0) if f.link \
+        else range(len(f.m.row_lb), len(f.m.row_lb))
 
 
 def violations(problem: Problem, solution: Solution) -> list[str]:

@@ -23,6 +23,8 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+import numpy as np
+
 from planner.roles import DECODE_ONLY_ROLES
 from planner.schema import Finding, Role
 from planner.solve.formulation.base import INF, TOLERANCE, Built, Family
@@ -31,34 +33,42 @@ from planner.solve.problem import Column, Demand, Problem, Solution, bucket_name
 _Side = dict[str, list[tuple[int, float]]]  # zone → (share variable, ν) of one side, for one bucket
 
 
-def _sides(f: Built, d: Demand, b: int) -> tuple[_Side, _Side]:
-    """Prefill and decode-only share variables of bucket b by zone, with their NIC rates."""
-    pre: _Side = defaultdict(list)
-    dec: _Side = defaultdict(list)
+HandoffTerms = dict[int, tuple[_Side, _Side]]  # bucket → (prefill side, decode-only side)
+
+
+def handoff_terms(f: Built, d: Demand) -> HandoffTerms:
+    """Per bucket, the service's prefill and decode-only share variables by zone with their NIC rates, each side
+    in column order."""
+    out: HandoffTerms = {}
     for c in f.columns_of.get(d.service, []):
         if c.role is not Role.PREFILL and c.role not in DECODE_ONLY_ROLES:
             continue
         bk, xs = f.shares[c.key]
-        hit = [xv for bb, xv in zip(bk.tolist(), xs, strict=True) if bb == b]
-        if hit:
-            side = pre if c.role is Role.PREFILL else dec
-            side[f.pools[c.pool].zone].append((hit[0], c.handoff_gbitps))
-    return pre, dec
+        zone, nu, at = f.pools[c.pool].zone, c.handoff_gbitps, 0 if c.role is Role.PREFILL else 1
+        for b, xv in zip(bk.tolist(), xs, strict=True):
+            sides = out.get(b)
+            if sides is None:
+                sides = out[b] = (defaultdict(list), defaultdict(list))
+            sides[at][zone].append((xv, nu))
+    return out
 
 
 def _nic_rows(f: Built, name: str, pre: list[tuple[int, float]], dec: list[tuple[int, float]]) -> None:
     """handoff_nic rows: prefills at ν ≥ v go to decodes at ν ≥ v, for every prefill rate v."""
-    for v in sorted({nu for _, nu in pre}):
-        p = [xv for xv, nu in pre if nu >= v]
-        q = [xv for xv, nu in dec if nu >= v]
-        f.m.row(f"{name},{v:g}]", [*p, *q], [1.0] * len(p) + [-1.0] * len(q), -INF, 0.0)
+    px, pnu = np.asarray([x for x, _ in pre], dtype=np.int64), np.asarray([nu for _, nu in pre])
+    dx, dnu = np.asarray([x for x, _ in dec], dtype=np.int64), np.asarray([nu for _, nu in dec])
+    for v in np.unique(pnu).tolist():
+        p, q = px[pnu >= v], dx[dnu >= v]
+        f.m.row(f"{name},{v:g}]", np.concatenate([p, q]), np.concatenate([np.ones(len(p)), -np.ones(len(q))]),
+                -INF, 0.0)
 
 
-def add_handoff(f: Built, d: Demand, b: int) -> None:
-    """The hand-off rows of one bucket of one service (nothing for a service without both sides)."""
-    pre, dec = _sides(f, d, b)
-    if not pre and not dec:
+def add_handoff(f: Built, d: Demand, b: int, terms: HandoffTerms) -> None:
+    """The hand-off rows of one bucket of one service (nothing for a service without both sides); ``terms``:
+    the service's handoff_terms."""
+    if b not in terms:
         return
+    pre, dec = terms[b]
     key = f"{d.service},{b}"
     if not d.cross_zone_handoff:
         for g in sorted(set(pre) | set(dec)):

@@ -57,16 +57,38 @@ class Matrix:
         self.integer.extend([False] * count)
         return range(start, start + count)
 
-    def row(self, name: str, cols: Sequence[int], vals: Sequence[float], lb: float, ub: float) -> int:
+    def row(self, name: str, cols: Sequence[int] | np.ndarray, vals: Sequence[float] | np.ndarray, lb: float,
+            ub: float) -> int:
         """Add the row lb ≤ Σ vals·x[cols] ≤ ub; its index."""
         r = len(self.row_lb)
         self.row_lb.append(lb)
         self.row_ub.append(ub)
         self.row_names.append(name)
         self.nz_row.extend([r] * len(cols))
-        self.nz_col.extend(cols)
-        self.nz_val.extend(float(v) for v in vals)
+        if isinstance(cols, np.ndarray):  # numpy in, buffers copied
+            self.nz_col.frombytes(cols.astype(np.int64, copy=False).tobytes())
+            self.nz_val.frombytes(np.asarray(vals, dtype=np.float64).tobytes())
+        else:
+            self.nz_col.extend(cols)
+            self.nz_val.extend(vals)  # the typed array takes each value as a C double (anything with __float__)
         return r
+
+    def pair_rows(self, name: str, first: Sequence[int], second: int, vals: tuple[float, float], lb: float,
+                  ub: float) -> range:
+        """Add one row lb ≤ vals[0]·x[i] + vals[1]·x[second] ≤ ub for each i in ``first``, in order, all named
+        ``name`` (e.g. link rows x[c,b] ≤ n[c]); their indices."""
+        k = len(first)
+        r = len(self.row_lb)
+        self.row_lb.extend([lb] * k)
+        self.row_ub.extend([ub] * k)
+        self.row_names.extend([name] * k)
+        self.nz_row.frombytes(np.repeat(np.arange(r, r + k, dtype=np.int64), 2).tobytes())
+        cols = np.empty(2 * k, dtype=np.int64)
+        cols[0::2] = np.asarray(first, dtype=np.int64)
+        cols[1::2] = second
+        self.nz_col.frombytes(cols.tobytes())
+        self.nz_val.frombytes(np.tile(np.asarray(vals, dtype=np.float64), k).tobytes())
+        return range(r, r + k)
 
 
 @dataclass(frozen=True)

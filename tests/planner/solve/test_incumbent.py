@@ -13,6 +13,7 @@ from test_milp_properties import EXACT, FAST, problems, violations
 from planner.schema import Role
 from planner.solve import Column, Demand, PoolSupply, Problem, solve
 from planner.solve.formulation import build
+from planner.solve.formulation import handoff as handoff_family
 from planner.solve.formulation.matrix import Arrays
 from planner.solve.incumbent import checked_greedy_plan, greedy_plan, plan_violations, restrict, start_vector
 from planner.solve.strategies.services import service_problems
@@ -86,6 +87,35 @@ def test_a_plan_the_greedy_cannot_meet_is_not_used() -> None:
     problem = Problem(pools, cols, (Demand("s", (1.0,), spread_zones=2),))
     assert greedy_plan(problem) is None and checked_greedy_plan(problem) is None
     assert solve(problem, EXACT).status == "infeasible"
+
+
+@FAST
+@given(problems(), st.data())
+def test_the_greedy_pairs_each_prefill_with_a_decode_that_can_take_its_hand_off(problem: Problem,
+                                                                                data: st.DataObject) -> None:
+    # NIC rates drawn per prefill and decode column: a plan may pair only in one zone, decode no slower.
+    rates = st.sampled_from([25.0, 100.0, 400.0])
+    cols = tuple(c if c.role is Role.UNIFIED else replace(c, handoff_gbitps=data.draw(rates)) for c in problem.columns)
+    problem = replace(problem, columns=cols)
+    plan = greedy_plan(problem)
+    if plan is None:
+        return
+    assert handoff_family.violations(problem, plan) == []
+
+
+def test_the_greedy_hands_off_to_a_decode_no_slower_than_the_prefill() -> None:
+    # The cheapest decode receives at 25 Gbit/s, slower than the prefill sends: the greedy pairs the prefill with
+    # the dearer 400 Gbit/s decode (5 + 2 $/h) rather than fall back to the unified column (3 replicas: 9 $/h).
+    pools = (PoolSupply("p", "a", None, 1, None, 1.0),)
+    cols = (Column("uni", "s", Role.UNIFIED, "p", 3, (1.0,)),
+            Column("pre", "s", Role.PREFILL, "p", 5, (3.0,), handoff_gbitps=100.0),
+            Column("dec-slow", "s", Role.DECODE, "p", 1, (3.0,), handoff_gbitps=25.0),
+            Column("dec-fast", "s", Role.DECODE, "p", 2, (3.0,), handoff_gbitps=400.0))
+    problem = Problem(pools, cols, (Demand("s", (2.5,)),))
+    plan = checked_greedy_plan(problem)
+    assert plan is not None and violations(problem, plan) == []
+    assert {k: n for k, n in plan.replicas.items() if n} == {"pre": 1, "dec-fast": 1}
+    assert plan.objective == solve(problem, EXACT).objective == 7.0
 
 
 @FAST
