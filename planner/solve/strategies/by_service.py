@@ -18,7 +18,9 @@ When the union overruns a pool, the services on it are planned again one by one 
 the time left (strategies.whole), keeping the cheaper plan and the higher of its bound and L.
 
 A start (a fleet plan, e.g. the greedy one) gives each service its part as the plan to beat and to start from;
-a service that gets no plan of its own in time keeps its part. When the services' plans overrun a pool and no
+a service that gets no plan of its own in time keeps its part. Before its first solve a service also plans
+greedily alone with every role of its columns (a quick plan has unified replicas only) and starts from that
+plan where it is cheaper. When the services' plans overrun a pool and no
 repair fits in the time left, each service keeps its new plan only where that still fits beside the others
 (the start's parts fit together, so some combination always does), largest saving first.
 """
@@ -35,7 +37,7 @@ from planner.solve.backends import Backend, backend_for
 from planner.solve.bounds import bucket_floor
 from planner.solve.formulation.pool import overrun_pools
 from planner.solve.formulation.power import overrun_domains
-from planner.solve.incumbent import restrict
+from planner.solve.incumbent import checked_greedy_plan, restrict
 from planner.solve.problem import (
     Problem,
     Solution,
@@ -210,7 +212,18 @@ class _ServicePass:
         (and its bucket bound) rather than run past the deadline."""
         if self.best[i] is not None and self.until.end - self.until.now() < _LATE_S:
             return True
+        self._own_greedy(i)
         return self._run_one(i, seconds)
+
+    def _own_greedy(self, i: int) -> None:
+        """Service i's own greedy plan, every role of its columns in, where it beats the service's part of the
+        start (a fleet's quick plan has unified replicas alone): a better plan to start from and to keep."""
+        own = checked_greedy_plan(self.subs[i], self.until)
+        with self.lock:
+            old = self.best[i]
+            if own is not None and own.objective is not None and (
+                    old is None or old.objective is None or own.objective < old.objective - 1e-9):
+                self.best[i] = own
 
     def _report(self) -> None:
         """The fleet's plan (when the services' plans fit together) and bound, to the progress record."""

@@ -154,3 +154,38 @@ def test_each_stage_names_the_backend_that_ran_it() -> None:
     assert set(priced.backends.values()) <= {"highs", "cbc"}
     split = solve(problem, replace(EXACT, decompose="on", backend="cbc"))
     assert split.backends == {"services/milp": "cbc"}
+
+
+@dataclass
+class SilentBackend:
+    """A solver that finds nothing in its time (every call ends at its limit without a plan)."""
+
+    calls: int = 0
+
+    @property
+    def name(self) -> BackendName:
+        return "highs"
+
+    def solve(self, model: Matrix | Arrays, options: SolveOptions, deadline: Deadline | None = None,
+              start: np.ndarray | None = None, stop_at: float | None = None) -> RawResult:
+        self.calls += 1
+        return RawResult("time_limit_no_solution", None, None, None, "time limit")
+
+
+def test_by_service_starts_each_service_from_its_own_greedy_plan_where_that_is_cheaper() -> None:
+    # Each service: a dear unified column (3 devices) and a prefill + decode pair (1 device each) that can hand
+    # off. A start of unified replicas alone (a fleet's quick plan) costs 2 × 3 $/h; each service's own greedy
+    # plan, pairs in, 2 × 2 $/h, and it is kept even when no solve finds anything.
+    pools = (PoolSupply("p", "a", None, 8, None, 1.0),)
+    cols = tuple(c for s in ("s0", "s1") for c in (
+        Column(f"{s}-uni", s, Role.UNIFIED, "p", 3, (1.0,)),
+        Column(f"{s}-pre", s, Role.PREFILL, "p", 1, (1.0,), handoff_gbitps=100.0),
+        Column(f"{s}-dec", s, Role.DECODE, "p", 1, (1.0,), handoff_gbitps=100.0)))
+    problem = Problem(pools, cols, tuple(Demand(s, (0.8,)) for s in ("s0", "s1")))
+    start = greedy_plan(problem, unified_only=True)
+    assert start is not None and start.objective == 6.0
+    backend = SilentBackend()
+    sol = ByServiceStrategy(SolveOptions(decompose="on", threads=1), backend).solve(
+        problem, Deadline.after(5.0), start)
+    assert backend.calls > 0 and sol.objective == 4.0 and violations(problem, sol) == []
+    assert {k for k, n in sol.replicas.items() if n} == {"s0-pre", "s0-dec", "s1-pre", "s1-dec"}
