@@ -48,7 +48,7 @@ from planner.model.candidates import (
 from planner.model.handoff import INTER_ZONE_USD_PER_GB
 from planner.model.perf import PerfModel
 from planner.model.roofline import RooflinePerfModel
-from planner.plan_notes import GroupLoad, groups_notes, pipeline_finding, plan_findings
+from planner.plan_notes import GroupLoad, groups_notes, pipeline_finding, pipeline_unchecked_finding, plan_findings
 from planner.ports import Planner
 from planner.roles import SERVING_ROLES
 from planner.schema import (
@@ -94,17 +94,25 @@ EXTRAS_SHARE = 0.2
 # Pricing the candidates may take this share of the time limit; then the configurations not priced yet are left
 # out where the priced ones serve every bucket (unified replicas are priced first), so the solve has time left.
 PRICING_SHARE = 0.4
-# Making the plan from a solution (loads, error bands, the fleet's snapshot) takes about 2 ms a service here
-# (0.4 s at 200 services, 1 s at 500): the candidates and the solve end this long before the deadline, at
-# least FINISH_SHARE of the time limit and at most a quarter of it, so the command's wall time is what the
-# limit promises.
+# Making the plan from a solution (loads, error bands, the fleet's snapshot) and letting go of the inputs take
+# about 3 ms a service here (0.6 s at 200 services, 1.5 s at 500): the candidates and the solve end this long
+# before the deadline, at least FINISH_SHARE of the time limit and at most a quarter of it, so the command's
+# wall time is what the limit promises.
 FINISH_SHARE = 0.05
-FINISH_S_PER_SERVICE = 0.002
+FINISH_S_PER_SERVICE = 0.003
 # Where a quick plan exists, a solve starts only with at least this long left: setting up the solve by
 # service (each service's problem, its part of the start, its bucket bound) takes about 5 ms a service here,
 # and a solve that cannot run past its set-up only delays the quick plan.
 MIN_SOLVE_S = 0.5
 SOLVE_SETUP_S_PER_SERVICE = 0.006
+# Dropping dominated columns (``prune_dominated``, with the column table it builds) takes about 6 µs a column
+# here (2.6 s for the 430,000 columns of 500 services). It only speeds the solve up, so where a quick plan is
+# the answer anyway (no solve would get past its set-up after it) the columns are kept as they are.
+PRUNE_S_PER_COLUMN = 6e-6
+# The fleet's column table (the arrays preflight, the bucket floors and a solve work on) and the floors take
+# about 5 µs a column here: where a quick plan is the answer and this is more than the time left, the answer
+# goes without the full model's bound rather than past the deadline.
+TABLE_S_PER_COLUMN = 5e-6
 # Fleets with at least this many configurations to price (services × pools × TP × PP × roles, before the
 # memory and SLO checks) first get a plan of unified, single-stage replicas alone (``quick_fleet``): a plan
 # within seconds however long pricing every configuration takes, and the start of the full solve.
@@ -151,8 +159,10 @@ def service_buckets(fleet: FleetSpec, base_dir: Path | None = None) -> dict[str,
 
 def build_inputs(fleet: FleetSpec, *, catalog: Catalog | None = None, perf: PerfModel | None = None,
                  current: Plan | None = None, base_dir: Path | None = None,
-                 deadline: Deadline | None = None, price_by: Deadline | None = None) -> PlanInputs:
-    """Candidates, pools, demands and budgets of a fleet as a MILP problem (dominated columns pruned).
+                 deadline: Deadline | None = None, price_by: Deadline | None = None,
+                 prune_if: Callable[[int], bool] | None = None) -> PlanInputs:
+    """Candidates, pools, demands and budgets of a fleet as a MILP problem (dominated columns pruned, unless
+    ``prune_if``, given the number of columns, says no).
 
     Raises CandidatesLate when ``deadline`` passes before the candidates are computed; configurations not
     priced by ``price_by`` are left out where the others serve every bucket (``generate_candidates``)."""
@@ -197,7 +207,8 @@ def build_inputs(fleet: FleetSpec, *, catalog: Catalog | None = None, perf: Perf
                       power_budgets=tuple(budgets), headroom=fleet.planner.headroom,
                       current_replicas=current_replicas,
                       churn_usd_per_replica_change=fleet.planner.churn_usd_per_replica_change)
-    pruned_problem, pruned = prune_dominated(problem)
+    pruned_problem, pruned = prune_dominated(problem) if prune_if is None or prune_if(len(problem.columns)) \
+        else (problem, 0)
     try:
         pruned_problem = with_tiers(pruned_problem, fleet, cat)
     except TierError as exc:
@@ -292,9 +303,15 @@ def _plan_fleet(fleet: FleetSpec, current: Plan | None, catalog: Catalog | None,
         record.report(quick.solution.objective, None, "quick")
     # With a quick plan to fall back on, the candidates too end in time to make the plan.
     priced_by = Deadline(until.end - finish, until.clock) if quick is not None else until
+
+    def prune_if(columns: int) -> bool:
+        """Whether a solve could still follow pruning (without a quick plan one always does)."""
+        return quick is None or (priced_by.remaining() - (PRUNE_S_PER_COLUMN + TABLE_S_PER_COLUMN) * columns
+                                 >= _solve_setup_s(fleet))
+
     try:
         inputs = build_inputs(fleet, catalog=cat, perf=model, current=current, base_dir=base_dir,
-                              deadline=priced_by, price_by=until.share(PRICING_SHARE))
+                              deadline=priced_by, price_by=until.share(PRICING_SHARE), prune_if=prune_if)
     except CandidatesLate as exc:
         if quick is None:
             raise InfeasibleFleet([Finding(kind="infeasible", constraint="time_limit",
@@ -303,6 +320,18 @@ def _plan_fleet(fleet: FleetSpec, current: Plan | None, catalog: Catalog | None,
         return _quick_answer(fleet, quick, opts, cat, current, created_at, record, None, str(exc))
     record.mark("candidates")
     built()
+    if quick is not None:
+        # No solve would get past its set-up: the quick plan is the answer, with the full model's bound (the
+        # services' floors) where there is time to compute it. Preflight is not needed: the plan exists.
+        left = until.end - until.now()
+        table_s = TABLE_S_PER_COLUMN * len(inputs.problem.columns)
+        if left - finish - table_s < _solve_setup_s(fleet):
+            bounded = (left - FINISH_S_PER_SERVICE * len(fleet.services) >= table_s
+                       and not inputs.stats.dropped.get(DROP_UNPRICED, 0))
+            return _quick_answer(fleet, quick, opts, cat, current, created_at, record,
+                                 fleet_floor(inputs.problem) if bounded else None,
+                                 "pricing every configuration left no time to solve"
+                                 + ("" if bounded else " or to bound the plan"))
     blocked = preflight(fleet, cat, model, inputs.problem, inputs.buckets)
     if blocked:
         raise InfeasibleFleet(blocked)
@@ -310,8 +339,7 @@ def _plan_fleet(fleet: FleetSpec, current: Plan | None, catalog: Catalog | None,
     left = until.end - until.now()
     solve_until = Deadline(until.end - min(finish, 0.5 * max(left, 0.0)) - (EXTRAS_SHARE * left if extras else 0.0),
                            until.clock) if math.isfinite(left) else until
-    if quick is not None and solve_until.remaining() < max(MIN_SOLVE_S,
-                                                             SOLVE_SETUP_S_PER_SERVICE * len(fleet.services)):
+    if quick is not None and solve_until.remaining() < _solve_setup_s(fleet):
         floor = None if inputs.stats.dropped.get(DROP_UNPRICED, 0) else fleet_floor(inputs.problem)
         return _quick_answer(fleet, quick, opts, cat, current, created_at, record, floor,
                              "pricing every configuration left no time to solve")
@@ -326,7 +354,7 @@ def _plan_fleet(fleet: FleetSpec, current: Plan | None, catalog: Catalog | None,
                                            message=_no_solution(sol, opts))])
         return _quick_answer(fleet, quick, opts, cat, current, created_at, record, None, _no_solution(sol, opts))
     quiet = replace(opts, progress=None)
-    inputs, sol, findings = _prefer_no_pipelines(inputs, sol, quiet, until.share(0.5))
+    inputs, sol, findings = _prefer_no_pipelines(inputs, sol, quiet, until.share(0.5), _solve_setup_s(fleet))
     unpriced = inputs.stats.dropped.get(DROP_UNPRICED, 0)
     if unpriced:
         # The solver's bound holds for the configurations it was given, not for the fleet: none is reported.
@@ -346,6 +374,12 @@ def _plan_fleet(fleet: FleetSpec, current: Plan | None, catalog: Catalog | None,
     base = _baselines(inputs, quiet, until) if baselines else []
     plan = assemble_plan(fleet, inputs, sol, opts, cat, base, findings, current, created_at, record)
     return with_billing(plan, inputs.problem, sol.replicas, fleet, cat)
+
+
+def _solve_setup_s(fleet: FleetSpec) -> float:
+    """The least time left worth starting a solve with, where a quick plan exists (``MIN_SOLVE_S``,
+    ``SOLVE_SETUP_S_PER_SERVICE``)."""
+    return max(MIN_SOLVE_S, SOLVE_SETUP_S_PER_SERVICE * len(fleet.services))
 
 
 def _starts(problem: Problem, plan: Solution) -> bool:
@@ -411,25 +445,29 @@ def _needless_pipelines(inputs: PlanInputs, keys: Collection[str]) -> set[str]:
     return out
 
 
-def _prefer_no_pipelines(inputs: PlanInputs, sol: Solution, opts: SolveOptions,
-                         deadline: Deadline) -> tuple[PlanInputs, Solution, list[Finding]]:
+def _prefer_no_pipelines(inputs: PlanInputs, sol: Solution, opts: SolveOptions, deadline: Deadline,
+                         min_s: float = 0.0) -> tuple[PlanInputs, Solution, list[Finding]]:
     """A pipeline where the model fits without one stays only when it is cheaper: the plan is solved again
     without such pipelines and that plan is taken unless it costs more than the gap; otherwise a finding says
-    what the pipelines save."""
+    what the pipelines save. That solve runs only when ``deadline`` leaves it ``min_s`` past building its column
+    table; else (or when it finds nothing) a finding says the pipelines were not compared."""
     used = _needless_pipelines(inputs, [k for k, n in sol.replicas.items() if n > 0])
     if not used:
         return inputs, sol, []
     drop = _needless_pipelines(inputs, [c.key for c in inputs.problem.columns])
     flat = replace(inputs.problem, columns=tuple(c for c in inputs.problem.columns if c.key not in drop))
-    alt = solve(flat, opts, deadline=deadline)
-    cost, alt_cost = _solved_cost(sol), _solved_cost(alt)
-    if alt_cost is not None and cost is not None and alt_cost <= cost * (1 + opts.relative_gap) + 1e-9:
+    in_time = deadline.remaining() >= min_s + TABLE_S_PER_COLUMN * len(flat.columns)
+    alt = solve(flat, opts, deadline=deadline) if in_time else None
+    cost, alt_cost = _solved_cost(sol), _solved_cost(alt) if alt is not None else None
+    if alt is not None and alt_cost is not None and cost is not None \
+            and alt_cost <= cost * (1 + opts.relative_gap) + 1e-9:
         return replace(inputs, problem=flat), alt, []
-    saving = math.inf if alt_cost is None or cost is None else alt_cost - cost
     out: list[Finding] = []
     for k in sorted(used):
         c = inputs.candidates[k]
-        out.append(pipeline_finding(c.service.id, c.configuration.label(), saving, cost or 0.0))
+        label = c.configuration.label()
+        out.append(pipeline_finding(c.service.id, label, alt_cost - cost, cost) if alt_cost is not None
+                   and cost is not None else pipeline_unchecked_finding(c.service.id, label))
     return inputs, sol, out
 
 

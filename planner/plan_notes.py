@@ -130,6 +130,14 @@ def pipeline_finding(service: str, label: str, cheaper_by: float, cost: float) -
                             "larger batches, or pack the pools' nodes better"), value=cheaper_by)
 
 
+def pipeline_unchecked_finding(service: str, label: str) -> Finding:
+    """A pipeline stayed in the plan for a model that fits without one, and no plan without it was found in time
+    to compare."""
+    return Finding(kind="note", constraint=f"pipeline[{service}]",
+                   message=(f"{service} runs {label}: the model fits without a pipeline, but no plan without such "
+                            "pipelines was found in the time left to compare; raise planner.time_limit_s"))
+
+
 def cross_zone_finding(costs: Mapping[str, float]) -> list[Finding]:
     """What the KV bytes crossing zones cost, per service that allows it."""
     return [Finding(kind="note", constraint=f"handoff[{s}]",

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+import planner.pipeline as pipeline
 from planner.catalog import builtin_catalog
 from planner.io.fleetfile import load_fleet, parse_fleet
 from planner.model.memory import memory_fit
@@ -118,3 +119,13 @@ def test_a_pipeline_stays_only_with_the_saving_it_brings() -> None:
     flat = parse_fleet(DECODE_HEAVY.replace("pp_options: [1, 2]", "pp_options: [1]"), "flat.yaml")
     assert plan_fleet(flat, baselines=False, marginals=False).cost_usd_per_hour == pytest.approx(
         plan.cost_usd_per_hour + notes[0].value, rel=1e-3)
+
+
+def test_a_pipeline_not_compared_in_time_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    """When the time left would not get the solve without pipelines past its column table, it is not started:
+    the pipeline stays and its finding says it was not compared (no made-up saving)."""
+    monkeypatch.setattr(pipeline, "TABLE_S_PER_COLUMN", 1e6)
+    plan = plan_fleet(parse_fleet(DECODE_HEAVY, "decode-heavy.yaml"), baselines=False, marginals=False)
+    assert [g for g in plan.replica_groups if g.configuration.pp > 1]
+    [note] = [f for f in plan.findings if f.constraint == "pipeline[chat]"]
+    assert note.value is None and "no plan without such pipelines was found in the time left" in note.message

@@ -142,3 +142,32 @@ def test_no_deadline_plans_to_the_end(fleet: FleetSpec, monkeypatch: pytest.Monk
     assert not [f for f in plan.findings if f.constraint == "time_limit"]
     assert plan.solver.status == "optimal" and plan.solver.relative_gap is not None
     assert plan.solver.relative_gap <= fleet.planner.relative_gap
+
+
+def test_the_quick_answer_goes_without_a_bound_where_bounding_would_overrun(fleet: FleetSpec,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pricing every configuration ends with time left for neither a solve nor the column table the services'
+    floors need (a large fleet on a slow machine): the quick plan is answered at once, without a bound rather
+    than past the deadline, dominated columns are not pruned (only a solve would gain), and nothing is solved."""
+    monkeypatch.setattr(pipeline, "QUICK_MIN_CONFIGURATIONS", 0)
+    monkeypatch.setattr(pipeline, "TABLE_S_PER_COLUMN", 1.0)  # seconds a column: never in time
+    real_solve, real_prune = pipeline.solve, pipeline.prune_dominated
+    solves: list[bool] = []
+    prunes: list[int] = []
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        solves.append(True)
+        return real_solve(*args, **kwargs)
+
+    def pruning(problem: Any) -> Any:
+        prunes.append(len(problem.columns))
+        return real_prune(problem)
+
+    monkeypatch.setattr(pipeline, "solve", counted)
+    monkeypatch.setattr(pipeline, "prune_dominated", pruning)
+    plan = plan_fleet(fleet, deadline=Deadline.after(60.0))
+    assert solves == [] and len(prunes) == 1  # the quick pass's small problem only
+    [note] = [f for f in plan.findings if f.constraint == "time_limit"]
+    assert "left no time to solve or to bound the plan" in note.message
+    assert plan.solver.best_bound is None and plan.solver.relative_gap is None and plan.solver.status == "feasible"
+    assert plan.replica_groups and all(g.configuration.role is Role.UNIFIED for g in plan.replica_groups)
