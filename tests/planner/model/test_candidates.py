@@ -7,11 +7,20 @@ from __future__ import annotations
 import gc
 from pathlib import Path
 
+import pytest
+from pytest import MonkeyPatch
+
 from planner.catalog import fleet_catalog
 from planner.clock import Deadline, FakeClock
 from planner.io.fleetfile import load_fleet
 from planner.io.profiles import default_perf_model, fleet_perf_model
-from planner.model.candidates import DROP_NO_BUCKET, DROP_UNPRICED, fleet_limits, generate_candidates
+from planner.model.candidates import (
+    DROP_NO_BUCKET,
+    DROP_UNPRICED,
+    CandidatesLate,
+    fleet_limits,
+    generate_candidates,
+)
 from planner.model.capacity import ServingLimits, capacity_table, replica_power_watts, shapes_capacity_tables
 from planner.model.configurations import CandidateStats, fleet_configurations
 from planner.model.handoff import handoff_nic_gbitps
@@ -139,3 +148,18 @@ def test_candidate_generation_leaves_the_cycle_collector_as_it_found_it() -> Non
             assert gc.isenabled() is enabled
     finally:
         gc.enable() if was else gc.disable()
+
+
+def test_pricing_leaves_the_time_to_make_the_candidates_before_the_deadline(monkeypatch: MonkeyPatch) -> None:
+    """Making the candidates from the priced tables looks at no deadline, so pricing stops that long before it:
+    a deadline closer than that (here: the quickstart's configurations at a second each) raises at once."""
+    import planner.model.candidates as candidates
+
+    fleet = load_fleet(QUICKSTART)
+    cat, perf, buckets = fleet_catalog(fleet), fleet_perf_model(fleet), service_buckets(fleet)
+    limits = fleet_limits(fleet, perf.calibration)
+    clock = FakeClock()
+    assert generate_candidates(fleet, cat, perf, buckets, limits, Deadline.after(60.0, clock))[0]
+    monkeypatch.setattr(candidates, "_BUILD_S_PER_CONFIGURATION", 1.0)
+    with pytest.raises(CandidatesLate):
+        generate_candidates(fleet, cat, perf, buckets, limits, Deadline.after(60.0, clock))
