@@ -97,6 +97,9 @@ def _replicas(busy: np.ndarray, h: float) -> np.ndarray:
     return np.ceil(busy / h - _EPS).clip(min=0.0)
 
 
+Pairs = list[tuple[np.ndarray, np.ndarray]]  # (prefills, decodes) any of which can pair (``_Links.pairs``)
+
+
 @dataclass(frozen=True)
 class _Links:
     """Where one service's columns run and how fast they hand off KV caches: which prefill may pair with which
@@ -105,7 +108,7 @@ class _Links:
     zone: np.ndarray
     nu: np.ndarray  # Gbit/s a replica hands KV caches at (prefill and decode-only columns)
 
-    def pairs(self, role: np.ndarray, ok: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    def pairs(self, role: np.ndarray, ok: np.ndarray) -> Pairs:
         """Per zone and per NIC rate v of its prefills: the prefills with ν ≤ v and the decodes with ν ≥ v (any
         of the one with any of the other can pair, and every pair that can is in one of them)."""
         pre, dec = ok & (role == PREFILL), ok & (role == DECODE)
@@ -182,12 +185,12 @@ def _one_column(load: np.ndarray, mask: np.ndarray, price: np.ndarray, h: float)
 
 
 def _alone(load: np.ndarray, role: np.ndarray, price: np.ndarray, ok: np.ndarray, h: float,
-           links: _Links) -> _Plan | None:
+           pairs: Pairs) -> _Plan | None:
     """The cheapest plan of one unified column, or of one prefill and one decode column that can pair."""
     nb = load.shape[1]
     u, cost_u = _one_column(load, ok & (role == UNIFIED), price, h)
     p, d, cost_pd = -1, -1, _INF
-    for pre_ok, dec_ok in links.pairs(role, ok):
+    for pre_ok, dec_ok in pairs:
         pj, cost_p = _one_column(load, pre_ok, price, h)
         dj, cost_d = _one_column(load, dec_ok, price, h)
         if cost_p + cost_d < cost_pd:
@@ -200,14 +203,14 @@ def _alone(load: np.ndarray, role: np.ndarray, price: np.ndarray, ok: np.ndarray
 
 
 def _bucket_plan(load: np.ndarray, role: np.ndarray, price: np.ndarray, ok: np.ndarray, h: float,
-                 links: _Links) -> _Plan | None:
+                 links: _Links, pairs: Pairs) -> _Plan | None:
     """Each bucket on its cheapest unified column or prefill + decode pair that can pair, rounded up, then
     improved."""
     unit = np.where(np.isfinite(load), price[:, None] * load / h, _INF)
     bu, vu = _cheapest(unit, ok & (role == UNIFIED))
     nb = load.shape[1]
     bp, bd, vpd = np.zeros(nb, dtype=np.int64), np.zeros(nb, dtype=np.int64), np.full(nb, _INF)
-    for pre_ok, dec_ok in links.pairs(role, ok):
+    for pre_ok, dec_ok in pairs:
         p, vp = _cheapest(unit, pre_ok)
         d, vd = _cheapest(unit, dec_ok)
         better = vp + vd < vpd
@@ -284,12 +287,13 @@ def _plan_service(fleet: _Fleet, s: int, unified_only: bool) -> _Plan | None:
     with np.errstate(divide="ignore"):
         load = np.where(caps > 0, t.rates[s, live] / np.where(caps > 0, caps, 1.0), _INF)
     role, price, h = t.role[cols], t.price[cols], problem.headroom
-    links = _Links(fleet.pool_zone[t.pool[cols]], np.asarray([t.columns[j].handoff_gbitps for j in cols.tolist()]))
+    links = _Links(fleet.pool_zone[t.pool[cols]], t.handoff[cols])
     ok = (role == UNIFIED) if unified_only else np.ones(len(cols), dtype=bool)
     for _ in range(len(problem.pools) + 1):
         uni = ok & (role == UNIFIED)
-        tries = (_bucket_plan(load, role, price, ok, h, links), _alone(load, role, price, ok, h, links),
-                 _bucket_plan(load, role, price, uni, h, links) if (ok & ~uni).any() else None)
+        pairs = links.pairs(role, ok)
+        tries = (_bucket_plan(load, role, price, ok, h, links, pairs), _alone(load, role, price, ok, h, pairs),
+                 _bucket_plan(load, role, price, uni, h, links, []) if (ok & ~uni).any() else None)
         plans = [p for p in tries if p]
         if not plans:
             return None

@@ -79,7 +79,7 @@ def prune_dominated(problem: Problem) -> tuple[Problem, int]:
     roles = np.array([_ROLE_GROUP[id(c.role)] for c in cols], dtype=np.int64)
     groups = ((t.service * 4 + roles) * (len(problem.pools) + 1) + t.pool) * (len(problem.pools) + 1) + (
         t.memory_pool + 1)
-    handoff = _handoff_costs(_HANDOFF_SIGN[roles], np.array([c.handoff_gbitps for c in cols], dtype=float))
+    handoff = _handoff_costs(_HANDOFF_SIGN[roles], t.handoff)
     worse = np.column_stack([t.devices, t.memory_devices, t.idle_watts, t.active_watts, handoff, -t.caps])
     scale = np.maximum(np.abs(worse).max(axis=0), 1e-12)
     # Columns in the running plan stay, so the churn term sees them; a column drawing less busy than idle breaks

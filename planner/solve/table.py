@@ -32,6 +32,7 @@ class ColumnTable:
     price: np.ndarray  # $/h of one replica at its pools' device prices
     idle_watts: np.ndarray
     active_watts: np.ndarray
+    handoff: np.ndarray  # Gbit/s a replica hands KV caches at (prefill and decode-only columns; 0 otherwise)
     caps: np.ndarray  # j × bucket: req/s one replica sustains (0: cannot; padded with 0)
     rates: np.ndarray  # service × bucket: req/s (padded with 0)
     by_service: tuple[np.ndarray, ...]  # service → its columns, in order
@@ -68,6 +69,7 @@ class ColumnTable:
             price=devices * device_price[pools] + mdevices * device_price[mpools],
             idle_watts=np.array([c.idle_watts for c in cols], dtype=float),
             active_watts=np.array([c.active_watts for c in cols], dtype=float),
+            handoff=np.array([c.handoff_gbitps for c in cols], dtype=float),
             caps=caps, rates=rates,
             by_service=tuple(order[bounds[i]:bounds[i + 1]] for i in range(len(problem.demands))))
 
@@ -86,7 +88,7 @@ class ColumnTable:
             columns=tuple(self.columns[j] for j in rows), service=service, role=self.role[rows], pool=self.pool[rows],
             memory_pool=self.memory_pool[rows], devices=self.devices[rows], memory_devices=self.memory_devices[rows],
             price=self.price[rows], idle_watts=self.idle_watts[rows], active_watts=self.active_watts[rows],
-            caps=self.caps[rows], rates=self.rates[services],
+            handoff=self.handoff[rows], caps=self.caps[rows], rates=self.rates[services],
             by_service=tuple(order[bounds[i]:bounds[i + 1]] for i in range(len(services))))
 
 
