@@ -326,12 +326,8 @@ def _plan_fleet(fleet: FleetSpec, current: Plan | None, catalog: Catalog | None,
         left = until.end - until.now()
         table_s = TABLE_S_PER_COLUMN * len(inputs.problem.columns)
         if left - finish - table_s < _solve_setup_s(fleet):
-            bounded = (left - FINISH_S_PER_SERVICE * len(fleet.services) >= table_s
-                       and not inputs.stats.dropped.get(DROP_UNPRICED, 0))
-            return _quick_answer(fleet, quick, opts, cat, current, created_at, record,
-                                 fleet_floor(inputs.problem) if bounded else None,
-                                 "pricing every configuration left no time to solve"
-                                 + ("" if bounded else " or to bound the plan"))
+            return _unsolved_answer(fleet, quick, inputs, opts, cat, current, created_at, record,
+                                    left - FINISH_S_PER_SERVICE * len(fleet.services) >= table_s)
     blocked = preflight(fleet, cat, model, inputs.problem, inputs.buckets)
     if blocked:
         raise InfeasibleFleet(blocked)
@@ -340,9 +336,7 @@ def _plan_fleet(fleet: FleetSpec, current: Plan | None, catalog: Catalog | None,
     solve_until = Deadline(until.end - min(finish, 0.5 * max(left, 0.0)) - (EXTRAS_SHARE * left if extras else 0.0),
                            until.clock) if math.isfinite(left) else until
     if quick is not None and solve_until.remaining() < _solve_setup_s(fleet):
-        floor = None if inputs.stats.dropped.get(DROP_UNPRICED, 0) else fleet_floor(inputs.problem)
-        return _quick_answer(fleet, quick, opts, cat, current, created_at, record, floor,
-                             "pricing every configuration left no time to solve")
+        return _unsolved_answer(fleet, quick, inputs, opts, cat, current, created_at, record, True)
     start = quick.solution if quick is not None and _starts(inputs.problem, quick.solution) else None
     sol = solve(inputs.problem, opts, deadline=solve_until, start=start)
     if sol.status not in ("optimal", "feasible"):
@@ -380,6 +374,18 @@ def _solve_setup_s(fleet: FleetSpec) -> float:
     """The least time left worth starting a solve with, where a quick plan exists (``MIN_SOLVE_S``,
     ``SOLVE_SETUP_S_PER_SERVICE``)."""
     return max(MIN_SOLVE_S, SOLVE_SETUP_S_PER_SERVICE * len(fleet.services))
+
+
+def _unsolved_answer(fleet: FleetSpec, quick: QuickPlan, inputs: PlanInputs, opts: SolveOptions, cat: Catalog,
+                     current: Plan | None, created_at: str, record: Progress, time_to_bound: bool) -> Plan:
+    """The quick plan where pricing every configuration left no time to solve: against the services' bucket
+    floors where every configuration was priced and ``time_to_bound`` (their column table fits in the time
+    left), else without a bound."""
+    bounded = time_to_bound and not inputs.stats.dropped.get(DROP_UNPRICED, 0)
+    return _quick_answer(fleet, quick, opts, cat, current, created_at, record,
+                         fleet_floor(inputs.problem) if bounded else None,
+                         "pricing every configuration left no time to solve"
+                         + ("" if time_to_bound else " or to bound the plan"))
 
 
 def _starts(problem: Problem, plan: Solution) -> bool:
