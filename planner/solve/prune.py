@@ -1,9 +1,10 @@
-"""Reductions that keep the optimum: columns another column beats on every count, and a service's columns in
-pools a same-shaped, no dearer column in a roomy pool beats.
+"""Reductions that keep the optimum: columns another column beats on every count, a service's columns in
+pools a same-shaped, no dearer column in a roomy pool beats, and a service's prefill and decode columns in a
+zone whose every such column another zone's roomy pools beat.
 
-Both are found by sorting, not by comparing every pair: within a group, columns are ordered by a key that a
-dominating column never exceeds (the sum of its normalised counts, or its price), so each column need only be
-checked against the columns before it in its group, one offset at a time over all groups at once (and
+All three are found by sorting, not by comparing every pair: within a group, columns are ordered by a key
+that a dominating column never exceeds (the sum of its normalised counts, or its price), so each column need
+only be checked against the columns before it in its group, one offset at a time over all groups at once (and
 one count at a time, on the pairs the counts so far leave).
 """
 
@@ -149,7 +150,8 @@ def alone_plan_cost(problem: Problem) -> float | None:
 
 
 def prune_roomy_pools(problem: Problem) -> Problem:
-    """Drop a service's columns that a column of the same shape in a roomier, no dearer pool beats.
+    """Drop a service's columns that a column of the same shape in a roomier, no dearer pool beats, and the
+    prefill and decode columns of a zone another zone beats as a whole (``_dominated_zones``).
 
     For one service (no power budgets, spread, churn; device billing), a column c' is dropped when a column c
     of the same role, devices and memory devices serves every bucket at least as fast, costs no more per
@@ -180,12 +182,56 @@ def prune_roomy_pools(problem: Problem) -> Problem:
         dtype=np.int64, count=len(t.columns))
     worse = np.column_stack([t.price, -t.caps])
     drop = dominated(groups, t.price, worse, can_win=roomy)
+    if not problem.demands[0].cross_zone_handoff:
+        drop |= _dominated_zones(problem, roomy, drop, by_label)
     if not drop.any():
         return problem
     if len(t.columns) == len(problem.columns):
         return with_columns(problem, np.nonzero(~drop)[0])
     dropped = {t.columns[j].key for j in np.nonzero(drop)[0]}
     return replace(problem, columns=tuple(c for c in problem.columns if c.key not in dropped))
+
+
+def _dominated_zones(problem: Problem, roomy: np.ndarray, drop: np.ndarray, by_label: bool) -> np.ndarray:
+    """The prefill and decode columns of each zone another zone beats as a whole (one service, hand-offs
+    within a zone, none of prune_roomy_pools' exclusions).
+
+    Zone g' is beaten by zone g when each of g''s prefill and decode columns has a twin in g of the same role,
+    devices, memory devices, hand-off rate and (under a configuration limit) label, in roomy pools, no dearer
+    per replica and at least as fast on every bucket. Moving every replica and share of g''s columns to their
+    twins in g then keeps every row: the hand-off rows of g gain the same shares on both sides (and at each
+    NIC rate), capacity and link rows hold on the faster twin, the pools never fill, and the plan costs no
+    more; so the optimum stays. Pruning column by column cannot drop them, since a prefill replica moved
+    alone would leave its decodes in the other zone. Of two equal zones the one listed first stays.
+    """
+    t = problem.table
+    split = (t.role != UNIFIED) & ~drop
+    out = np.zeros(len(t.columns), dtype=bool)
+    if not split.any():
+        return out
+    zone_of = np.asarray([p.zone for p in problem.pools])[t.pool]
+    zones = list(dict.fromkeys(zone_of[split].tolist()))
+    if len(zones) < 2:
+        return out
+    ids: dict[tuple[object, ...], int] = {}
+    shape = np.fromiter((ids.setdefault((c.role, c.devices, c.memory_devices, c.handoff_gbitps,
+                                         c.label if by_label else None), len(ids)) for c in t.columns),
+                        dtype=np.int64, count=len(t.columns))
+    worse = np.column_stack([t.price, -t.caps])
+    for loser in reversed(zones):
+        lose = np.nonzero(split & (zone_of == loser))[0]
+        for winner in zones:
+            if winner == loser:
+                continue
+            win = np.nonzero(split & (zone_of == winner) & roomy)[0]
+            rows = np.r_[win, lose]  # the winner's columns first: of equal twins they win
+            beaten = dominated(shape[rows], t.price[rows], worse[rows],
+                               can_win=np.r_[np.ones(len(win), dtype=bool), np.zeros(len(lose), dtype=bool)])
+            if beaten[len(win):].all():
+                out[lose] = True
+                split[lose] = False
+                break
+    return out
 
 
 __all__ = ["DECODE_ONLY_ROLES", "alone_plan_cost", "dominated", "prune_dominated", "prune_roomy_pools"]

@@ -37,13 +37,16 @@ def twin_pools(draw: st.DrawFn) -> Problem:
                 caps = tuple(speed * devices * draw(st.sampled_from([0.0, 0.5, 1.0])) for _ in range(buckets))
                 if role is Role.UNIFIED and not any(caps):
                     caps = tuple(speed * devices for _ in range(buckets))
+                nic = draw(st.sampled_from([100.0, 200.0])) if role is not Role.UNIFIED else 0.0
                 for zone in ("a", "b"):
-                    # The twin in the other zone is sometimes a little slower on one bucket.
+                    # The twin in the other zone is sometimes a little slower on one bucket, or missing.
                     twin = tuple(c * (draw(st.sampled_from([1.0, 1.0, 0.8])) if zone == "b" else 1.0) for c in caps)
-                    if any(twin):
+                    if any(twin) and (zone == "a" or draw(st.integers(0, 5)) > 0):
                         cols.append(Column(f"{dev}-{zone}-{role.value}-{devices}", "s", role, f"{dev}-{zone}",
-                                           devices, twin))
-    demand = Demand("s", rates, min_replicas=draw(st.integers(0, 2)))
+                                           devices, twin, label=f"{dev}-{role.value}-{devices}",
+                                           handoff_gbitps=nic))
+    demand = Demand("s", rates, min_replicas=draw(st.integers(0, 2)),
+                    max_configurations=draw(st.sampled_from([None, 1, 2])))
     return Problem(tuple(pools), tuple(cols), (demand,), headroom=draw(st.sampled_from([0.8, 1.0])))
 
 
@@ -80,6 +83,32 @@ def test_pruning_leaves_spread_and_running_plans_alone() -> None:
     running = Problem(pools, cols, (Demand("s", (3.0,)),), current_replicas={"c-b": 1},
                       churn_usd_per_replica_change=0.1)
     assert len(prune_roomy_pools(running).columns) == 2
+
+
+def _split_service(decode_b: tuple[float, ...] = (2.0,), price_b: float = 1.1) -> Problem:
+    """One service with a prefill and a decode column in each of two zones (each zone's pool roomy)."""
+    pools = (PoolSupply("p-a", "a", None, 2, 8, 1.0), PoolSupply("p-b", "b", None, 2, 8, price_b))
+    cols = (Column("pre-a", "s", Role.PREFILL, "p-a", 1, (4.0,), handoff_gbitps=100.0),
+            Column("dec-a", "s", Role.DECODE, "p-a", 1, (2.0,), handoff_gbitps=100.0),
+            Column("pre-b", "s", Role.PREFILL, "p-b", 1, (4.0,), handoff_gbitps=100.0),
+            Column("dec-b", "s", Role.DECODE, "p-b", 1, decode_b, handoff_gbitps=100.0))
+    return Problem(pools, cols, (Demand("s", (3.0,)),))
+
+
+def test_pruning_drops_a_zone_whose_prefill_and_decode_another_zone_beats() -> None:
+    # Column by column neither zone-b column can go (its hand-off partner is in zone b); as a zone it can.
+    problem = _split_service()
+    assert [c.key for c in prune_roomy_pools(problem).columns] == ["pre-a", "dec-a"]
+    assert solve(problem, EXACT).objective == solve(prune_roomy_pools(problem), EXACT).objective == 3.0
+    # Equal zones: the first one listed stays.
+    assert [c.key for c in prune_roomy_pools(_split_service(price_b=1.0)).columns] == ["pre-a", "dec-a"]
+    # Zone b's decode is faster than zone a's: zone a cannot take its place, so both zones stay.
+    faster = _split_service(decode_b=(3.0,))
+    assert len(prune_roomy_pools(faster).columns) == 4
+    assert solve(faster, EXACT).objective == solve(prune_roomy_pools(faster), EXACT).objective
+    # Hand-offs may cross zones: not this reduction's case.
+    crossing = replace(problem, demands=(replace(problem.demands[0], cross_zone_handoff=True),))
+    assert len(prune_roomy_pools(crossing).columns) == 4
 
 
 def _pairwise(groups: list[int], worse: list[list[float]], can_win: list[bool]) -> list[bool]:
