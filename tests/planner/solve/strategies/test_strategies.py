@@ -189,3 +189,25 @@ def test_by_service_starts_each_service_from_its_own_greedy_plan_where_that_is_c
         problem, Deadline.after(5.0), start)
     assert backend.calls > 0 and sol.objective == 4.0 and violations(problem, sol) == []
     assert {k for k, n in sol.replicas.items() if n} == {"s0-pre", "s0-dec", "s1-pre", "s1-dec"}
+
+
+def test_by_service_solves_without_the_configuration_limit_first_and_keeps_only_plans_within_it() -> None:
+    # s0's cheapest plan mixes two configurations (one per bucket, $2/h); with its limit of one it runs the
+    # two-device all-rounder. s1's cheapest plan runs one configuration anyway. Each service is solved once
+    # without its limit; only s0's plan breaks it, so s0 alone is solved again with the limit.
+    pools = (PoolSupply("p", "a", None, 8, None, 1.0),)
+    cols = tuple(c for s in ("s0", "s1") for c in (
+        Column(f"{s}-a", s, Role.UNIFIED, "p", 1, (2.0, 0.1) if s == "s0" else (2.0, 2.0), label=f"{s}-a"),
+        Column(f"{s}-b", s, Role.UNIFIED, "p", 1, (0.1, 2.0) if s == "s0" else (1.0, 1.0), label=f"{s}-b"),
+        Column(f"{s}-c", s, Role.UNIFIED, "p", 2, (1.2, 1.2), label=f"{s}-c")))
+    problem = Problem(pools, cols, tuple(Demand(s, (1.0, 1.0), max_configurations=1) for s in ("s0", "s1")))
+    unlimited = solve(replace(problem, demands=tuple(replace(d, max_configurations=None) for d in problem.demands)),
+                      replace(EXACT, decompose="off"))
+    whole = solve(problem, replace(EXACT, decompose="off"))
+    assert unlimited.objective is not None and whole.objective is not None and unlimited.objective < whole.objective
+    clock = FakeClock()
+    backend = RecordingBackend(clock)
+    sol = ByServiceStrategy(replace(EXACT, decompose="on", threads=1), backend).solve(
+        problem, Deadline.after(20.0, clock))
+    assert sol.status == "optimal" and sol.objective == pytest.approx(whole.objective)
+    assert violations(problem, sol) == [] and len(backend.given_s) == 3
