@@ -9,9 +9,13 @@ from dataclasses import replace
 from planner.clock import Deadline
 from planner.schema import Finding
 from planner.solve.backends import backend_for
-from planner.solve.formulation import FAMILIES, build, cover, handoff, min_replicas, spread
+from planner.solve.formulation import FAMILIES, Probe, build, cover, handoff, min_replicas, spread
+from planner.solve.incumbent import restrict
 from planner.solve.problem import Problem, Solution, SolveOptions
+from planner.solve.prune import prune_roomy_pools
+from planner.solve.strategies.by_service import overused, union
 from planner.solve.strategies.choose import solve
+from planner.solve.strategies.services import decomposable, service_problem
 
 
 def power_structural(problem: Problem) -> list[Finding]:
@@ -80,7 +84,8 @@ def marginal_values(problem: Problem, solution: Solution, options: SolveOptions 
     """Binding pools and power budgets, each with what one more node or kilowatt would save per hour.
 
     Each loosened problem is solved from the plan (which still fits it) in an even share of what is left of
-    ``deadline`` (default: options.time_limit_s from now); a probe without time left says so."""
+    ``deadline`` (default: options.time_limit_s from now); a probe without time left says so. A probe of one
+    service's row is solved for that service alone where the fleet falls apart by service (_probe_alone)."""
     # Each probe starts from the plan, so HiGHS has the plan to beat: it is left to prove the bound.
     opts = replace(options or SolveOptions(), highs_heuristics=False)
     if solution.objective is None:
@@ -95,12 +100,57 @@ def marginal_values(problem: Problem, solution: Solution, options: SolveOptions 
             out.append(Finding(kind="note", constraint=probe.constraint,
                                message=f"{probe.unit}: not valued (no time left)"))
             continue
-        alt = solve(probe.relaxed, opts, deadline=until.share(1.0 / (len(probes) - k)), start=solution)
-        if alt.objective is not None:
-            saving = max(0.0, base - alt.objective)
-            words = f"saves ${saving:.2f}/h" if saving >= 0.005 else "would not lower the cost"
-            if alt.relative_gap is None or alt.relative_gap > opts.relative_gap + 1e-12:
-                words += " (found in its time share, not proven)"
-            out.append(Finding(kind="marginal", constraint=probe.constraint, message=f"{probe.unit} {words}",
-                               value=saving))
+        share = until.share(1.0 / (len(probes) - k))
+        found = _probe_alone(problem, solution, probe, opts, share)
+        if found is None:
+            alt = solve(probe.relaxed, opts, deadline=share, start=solution)
+            if alt.objective is None:
+                continue
+            found = max(0.0, base - alt.objective), _proven(alt, opts)
+        saving, proven = found
+        words = f"saves ${saving:.2f}/h" if saving >= 0.005 else "would not lower the cost"
+        if not proven:
+            words += " (found in its time share, not proven)"
+        out.append(Finding(kind="marginal", constraint=probe.constraint, message=f"{probe.unit} {words}",
+                           value=saving))
     return out
+
+
+def _proven(solution: Solution, options: SolveOptions) -> bool:
+    return solution.relative_gap is not None and solution.relative_gap <= options.relative_gap + 1e-12
+
+
+def _probe_alone(problem: Problem, solution: Solution, probe: Probe, options: SolveOptions,
+                 deadline: Deadline) -> tuple[float, bool] | None:
+    """A probe of one service's row, solved for that service alone: (saving, proven), or None where the plan
+    is not the union of the services' own plans, or the service's new plan does not fit beside the others'.
+
+    A plan solved service by service (every stage of its solve ran per service, no repair, no whole model)
+    holds each service's own best plan, and the services share only pool and power rows. Loosening one
+    service's row then changes only that service's best plan: the others' plans stay, and where its new plan
+    fits beside them the saving is its part of the plan less its new optimum. (Any plan that fits is a plan
+    of the loosened fleet, so the saving is never overstated; it is proven when the service's solve and the
+    plan both are.) The service's problem is pruned as in the pass by service (prune.prune_roomy_pools)."""
+    solved_by_service = bool(solution.backends) and all(k.startswith("services/") for k in solution.backends)
+    if probe.service is None or not solved_by_service or not decomposable(probe.relaxed):
+        return None
+    i = next(j for j, d in enumerate(probe.relaxed.demands) if d.service == probe.service)
+    whole = service_problem(probe.relaxed, i)
+    sub = prune_roomy_pools(whole)
+    part = restrict(solution, sub, whole)
+    if part is None:  # the plan runs a column the pruning dropped (a dearer twin the fleet's pools needed)
+        sub = whole
+        part = restrict(solution, sub, whole)
+    if part is None or part.objective is None:
+        return None
+    alt = solve(sub, options, deadline=deadline, start=part)
+    if alt.objective is None:
+        return None
+    mine = {c.key for c in whole.columns}
+    others = replace(solution, replicas={k: n for k, n in solution.replicas.items() if k not in mine},
+                     prefill_share={kb: v for kb, v in solution.prefill_share.items() if kb[0] not in mine},
+                     decode_share={kb: v for kb, v in solution.decode_share.items() if kb[0] not in mine})
+    replicas, pre, dec = union([others, alt])
+    if any(overused(probe.relaxed, replicas, pre | dec)):
+        return None
+    return max(0.0, part.objective - alt.objective), _proven(alt, options) and _proven(solution, options)

@@ -79,6 +79,7 @@ class Probe:
     relaxed: Problem
     constraint: str
     unit: str  # what one unit more is, in words ("one more node in pool a")
+    service: str | None = None  # the one service the loosened row belongs to (None: rows shared by services)
 
 
 Violations = Callable[[Problem, Solution], list[str]]

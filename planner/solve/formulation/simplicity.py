@@ -98,7 +98,7 @@ def probes(problem: Problem, solution: Solution) -> list[Probe]:
                     message=(f"service {d.service}: runs its limit of {k} configurations "
                              f"(planner.max_configurations_per_service): {', '.join(used)}"), value=float(k)),
             replace(problem, demands=tuple(more if x.service == d.service else x for x in problem.demands)),
-            f"configurations[{d.service}]", f"a configuration more for service {d.service}"))
+            f"configurations[{d.service}]", f"a configuration more for service {d.service}", d.service))
     return out
 
 

@@ -83,15 +83,18 @@ def roomy(problem: Problem) -> bool:
                for i, k in enumerate(problem.power_budgets))
 
 
+def service_problem(problem: Problem, i: int) -> Problem:
+    """Service i's problem (index in problem.demands): its columns and its running replicas."""
+    t = problem.table
+    rows = t.by_service[i]
+    keys = {t.columns[j].key for j in rows}
+    return with_columns(problem, rows, (problem.demands[i],), current_replicas={
+        k: v for k, v in problem.current_replicas.items() if k in keys})
+
+
 def service_problems(problem: Problem) -> tuple[list[Problem], float]:
     """One problem per service (its columns, its running replicas) and the churn of running keys no column has."""
-    t = problem.table
-    out = []
-    for i, d in enumerate(problem.demands):
-        rows = t.by_service[i]
-        keys = {t.columns[j].key for j in rows}
-        out.append(with_columns(problem, rows, (d,), current_replicas={
-            k: v for k, v in problem.current_replicas.items() if k in keys}))
+    out = [service_problem(problem, i) for i in range(len(problem.demands))]
     all_keys = {c.key for c in problem.columns}
     orphan = sum(v for k, v in problem.current_replicas.items() if k not in all_keys)
     return out, problem.churn_usd_per_replica_change * orphan

@@ -13,6 +13,7 @@ from planner.solve.formulation import handoff, simplicity, zone_roles
 from planner.solve.formulation.handoff import cross_zone_usd_per_hour
 
 EXACT = SolveOptions(relative_gap=0.0, time_limit_s=20)
+BY_SERVICE = SolveOptions(relative_gap=0.0, time_limit_s=20, decompose="on")
 POOLS = (PoolSupply("a", "zone-a", None, 8, None, 1.0), PoolSupply("b", "zone-b", None, 8, None, 1.0))
 
 
@@ -97,3 +98,59 @@ def test_configurations_count_a_label_once_across_zones() -> None:
     problem = Problem(POOLS, cols, (Demand("s", (4.0,), min_replicas=2, spread_zones=2, max_configurations=1),))
     sol = solve(problem, EXACT)
     assert sol.replicas == {"u-a": 1, "u-b": 1}
+
+
+def _recording_solve(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The number of services of every problem marginal_values solves."""
+    import planner.solve.explain as explain
+
+    seen: list[int] = []
+    inner = explain.solve
+
+    def recording(problem: Problem, *args: object, **kwargs: object) -> object:
+        seen.append(len(problem.demands))
+        return inner(problem, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(explain, "solve", recording)
+    return seen
+
+
+def test_one_services_limit_is_valued_on_that_service_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Service s as above (its limit of 2 costs $3/h) beside service t, in a pool with room. Planned service by
+    # service, the probe solves s alone and values one configuration more as the whole fleet would; planned
+    # whole, the plan's parts need not be each service's own best, so the probe solves the whole fleet.
+    cols = tuple(Column(f"c{i}", "s", Role.UNIFIED, "a", 1, tuple(4.0 if j == i else 1.0 for j in range(3)),
+                        label=f"cfg{i}") for i in range(3)) + (Column("t", "t", Role.UNIFIED, "a", 1, (4.0,)),)
+    problem = Problem(POOLS[:1], cols, (Demand("s", (4.0, 4.0, 4.0), min_replicas=0, max_configurations=2),
+                                        Demand("t", (8.0,))))
+    sol = solve(problem, BY_SERVICE)
+    relaxed = solve(replace(problem, demands=(replace(problem.demands[0], max_configurations=None),
+                                              problem.demands[1])), EXACT)
+    assert sol.objective == pytest.approx(8.0) and relaxed.objective == pytest.approx(5.0)
+    seen = _recording_solve(monkeypatch)
+    found = [f for f in marginal_values(problem, sol, EXACT) if f.kind == "marginal"]
+    assert seen == [1]
+    assert found[0].constraint == "configurations[s]" and found[0].value == pytest.approx(3.0)
+    assert "not proven" not in found[0].message
+    whole = solve(problem, replace(EXACT, decompose="off"))
+    found = [f for f in marginal_values(problem, whole, EXACT) if f.kind == "marginal"]
+    assert seen[1:] == [2] and found[0].value == pytest.approx(3.0)
+
+
+def test_a_service_plan_that_no_longer_fits_beside_the_others_is_valued_on_the_whole_fleet(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Alone, s would save $0.50/h with a second configuration on the cheap pool b, but service t fills b; the
+    # whole fleet gains nothing from it (moving half of t to pool a costs what s saves).
+    pools = (PoolSupply("a", "zone-a", None, 8, None, 1.0), PoolSupply("b", "zone-a", None, 1, 2, 0.5))
+    cols = (Column("s-a", "s", Role.UNIFIED, "a", 1, (4.0, 4.0), label="cfg-a"),
+            Column("s-b", "s", Role.UNIFIED, "b", 1, (4.0, 0.0), label="cfg-b"),
+            Column("t-a", "t", Role.UNIFIED, "a", 1, (4.0,), label="t-a"),
+            Column("t-b", "t", Role.UNIFIED, "b", 1, (4.0,), label="t-b"))
+    problem = Problem(pools, cols, (Demand("s", (4.0, 4.0), max_configurations=1), Demand("t", (8.0,))))
+    sol = solve(problem, BY_SERVICE)
+    assert sol.objective == pytest.approx(3.0) and sol.replicas.get("t-b") == 2
+    seen = _recording_solve(monkeypatch)
+    found = [f for f in marginal_values(problem, sol, EXACT) if f.kind == "marginal"]
+    assert seen == [1, 2, 2]  # s's limit alone, then on the whole fleet; then pool b's node (shared by both)
+    assert found[0].constraint == "configurations[s]" and found[0].value == pytest.approx(0.0)
+    assert "would not lower the cost" in found[0].message
