@@ -85,7 +85,7 @@ def marginal_values(problem: Problem, solution: Solution, options: SolveOptions 
 
     Each loosened problem is solved from the plan (which still fits it) in an even share of what is left of
     ``deadline`` (default: options.time_limit_s from now); a probe without time left says so. A probe of one
-    service's row is solved for that service alone where the fleet falls apart by service (_probe_alone)."""
+    service's row is solved for that service alone where the plan was solved by service (_probe_alone)."""
     # Each probe starts from the plan, so HiGHS has the plan to beat: it is left to prove the bound.
     opts = replace(options or SolveOptions(), highs_heuristics=False)
     if solution.objective is None:

@@ -215,8 +215,8 @@ class _ServicePass:
             self.runs += 1
         began = self.until.now()
         free = self.unlimited[i]
-        sol = self._solve(free or self.subs[i], self.sizes[i], seconds, "services", relative_gap=self.pass_gap,
-                          start=self.best[i])
+        sol = self._solve(self.subs[i] if free is None else free, self.sizes[i], seconds, "services",
+                          relative_gap=self.pass_gap, start=self.best[i])
         if free is not None and sol.objective is not None and too_many_configurations(self.subs[i], sol):
             # Its bound holds for the service (the limit only adds rows), its plan does not: solve again with
             # the limit, in what is left of the service's time, and from then on.
