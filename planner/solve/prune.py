@@ -183,7 +183,7 @@ def prune_roomy_pools(problem: Problem) -> Problem:
     worse = np.column_stack([t.price, -t.caps])
     drop = dominated(groups, t.price, worse, can_win=roomy)
     if not problem.demands[0].cross_zone_handoff:
-        drop |= _dominated_zones(problem, roomy, drop, by_label)
+        drop |= _dominated_zones(problem, roomy, drop, worse, by_label)
     if not drop.any():
         return problem
     if len(t.columns) == len(problem.columns):
@@ -192,9 +192,10 @@ def prune_roomy_pools(problem: Problem) -> Problem:
     return replace(problem, columns=tuple(c for c in problem.columns if c.key not in dropped))
 
 
-def _dominated_zones(problem: Problem, roomy: np.ndarray, drop: np.ndarray, by_label: bool) -> np.ndarray:
+def _dominated_zones(problem: Problem, roomy: np.ndarray, drop: np.ndarray, worse: np.ndarray,
+                     by_label: bool) -> np.ndarray:
     """The prefill and decode columns of each zone another zone beats as a whole (one service, hand-offs
-    within a zone, none of prune_roomy_pools' exclusions).
+    within a zone, none of prune_roomy_pools' exclusions; ``worse`` its price and caps per column).
 
     Zone g' is beaten by zone g when each of g''s prefill and decode columns has a twin in g of the same role,
     devices, memory devices, hand-off rate and (under a configuration limit) label, in roomy pools, no dearer
@@ -217,7 +218,6 @@ def _dominated_zones(problem: Problem, roomy: np.ndarray, drop: np.ndarray, by_l
     shape = np.fromiter((ids.setdefault((c.role, c.devices, c.memory_devices, c.handoff_gbitps,
                                          c.label if by_label else None), len(ids)) for c in t.columns),
                         dtype=np.int64, count=len(t.columns))
-    worse = np.column_stack([t.price, -t.caps])
     for loser in reversed(zones):
         lose = np.nonzero(split & (zone_of == loser))[0]
         for winner in zones:

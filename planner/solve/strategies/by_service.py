@@ -107,6 +107,17 @@ class _Outcome:
     stages: dict[str, str]
 
 
+def pruned_part(plan: Solution, whole: Problem, pruned: Problem | None = None) -> tuple[Problem, Solution | None]:
+    """One service's problem pruned (``pruned``, else prune.prune_roomy_pools of ``whole``) and a fleet plan's
+    part on it; where the plan runs a column the pruning dropped (a dearer twin the fleet's tight pools
+    needed), the service keeps all its columns."""
+    sub = prune_roomy_pools(whole) if pruned is None else pruned
+    part = restrict(plan, sub, whole)
+    if part is None:
+        sub, part = whole, restrict(plan, whole, whole)
+    return sub, part
+
+
 def _without_limit(problem: Problem) -> Problem | None:
     """One service's problem without its configuration limit, where the limit adds rows (else None).
 
@@ -167,16 +178,11 @@ class _ServicePass:
         # (not in a repair: there the pools shrink and the argument no longer holds).
         self.subs = [prune_roomy_pools(sp) for sp in self.whole_subs]
         self.k = len(self.subs)
-        # Each service's part of the start: the plan to beat. Where the start runs a column the pruning dropped
-        # (a dearer twin the fleet's tight pools needed), the service keeps all its columns.
+        # Each service's part of the start: the plan to beat (pruned_part).
         self.best: list[Solution | None] = [None] * self.k
         for i in range(self.k if start is not None else 0):
             assert start is not None
-            part = restrict(start, self.subs[i], self.whole_subs[i])
-            if part is None:
-                self.subs[i] = self.whole_subs[i]
-                part = restrict(start, self.subs[i], self.whole_subs[i])
-            self.best[i] = part
+            self.subs[i], self.best[i] = pruned_part(start, self.whole_subs[i], self.subs[i])
         self.sizes = [share_variables(sp) for sp in self.subs]
         # A service under a configuration limit is solved without it first (see _run_one).
         self.unlimited = [_without_limit(sp) for sp in self.subs]
