@@ -26,13 +26,15 @@ EXACT = SolveOptions(relative_gap=0.0, time_limit_s=20)
 
 @dataclass
 class RecordingBackend:
-    """HiGHS that notes the seconds each call was given and moves a fake clock on by ``takes_s`` per call;
-    ``weak`` claims only half the objective as its bound (as a solver stopped early would)."""
+    """HiGHS that notes the seconds each call was given (and whether its primal heuristics were on) and moves a
+    fake clock on by ``takes_s`` per call; ``weak`` claims only half the objective as its bound (as a solver
+    stopped early would)."""
 
     clock: FakeClock
     takes_s: float = 0.0
     weak: bool = False
     given_s: list[float] = field(default_factory=list)
+    heuristics: list[bool] = field(default_factory=list)
     inner: Backend = field(default_factory=HighsBackend)
 
     @property
@@ -43,6 +45,7 @@ class RecordingBackend:
               start: np.ndarray | None = None, stop_at: float | None = None) -> RawResult:
         assert deadline is not None and deadline.clock is self.clock
         self.given_s.append(deadline.remaining())
+        self.heuristics.append(options.highs_heuristics)
         self.clock.advance(self.takes_s)
         raw = self.inner.solve(model, options, Deadline.after(30.0), start, stop_at)
         if self.weak and raw.objective is not None:
@@ -211,3 +214,20 @@ def test_by_service_solves_without_the_configuration_limit_first_and_keeps_only_
         problem, Deadline.after(20.0, clock))
     assert sol.status == "optimal" and sol.objective == pytest.approx(whole.objective)
     assert violations(problem, sol) == [] and len(backend.given_s) == 3
+
+
+def test_services_are_solved_without_primal_heuristics_and_a_repair_with_them() -> None:
+    # Each service alone wants five one-device replicas in the cheap pool, which holds eight devices: the
+    # services' plans (each started from its own greedy plan, so only the bound is left to prove) run without
+    # HiGHS's primal heuristics; the repair, which must find a plan in shrunk pools, and the whole fleet run
+    # with them. The answer is the whole model's optimum.
+    problem = _services(2, rate=9.0, max_nodes=1)
+    clock = FakeClock()
+    backend = RecordingBackend(clock)
+    sol = ByServiceStrategy(replace(EXACT, decompose="on", threads=1), backend).solve(
+        problem, Deadline.after(20.0, clock))
+    whole = solve(problem, replace(EXACT, decompose="off"))
+    assert sol.status == "optimal" and sol.objective == pytest.approx(whole.objective)
+    assert violations(problem, sol) == []
+    assert sol.backends == {"services/milp": "highs", "repair/milp": "highs", "milp": "highs"}
+    assert backend.heuristics == [False, False, True, True]
