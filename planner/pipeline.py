@@ -85,6 +85,7 @@ from planner.solve.bounds import fleet_floor
 from planner.solve.formulation.handoff import cross_zone_usd_per_hour
 from planner.solve.incumbent import checked_greedy_plan, covers, plan_violations
 from planner.solve.progress import Progress
+from planner.solve.replan import without_columns
 from planner.tiers import TierError, with_billing, with_tiers
 
 _SERVING = SERVING_ROLES
@@ -455,15 +456,20 @@ def _prefer_no_pipelines(inputs: PlanInputs, sol: Solution, opts: SolveOptions, 
                          min_s: float = 0.0) -> tuple[PlanInputs, Solution, list[Finding]]:
     """A pipeline where the model fits without one stays only when it is cheaper: the plan is solved again
     without such pipelines and that plan is taken unless it costs more than the gap; otherwise a finding says
-    what the pipelines save. That solve runs only when ``deadline`` leaves it ``min_s`` past building its column
-    table; else (or when it finds nothing) a finding says the pipelines were not compared."""
+    what the pipelines save. A plan solved service by service solves only the services that ran such pipelines
+    again (replan.without_columns); else the whole fleet is solved again, only when ``deadline`` leaves it
+    ``min_s`` past building its column table. When neither finds a plan, a finding says the pipelines were not
+    compared."""
     used = _needless_pipelines(inputs, [k for k, n in sol.replicas.items() if n > 0])
     if not used:
         return inputs, sol, []
     drop = _needless_pipelines(inputs, [c.key for c in inputs.problem.columns])
     flat = replace(inputs.problem, columns=tuple(c for c in inputs.problem.columns if c.key not in drop))
-    in_time = deadline.remaining() >= min_s + TABLE_S_PER_COLUMN * len(flat.columns)
-    alt = solve(flat, opts, deadline=deadline) if in_time else None
+    # Solved service by service, only the services that ran such pipelines need solving again.
+    alt = without_columns(inputs.problem, sol, flat, {inputs.candidates[k].service.id for k in used}, opts,
+                          deadline)
+    if alt is None and deadline.remaining() >= min_s + TABLE_S_PER_COLUMN * len(flat.columns):
+        alt = solve(flat, opts, deadline=deadline)
     cost, alt_cost = _solved_cost(sol), _solved_cost(alt) if alt is not None else None
     if alt is not None and alt_cost is not None and cost is not None \
             and alt_cost <= cost * (1 + opts.relative_gap) + 1e-9:

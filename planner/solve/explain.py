@@ -11,6 +11,7 @@ from planner.schema import Finding
 from planner.solve.backends import backend_for
 from planner.solve.formulation import FAMILIES, Probe, build, cover, handoff, min_replicas, spread
 from planner.solve.problem import Problem, Solution, SolveOptions
+from planner.solve.replan import solved_by_service
 from planner.solve.strategies.by_service import overused, pruned_part, union
 from planner.solve.strategies.choose import solve
 from planner.solve.strategies.services import decomposable, service_problem
@@ -129,8 +130,7 @@ def _probe_alone(problem: Problem, solution: Solution, probe: Probe, options: So
     fits beside them the saving is its part of the plan less its new optimum. (Any plan that fits is a plan
     of the loosened fleet, so the saving is never overstated; it is proven when the service's solve and the
     plan both are.) The service's problem is pruned as in the pass by service (by_service.pruned_part)."""
-    solved_by_service = bool(solution.backends) and all(k.startswith("services/") for k in solution.backends)
-    if probe.service is None or not solved_by_service or not decomposable(probe.relaxed):
+    if probe.service is None or not solved_by_service(solution) or not decomposable(probe.relaxed):
         return None
     i = next(j for j, d in enumerate(probe.relaxed.demands) if d.service == probe.service)
     whole = service_problem(probe.relaxed, i)

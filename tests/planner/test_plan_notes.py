@@ -129,3 +129,35 @@ def test_a_pipeline_not_compared_in_time_says_so(monkeypatch: pytest.MonkeyPatch
     assert [g for g in plan.replica_groups if g.configuration.pp > 1]
     [note] = [f for f in plan.findings if f.constraint == "pipeline[chat]"]
     assert note.value is None and "no plan without such pipelines was found in the time left" in note.message
+
+
+def test_a_plan_solved_by_service_compares_pipelines_on_their_services_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Solved service by service, only the service that runs a needless pipeline is solved again without it
+    (replan.without_columns): the fleet is solved once, and the finding's saving is what the fleet without
+    pipelines costs more."""
+    import planner.solve.strategies.choose as choose
+
+    monkeypatch.setattr(choose, "DECOMPOSE_MIN_SHARE_VARIABLES", 0)
+    two = DECODE_HEAVY.replace("services:\n", """services:
+  - id: other
+    model: llama-3-8b
+    traffic: {rate_rps: 2, buckets: [{input_tokens: 512, output_tokens: 128, share: 1.0}]}
+    slo: {ttft_ms: 2000, tpot_ms: 100}
+    tp_options: [1]
+""")
+    fleets: list[int] = []
+    inner = pipeline.solve
+
+    def counting(problem, *args, **kwargs):  # type: ignore[no-untyped-def]
+        fleets.append(len(problem.demands))
+        return inner(problem, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "solve", counting)
+    plan = plan_fleet(parse_fleet(two, "two.yaml"), baselines=False, marginals=False)
+    assert fleets == [2] and set(plan.solver.backends) == {"services/milp"}
+    assert [g for g in plan.replica_groups if g.service == "chat" and g.configuration.pp > 1]
+    [note] = [f for f in plan.findings if f.constraint == "pipeline[chat]"]
+    assert note.value is not None and note.value > 0
+    flat = parse_fleet(two.replace("pp_options: [1, 2]", "pp_options: [1]"), "flat.yaml")
+    assert plan_fleet(flat, baselines=False, marginals=False).cost_usd_per_hour == pytest.approx(
+        plan.cost_usd_per_hour + note.value, rel=1e-3)
