@@ -231,3 +231,20 @@ def test_services_are_solved_without_primal_heuristics_and_a_repair_with_them() 
     assert violations(problem, sol) == []
     assert sol.backends == {"services/milp": "highs", "repair/milp": "highs", "milp": "highs"}
     assert backend.heuristics == [False, False, True, True]
+
+
+def test_the_first_pass_starts_with_the_service_whose_start_is_furthest_above_its_floor() -> None:
+    # The start runs s0 in the cheap pool (its optimum) and s1 in the pool three times as dear. Each solve takes
+    # the whole budget on the fake clock, so the pass reaches one service: s1, whose start has the most gap to
+    # its floor per share variable; s0 keeps its part of the start.
+    problem = _services(2, rate=3.0)
+    dear_s1 = replace(problem, columns=tuple(c for c in problem.columns if not (c.service == "s1" and c.pool == "p0")))
+    start = solve(dear_s1, EXACT)
+    assert start.objective is not None and violations(problem, start) == []
+    clock = FakeClock()
+    backend = RecordingBackend(clock, takes_s=100.0)
+    sol = ByServiceStrategy(replace(EXACT, decompose="on", threads=1), backend).solve(
+        problem, Deadline.after(10.0, clock), start)
+    assert len(backend.given_s) == 1 and sol.objective is not None and sol.objective < start.objective
+    assert {k for k, n in sol.replicas.items() if n} == {k for k, n in start.replicas.items() if n and "s0" in k} | {
+        k for k, n in solve(problem, EXACT).replicas.items() if n and "s1" in k}
