@@ -356,13 +356,14 @@ class _ServicePass:
 
     def _order(self) -> list[int]:
         """The first pass's order: most of the gap to its floor per share variable first (where the pass cannot
-        reach every service, the ones it reaches close the most of the fleet's gap)."""
+        reach every service, the ones it reaches close the most of the fleet's gap); services without a start,
+        and ties, smallest first."""
         def worth(i: int) -> float:
             plan = self.best[i]
             if plan is None or plan.objective is None or not math.isfinite(self.bounds[i]):
                 return _INF
             return (plan.objective - self.bounds[i]) / max(1, self.sizes[i])
-        return sorted(range(self.k), key=lambda i: -worth(i))
+        return sorted(range(self.k), key=lambda i: (-worth(i), self.sizes[i]))
 
     def run(self) -> _Outcome:
         """First pass, refinement, then a repair where the plans overrun a pool."""
