@@ -11,8 +11,8 @@ from planner.schema import Finding
 from planner.solve.backends import backend_for
 from planner.solve.formulation import FAMILIES, Probe, build, cover, handoff, min_replicas, spread
 from planner.solve.problem import Problem, Solution, SolveOptions
-from planner.solve.replan import solved_by_service
-from planner.solve.strategies.by_service import overused, pruned_part, union
+from planner.solve.replan import beside_others, solved_by_service
+from planner.solve.strategies.by_service import pruned_part
 from planner.solve.strategies.choose import solve
 from planner.solve.strategies.services import decomposable, service_problem
 
@@ -140,11 +140,6 @@ def _probe_alone(problem: Problem, solution: Solution, probe: Probe, options: So
     alt = solve(sub, options, deadline=deadline, start=part)
     if alt.objective is None:
         return None
-    mine = {c.key for c in whole.columns}
-    others = replace(solution, replicas={k: n for k, n in solution.replicas.items() if k not in mine},
-                     prefill_share={kb: v for kb, v in solution.prefill_share.items() if kb[0] not in mine},
-                     decode_share={kb: v for kb, v in solution.decode_share.items() if kb[0] not in mine})
-    replicas, pre, dec = union([others, alt])
-    if any(overused(probe.relaxed, replicas, pre | dec)):
+    if beside_others(probe.relaxed, solution, [c.key for c in whole.columns], [alt]) is None:
         return None
     return max(0.0, part.objective - alt.objective), _proven(alt, options) and _proven(solution, options)

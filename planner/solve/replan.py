@@ -9,7 +9,7 @@ plan got cheaper); its gap widens by what the services' new plans cost more.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import replace
 
 from planner.clock import Deadline
@@ -25,13 +25,25 @@ from planner.solve.problem import (
     pool_usage,
 )
 from planner.solve.prune import prune_roomy_pools
-from planner.solve.strategies.by_service import overused, union
+from planner.solve.strategies.by_service import Shares, overused, union
 from planner.solve.strategies.services import decomposable, service_problem
 
 
 def solved_by_service(solution: Solution) -> bool:
     """Whether every stage of the plan's solve ran per service (the backends of its stages say)."""
     return bool(solution.backends) and all(k.startswith("services/") for k in solution.backends)
+
+
+def beside_others(problem: Problem, solution: Solution, keys: Collection[str],
+                  new: Sequence[Solution]) -> tuple[dict[str, int], Shares, Shares] | None:
+    """The plan's replicas and shares with those of the columns ``keys`` replaced by the plans ``new``; None
+    where they overrun a pool or power domain of ``problem``."""
+    mine = set(keys)
+    others = replace(solution, replicas={k: n for k, n in solution.replicas.items() if k not in mine},
+                     prefill_share={kb: v for kb, v in solution.prefill_share.items() if kb[0] not in mine},
+                     decode_share={kb: v for kb, v in solution.decode_share.items() if kb[0] not in mine})
+    replicas, pre, dec = union([others, *new])
+    return None if any(overused(problem, replicas, pre | dec)) else (replicas, pre, dec)
 
 
 def without_columns(problem: Problem, solution: Solution, fewer: Problem, services: Collection[str],
@@ -56,12 +68,10 @@ def without_columns(problem: Problem, solution: Solution, fewer: Problem, servic
         dropped |= {c.key for c in old.columns}
         objective += alt.objective - part.objective
         new.append(alt)
-    others = replace(solution, replicas={k: n for k, n in solution.replicas.items() if k not in dropped},
-                     prefill_share={kb: v for kb, v in solution.prefill_share.items() if kb[0] not in dropped},
-                     decode_share={kb: v for kb, v in solution.decode_share.items() if kb[0] not in dropped})
-    replicas, pre, dec = union([others, *new])
-    if any(overused(fewer, replicas, pre | dec)):
+    fits = beside_others(fewer, solution, dropped, new)
+    if fits is None:
         return None
+    replicas, pre, dec = fits
     bound = None if solution.best_bound is None else min(objective, solution.best_bound)
     gap = None if bound is None else max(0.0, (objective - bound) / max(abs(objective), 1e-9))
     status: Status = "optimal" if gap is not None and gap <= options.relative_gap + 1e-12 else "feasible"
