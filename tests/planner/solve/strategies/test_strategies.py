@@ -14,6 +14,7 @@ from planner.solve import Column, Demand, PoolSupply, Problem, SolveOptions, cho
 from planner.solve.backends import Backend, BackendName, HighsBackend, RawResult
 from planner.solve.formulation import Arrays, Matrix
 from planner.solve.incumbent import greedy_plan
+from planner.solve.progress import Progress
 from planner.solve.strategies import (
     ByServiceStrategy,
     LagrangeStrategy,
@@ -248,3 +249,55 @@ def test_the_first_pass_starts_with_the_service_whose_start_is_furthest_above_it
     assert len(backend.given_s) == 1 and sol.objective is not None and sol.objective < start.objective
     assert {k for k, n in sol.replicas.items() if n} == {k for k, n in start.replicas.items() if n and "s0" in k} | {
         k for k, n in solve(problem, EXACT).replicas.items() if n and "s1" in k}
+
+
+def test_where_the_last_plans_overrun_a_pool_the_answer_is_the_cheapest_union_that_fitted() -> None:
+    # p0 holds two devices at $1/device-hour. s1 and s2 run one device each ($1/h in p0, $3/h in p1), s0 two
+    # ($2/h in p0, $5/h in p2) over three buckets (more share variables, so it goes last). The start runs
+    # everything outside p0 ($11/h). s1 and s2 move into p0 first: their plans and s0's start fit ($7/h, the
+    # optimum, reported as the incumbent). Then s0 moves into p0 too, and p0 overruns; the three solves have
+    # used the whole budget, so nothing can be repaired. Each service's newest plan swapped into the start,
+    # largest saving first, gives only $8/h (s0 in p0, s1 and s2 back in p1): the answer is the $7/h union.
+    pools = (PoolSupply("p0", "a", None, 1, 2, 1.0), PoolSupply("p1", "a", None, 1, None, 3.0),
+             PoolSupply("p2", "a", None, 2, None, 2.5))
+    s0 = (Column("s0-p0", "s0", Role.UNIFIED, "p0", 2, (1.0, 1.0, 1.0)),
+          Column("s0-p2", "s0", Role.UNIFIED, "p2", 2, (1.0, 1.0, 1.0)))
+    small = tuple(Column(f"{s}-{p}", s, Role.UNIFIED, p, 1, (1.0,)) for s in ("s1", "s2") for p in ("p0", "p1"))
+    demands = (Demand("s0", (0.3, 0.3, 0.3)), Demand("s1", (0.9,)), Demand("s2", (0.9,)))
+    problem = Problem(pools, s0 + small, demands)
+    outside = replace(problem, columns=tuple(c for c in problem.columns if c.pool != "p0"))
+    start = solve(outside, EXACT)
+    optimum = solve(problem, replace(EXACT, decompose="off"))
+    assert start.objective == pytest.approx(11.0) and optimum.objective == pytest.approx(7.0)
+    clock = FakeClock()
+    backend = RecordingBackend(clock, takes_s=3.4)
+    progress = Progress(clock)
+    sol = ByServiceStrategy(replace(EXACT, decompose="on", threads=1, progress=progress), backend).solve(
+        problem, Deadline.after(10.0, clock), start)
+    assert len(backend.given_s) == 3  # the three services' first solves, then no time is left
+    assert progress.incumbent == pytest.approx(7.0)
+    assert sol.objective == pytest.approx(7.0) and violations(problem, sol) == []
+    assert {k for k, n in sol.replicas.items() if n} == {"s0-p2", "s1-p0", "s2-p0"}
+
+
+def test_a_repair_first_moves_off_the_service_that_costs_least_more_per_device_it_frees() -> None:
+    # p0 holds four devices at $1/device-hour. Alone, s0 runs two replicas there and s1 four: six devices. Off
+    # p0, s0 pays $1.10 a device (10 cents more for each it frees) and s1 $2 (a dollar more). The repair moves s0
+    # off ($6.20/h, the optimum), where planning the service with the most devices on p0 first (s1, within the
+    # two devices s0 leaves) would end at $8/h. Each solve takes 4.5 s of a 10 s budget on the fake clock: the
+    # two services' solves, then one to improve on s0's move (it cannot), and no time for the whole fleet.
+    pools = (PoolSupply("p0", "a", None, 1, 4, 1.0), PoolSupply("p1", "a", None, 1, None, 1.1),
+             PoolSupply("p2", "a", None, 1, None, 2.0))
+    cols = (Column("s0-p0", "s0", Role.UNIFIED, "p0", 1, (1.0,)), Column("s0-p1", "s0", Role.UNIFIED, "p1", 1, (1.0,)),
+            Column("s1-p0", "s1", Role.UNIFIED, "p0", 1, (1.0,)), Column("s1-p2", "s1", Role.UNIFIED, "p2", 1, (1.0,)))
+    problem = Problem(pools, cols, (Demand("s0", (1.9,)), Demand("s1", (3.9,))))
+    optimum = solve(problem, replace(EXACT, decompose="off"))
+    assert optimum.objective == pytest.approx(6.2)
+    clock = FakeClock()
+    backend = RecordingBackend(clock, takes_s=4.5)
+    sol = ByServiceStrategy(replace(EXACT, decompose="on", threads=1), backend).solve(
+        problem, Deadline.after(10.0, clock))
+    assert sol.objective == pytest.approx(6.2) and violations(problem, sol) == []
+    assert {k: n for k, n in sol.replicas.items() if n} == {"s0-p1": 2, "s1-p0": 4}
+    assert backend.heuristics == [False, False, True] and sol.backends == {"services/milp": "highs",
+                                                                           "repair/milp": "highs"}
