@@ -370,6 +370,8 @@ class _ServicePass:
             plan, freed = self.best[i], self._on(i, pools_over)
             if plan is None or plan.objective is None or freed == 0:
                 continue
+            if self.until.end - self.until.now() < _LATE_S:
+                break
             alt = checked_greedy_plan(replace(self.whole_subs[i], pools=closed), self.until)
             if alt is not None and alt.objective is not None:
                 offers.append(((alt.objective - plan.objective) / freed, i, alt))
