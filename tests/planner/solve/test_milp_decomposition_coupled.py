@@ -4,13 +4,20 @@ whole-fleet fallback)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field, replace
+
+import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from planner.clock import Deadline
+from planner.clock import Deadline, FakeClock
 from planner.schema import Role
 from planner.solve import Column, Demand, PoolSupply, PowerBudget, Problem, SolveOptions, solve
-from planner.solve.strategies import LagrangeStrategy, overused
+from planner.solve.backends import Backend, BackendName, HighsBackend, RawResult
+from planner.solve.formulation import Arrays, Matrix
+from planner.solve.incumbent import greedy_plan
+from planner.solve.progress import Progress
+from planner.solve.strategies import ByServiceStrategy, LagrangeStrategy, overused
 
 EXACT = SolveOptions(time_limit_s=20.0, relative_gap=0.0, decompose="off", pricing="off")
 # Column pricing with the services priced by the pool duals (the path large fleets whose pools bind take).
@@ -124,3 +131,45 @@ def test_pool_price_lifts_the_bound_above_the_services_own() -> None:
     sol = solve(problem, PRICED)
     assert sol.objective is not None and abs(sol.objective - 4.0) < 1e-6
     assert sol.best_bound is not None and sol.best_bound >= 4.0 - 1e-6
+
+
+@dataclass
+class _SlowHighs:
+    """HiGHS that moves a fake clock on by ``takes_s`` a call, so the pass by service runs out of time at any
+    stage (first pass, refinement, repair) and must answer with what it has."""
+
+    clock: FakeClock
+    takes_s: float
+    inner: Backend = field(default_factory=HighsBackend)
+
+    @property
+    def name(self) -> BackendName:
+        return "highs"
+
+    def solve(self, model: Matrix | Arrays, options: SolveOptions, deadline: Deadline | None = None,
+              start: np.ndarray | None = None, stop_at: float | None = None) -> RawResult:
+        self.clock.advance(self.takes_s)
+        return self.inner.solve(model, options, Deadline.after(20.0), start, stop_at)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(coupled(), st.sampled_from([0.0, 0.7, 1.3, 2.6, 4.0]), st.booleans())
+def test_a_pass_cut_short_answers_a_plan_that_fits_and_no_dearer_than_it_showed(
+        problem: Problem, takes_s: float, with_start: bool) -> None:
+    # Whatever stage the time runs out in, the answer meets every shared row, its bound is below the fleet's
+    # optimum, and it is no dearer than the cheapest plan the progress record was shown.
+    exact = solve(problem, EXACT)
+    start = greedy_plan(problem) if with_start else None
+    clock = FakeClock()
+    progress = Progress(clock)
+    sol = ByServiceStrategy(replace(SPLIT, threads=1, progress=progress), _SlowHighs(clock, takes_s)).solve(
+        problem, Deadline.after(5.0, clock), start)
+    if sol.objective is None:
+        assert start is None or exact.objective is None
+        return
+    assert exact.objective is not None
+    tol = 1e-6 * max(1.0, exact.objective)
+    assert not any(overused(problem, sol.replicas, sol.prefill_share | sol.decode_share))
+    assert sol.objective >= exact.objective - tol
+    assert sol.best_bound is None or sol.best_bound <= exact.objective + tol
+    assert progress.incumbent is None or sol.objective <= progress.incumbent + tol
