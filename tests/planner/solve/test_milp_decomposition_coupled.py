@@ -4,17 +4,15 @@ whole-fleet fallback)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
-import numpy as np
+from fake_backends import RecordingBackend
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from planner.clock import Deadline, FakeClock
 from planner.schema import Role
 from planner.solve import Column, Demand, PoolSupply, PowerBudget, Problem, SolveOptions, solve
-from planner.solve.backends import Backend, BackendName, HighsBackend, RawResult
-from planner.solve.formulation import Arrays, Matrix
 from planner.solve.incumbent import greedy_plan
 from planner.solve.progress import Progress
 from planner.solve.strategies import ByServiceStrategy, LagrangeStrategy, overused
@@ -133,25 +131,6 @@ def test_pool_price_lifts_the_bound_above_the_services_own() -> None:
     assert sol.best_bound is not None and sol.best_bound >= 4.0 - 1e-6
 
 
-@dataclass
-class _SlowHighs:
-    """HiGHS that moves a fake clock on by ``takes_s`` a call, so the pass by service runs out of time at any
-    stage (first pass, refinement, repair) and must answer with what it has."""
-
-    clock: FakeClock
-    takes_s: float
-    inner: Backend = field(default_factory=HighsBackend)
-
-    @property
-    def name(self) -> BackendName:
-        return "highs"
-
-    def solve(self, model: Matrix | Arrays, options: SolveOptions, deadline: Deadline | None = None,
-              start: np.ndarray | None = None, stop_at: float | None = None) -> RawResult:
-        self.clock.advance(self.takes_s)
-        return self.inner.solve(model, options, Deadline.after(20.0), start, stop_at)
-
-
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(coupled(), st.sampled_from([0.0, 0.7, 1.3, 2.6, 4.0]), st.booleans())
 def test_a_pass_cut_short_answers_a_plan_that_fits_and_no_dearer_than_it_showed(
@@ -162,7 +141,7 @@ def test_a_pass_cut_short_answers_a_plan_that_fits_and_no_dearer_than_it_showed(
     start = greedy_plan(problem) if with_start else None
     clock = FakeClock()
     progress = Progress(clock)
-    sol = ByServiceStrategy(replace(SPLIT, threads=1, progress=progress), _SlowHighs(clock, takes_s)).solve(
+    sol = ByServiceStrategy(replace(SPLIT, threads=1, progress=progress), RecordingBackend(clock, takes_s)).solve(
         problem, Deadline.after(5.0, clock), start)
     if sol.objective is None:
         assert start is None or exact.objective is None

@@ -3,15 +3,16 @@ service problems, and the record of which backend ran each stage."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pytest
+from fake_backends import RecordingBackend
 
 from planner.clock import Deadline, FakeClock
 from planner.schema import Role
 from planner.solve import Column, Demand, PoolSupply, Problem, SolveOptions, choose_strategy, solve, violations
-from planner.solve.backends import Backend, BackendName, HighsBackend, RawResult
+from planner.solve.backends import BackendName, RawResult
 from planner.solve.formulation import Arrays, Matrix
 from planner.solve.incumbent import greedy_plan
 from planner.solve.progress import Progress
@@ -23,35 +24,6 @@ from planner.solve.strategies import (
 )
 
 EXACT = SolveOptions(relative_gap=0.0, time_limit_s=20)
-
-
-@dataclass
-class RecordingBackend:
-    """HiGHS that notes the seconds each call was given (and whether its primal heuristics were on) and moves a
-    fake clock on by ``takes_s`` per call; ``weak`` claims only half the objective as its bound (as a solver
-    stopped early would)."""
-
-    clock: FakeClock
-    takes_s: float = 0.0
-    weak: bool = False
-    given_s: list[float] = field(default_factory=list)
-    heuristics: list[bool] = field(default_factory=list)
-    inner: Backend = field(default_factory=HighsBackend)
-
-    @property
-    def name(self) -> BackendName:
-        return "highs"
-
-    def solve(self, model: Matrix | Arrays, options: SolveOptions, deadline: Deadline | None = None,
-              start: np.ndarray | None = None, stop_at: float | None = None) -> RawResult:
-        assert deadline is not None and deadline.clock is self.clock
-        self.given_s.append(deadline.remaining())
-        self.heuristics.append(options.highs_heuristics)
-        self.clock.advance(self.takes_s)
-        raw = self.inner.solve(model, options, Deadline.after(30.0), start, stop_at)
-        if self.weak and raw.objective is not None:
-            return replace(raw, status="feasible", best_bound=raw.objective / 2)
-        return raw
 
 
 def _services(n: int, columns: int = 1, buckets: int = 1, max_nodes: int | None = None,
