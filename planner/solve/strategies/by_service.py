@@ -347,8 +347,9 @@ class _ServicePass:
     def _lower_bound(self) -> float | None:
         return sum(self.bounds) + self.orphan if all(math.isfinite(b) for b in self.bounds) else None
 
-    def _fits(self) -> bool:
-        replicas, pre, dec = union(self.best)
+    def _fits(self, plans: Sequence[Solution | None] | None = None) -> bool:
+        """Whether the services' plans (``plans``, else their best) meet the shared rows together."""
+        replicas, pre, dec = union(self.best if plans is None else plans)
         return not any(overused(self.problem, replicas, pre | dec))
 
     def _on(self, i: int, pools: set[str]) -> int:
@@ -382,8 +383,7 @@ class _ServicePass:
                 break
             trial[i] = alt
             moved[i] = per_device * self._on(i, pools_over)
-        replicas, pre, dec = union(trial)
-        if any(overused(self.problem, replicas, pre | dec)):
+        if not self._fits(trial):
             return {}
         self.best = trial
         self._note()
@@ -488,8 +488,7 @@ class _ServicePass:
             if saving(i) <= 0:
                 break
             trial = [*chosen[:i], self.best[i], *chosen[i + 1:]]
-            replicas, pre, dec = union(trial)
-            if not any(overused(self.problem, replicas, pre | dec)):
+            if self._fits(trial):
                 chosen = trial
         self.best = chosen
         return True
