@@ -203,7 +203,6 @@ class _ServicePass:
         self.sizes = [share_variables(sp) for sp in self.subs]
         # A service under a configuration limit is solved without it first (see _run_one).
         self.unlimited = [_without_limit(sp) for sp in self.subs]
-        self.starts = list(self.best)
         # The cheapest union of the services' plans that fitted the shared rows so far (the start's parts fit
         # together): where later plans overrun a pool, the answer is built from it, never worse than it.
         self.fitting: list[Solution | None] | None = None
@@ -366,7 +365,7 @@ class _ServicePass:
         services moved, each with what its move costs more per hour (none where the moves do not make every
         shared row fit; then nothing changes)."""
         closed = tuple(replace(p, max_nodes=0) if p.id in pools_over else p for p in self.problem.pools)
-        offers: list[tuple[float, int, Solution]] = []
+        offers: list[tuple[float, int, Solution, float]] = []  # $/h more per device freed, service, plan, $/h more
         for i in range(self.k):
             plan, freed = self.best[i], self._on(i, pools_over)
             if plan is None or plan.objective is None or freed == 0:
@@ -375,14 +374,15 @@ class _ServicePass:
                 break
             alt = checked_greedy_plan(replace(self.whole_subs[i], pools=closed), self.until)
             if alt is not None and alt.objective is not None:
-                offers.append(((alt.objective - plan.objective) / freed, i, alt))
+                extra = alt.objective - plan.objective
+                offers.append((extra / freed, i, alt, extra))
         trial = list(self.best)
         moved: dict[int, float] = {}
-        for per_device, i, alt in sorted(offers, key=lambda o: (o[0], o[1])):
+        for _, i, alt, extra in sorted(offers, key=lambda o: (o[0], o[1])):
             if not overrun_pools(self.problem, union(trial)[0]) & pools_over:
                 break
             trial[i] = alt
-            moved[i] = per_device * self._on(i, pools_over)
+            moved[i] = extra
         if not self._fits(trial):
             return {}
         self.best = trial
@@ -400,8 +400,8 @@ class _ServicePass:
         if moved:  # the moves that cost most first: they have the most to win back
             targets = sorted(moved, key=lambda i: -moved[i])
         else:
-            targets = sorted((i for i in range(self.k) if self._on(i, pools_over) > 0),
-                             key=lambda i: -self._on(i, pools_over))
+            on = {i: self._on(i, pools_over) for i in range(self.k)}
+            targets = sorted((i for i in range(self.k) if on[i] > 0), key=lambda i: -on[i])
         for j, i in enumerate(targets):
             if not moved and self._fits():
                 break
