@@ -7,12 +7,14 @@ from __future__ import annotations
 from dataclasses import replace
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from planner.schema import Role
 from planner.solve import Column, Demand, PoolSupply, Problem, SolveOptions, prune_dominated, prune_roomy_pools, solve
 from planner.solve.prune import dominated
+from planner.solve.strategies.by_service import pruned_part
 
 EXACT = SolveOptions(relative_gap=0.0, time_limit_s=20, decompose="off")
 CASES = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -83,6 +85,40 @@ def test_pruning_leaves_spread_and_running_plans_alone() -> None:
     running = Problem(pools, cols, (Demand("s", (3.0,)),), current_replicas={"c-b": 1},
                       churn_usd_per_replica_change=0.1)
     assert len(prune_roomy_pools(running).columns) == 2
+
+
+def test_a_start_on_a_dropped_column_brings_back_that_column_alone() -> None:
+    # Three zones at $1.0, $1.1 and $1.2 a device, each roomy: pruning keeps zone a's column. A start that runs
+    # zone b's (a fleet plan whose tight pools needed it) gets zone b's back beside it, not zone c's, and the
+    # service's optimum stays.
+    pools = tuple(PoolSupply(f"p-{z}", z, None, 2, 4, price) for z, price in (("a", 1.0), ("b", 1.1), ("c", 1.2)))
+    cols = tuple(Column(f"c-{z}", "s", Role.UNIFIED, f"p-{z}", 1, (2.0,)) for z in ("a", "b", "c"))
+    problem = Problem(pools, cols, (Demand("s", (3.0,)),))
+    assert [c.key for c in prune_roomy_pools(problem).columns] == ["c-a"]
+    start = solve(replace(problem, columns=cols[1:2]), EXACT)
+    sub, part = pruned_part(start, problem)
+    assert [c.key for c in sub.columns] == ["c-a", "c-b"]
+    assert part is not None and part.replicas == {"c-b": 2} and part.objective == pytest.approx(2.2)
+    assert solve(sub, EXACT).objective == solve(problem, EXACT).objective == 2.0
+
+
+@CASES
+@given(twin_pools(), st.sampled_from(["a", "b"]))
+def test_a_service_pruned_around_its_start_keeps_its_optimum(problem: Problem, zone: str) -> None:
+    # The start: the service's plan in one zone's pools alone; its pruned problem has every column pruning
+    # keeps and every column the start runs, and no more than the whole.
+    start = solve(replace(problem, columns=tuple(c for c in problem.columns if c.pool.endswith(zone))), EXACT)
+    if start.objective is None:
+        return
+    sub, part = pruned_part(start, problem)
+    keys = {c.key for c in sub.columns}
+    assert keys <= {c.key for c in problem.columns}
+    assert {c.key for c in prune_roomy_pools(problem).columns} <= keys
+    assert {k for k, n in start.replicas.items() if n} <= keys
+    assert part is not None and part.objective == pytest.approx(start.objective)
+    full, fewer = solve(problem, EXACT), solve(sub, EXACT)
+    assert full.objective is not None and fewer.objective is not None
+    assert abs(full.objective - fewer.objective) <= 1e-6 * max(1.0, full.objective)
 
 
 def _split_service(decode_b: tuple[float, ...] = (2.0,), price_b: float = 1.1) -> Problem:
