@@ -252,6 +252,33 @@ def test_where_the_last_plans_overrun_a_pool_the_answer_is_the_cheapest_union_th
     assert {k for k, n in sol.replicas.items() if n} == {"s0-p2", "s1-p0", "s2-p0"}
 
 
+def test_where_the_plans_overrun_a_pool_each_new_plan_that_fits_beside_the_kept_ones_lowers_the_plan_reported() -> None:
+    # p0 holds two devices at $1/device-hour. s0 runs two devices ($2/h in p0, $5/h in p2), s1 and s2 one each
+    # ($1/h in p0, $3/h in p1); s0 and s2 over three buckets. The start runs everything outside p0 ($11/h). The
+    # pass takes s1 (into p0: the plans fit, $9/h), then s0 (into p0: three devices, they no longer fit), then
+    # s2 (into p0): s2's new plan fits beside the kept ones (s1 in p0, s0 outside), so $7/h is reported while
+    # the services run, not the $9/h of the last union that fitted as a whole. No time is left for a repair.
+    pools = (PoolSupply("p0", "a", None, 1, 2, 1.0), PoolSupply("p1", "a", None, 1, None, 3.0),
+             PoolSupply("p2", "a", None, 2, None, 2.5))
+    s0 = (Column("s0-p0", "s0", Role.UNIFIED, "p0", 2, (1.0, 1.0, 1.0)),
+          Column("s0-p2", "s0", Role.UNIFIED, "p2", 2, (1.0, 1.0, 1.0)))
+    s1 = tuple(Column(f"s1-{p}", "s1", Role.UNIFIED, p, 1, (1.0,)) for p in ("p0", "p1"))
+    s2 = tuple(Column(f"s2-{p}", "s2", Role.UNIFIED, p, 1, (1.0, 1.0, 1.0)) for p in ("p0", "p1"))
+    demands = (Demand("s0", (0.3, 0.3, 0.3)), Demand("s1", (0.9,)), Demand("s2", (0.3, 0.3, 0.3)))
+    problem = Problem(pools, s0 + s1 + s2, demands)
+    start = solve(replace(problem, columns=tuple(c for c in problem.columns if c.pool != "p0")), EXACT)
+    assert start.objective == pytest.approx(11.0)
+    clock = FakeClock()
+    backend = RecordingBackend(clock, takes_s=3.4)
+    progress = Progress(clock)
+    sol = ByServiceStrategy(replace(EXACT, decompose="on", threads=1, progress=progress), backend).solve(
+        problem, Deadline.after(10.0, clock), start)
+    assert len(backend.given_s) == 3
+    assert [round(p.incumbent or 0.0, 6) for p in progress.points] == [9.0, 7.0]
+    assert sol.objective == pytest.approx(7.0) and violations(problem, sol) == []
+    assert {k for k, n in sol.replicas.items() if n} == {"s0-p2", "s1-p0", "s2-p0"}
+
+
 def test_a_repair_first_moves_off_the_service_that_costs_least_more_per_device_it_frees() -> None:
     # p0 holds four devices at $1/device-hour. Alone, s0 runs two replicas there and s1 four: six devices. Off
     # p0, s0 pays $1.10 a device (10 cents more for each it frees) and s1 $2 (a dollar more). The repair moves s0
