@@ -161,3 +161,38 @@ def test_a_plan_solved_by_service_compares_pipelines_on_their_services_alone(mon
     flat = parse_fleet(two.replace("pp_options: [1, 2]", "pp_options: [1]"), "flat.yaml")
     assert plan_fleet(flat, baselines=False, marginals=False).cost_usd_per_hour == pytest.approx(
         plan.cost_usd_per_hour + note.value, rel=1e-3)
+
+
+def test_a_plan_solved_again_without_pipelines_keeps_the_bound_the_first_solve_proved(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The solve without needless pipelines runs in half the time left and may prove less than the first did;
+    the first's bound holds for the fleet less those columns too (no plan of fewer columns is cheaper), so
+    the plan reports the higher one. Here the second solve claims only half its plan as its bound."""
+    fleet = parse_fleet(DECODE_HEAVY.replace("pp_options: [1, 2]", "pp_options: [1]").replace(
+        "tp_options: [1]", "tp_options: [1, 2]"), "flat.yaml")
+    bounds: list[float | None] = []
+    inner = pipeline.solve
+
+    def weak_second(problem, *args, **kwargs):  # type: ignore[no-untyped-def]
+        sol = inner(problem, *args, **kwargs)
+        if bounds:
+            sol = pipeline.replace(sol, best_bound=sol.objective / 2, relative_gap=0.5, status="feasible")
+        bounds.append(sol.best_bound)
+        return sol
+
+    unused: list[str] = []
+
+    def one_unused_column(inputs, keys):  # type: ignore[no-untyped-def]
+        # A column the plan does not run stands in for a needless pipeline (first called with the plan's
+        # columns): the plan without it is the same.
+        if not unused:
+            unused.append(next(c.key for c in inputs.problem.columns if c.key not in set(keys)))
+        return {unused[0]}
+
+    monkeypatch.setattr(pipeline, "solve", weak_second)
+    monkeypatch.setattr(pipeline, "_needless_pipelines", one_unused_column)
+    plan = plan_fleet(fleet, baselines=False, marginals=False)
+    assert len(bounds) == 2 and bounds[0] is not None and bounds[1] is not None and bounds[1] < bounds[0]
+    assert plan.solver.best_bound == pytest.approx(min(bounds[0], plan.solver.objective))
+    assert plan.solver.status == "optimal" and plan.solver.relative_gap is not None
+    assert plan.solver.relative_gap <= fleet.planner.relative_gap
