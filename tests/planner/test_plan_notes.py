@@ -4,6 +4,7 @@ the quickstart re-planned under these rules."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -176,7 +177,7 @@ def test_a_plan_solved_again_without_pipelines_keeps_the_bound_the_first_solve_p
     def weak_second(problem, *args, **kwargs):  # type: ignore[no-untyped-def]
         sol = inner(problem, *args, **kwargs)
         if bounds:
-            sol = pipeline.replace(sol, best_bound=sol.objective / 2, relative_gap=0.5, status="feasible")
+            sol = replace(sol, best_bound=sol.objective / 2, relative_gap=0.5, status="feasible")
         bounds.append(sol.best_bound)
         return sol
 
