@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import TYPE_CHECKING, Literal
 
@@ -180,6 +180,18 @@ def empty_solution(status: Status, backend: str, seconds: float, variables: int,
     """An answer without a plan."""
     return Solution(status, backend, None, None, None, seconds, variables, constraints, {}, {}, {}, {}, {}, None,
                     message, dict(backends or {}))
+
+
+def with_lower_bound(solution: Solution, bound: float, relative_gap: float) -> Solution:
+    """``solution`` against the higher of its own bound and ``bound`` (another bound that holds for its problem),
+    capped at its cost, with its gap to match; optimal once that gap is within ``relative_gap``."""
+    if solution.objective is None:
+        return solution
+    own = solution.best_bound if solution.best_bound is not None else -math.inf
+    best = min(solution.objective, max(own, bound))
+    gap = max(0.0, (solution.objective - best) / max(abs(solution.objective), 1e-9))
+    status: Status = "optimal" if gap <= relative_gap + 1e-12 else solution.status
+    return replace(solution, best_bound=best, relative_gap=gap, status=status)
 
 
 def uncovered_buckets(problem: Problem) -> list[tuple[str, int, str]]:

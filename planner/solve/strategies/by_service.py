@@ -69,6 +69,7 @@ from planner.solve.problem import (
     plan_cost_usd_per_hour,
     pool_usage,
     share_variables,
+    with_lower_bound,
 )
 from planner.solve.prune import prune_roomy_pools
 from planner.solve.strategies.base import nested
@@ -185,12 +186,9 @@ class ByServiceStrategy:
             whole_bound = sol.best_bound if proved else None
             sol = replace(backup, best_bound=whole_bound, solve_seconds=deadline.now() - t0,
                           status="feasible", objective=backup.objective, backends=stages)
-        if out.lower is not None and sol.objective is not None:
+        if out.lower is not None:
             # The services' own bounds hold for the whole fleet too (the coupled model only adds rows).
-            bound = min(sol.objective, max(sol.best_bound if sol.best_bound is not None else -_INF, out.lower))
-            gap = max(0.0, (sol.objective - bound) / max(abs(sol.objective), 1e-9))
-            status: Status = "optimal" if gap <= self.options.relative_gap + 1e-12 else sol.status
-            sol = replace(sol, best_bound=bound, relative_gap=gap, status=status)
+            sol = with_lower_bound(sol, out.lower, self.options.relative_gap)
         return sol
 
 
